@@ -1,0 +1,15 @@
+"""The Celery application, in Celery's Django layout.
+
+The broker comes from CELERY_BROKER_URL or REDIS_URL (see settings); tasks are
+discovered in each installed app's ``tasks`` module.
+"""
+
+import os
+
+from celery import Celery
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quikday.settings")
+
+app = Celery("quikday")
+app.config_from_object("django.conf:settings", namespace="CELERY")
+app.autodiscover_tasks()

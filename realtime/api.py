@@ -1,0 +1,46 @@
+"""GET /api/runs/<id>/events/?since=S — the event log over HTTP."""
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import NotFound
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from realtime import events, selectors
+from runs import selectors as run_selectors
+
+MAX_LIMIT = 1000
+
+
+class EventQuerySerializer(serializers.Serializer):
+    since = serializers.IntegerField(min_value=0, default=0)
+    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=MAX_LIMIT)
+
+
+class RunEventsView(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("since", int, description="Return events with seq above this."),
+            OpenApiParameter("limit", int, description=f"At most this many (≤ {MAX_LIMIT})."),
+        ]
+    )
+    def get(self, request, run_id):
+        """The run's events after ``since``, as the WebSocket sends them."""
+        query = EventQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        if run_selectors.run_get_for_user(user=request.user, run_id=run_id) is None:
+            raise NotFound("no such run")
+        since, limit = query.validated_data["since"], query.validated_data["limit"]
+        snapshot = selectors.run_snapshot(run_id=run_id)
+        found = selectors.events_between(run_id=run_id, after=since, upto=snapshot.seq, limit=limit)
+        complete = since >= snapshot.seq or (bool(found) and found[0].seq == since + 1)
+        return Response(
+            {
+                "run_id": str(run_id),
+                "since": since,
+                "seq": snapshot.seq,
+                "recovered": complete,
+                "has_more": bool(found) and found[-1].seq < snapshot.seq,
+                "events": [events.event_frame(event) for event in found] if complete else [],
+            }
+        )

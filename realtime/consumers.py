@@ -1,0 +1,171 @@
+"""WebSocket consumers: transport only — authenticate, join, relay.
+
+``RunConsumer`` serves /ws/runs/<run_id>/ in push mode. The protocol is in
+docs/protocol.md. Order on connect: join the run's group, then read the
+snapshot (seq N), then relay only events above N — so an event committed
+while the client connects is seen exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from urllib.parse import parse_qs
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.utils import timezone
+
+from realtime import events, selectors
+from runs import selectors as run_selectors
+
+logger = logging.getLogger(__name__)
+
+CLOSE_NORMAL = 1000
+CLOSE_TOO_BIG = 1009
+CLOSE_BAD_REQUEST = 4400
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403
+CLOSE_NOT_FOUND = 4404
+
+
+class RunConsumer(AsyncWebsocketConsumer):
+    """Streams one run's events to one client (push mode)."""
+
+    mode = "push"
+
+    async def connect(self) -> None:
+        self.run_id: uuid.UUID | None = None
+        self.last_seq = 0
+        self.subscribed = False
+        self.finished = False
+        await self.accept()
+        try:
+            self.run_id = uuid.UUID(self.scope["url_route"]["kwargs"]["run_id"])
+            since = self._since()
+        except ValueError as error:
+            await self._refuse(CLOSE_BAD_REQUEST, str(error))
+            return
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
+            return
+        access = await database_sync_to_async(run_selectors.run_access)(user=user, run_id=self.run_id)
+        if access != "ok":
+            code = CLOSE_NOT_FOUND if access == "missing" else CLOSE_FORBIDDEN
+            await self._refuse(code, "no such run" if access == "missing" else "not your run")
+            return
+        await self.subscribe()
+        state = await database_sync_to_async(selectors.connect_state)(run_id=self.run_id, since=since)
+        if state is None:
+            await self._refuse(CLOSE_NOT_FOUND, "no such run")
+            return
+        self.last_seq = state.snapshot.seq
+        await self._send_frame(
+            "connected",
+            {"mode": self.mode, "recovered": state.recovered, "run": state.snapshot.run},
+            seq=state.snapshot.seq,
+        )
+        for event in state.backlog:
+            await self.send(text_data=events.encode_frame(events.event_frame(event)))
+        if state.snapshot.terminal:
+            await self._finish()
+
+    def _since(self) -> int | None:
+        query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
+        values = query.get("since")
+        if not values:
+            return None
+        if not values[-1].isdigit():
+            raise ValueError("since must be a non-negative whole number")
+        return int(values[-1])
+
+    # --- Subscription (push: the run's channel-layer group) ------------------------
+
+    async def subscribe(self) -> None:
+        await self.channel_layer.group_add(events.group_name(self.run_id), self.channel_name)
+        self.subscribed = True
+
+    async def unsubscribe(self) -> None:
+        if self.subscribed:
+            self.subscribed = False
+            try:
+                await self.channel_layer.group_discard(events.group_name(self.run_id), self.channel_name)
+            except Exception:  # noqa: BLE001 - leaving must not fail; expiry cleans up
+                logger.warning("group_discard failed for run %s", self.run_id, exc_info=True)
+
+    async def disconnect(self, code: int) -> None:
+        await self.unsubscribe()
+
+    # --- Relay ------------------------------------------------------------------------
+
+    async def run_event(self, message: dict) -> None:
+        """A group message: one committed event, already encoded as a frame."""
+        await self.deliver(message["seq"], message["text"], final=message.get("final", False))
+
+    async def deliver(self, seq: int, text: str, *, final: bool) -> None:
+        """Send event ``seq`` once and in order, filling any gap from the log first."""
+        if self.finished or seq <= self.last_seq:
+            return
+        if seq > self.last_seq + 1:
+            missed = await database_sync_to_async(selectors.events_between)(
+                run_id=self.run_id, after=self.last_seq, upto=seq - 1
+            )
+            for event in missed:
+                await self._send_event(event.seq, events.encode_frame(events.event_frame(event)), final=False)
+        await self._send_event(seq, text, final=final)
+
+    async def _send_event(self, seq: int, text: str, *, final: bool) -> None:
+        if seq <= self.last_seq or self.finished:
+            return
+        await self.send(text_data=text)
+        self.last_seq = seq
+        if final:
+            await self._finish()
+
+    async def _finish(self) -> None:
+        self.finished = True
+        await self.unsubscribe()
+        await self.close(code=CLOSE_NORMAL)
+
+    # --- Client frames -----------------------------------------------------------------
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > settings.REALTIME_MAX_CLIENT_FRAME:
+            await self.close(code=CLOSE_TOO_BIG)
+            return
+        if text_data is None:
+            await self._error("binary_not_supported", "send JSON text frames")
+            return
+        try:
+            frame = json.loads(text_data)
+        except ValueError:
+            await self._error("malformed", "the frame is not valid JSON")
+            return
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        if kind == "ping":
+            await self._send_frame("pong", {}, seq=self.last_seq)
+        elif not isinstance(kind, str):
+            await self._error("malformed", 'a client frame is a JSON object with a "type"')
+        else:
+            await self._error("unknown_type", f"unknown frame type {kind[:64]!r}; the client may send 'ping'")
+
+    # --- Helpers ------------------------------------------------------------------------
+
+    async def _send_frame(self, type: str, payload: dict, *, seq: int) -> None:
+        frame = events.build_frame(
+            type=type, run_id=self.run_id or "", seq=seq, ts=timezone.now(), payload=payload
+        )
+        await self.send(text_data=events.encode_frame(frame))
+
+    async def _error(self, code: str, message: str) -> None:
+        await self._send_frame("error", {"code": code, "message": message}, seq=self.last_seq)
+
+    async def _refuse(self, close_code: int, message: str) -> None:
+        """Say why in an error frame, then close with the protocol's code."""
+        await self._error(str(close_code), message)
+        self.finished = True
+        await self.close(code=close_code)

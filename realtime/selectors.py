@@ -1,0 +1,75 @@
+"""Reads of the event log and of consistent run snapshots."""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from django.db import connection, transaction
+
+from realtime.models import RunEvent
+from runs.models import Run
+from runs.serializers import RunSerializer
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    seq: int
+    run: dict
+    terminal: bool
+
+
+@dataclass(frozen=True)
+class ConnectState:
+    """What a new watcher is sent: the snapshot, and the events it missed."""
+
+    snapshot: Snapshot
+    recovered: bool
+    backlog: list[RunEvent]
+
+
+def run_snapshot(*, run_id: uuid.UUID) -> Snapshot | None:
+    """The run as the API shows it, with the seq of the last event it includes.
+
+    Run and steps are read from one database snapshot (REPEATABLE READ on
+    PostgreSQL), so the state and the seq always agree: every writer holds the
+    run's row lock until commit, so commits are a prefix of seq.
+    """
+    with transaction.atomic():
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        run = Run.objects.select_related("owner").prefetch_related("steps").filter(pk=run_id).first()
+        if run is None:
+            return None
+        return Snapshot(seq=run.seq, run=RunSerializer(run).data, terminal=run.is_terminal)
+
+
+def connect_state(*, run_id: uuid.UUID, since: int | None) -> ConnectState | None:
+    """Snapshot plus, when ``since`` is given and the log still holds since+1, the backlog."""
+    snapshot = run_snapshot(run_id=run_id)
+    if snapshot is None:
+        return None
+    if since is None or since < 0 or since > snapshot.seq:
+        return ConnectState(snapshot=snapshot, recovered=False, backlog=[])
+    backlog = events_between(run_id=run_id, after=since, upto=snapshot.seq)
+    recovered = len(backlog) == snapshot.seq - since
+    return ConnectState(snapshot=snapshot, recovered=recovered, backlog=backlog if recovered else [])
+
+
+def events_between(*, run_id: uuid.UUID, after: int, upto: int | None = None, limit: int | None = None) -> list[RunEvent]:
+    """The run's events with after < seq ≤ upto, in order."""
+    events = RunEvent.objects.filter(run_id=run_id, seq__gt=after)
+    if upto is not None:
+        events = events.filter(seq__lte=upto)
+    events = events.order_by("seq")
+    if limit is not None:
+        events = events[:limit]
+    return list(events)
+
+
+def oldest_retained_seq(*, run_id: uuid.UUID) -> int | None:
+    return RunEvent.objects.filter(run_id=run_id).order_by("seq").values_list("seq", flat=True).first()
+
+
+def events_older_than(*, cutoff: datetime):
+    return RunEvent.objects.filter(ts__lt=cutoff)

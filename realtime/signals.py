@@ -1,0 +1,44 @@
+"""Model signals → events. Every receiver is a few lines; the work is in events.
+
+Connected in RealtimeConfig.ready() with dispatch_uids. ``post_init`` notes the
+status an instance was loaded with, ``post_save`` emits one event when the
+status it saves differs (a save that changes nothing observable emits nothing).
+"""
+
+from django.db.models.signals import post_init, post_save
+
+from realtime import events
+from runs.models import Run, Step
+
+_LOADED = "_realtime_loaded_status"
+
+
+def remember_status(sender, instance, **kwargs) -> None:
+    instance.__dict__[_LOADED] = instance.__dict__.get("status")
+
+
+def _status_changed(instance, created: bool, update_fields) -> bool:
+    if update_fields is not None and "status" not in update_fields:
+        return False
+    previous = None if created else instance.__dict__.get(_LOADED)
+    instance.__dict__[_LOADED] = instance.status
+    return previous != instance.status
+
+
+def run_saved(sender, instance: Run, created: bool, update_fields=None, **kwargs) -> None:
+    if not created and _status_changed(instance, created, update_fields):
+        events.record_run_change(run=instance)
+    elif created:
+        instance.__dict__[_LOADED] = instance.status
+
+
+def step_saved(sender, instance: Step, created: bool, update_fields=None, **kwargs) -> None:
+    if _status_changed(instance, created, update_fields):
+        events.record_step_change(step=instance)
+
+
+def connect() -> None:
+    post_init.connect(remember_status, sender=Run, dispatch_uid="realtime.run.post_init")
+    post_init.connect(remember_status, sender=Step, dispatch_uid="realtime.step.post_init")
+    post_save.connect(run_saved, sender=Run, dispatch_uid="realtime.run.post_save")
+    post_save.connect(step_saved, sender=Step, dispatch_uid="realtime.step.post_save")

@@ -1,0 +1,25 @@
+"""A JSON parser that refuses bodies over the size limit with a clear 400."""
+
+from django.conf import settings
+from rest_framework.parsers import JSONParser
+
+from runs.api.errors import BodyTooLarge
+
+
+class LimitedJSONParser(JSONParser):
+    """DRF reads the request stream directly, bypassing Django's body limit."""
+
+    def parse(self, stream, media_type=None, parser_context=None):
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        request = (parser_context or {}).get("request")
+        declared = request.META.get("CONTENT_LENGTH") if request is not None else None
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(f"the request body is over the {limit} byte limit")
+        if stream is None:
+            return super().parse(stream, media_type, parser_context)
+        body = stream.read(limit + 1)
+        if len(body) > limit:
+            raise BodyTooLarge(f"the request body is over the {limit} byte limit")
+        import io
+
+        return super().parse(io.BytesIO(body), media_type, parser_context)

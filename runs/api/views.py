@@ -1,0 +1,79 @@
+"""REST endpoints for runs and tools. Reads via selectors, writes via services."""
+
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import status
+from rest_framework.exceptions import NotFound
+from rest_framework.generics import GenericAPIView
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from runs import selectors, services
+from runs.api.parsers import LimitedJSONParser
+from runs.serializers import (
+    RunCreateSerializer,
+    RunSerializer,
+    RunStatusFilterSerializer,
+    RunSummarySerializer,
+    ToolSerializer,
+)
+from runs.tools import list_tools
+
+
+def get_visible_run_or_404(request, run_id):
+    run = selectors.run_get_for_user(user=request.user, run_id=run_id)
+    if run is None:
+        raise NotFound("no such run")
+    return run
+
+
+class RunListCreateView(GenericAPIView):
+    parser_classes = [LimitedJSONParser]
+    serializer_class = RunSummarySerializer
+
+    @extend_schema(
+        parameters=[OpenApiParameter("status", str, enum=[c for c, _ in RunStatusFilterSerializer().fields["status"].choices.items()])],
+        responses=RunSummarySerializer(many=True),
+    )
+    def get(self, request):
+        """The caller's runs, newest first (staff: everyone's)."""
+        filters = RunStatusFilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        runs = selectors.run_list_for_user(user=request.user, status=filters.validated_data.get("status"))
+        page = self.paginate_queryset(runs)
+        return self.get_paginated_response(RunSummarySerializer(page, many=True).data)
+
+    @extend_schema(request=RunCreateSerializer, responses={201: RunSerializer})
+    def post(self, request):
+        """Create a run; it is queued and executed once committed."""
+        body = RunCreateSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        run = services.run_create(
+            owner=request.user, steps=body.validated_data["steps"], prompt=body.validated_data["prompt"]
+        )
+        run = selectors.run_get_for_user(user=request.user, run_id=run.id)
+        return Response(RunSerializer(run).data, status=status.HTTP_201_CREATED)
+
+
+class RunDetailView(APIView):
+    @extend_schema(responses=RunSerializer)
+    def get(self, request, run_id):
+        """One run with its steps."""
+        return Response(RunSerializer(get_visible_run_or_404(request, run_id)).data)
+
+
+class RunCancelView(APIView):
+    parser_classes = [LimitedJSONParser]
+
+    @extend_schema(request=None, responses={200: RunSerializer, 409: None})
+    def post(self, request, run_id):
+        """Cancel: a queued run at once, a processing one before its next step."""
+        get_visible_run_or_404(request, run_id)
+        services.run_cancel(run_id=run_id)
+        return Response(RunSerializer(get_visible_run_or_404(request, run_id)).data)
+
+
+class ToolListView(APIView):
+    @extend_schema(responses=ToolSerializer(many=True))
+    def get(self, request):
+        """The registered tools and their arguments."""
+        return Response([t.describe() for t in list_tools()])

@@ -1,0 +1,34 @@
+"""Hands a committed run to whatever executes runs here.
+
+Celery workers on the full stack; threads of the web process in embedded
+mode. Either way only after the creating transaction commits, so a worker
+never looks for a run that isn't there yet.
+"""
+
+import logging
+import uuid
+
+from django.conf import settings
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+
+def dispatch_run(*, run_id: uuid.UUID) -> None:
+    """Enqueue the run's execution once the current transaction commits."""
+    transaction.on_commit(lambda: _send(run_id))
+
+
+def _send(run_id: uuid.UUID) -> None:
+    try:
+        if settings.RUNS_EXECUTOR == "celery":
+            from runs.tasks import execute_run
+
+            execute_run.delay(str(run_id))
+        else:
+            from runs import inline
+
+            inline.submit(run_id)
+    except Exception:
+        # The run is committed as queued; the reaper dispatches it again.
+        logger.exception("could not enqueue run %s; the reaper will retry", run_id)

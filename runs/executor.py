@@ -1,0 +1,95 @@
+"""Executes a run's plan step by step, through services only.
+
+Called by the Celery task (or the embedded executor) with a run id. Safe to
+call twice for the same run: the lease lets one live executor through, and a
+run that finished is left alone. An executor that takes over a run whose
+previous executor died resumes it: finished steps are kept, and the step that
+was running when it died is executed again (steps are at-least-once).
+"""
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from django.core.serializers.json import DjangoJSONEncoder
+
+from runs import selectors, services
+from runs.leases import run_lease
+from runs.models import RunStatus, StepStatus
+from runs.tools import get_tool
+
+logger = logging.getLogger(__name__)
+
+
+class Outcome:
+    SKIPPED_BUSY = "busy"
+    SKIPPED_MISSING = "missing"
+    SKIPPED_FINISHED = "finished"
+    SUCCEEDED = RunStatus.SUCCEEDED
+    FAILED = RunStatus.FAILED
+    CANCELLED = RunStatus.CANCELLED
+
+
+def execute_run(*, run_id: uuid.UUID) -> str:
+    """Run the plan of ``run_id`` to its end; return what happened."""
+    with run_lease(run_id) as acquired:
+        if not acquired:
+            logger.info("run %s is being executed elsewhere; nothing to do", run_id)
+            return Outcome.SKIPPED_BUSY
+        run = selectors.run_get(run_id=run_id)
+        if run is None:
+            return Outcome.SKIPPED_MISSING
+        if run.is_terminal:
+            return Outcome.SKIPPED_FINISHED
+        if run.status == RunStatus.QUEUED and services.run_start(run_id=run_id) is None:
+            return Outcome.SKIPPED_FINISHED
+        try:
+            return _execute_steps(run_id)
+        except services.TransitionError as error:
+            # Someone else (an operator, the reaper) finished the run meanwhile.
+            logger.info("run %s was finished elsewhere during execution: %s", run_id, error)
+            return Outcome.SKIPPED_FINISHED
+
+
+def _execute_steps(run_id: uuid.UUID) -> str:
+    run = selectors.run_get(run_id=run_id)
+    steps = {step.index: step for step in selectors.run_steps(run_id=run_id)}
+    outputs: list[Any] = []
+    for index, spec in enumerate(run.plan):
+        step = steps.get(index)
+        if step is not None and step.status == StepStatus.SUCCEEDED:
+            outputs.append(step.output)
+            continue
+        if selectors.run_cancel_requested(run_id=run_id):
+            services.run_cancel_finish(run_id=run_id)
+            return Outcome.CANCELLED
+        if step is None:
+            step = services.step_start(run_id=run_id, index=index)
+        try:
+            output = _call_tool(spec["tool"], spec.get("args", {}))
+        except Exception as error:  # noqa: BLE001 - any tool failure fails the step
+            services.step_fail(run_id=run_id, index=index, error=_describe(error))
+            return Outcome.FAILED
+        services.step_succeed(run_id=run_id, index=index, output=output)
+        outputs.append(output)
+    services.run_succeed(run_id=run_id, output=outputs)
+    return Outcome.SUCCEEDED
+
+
+def _call_tool(name: str, args: dict[str, Any]) -> Any:
+    tool = get_tool(name)
+    if tool is None:
+        raise LookupError(f"tool '{name}' is no longer registered")
+    output = tool(**args)
+    # Fail the step, not the save, when a tool returns something JSON can't hold.
+    json.dumps(output, cls=DjangoJSONEncoder)
+    return output
+
+
+def _describe(error: Exception) -> str:
+    from runs.tools import ToolError
+
+    if isinstance(error, ToolError):
+        return str(error)
+    return f"{type(error).__name__}: {error}"

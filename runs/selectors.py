@@ -1,0 +1,75 @@
+"""Reads of runs and steps. Views, consumers and tasks build no querysets."""
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db.models import Exists, OuterRef, Q, QuerySet
+
+from runs.models import Run, RunStatus, Step
+
+Access = Literal["ok", "missing", "forbidden"]
+
+
+def _visible_runs(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Run]:
+    runs = Run.objects.all()
+    if not user.is_staff:
+        runs = runs.filter(owner=user)
+    return runs
+
+
+def run_list_for_user(*, user: AbstractBaseUser, status: str | None = None) -> QuerySet[Run]:
+    """The runs a user may see, newest first; staff see all."""
+    runs = _visible_runs(user).select_related("owner").order_by("-created_at")
+    if status:
+        runs = runs.filter(status=status)
+    return runs
+
+
+def run_get_for_user(*, user: AbstractBaseUser, run_id: uuid.UUID) -> Run | None:
+    """A run with its steps, or None when it doesn't exist or isn't the user's."""
+    return _visible_runs(user).prefetch_related("steps").filter(pk=run_id).first()
+
+
+def run_access(*, user: AbstractBaseUser | AnonymousUser, run_id: uuid.UUID) -> Access:
+    """Whether ``user`` may watch the run: ok, missing (no such run) or forbidden."""
+    owner_id = Run.objects.filter(pk=run_id).values_list("owner_id", flat=True).first()
+    if owner_id is None:
+        return "missing"
+    if user.is_staff or owner_id == user.pk:
+        return "ok"
+    return "forbidden"
+
+
+def run_get(*, run_id: uuid.UUID) -> Run | None:
+    return Run.objects.filter(pk=run_id).first()
+
+
+def run_steps(*, run_id: uuid.UUID) -> list[Step]:
+    return list(Step.objects.filter(run_id=run_id).order_by("index"))
+
+
+def run_cancel_requested(*, run_id: uuid.UUID) -> bool:
+    return Run.objects.filter(pk=run_id, cancel_requested_at__isnull=False).exists()
+
+
+def runs_without_progress(*, status: str, since: datetime) -> list[uuid.UUID]:
+    """Runs in ``status`` with no run or step change since ``since``, oldest first."""
+    recent_step = Step.objects.filter(run=OuterRef("pk")).filter(
+        Q(started_at__gte=since) | Q(finished_at__gte=since)
+    )
+    return list(
+        Run.objects.filter(status=status, updated_at__lt=since)
+        .filter(~Exists(recent_step))
+        .order_by("updated_at")
+        .values_list("pk", flat=True)
+    )
+
+
+def runs_processing_without_progress(*, since: datetime) -> list[uuid.UUID]:
+    return runs_without_progress(status=RunStatus.PROCESSING, since=since)
+
+
+def runs_queued_without_progress(*, since: datetime) -> list[uuid.UUID]:
+    return runs_without_progress(status=RunStatus.QUEUED, since=since)

@@ -1,0 +1,251 @@
+"""The only writers of run and step state.
+
+Each function is one state change: keyword-only, atomic, and refusing an
+illegal transition with TransitionError. Every write names its fields
+(``update_fields``), so a stale in-memory copy never overwrites what another
+writer changed (the run's event counter above all).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from runs.dispatch import dispatch_run
+from runs.models import RUN_TERMINAL, Run, RunStatus, Step, StepStatus
+from runs.tools import validate_plan
+
+RUN_TRANSITIONS: dict[str, frozenset[str]] = {
+    RunStatus.QUEUED: frozenset({RunStatus.PROCESSING, RunStatus.CANCELLED, RunStatus.FAILED}),
+    RunStatus.PROCESSING: frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED}),
+    RunStatus.SUCCEEDED: frozenset(),
+    RunStatus.FAILED: frozenset(),
+    RunStatus.CANCELLED: frozenset(),
+}
+
+STEP_TRANSITIONS: dict[str, frozenset[str]] = {
+    StepStatus.PENDING: frozenset({StepStatus.RUNNING, StepStatus.SKIPPED}),
+    StepStatus.RUNNING: frozenset({StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED}),
+    StepStatus.SUCCEEDED: frozenset(),
+    StepStatus.FAILED: frozenset(),
+    StepStatus.SKIPPED: frozenset(),
+}
+
+
+class TransitionError(Exception):
+    """A state change the current status does not allow."""
+
+    def __init__(self, message: str, *, current: str, requested: str):
+        super().__init__(message)
+        self.message = message
+        self.current = current
+        self.requested = requested
+
+
+def check_run_transition(current: str, requested: str) -> None:
+    """Raise TransitionError unless a run may go from ``current`` to ``requested``."""
+    if requested not in RUN_TRANSITIONS[current]:
+        raise TransitionError(
+            f"a run cannot go from {current} to {requested}", current=current, requested=requested
+        )
+
+
+def check_step_transition(current: str, requested: str) -> None:
+    """Raise TransitionError unless a step may go from ``current`` to ``requested``."""
+    if requested not in STEP_TRANSITIONS[current]:
+        raise TransitionError(
+            f"a step cannot go from {current} to {requested}", current=current, requested=requested
+        )
+
+
+def _locked_run(run_id: uuid.UUID) -> Run:
+    return Run.objects.select_for_update().get(pk=run_id)
+
+
+def _set_run_status(run: Run, status: str, **fields: Any) -> Run:
+    check_run_transition(run.status, status)
+    run.status = status
+    for name, value in fields.items():
+        setattr(run, name, value)
+    run.save(update_fields=["status", "updated_at", *fields])
+    return run
+
+
+# --- Runs -----------------------------------------------------------------------
+
+
+def run_create(*, owner: AbstractBaseUser, steps: Any, prompt: str = "") -> Run:
+    """Validate a plan, create a queued run and enqueue it once committed.
+
+    Raises runs.tools.PlanError when the plan cannot run; nothing is created then.
+    """
+    plan = validate_plan(steps, max_steps=settings.RUNS_MAX_STEPS)
+    with transaction.atomic():
+        run = Run.objects.create(owner=owner, prompt=prompt or "", plan=plan)
+        dispatch_run(run_id=run.id)
+    return run
+
+
+def run_rerun(*, run: Run, owner: AbstractBaseUser) -> Run:
+    """Create a new run with the same prompt and plan as ``run``."""
+    return run_create(owner=owner, steps=run.plan, prompt=run.prompt)
+
+
+@transaction.atomic
+def run_start(*, run_id: uuid.UUID) -> Run | None:
+    """queued → processing. Returns None when the run is no longer queued."""
+    run = _locked_run(run_id)
+    if run.status != RunStatus.QUEUED:
+        return None
+    return _set_run_status(run, RunStatus.PROCESSING, started_at=timezone.now())
+
+
+@transaction.atomic
+def run_succeed(*, run_id: uuid.UUID, output: Any) -> Run:
+    """processing → succeeded, with the step outputs."""
+    run = _locked_run(run_id)
+    return _set_run_status(run, RunStatus.SUCCEEDED, output=output, finished_at=timezone.now())
+
+
+@transaction.atomic
+def run_fail(*, run_id: uuid.UUID, error: str) -> Run:
+    """→ failed: the steps not yet finished are skipped first, then the run fails."""
+    run = _locked_run(run_id)
+    check_run_transition(run.status, RunStatus.FAILED)
+    _finish_open_steps(run, error=error)
+    return _set_run_status(run, RunStatus.FAILED, error=error, finished_at=timezone.now())
+
+
+@transaction.atomic
+def run_cancel(*, run_id: uuid.UUID) -> Run:
+    """Cancel a run: a queued one at once, a processing one before its next step.
+
+    Raises TransitionError for a finished run.
+    """
+    run = _locked_run(run_id)
+    if run.status in RUN_TERMINAL:
+        raise TransitionError(
+            f"the run has already {run.status}; it cannot be cancelled",
+            current=run.status,
+            requested=RunStatus.CANCELLED,
+        )
+    if run.status == RunStatus.QUEUED:
+        return _cancel_now(run)
+    if run.cancel_requested_at is None:
+        run.cancel_requested_at = timezone.now()
+        run.save(update_fields=["cancel_requested_at", "updated_at"])
+    return run
+
+
+@transaction.atomic
+def run_cancel_finish(*, run_id: uuid.UUID) -> Run:
+    """processing → cancelled, once the executor sees the cancel request."""
+    return _cancel_now(_locked_run(run_id))
+
+
+def _cancel_now(run: Run) -> Run:
+    check_run_transition(run.status, RunStatus.CANCELLED)
+    _finish_open_steps(run, error="")
+    return _set_run_status(run, RunStatus.CANCELLED, finished_at=timezone.now())
+
+
+@transaction.atomic
+def run_set_status(*, run_id: uuid.UUID, status: str) -> Run:
+    """An operator's status edit (the admin): the same rules as everywhere else."""
+    run = _locked_run(run_id)
+    check_run_transition(run.status, status)
+    if status == RunStatus.CANCELLED:
+        return _cancel_now(run)
+    if status == RunStatus.FAILED:
+        return run_fail(run_id=run_id, error="marked failed by an operator")
+    if status == RunStatus.PROCESSING:
+        return _set_run_status(run, RunStatus.PROCESSING, started_at=timezone.now())
+    return _set_run_status(run, status, finished_at=timezone.now())
+
+
+def _finish_open_steps(run: Run, *, error: str) -> None:
+    """Skip the running step and create the plan's remaining steps as skipped.
+
+    Ordered by index, so their events come out in plan order, before the
+    run's own terminal event.
+    """
+    now = timezone.now()
+    existing = {step.index: step for step in Step.objects.select_for_update().filter(run=run)}
+    for index, spec in enumerate(run.plan):
+        step = existing.get(index)
+        if step is None:
+            Step.objects.create(
+                run=run,
+                index=index,
+                tool=spec["tool"],
+                args=spec.get("args", {}),
+                status=StepStatus.SKIPPED,
+                finished_at=now,
+            )
+        elif not step.is_terminal:
+            check_step_transition(step.status, StepStatus.SKIPPED)
+            step.status = StepStatus.SKIPPED
+            step.error = error
+            step.finished_at = now
+            step.save(update_fields=["status", "error", "finished_at"])
+
+
+# --- Steps ----------------------------------------------------------------------
+
+
+@transaction.atomic
+def step_start(*, run_id: uuid.UUID, index: int) -> Step:
+    """Create step ``index`` of a processing run as running (its plan entry)."""
+    run = _locked_run(run_id)
+    if run.status != RunStatus.PROCESSING:
+        raise TransitionError(
+            f"a step cannot start while the run is {run.status}",
+            current=run.status,
+            requested=StepStatus.RUNNING,
+        )
+    spec = run.plan[index]
+    return Step.objects.create(
+        run=run,
+        index=index,
+        tool=spec["tool"],
+        args=spec.get("args", {}),
+        status=StepStatus.RUNNING,
+        started_at=timezone.now(),
+    )
+
+
+def _locked_step(run_id: uuid.UUID, index: int) -> Step:
+    # Lock order everywhere: the run's row first, then its steps. The event
+    # log takes the run's row lock too, so this order cannot deadlock.
+    _locked_run(run_id)
+    return Step.objects.select_for_update().get(run_id=run_id, index=index)
+
+
+@transaction.atomic
+def step_succeed(*, run_id: uuid.UUID, index: int, output: Any) -> Step:
+    """running → succeeded with the tool's output."""
+    step = _locked_step(run_id, index)
+    check_step_transition(step.status, StepStatus.SUCCEEDED)
+    step.status = StepStatus.SUCCEEDED
+    step.output = output
+    step.finished_at = timezone.now()
+    step.save(update_fields=["status", "output", "finished_at"])
+    return step
+
+
+@transaction.atomic
+def step_fail(*, run_id: uuid.UUID, index: int, error: str) -> Step:
+    """running → failed; the run then fails with the same error, the rest skipped."""
+    step = _locked_step(run_id, index)
+    check_step_transition(step.status, StepStatus.FAILED)
+    step.status = StepStatus.FAILED
+    step.error = error
+    step.finished_at = timezone.now()
+    step.save(update_fields=["status", "error", "finished_at"])
+    run_fail(run_id=run_id, error=f"step {index} ({step.tool}) failed: {error}")
+    return step
