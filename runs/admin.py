@@ -145,7 +145,8 @@ class RunAdmin(admin.ModelAdmin):
             except services.TransitionError as error:
                 refused.append(f"{run_id}: {error.message}")
         if cancelled:
-            self.message_user(request, f"Cancelled (or asked to cancel) {cancelled} run(s).", messages.SUCCESS)
+            done = f"Cancelled (or asked to cancel) {cancelled} run(s)."
+            self.message_user(request, done, messages.SUCCESS)
         for line in refused:
             self.message_user(request, line, messages.WARNING)
 

@@ -1,5 +1,7 @@
 """A JSON parser that refuses bodies over the size limit with a clear 400."""
 
+import io
+
 from django.conf import settings
 from rest_framework.parsers import JSONParser
 
@@ -20,6 +22,4 @@ class LimitedJSONParser(JSONParser):
         body = stream.read(limit + 1)
         if len(body) > limit:
             raise BodyTooLarge(f"the request body is over the {limit} byte limit")
-        import io
-
         return super().parse(io.BytesIO(body), media_type, parser_context)

@@ -9,6 +9,7 @@ from rest_framework.views import APIView
 
 from runs import selectors, services
 from runs.api.parsers import LimitedJSONParser
+from runs.models import RunStatus
 from runs.serializers import (
     RunCreateSerializer,
     RunSerializer,
@@ -31,7 +32,7 @@ class RunListCreateView(GenericAPIView):
     serializer_class = RunSummarySerializer
 
     @extend_schema(
-        parameters=[OpenApiParameter("status", str, enum=[c for c, _ in RunStatusFilterSerializer().fields["status"].choices.items()])],
+        parameters=[OpenApiParameter("status", str, enum=RunStatus.values)],
         responses=RunSummarySerializer(many=True),
     )
     def get(self, request):

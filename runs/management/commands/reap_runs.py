@@ -16,6 +16,5 @@ class Command(BaseCommand):
 
     def handle(self, *args, stale_after=None, **options):
         report = reap_stuck_runs(stale_after=stale_after)
-        self.stdout.write(
-            f"failed {len(report.failed)} stuck run(s), re-dispatched {len(report.redispatched)} queued run(s)"
-        )
+        failed, redispatched = len(report.failed), len(report.redispatched)
+        self.stdout.write(f"failed {failed} stuck run(s), re-dispatched {redispatched} queued run(s)")
