@@ -69,7 +69,9 @@ def encode_frame(frame: dict) -> str:
 
 
 def event_frame(event: RunEvent) -> dict:
-    return build_frame(type=event.type, run_id=event.run_id, seq=event.seq, ts=event.ts, payload=event.payload)
+    return build_frame(
+        type=event.type, run_id=event.run_id, seq=event.seq, ts=event.ts, payload=event.payload
+    )
 
 
 # --- Recording (called by realtime.signals inside the writer's transaction) -----

@@ -56,7 +56,9 @@ def connect_state(*, run_id: uuid.UUID, since: int | None) -> ConnectState | Non
     return ConnectState(snapshot=snapshot, recovered=recovered, backlog=backlog if recovered else [])
 
 
-def events_between(*, run_id: uuid.UUID, after: int, upto: int | None = None, limit: int | None = None) -> list[RunEvent]:
+def events_between(
+    *, run_id: uuid.UUID, after: int, upto: int | None = None, limit: int | None = None
+) -> list[RunEvent]:
     """The run's events with after < seq ≤ upto, in order."""
     events = RunEvent.objects.filter(run_id=run_id, seq__gt=after)
     if upto is not None:

@@ -75,4 +75,6 @@ def json_bad_request(request, exception=None) -> JsonResponse:
 
 
 def json_server_error(request) -> JsonResponse:
-    return JsonResponse({"error": "server_error", "message": "internal error; it has been logged"}, status=500)
+    return JsonResponse(
+        {"error": "server_error", "message": "internal error; it has been logged"}, status=500
+    )
