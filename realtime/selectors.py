@@ -75,3 +75,8 @@ def oldest_retained_seq(*, run_id: uuid.UUID) -> int | None:
 
 def events_older_than(*, cutoff: datetime):
     return RunEvent.objects.filter(ts__lt=cutoff)
+
+
+def event_ids_older_than(*, cutoff: datetime, limit: int) -> list[int]:
+    """Ids of at most ``limit`` events recorded before ``cutoff``, oldest first (retention)."""
+    return list(RunEvent.objects.filter(ts__lt=cutoff).order_by("ts").values_list("pk", flat=True)[:limit])
