@@ -1,13 +1,17 @@
-"""WebSocket consumers: transport only — authenticate, join, relay.
+"""The run protocol shared by every mode: validate, authorise, connect, relay.
 
-``RunConsumer`` serves /ws/runs/<run_id>/ in push mode. The protocol is in
-docs/protocol.md. Order on connect: join the run's group, then read the
-snapshot (seq N), then relay only events above N — so an event committed
+``BaseRunConsumer`` serves /ws/runs/<run_id>/ (docs/protocol.md). A mode
+subclass only says how events reach it (``subscribe`` before the snapshot,
+``follow`` after ``connected``, ``unsubscribe`` on the way out); whatever the
+transport, every event goes through ``deliver``, which sends each seq once and
+in order and fills gaps from the log. Order on connect: subscribe, then read
+the snapshot (seq N), then deliver only events above N — so an event committed
 while the client connects is seen exactly once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -31,16 +35,18 @@ CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
 
 
-class RunConsumer(AsyncWebsocketConsumer):
-    """Streams one run's events to one client (push mode)."""
+class BaseRunConsumer(AsyncWebsocketConsumer):
+    """Streams one run's events to one client; subclasses pick the transport."""
 
-    mode = "push"
+    mode = ""
 
     async def connect(self) -> None:
         self.run_id: uuid.UUID | None = None
         self.last_seq = 0
-        self.subscribed = False
         self.finished = False
+        # deliver() is entered from the consumer's own dispatch loop (push)
+        # and from the process's poller (poll, hybrid, failover): one at a time.
+        self.deliver_lock = asyncio.Lock()
         await self.accept()
         try:
             self.run_id = uuid.UUID(self.scope["url_route"]["kwargs"]["run_id"])
@@ -72,6 +78,8 @@ class RunConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=events.encode_frame(events.event_frame(event)))
         if state.snapshot.terminal:
             await self._finish()
+            return
+        await self.follow()
 
     def _since(self) -> int | None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
@@ -82,40 +90,51 @@ class RunConsumer(AsyncWebsocketConsumer):
             raise ValueError("since must be a non-negative whole number")
         return int(values[-1])
 
-    # --- Subscription (push: the run's channel-layer group) ------------------------
+    # --- Transport hooks (overridden by the modes) ---------------------------------
 
     async def subscribe(self) -> None:
-        await self.channel_layer.group_add(events.group_name(self.run_id), self.channel_name)
-        self.subscribed = True
+        """Before the snapshot: start receiving events (push joins its group)."""
+
+    async def follow(self) -> None:
+        """After ``connected``: start any reading that needs last_seq (polling)."""
 
     async def unsubscribe(self) -> None:
-        if self.subscribed:
-            self.subscribed = False
-            try:
-                await self.channel_layer.group_discard(events.group_name(self.run_id), self.channel_name)
-            except Exception:  # noqa: BLE001 - leaving must not fail; expiry cleans up
-                logger.warning("group_discard failed for run %s", self.run_id, exc_info=True)
+        """Stop receiving events. Must not raise; called more than once."""
 
     async def disconnect(self, code: int) -> None:
+        self.finished = True
         await self.unsubscribe()
 
-    # --- Relay ------------------------------------------------------------------------
-
-    async def run_event(self, message: dict) -> None:
-        """A group message: one committed event, already encoded as a frame."""
-        await self.deliver(message["seq"], message["text"], final=message.get("final", False))
+    # --- Delivery ----------------------------------------------------------------------
 
     async def deliver(self, seq: int, text: str, *, final: bool) -> None:
         """Send event ``seq`` once and in order, filling any gap from the log first."""
-        if self.finished or seq <= self.last_seq:
+        async with self.deliver_lock:
+            if self.finished or seq <= self.last_seq:
+                return
+            if seq > self.last_seq + 1:
+                missed = await database_sync_to_async(selectors.events_between)(
+                    run_id=self.run_id, after=self.last_seq, upto=seq - 1
+                )
+                for event in missed:
+                    await self._send_event(
+                        event.seq, events.encode_frame(events.event_frame(event)), final=False
+                    )
+            await self._send_event(seq, text, final=final)
+
+    async def catch_up(self) -> None:
+        """Deliver whatever the log holds above last_seq (after a transport change)."""
+        if self.finished or self.run_id is None:
             return
-        if seq > self.last_seq + 1:
-            missed = await database_sync_to_async(selectors.events_between)(
-                run_id=self.run_id, after=self.last_seq, upto=seq - 1
+        missed = await database_sync_to_async(selectors.events_between)(
+            run_id=self.run_id, after=self.last_seq
+        )
+        for event in missed:
+            await self.deliver(
+                event.seq,
+                events.encode_frame(events.event_frame(event)),
+                final=event.type == events.RUN_COMPLETED,
             )
-            for event in missed:
-                await self._send_event(event.seq, events.encode_frame(events.event_frame(event)), final=False)
-        await self._send_event(seq, text, final=final)
 
     async def _send_event(self, seq: int, text: str, *, final: bool) -> None:
         if seq <= self.last_seq or self.finished:

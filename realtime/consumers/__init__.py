@@ -1,0 +1,27 @@
+"""WebSocket consumers for /ws/runs/<run_id>/, one class per mode.
+
+All modes speak the same protocol (docs/protocol.md); see base.py for it and
+push.py / poll.py / hybrid.py for how each mode receives events.
+"""
+
+from realtime.consumers.base import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_FORBIDDEN,
+    CLOSE_NORMAL,
+    CLOSE_NOT_FOUND,
+    CLOSE_TOO_BIG,
+    CLOSE_UNAUTHENTICATED,
+    BaseRunConsumer,
+)
+from realtime.consumers.push import RunConsumer
+
+__all__ = [
+    "CLOSE_BAD_REQUEST",
+    "CLOSE_FORBIDDEN",
+    "CLOSE_NORMAL",
+    "CLOSE_NOT_FOUND",
+    "CLOSE_TOO_BIG",
+    "CLOSE_UNAUTHENTICATED",
+    "BaseRunConsumer",
+    "RunConsumer",
+]
