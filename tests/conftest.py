@@ -4,6 +4,8 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from tests.processes import daphne_process, worker_process  # noqa: F401 - fixtures for real processes
+
 
 @pytest.fixture
 def dispatched(monkeypatch):
@@ -25,7 +27,9 @@ def other_user(django_user_model):
 
 @pytest.fixture
 def staff_user(django_user_model):
-    return django_user_model.objects.create_user(username="root", password="pw-root-123", is_staff=True, is_superuser=True)
+    return django_user_model.objects.create_user(
+        username="root", password="pw-root-123", is_staff=True, is_superuser=True
+    )
 
 
 @pytest.fixture

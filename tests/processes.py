@@ -1,0 +1,304 @@
+"""Real processes against the test database: a Celery worker and a Daphne server.
+
+The small, stable API other tests (and bench/) build on:
+
+- ``subprocess_env(**overrides)``: the environment for a child process, with
+  DATABASE_URL pointing at the test database pytest-django actually set up.
+- ``free_port()``: a loopback TCP port nobody listens on right now.
+- ``celery_worker(env=None, concurrency=1)``: context manager; yields a
+  ``Worker`` once its log says "ready." (``.pid``, ``.child_pids()``,
+  ``.signal(sig)``, ``.kill()``, ``.stop()``, ``.log()``).
+- ``daphne_server(env=None, port=None)``: context manager; yields a ``Server``
+  once its port accepts connections (``.url``, ``.ws_url``, ``.port``,
+  ``.pid``, ``.signal(sig)``, ``.kill()``, ``.stop()``, ``.log()``).
+- fixtures ``worker_process`` and ``daphne_process`` (the same, started with
+  default arguments; they need a transactional database).
+
+Each process runs in a session of its own (so the whole tree can be killed)
+and logs to a temporary file, printed to stderr when the block exits with an
+exception (pytest shows it with the failure). Processes are always stopped on
+exit, whatever happened, and their log files removed (read ``.log()`` inside
+the block).
+
+A test using them must commit its data for the child to see it:
+``@pytest.mark.django_db(transaction=True)`` and the marks ``postgres``,
+``redis`` and ``e2e``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+READY_TIMEOUT = 60.0
+STOP_TIMEOUT = 10.0
+
+
+def database_url() -> str:
+    """The URL of the database Django uses now (the test database inside a test)."""
+    from django.db import connection
+
+    conf = connection.settings_dict
+    if connection.vendor != "postgresql":
+        raise RuntimeError("real processes need the PostgreSQL test database, not " + connection.vendor)
+    user = quote(conf.get("USER") or "", safe="")
+    password = quote(conf.get("PASSWORD") or "", safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = conf.get("HOST") or "127.0.0.1"
+    port = conf.get("PORT") or 5432
+    return f"postgres://{auth}{host}:{port}/{quote(conf['NAME'], safe='')}"
+
+
+def subprocess_env(**overrides: str) -> dict[str, str]:
+    """os.environ for a child process, pointed at the test database and this session's queue."""
+    from django.conf import settings
+
+    env = dict(os.environ)
+    env.update(
+        {
+            "DATABASE_URL": database_url(),
+            "REDIS_URL": settings.REDIS_URL or os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+            "CELERY_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+            "SECRET_KEY": settings.SECRET_KEY,
+            "DEBUG": "0",
+            "SECURE_SSL_REDIRECT": "0",
+            "ALLOWED_HOSTS": "localhost,127.0.0.1,testserver,[::1]",
+            "PYTHONUNBUFFERED": "1",
+            "DJANGO_SETTINGS_MODULE": "quikday.settings",
+        }
+    )
+    env.update({key: str(value) for key, value in overrides.items()})
+    return env
+
+
+def free_port() -> int:
+    """A loopback port free at the time of asking."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc: psutil is not installed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces, so split after ')'.
+        fields = stat.rpartition(")")[2].split()
+        if len(fields) > 1 and int(fields[1]) == pid and fields[0] != "Z":
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+class _Process:
+    """A child process started in its own session, logging to a temp file."""
+
+    name = "process"
+    _stop_signal = signal.SIGTERM
+
+    def __init__(self, args: list[str], env: dict[str, str]):
+        self.args = args
+        handle, path = tempfile.mkstemp(prefix=f"quikday-{self.name}-", suffix=".log")
+        self.log_path = Path(path)
+        self._log_file = os.fdopen(handle, "wb")
+        self.popen = subprocess.Popen(
+            args,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def log(self) -> str:
+        """Everything the process has written so far."""
+        return self.log_path.read_text(errors="replace")
+
+    def child_pids(self) -> list[int]:
+        """The process's live direct children (a prefork worker's pool processes)."""
+        return _children(self.pid)
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` to the main process only."""
+        if self.alive():
+            os.kill(self.pid, sig)
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (main and children) and reap the main process."""
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.popen.wait(timeout=STOP_TIMEOUT)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Ask politely (SIGTERM), then SIGKILL the group; idempotent."""
+        if self.alive():
+            self.signal(self._stop_signal)
+            try:
+                self.popen.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                pass
+        # Whatever is left of the tree (orphaned pool processes included) goes too.
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        if self.popen.poll() is None:
+            self.popen.wait(timeout=timeout)
+        self._log_file.close()
+
+    def wait_until(self, ready: Callable[[], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if not self.alive():
+                raise RuntimeError(f"{self.name} exited with {self.popen.returncode} before {what}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not {what} within {timeout:g}s")
+            time.sleep(0.05)
+
+    def dump_log(self) -> None:
+        sys.stderr.write(
+            f"\n----- {self.name} log ({' '.join(self.args)}) -----\n{self.log()}\n----- end -----\n"
+        )
+
+
+class Worker(_Process):
+    """A Celery worker process (prefork pool) consuming this session's queue."""
+
+    name = "celery-worker"
+    # A cold shutdown: don't wait for a running step (the tests end runs themselves).
+    _stop_signal = signal.SIGQUIT
+
+
+class Server(_Process):
+    """A Daphne process serving quikday.asgi."""
+
+    name = "daphne"
+
+    def __init__(self, args: list[str], env: dict[str, str], port: int):
+        self.port = port
+        self.url = f"http://127.0.0.1:{port}"
+        self.ws_url = f"ws://127.0.0.1:{port}"
+        super().__init__(args, env)
+
+    def accepts(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+
+@contextmanager
+def _running(process: _Process) -> Iterator[_Process]:
+    try:
+        yield process
+    except BaseException:
+        process.dump_log()
+        raise
+    finally:
+        process.stop()
+        process.log_path.unlink(missing_ok=True)
+
+
+@contextmanager
+def celery_worker(
+    env: dict[str, str] | None = None,
+    concurrency: int = 1,
+    *,
+    extra_args: tuple[str, ...] = (),
+    ready_timeout: float = READY_TIMEOUT,
+) -> Iterator[Worker]:
+    """A real worker on $CELERY_QUEUE; yields once it is ready, stops it on exit."""
+    env = subprocess_env() if env is None else env
+    args = [
+        str(BIN / "celery"),
+        "-A",
+        "quikday",
+        "worker",
+        "-Q",
+        env["CELERY_QUEUE"],
+        "-c",
+        str(concurrency),
+        "--pool",
+        "prefork",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "-n",
+        f"test-{uuid.uuid4().hex[:8]}@%h",
+        "-l",
+        "info",
+        *extra_args,
+    ]
+    worker = Worker(args, env)
+    with _running(worker):
+        worker.wait_until(lambda: "ready." in worker.log(), ready_timeout, "ready")
+        yield worker
+
+
+@contextmanager
+def daphne_server(
+    env: dict[str, str] | None = None,
+    port: int | None = None,
+    *,
+    ready_timeout: float = READY_TIMEOUT,
+) -> Iterator[Server]:
+    """A real Daphne on 127.0.0.1; yields once the port accepts connections, stops it on exit."""
+    env = subprocess_env() if env is None else env
+    port = free_port() if port is None else port
+    args = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "quikday.asgi:application"]
+    server = Server(args, env, port)
+    with _running(server):
+        server.wait_until(server.accepts, ready_timeout, "accepting connections")
+        yield server
+
+
+@contextmanager
+def _dump_on_failure(request, process: _Process) -> Iterator[None]:
+    failed_before = request.session.testsfailed
+    yield
+    if request.session.testsfailed > failed_before:
+        process.dump_log()
+
+
+@pytest.fixture
+def worker_process(request, transactional_db) -> Iterator[Worker]:
+    """A Celery worker (concurrency 1) for one test; its log is shown if the test fails."""
+    with celery_worker() as worker, _dump_on_failure(request, worker):
+        yield worker
+
+
+@pytest.fixture
+def daphne_process(request, transactional_db) -> Iterator[Server]:
+    """A Daphne server for one test; its log is shown if the test fails."""
+    with daphne_server() as server, _dump_on_failure(request, server):
+        yield server

@@ -1,0 +1,112 @@
+"""End to end: runs executed by a real Celery worker process on Redis.
+
+The runs are created over the API and dispatched for real (no ``dispatched``
+fixture), so the message goes through the broker to the worker, which
+executes it against the committed test database.
+"""
+
+import os
+import signal
+import time
+
+import pytest
+
+from runs import reaper
+from runs.models import Run
+from tests.processes import celery_worker
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.e2e,
+]
+
+WAIT = 60.0  # generous: a bound for a wait loop, not a timing assertion
+
+
+def wait_for(predicate, *, timeout: float = WAIT, what: str = "condition"):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def run_in(run_id, *statuses):
+    run = Run.objects.filter(pk=run_id).first()
+    return run if run is not None and run.status in statuses else None
+
+
+def step_running(run_id, index):
+    return Run.objects.get(pk=run_id).steps.filter(index=index, status="running").exists()
+
+
+def test_three_echo_steps_over_the_api_succeed_in_order(api, worker_process):
+    response = api.post(
+        "/api/runs/",
+        {"prompt": "three echoes", "steps": [{"tool": "echo", "args": {"n": i}} for i in range(3)]},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    run_id = response.json()["id"]
+
+    run = wait_for(lambda: run_in(run_id, "succeeded", "failed", "cancelled"), what="the run to finish")
+
+    assert run.status == "succeeded", run.error
+    steps = list(run.steps.order_by("index").values_list("index", "tool", "status", "output"))
+    assert steps == [(i, "echo", "succeeded", {"n": i}) for i in range(3)]
+    assert run.output == [{"n": 0}, {"n": 1}, {"n": 2}]
+    detail = api.get(f"/api/runs/{run_id}/").json()
+    assert detail["status"] == "succeeded"
+    assert [s["index"] for s in detail["steps"]] == [0, 1, 2]
+
+
+def test_pool_process_killed_mid_step_is_redelivered_and_finishes(api, worker_process):
+    response = api.post(
+        "/api/runs/",
+        {"steps": [{"tool": "wait", "args": {"seconds": 3}}, {"tool": "echo", "args": {"after": "wait"}}]},
+        format="json",
+    )
+    assert response.status_code == 201, response.content
+    run_id = response.json()["id"]
+    wait_for(lambda: step_running(run_id, 0), what="step 0 to start")
+    children = worker_process.child_pids()
+    assert len(children) == 1, children
+
+    os.kill(children[0], signal.SIGKILL)
+
+    # acks_late + reject_on_worker_lost requeue the message; the dead child's
+    # connection (and advisory lock) is gone, so the redelivery resumes the run.
+    run = wait_for(lambda: run_in(run_id, "succeeded", "failed", "cancelled"), what="the run to finish")
+    assert run.status == "succeeded", run.error
+    assert run.output == [{"waited": 3}, {"after": "wait"}]
+    assert worker_process.child_pids() != children  # the pool replaced the killed process
+    assert "WorkerLostError" in worker_process.log() or "exited" in worker_process.log()
+
+
+def test_whole_worker_killed_mid_step_is_failed_by_the_reaper(api):
+    with celery_worker() as worker:
+        response = api.post(
+            "/api/runs/", {"steps": [{"tool": "wait", "args": {"seconds": 30}}]}, format="json"
+        )
+        assert response.status_code == 201, response.content
+        run_id = response.json()["id"]
+        wait_for(lambda: step_running(run_id, 0), what="step 0 to start")
+
+        worker.kill()  # main process and pool: nothing is left to requeue the message
+
+    assert Run.objects.get(pk=run_id).status == "processing"
+
+    def reaped():
+        reaper.reap_stuck_runs(stale_after=0.5)
+        return run_in(run_id, "failed", "succeeded", "cancelled")
+
+    run = wait_for(reaped, what="the reaper to fail the run")
+    assert run.status == "failed"
+    assert "no progress for more than 0.5 seconds" in run.error
+    assert list(run.steps.values_list("status", flat=True)) == ["skipped"]
