@@ -135,6 +135,11 @@ class RunAdmin(admin.ModelAdmin):
     def save_related(self, request, form, formsets, change):
         """Steps are read-only here; nothing related to save."""
 
+    def construct_change_message(self, request, form, formsets, add=False):
+        # The step formsets are never saved (see save_related), so they have no
+        # new/changed/deleted objects to report; reading them would raise.
+        return super().construct_change_message(request, form, [], add)
+
     @admin.action(description="Cancel selected runs")
     def cancel_runs(self, request, queryset):
         cancelled, refused = 0, []

@@ -1,0 +1,68 @@
+"""Fixtures of the realtime tests: the channel-layer backend, and connection hygiene."""
+
+import uuid
+
+import pytest
+from asgiref.sync import SyncToAsync
+from channels.layers import channel_layers
+from django.conf import settings as django_settings
+from django.db import connections
+
+from realtime import events
+
+# A prefix of this session's own: the core layer keeps groups in Redis keys,
+# and the shared Redis serves other test sessions too.
+_PREFIX = f"asgi-test-{uuid.uuid4().hex[:8]}"
+
+
+def layer_config(backend: str) -> dict:
+    """CHANNEL_LAYERS["default"] for one of the two channels-redis backends."""
+    hosts = [django_settings.REDIS_URL]
+    if backend == "pubsub":
+        return {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": hosts, "prefix": _PREFIX},
+        }
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": hosts, "prefix": _PREFIX, "group_expiry": django_settings.REALTIME_GROUP_EXPIRY},
+    }
+
+
+@pytest.fixture(params=["pubsub", "redis"])
+def layer(request, settings):
+    """Runs the test under RedisPubSubChannelLayer and under RedisChannelLayer."""
+    settings.CHANNEL_LAYERS = {"default": layer_config(request.param)}
+    channel_layers.backends = {}
+    yield request.param
+    _close_publisher_connections()
+    channel_layers.backends = {}
+
+
+def _close_publisher_connections() -> None:
+    """Close the layer's connections on the publisher loop: a new layer comes with each test."""
+    backend = channel_layers.backends.get("default")
+    if backend is None or events._loop_thread is None:
+        return
+    loop_thread = events._loop_thread
+
+    async def close() -> None:
+        per_loop = getattr(backend, "_layers", {})
+        layer = per_loop.pop(loop_thread.loop, None)
+        if layer is not None:
+            await layer.flush()
+
+    loop_thread.run(close(), timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def _close_sync_thread_connections():
+    """Close the database connections of asgiref's sync thread after each test.
+
+    database_sync_to_async (and sync_to_async) run in one long-lived thread
+    whose Django connection outlives the test (CONN_MAX_AGE); left open, it
+    keeps PostgreSQL from dropping the test database at the end of the session
+    ("database ... is being accessed by other users").
+    """
+    yield
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)

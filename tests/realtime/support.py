@@ -1,0 +1,191 @@
+"""Helpers of the realtime tests: sockets, frames, the client's reducer, verify_action.
+
+``apply_events`` is the reducer documented in docs/protocol.md ("Keeping a
+copy of the run"): what a client does with each frame. ``verify_action``
+(after Zulip's test helper of that name) checks that the snapshot a client
+got on connect, with the events that followed applied, equals a snapshot read
+fresh from the database.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.core.serializers.json import DjangoJSONEncoder
+
+from quikday.asgi import application
+from realtime import events, selectors
+from runs.models import Run, Step
+from runs.serializers import StepSerializer
+
+# Bounds on waiting for something that must happen, not timing assertions.
+WAIT = 10.0
+TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+FRAME_KEYS = {"type", "run_id", "seq", "ts", "payload"}
+
+
+def token_headers(key: str) -> list[tuple[bytes, bytes]]:
+    return [(b"authorization", f"Token {key}".encode())]
+
+
+def as_json(value: Any) -> Any:
+    """``value`` as a client sees it after JSON decoding."""
+    return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
+
+
+async def open_socket(
+    run_id: uuid.UUID | str,
+    *,
+    headers: list[tuple[bytes, bytes]] | None = None,
+    query: str = "",
+) -> tuple[WebsocketCommunicator, dict]:
+    """Connect to /ws/runs/<run_id>/ and return the socket and its first frame."""
+    path = f"/ws/runs/{run_id}/" + (f"?{query}" if query else "")
+    ws = WebsocketCommunicator(application, path, headers=headers or [])
+    connected, _ = await ws.connect(timeout=WAIT)
+    assert connected, "the handshake was refused"
+    return ws, await receive(ws)
+
+
+async def receive(ws: WebsocketCommunicator) -> dict:
+    frame = json.loads(await ws.receive_from(timeout=WAIT))
+    assert set(frame) == FRAME_KEYS, frame
+    assert TS.match(frame["ts"]), frame["ts"]
+    return frame
+
+
+async def receive_close(ws: WebsocketCommunicator) -> int:
+    """Wait for the server to close the socket; return the close code."""
+    message = await ws.receive_output(timeout=WAIT)
+    assert message["type"] == "websocket.close", message
+    return message.get("code", 1000)
+
+
+async def receive_until_close(ws: WebsocketCommunicator) -> tuple[list[dict], int]:
+    """Every frame up to the close, and the close code."""
+    frames = []
+    while True:
+        message = await ws.receive_output(timeout=WAIT)
+        if message["type"] == "websocket.close":
+            return frames, message.get("code", 1000)
+        frames.append(json.loads(message["text"]))
+
+
+# --- The client's reducer (docs/protocol.md) -------------------------------------
+
+
+def apply_event(run: dict, frame: dict) -> dict:
+    """Apply one event frame to a client's copy of the run (the `connected` snapshot)."""
+    kind, payload = frame["type"], frame["payload"]
+    if kind == events.RUN_STATUS:
+        run["status"] = payload["status"]
+        run["started_at"] = payload["started_at"]
+    elif kind in (events.STEP_STARTED, events.STEP_SUCCEEDED, events.STEP_FAILED, events.STEP_SKIPPED):
+        step = payload["step"]
+        others = [s for s in run["steps"] if s["index"] != step["index"]]
+        run["steps"] = sorted([*others, step], key=lambda s: s["index"])
+    elif kind == events.RUN_COMPLETED:
+        for key in ("status", "output", "error", "started_at", "finished_at"):
+            run[key] = payload[key]
+    else:
+        raise AssertionError(f"not an event frame: {frame}")
+    run["seq"] = frame["seq"]
+    return run
+
+
+def apply_events(run: dict, frames: list[dict]) -> dict:
+    run = copy.deepcopy(run)
+    for frame in frames:
+        apply_event(run, frame)
+    return run
+
+
+# --- Reading the truth -----------------------------------------------------------
+
+
+@sync_to_async
+def fresh_snapshot(run_id) -> dict:
+    snapshot = selectors.run_snapshot(run_id=run_id)
+    assert snapshot.run["seq"] == snapshot.seq
+    return as_json(snapshot.run)
+
+
+@sync_to_async
+def logged_frames(run_id, after: int = 0) -> list[dict]:
+    """The run's events after ``after`` as the log holds them, as frames."""
+    return as_json([events.event_frame(e) for e in selectors.events_between(run_id=run_id, after=after)])
+
+
+@sync_to_async
+def step_json(run_id, index: int) -> dict:
+    return as_json(StepSerializer(Step.objects.get(run_id=run_id, index=index)).data)
+
+
+@sync_to_async
+def completed_payload(run_id) -> dict:
+    run = Run.objects.get(pk=run_id)
+    return {
+        "status": run.status,
+        "output": as_json(run.output),
+        "error": run.error,
+        "started_at": events.format_ts(run.started_at) if run.started_at else None,
+        "finished_at": events.format_ts(run.finished_at) if run.finished_at else None,
+    }
+
+
+@sync_to_async
+def run_seq(run_id) -> int:
+    return Run.objects.values_list("seq", flat=True).get(pk=run_id)
+
+
+def check_frames(frames: list[dict], *, run_id, first_seq: int) -> None:
+    """Shape, run id and contiguous seq of event frames."""
+    assert [f["seq"] for f in frames] == list(range(first_seq, first_seq + len(frames)))
+    for frame in frames:
+        assert set(frame) == FRAME_KEYS
+        assert frame["run_id"] == str(run_id)
+        assert frame["type"] in events.EVENT_TYPES
+        assert TS.match(frame["ts"]), frame["ts"]
+
+
+async def verify_action(
+    run_id,
+    action: Callable[[], Any],
+    *,
+    headers: list[tuple[bytes, bytes]],
+    count: int,
+) -> list[dict]:
+    """Connect, perform ``action`` (sync), and return the ``count`` frames it pushed.
+
+    Checks: the frames are exactly the events the action logged (nothing more,
+    nothing less, same bytes as the log), their seqs follow the snapshot's,
+    and snapshot + frames (through the reducer) == a fresh snapshot. A run
+    that ends closes the socket with 1000 after its run_completed.
+    """
+    ws, connected = await open_socket(run_id, headers=headers)
+    try:
+        assert connected["type"] == "connected"
+        assert connected["payload"]["recovered"] is False
+        assert connected["payload"]["mode"] == "push"
+        start = connected["seq"]
+        assert connected["payload"]["run"] == await fresh_snapshot(run_id)
+
+        await sync_to_async(action)()
+        frames = [await receive(ws) for _ in range(count)]
+
+        check_frames(frames, run_id=run_id, first_seq=start + 1)
+        assert frames == await logged_frames(run_id, after=start), "pushed frames differ from the log"
+        assert await run_seq(run_id) == start + count, "the action logged more events than were pushed"
+        assert apply_events(connected["payload"]["run"], frames) == await fresh_snapshot(run_id)
+        if frames and frames[-1]["type"] == events.RUN_COMPLETED:
+            assert await receive_close(ws) == 1000
+        return frames
+    finally:
+        await ws.disconnect()
