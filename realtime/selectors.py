@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection, transaction
+from django.db.models import Q
 
 from realtime.models import RunEvent
 from runs.models import Run
@@ -67,6 +68,40 @@ def events_between(
     if limit is not None:
         events = events[:limit]
     return list(events)
+
+
+def events_after_cursors(*, cursors: dict[uuid.UUID, int]) -> list[RunEvent]:
+    """Every run's events above its cursor, in (run, seq) order — one query for all runs.
+
+    The process's poller calls this once per tick with, per watched run, the
+    lowest seq its watchers have seen. On PostgreSQL the cursors travel as two
+    arrays (one statement text whatever the count, so it plans once); each
+    (run, seq > after) pair is an index range scan on the (run, seq) unique
+    constraint. Elsewhere (SQLite) the pairs are OR'ed conditions.
+    """
+    if not cursors:
+        return []
+    if connection.vendor == "postgresql":
+        table = RunEvent._meta.db_table
+        sql = (
+            f"SELECT e.id, e.run_id, e.seq, e.type, e.payload, e.ts FROM {table} e"  # noqa: S608
+            " JOIN unnest(%s::uuid[], %s::bigint[]) AS w(run_id, after)"
+            " ON e.run_id = w.run_id AND e.seq > w.after"
+            " ORDER BY e.run_id, e.seq"
+        )
+        return list(RunEvent.objects.raw(sql, [list(cursors), list(cursors.values())]))
+    # SQLite caps expression depth (1000), so very many runs take a few queries.
+    found: list[RunEvent] = []
+    pairs = list(cursors.items())
+    for start in range(0, len(pairs), _OR_CHUNK):
+        condition = Q()
+        for run_id, after in pairs[start : start + _OR_CHUNK]:
+            condition |= Q(run_id=run_id, seq__gt=after)
+        found.extend(RunEvent.objects.filter(condition).order_by("run_id", "seq"))
+    return found
+
+
+_OR_CHUNK = 200
 
 
 def oldest_retained_seq(*, run_id: uuid.UUID) -> int | None:

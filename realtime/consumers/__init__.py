@@ -13,7 +13,11 @@ from realtime.consumers.base import (
     CLOSE_UNAUTHENTICATED,
     BaseRunConsumer,
 )
+from realtime.consumers.hybrid import HybridRunConsumer
+from realtime.consumers.poll import PollingRunConsumer
 from realtime.consumers.push import RunConsumer
+
+CONSUMER_FOR_MODE = {"push": RunConsumer, "poll": PollingRunConsumer, "hybrid": HybridRunConsumer}
 
 __all__ = [
     "CLOSE_BAD_REQUEST",
@@ -22,6 +26,9 @@ __all__ = [
     "CLOSE_NOT_FOUND",
     "CLOSE_TOO_BIG",
     "CLOSE_UNAUTHENTICATED",
+    "CONSUMER_FOR_MODE",
     "BaseRunConsumer",
+    "HybridRunConsumer",
+    "PollingRunConsumer",
     "RunConsumer",
 ]

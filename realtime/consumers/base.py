@@ -18,7 +18,10 @@ import uuid
 from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.utils import timezone
 
@@ -39,6 +42,58 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
     """Streams one run's events to one client; subclasses pick the transport."""
 
     mode = ""
+    # Polling needs no channel layer: it must not even open a channel (with the
+    # pub/sub layer that is a Redis SUBSCRIBE, which fails when Redis is down).
+    uses_channel_layer = True
+
+    async def __call__(self, scope, receive, send) -> None:
+        """Channels' AsyncConsumer.__call__, made to survive a failing channel layer.
+
+        Upstream, a layer that raises in new_channel() or receive() kills the
+        connection. Here the client keeps its socket: the channel is opened by
+        ``open_channel`` (which may fail and be retried by failover) and the
+        layer is read through ``receive_from_layer``, which never raises.
+        """
+        self.scope = scope
+        self.base_send = send
+        self.channel_name = None
+        self.channel_ready = asyncio.Event()
+        self.channel_layer = get_channel_layer(self.channel_layer_alias) if self.uses_channel_layer else None
+        sources = [receive]
+        if self.channel_layer is not None:
+            await self.open_channel()
+            sources.append(self.receive_from_layer)
+        try:
+            await await_many_dispatch(sources, self.dispatch)
+        except StopConsumer:
+            pass
+
+    async def open_channel(self) -> bool:
+        """This connection's channel on the layer; False (and retried later) when it fails."""
+        if self.channel_name is None:
+            try:
+                self.channel_name = await asyncio.wait_for(
+                    self.channel_layer.new_channel(), settings.REALTIME_PUBLISH_TIMEOUT
+                )
+            except Exception as error:  # noqa: BLE001 - any layer failure means "fail over"
+                logger.warning("the channel layer could not open a channel: %s", error)
+                return False
+            self.channel_ready.set()
+        return True
+
+    async def receive_from_layer(self) -> dict:
+        """The next message for this connection's channel; waits out layer failures."""
+        while True:
+            await self.channel_ready.wait()
+            try:
+                return await self.channel_layer.receive(self.channel_name)
+            except Exception as error:  # noqa: BLE001 - any layer failure means "fail over"
+                await self.layer_failed(error)
+                await asyncio.sleep(settings.REALTIME_POLL_INTERVAL)
+
+    async def layer_failed(self, error: Exception) -> None:
+        """The channel layer raised for this connection (push modes fail over)."""
+        logger.warning("channel layer receive failed: %s", error)
 
     async def connect(self) -> None:
         self.run_id: uuid.UUID | None = None

@@ -1,29 +1,75 @@
-"""Push mode: the run's channel-layer group brings each event as it commits."""
+"""Push mode: the run's channel-layer group brings each event as it commits.
+
+When the layer fails (group_add or receive raises, or the process's layer
+probe finds Redis unreachable) the connection is handed to the process's
+poller until the layer is back — realtime/failover.py holds that mechanism;
+this class only says how to join and leave the group.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
-from realtime import events
+from django.conf import settings
+
+from realtime import events, failover
 from realtime.consumers.base import BaseRunConsumer
+from realtime.poller import get_poller
 
 logger = logging.getLogger(__name__)
 
 
 class RunConsumer(BaseRunConsumer):
-    """Streams one run's events to one client (push mode)."""
+    """Streams one run's events to one client (push mode, failing over to polling)."""
 
     mode = "push"
 
     async def connect(self) -> None:
         self.subscribed = False
+        self.degraded = False
+        self.following = False
         await super().connect()
 
+    def fallback_interval(self) -> float | None:
+        """How often the poller reads this run while the layer is healthy (push: never)."""
+        return None
+
     async def subscribe(self) -> None:
-        await self.channel_layer.group_add(events.group_name(self.run_id), self.channel_name)
+        failover.get_probe().register(self)
+        if not await self.resubscribe():
+            failover.degrade(self)
+
+    async def resubscribe(self) -> bool:
+        """Join (again) the run's group; False when the layer fails."""
+        if not await self.open_channel():
+            return False
+        try:
+            await asyncio.wait_for(
+                self.channel_layer.group_add(events.group_name(self.run_id), self.channel_name),
+                settings.REALTIME_PUBLISH_TIMEOUT,
+            )
+        except Exception as error:  # noqa: BLE001 - any layer failure means "fail over"
+            logger.warning("group_add for run %s failed: %s", self.run_id, error)
+            self.subscribed = False
+            return False
         self.subscribed = True
+        return True
+
+    async def follow(self) -> None:
+        self.following = True
+        failover.sync_watch(self)
+
+    async def layer_failed(self, error: Exception) -> None:
+        await super().layer_failed(error)
+        if not self.finished:
+            failover.degrade(self)
 
     async def unsubscribe(self) -> None:
+        self.following = False
+        if self.run_id is not None:
+            failover.get_probe().unregister(self)
+            get_poller().unwatch(self)
         if self.subscribed:
             self.subscribed = False
             try:

@@ -1,0 +1,182 @@
+"""Automatic failover from push to polling, and back, per server process.
+
+Push connections (push and hybrid modes) register with their event loop's
+``LayerProbe``. The probe checks the channel layer end to end every
+REALTIME_POLL_INTERVAL: it sends a message to a channel of its own and waits
+for it to come back (publish and subscription both work — with the pub/sub
+layer that also proves the subscriber connection has re-subscribed after a
+Redis restart). It is also woken at once when a consumer's group_add or
+receive raises, or a publish from this process fails.
+
+- Layer down: every registered connection is "degraded": the process's
+  poller (realtime/poller.py) reads its run's log every REALTIME_POLL_INTERVAL.
+- Layer back: each degraded connection joins its group again
+  (``resubscribe``: the pub/sub layer re-subscribes, the core layer's
+  memberships may be gone with a restarted Redis), leaves the poller (hybrid
+  returns to its slow interval), then catches up from the log — so an event
+  published between the last poll and the re-join is not lost. Deliveries are
+  deduplicated by seq, so the client sees no gap and no duplicate.
+- With the core RedisChannelLayer, group memberships expire after
+  ``group_expiry``; the probe re-adds every live subscription each
+  group_expiry/3 so long-lived connections keep theirs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+import weakref
+from typing import Any
+
+from django.conf import settings
+
+from realtime.poller import get_poller
+
+logger = logging.getLogger(__name__)
+
+PROBE_MESSAGE_TYPE = "realtime.probe"
+
+
+def sync_watch(consumer: Any) -> None:
+    """Register ``consumer`` with the poller at the interval its state needs (or none)."""
+    if not consumer.following or consumer.finished:
+        return
+    poller = get_poller()
+    interval = settings.REALTIME_POLL_INTERVAL if consumer.degraded else consumer.fallback_interval()
+    if interval is None:
+        poller.unwatch(consumer)
+    else:
+        poller.watch(consumer, interval=interval)
+
+
+def degrade(consumer: Any) -> None:
+    """The layer failed this connection: read its run from the log until the layer is back."""
+    if not consumer.degraded:
+        logger.info("run %s watcher falls back to polling", consumer.run_id)
+    consumer.degraded = True
+    sync_watch(consumer)
+    probe = get_probe()
+    probe.healthy = False
+    probe.wake()
+
+
+async def recover(consumer: Any) -> bool:
+    """Rejoin the group; on success stop polling and fill from the log. True when back on push."""
+    if not await consumer.resubscribe():
+        return False
+    consumer.degraded = False
+    sync_watch(consumer)
+    logger.info("run %s watcher is back on push", consumer.run_id)
+    await consumer.catch_up()
+    return True
+
+
+class LayerProbe:
+    """Watches the channel layer's health for the push connections of one event loop."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.consumers: set[Any] = set()
+        self.healthy = True
+        self.checks = 0
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._channel: str | None = None
+        self._layer: Any = None
+        self._refreshed_at = loop.time()
+
+    def register(self, consumer: Any) -> None:
+        self.consumers.add(consumer)
+        self._layer = consumer.channel_layer
+        if self._task is None:
+            self._task = self.loop.create_task(self._run(), name="realtime-layer-probe")
+
+    def unregister(self, consumer: Any) -> None:
+        self.consumers.discard(consumer)
+        if not self.consumers:
+            self.wake()  # lets the task end now rather than after its sleep
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def _run(self) -> None:
+        try:
+            while self.consumers:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=settings.REALTIME_POLL_INTERVAL)
+                except TimeoutError:
+                    pass
+                if self.consumers:
+                    await self.check()
+        finally:
+            self._task = None
+
+    async def check(self) -> None:
+        """One health check; degrade or recover the connections accordingly."""
+        self.checks += 1
+        if not await self._round_trip():
+            if self.healthy:
+                logger.warning(
+                    "channel layer unreachable; %d watchers fall back to polling", len(self.consumers)
+                )
+            self.healthy = False
+            for consumer in list(self.consumers):
+                if not consumer.degraded:
+                    degrade(consumer)
+            return
+        self.healthy = True
+        for consumer in [c for c in self.consumers if c.degraded]:
+            try:
+                await recover(consumer)
+            except Exception:
+                logger.warning("run %s watcher could not return to push", consumer.run_id, exc_info=True)
+        await self._refresh_memberships()
+
+    async def _round_trip(self) -> bool:
+        layer = self._layer
+        timeout = settings.REALTIME_PUBLISH_TIMEOUT
+        token = uuid.uuid4().hex
+        try:
+            if self._channel is None:
+                self._channel = await asyncio.wait_for(layer.new_channel("realtime.probe."), timeout)
+            await asyncio.wait_for(
+                layer.send(self._channel, {"type": PROBE_MESSAGE_TYPE, "token": token}), timeout
+            )
+            async with asyncio.timeout(timeout):
+                while (await layer.receive(self._channel)).get("token") != token:
+                    pass  # a late answer to an earlier probe
+        except Exception:  # noqa: BLE001 - any failure means "unhealthy"
+            # A cancelled receive may drop the channel's subscription: start afresh.
+            self._channel = None
+            return False
+        return True
+
+    async def _refresh_memberships(self) -> None:
+        expiry = getattr(self._layer, "group_expiry", None)
+        if not expiry or self.loop.time() - self._refreshed_at < expiry / 3:
+            return
+        self._refreshed_at = self.loop.time()
+        for consumer in list(self.consumers):
+            if consumer.subscribed and not await consumer.resubscribe():
+                degrade(consumer)
+
+
+_probes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LayerProbe] = weakref.WeakKeyDictionary()
+
+
+def get_probe() -> LayerProbe:
+    """The layer probe of the running event loop (one per server process)."""
+    loop = asyncio.get_running_loop()
+    probe = _probes.get(loop)
+    if probe is None:
+        probe = _probes[loop] = LayerProbe(loop)
+    return probe
+
+
+def publish_failed() -> None:
+    """Called from any thread when a publish of this process failed: check the layer now."""
+    for loop, probe in list(_probes.items()):
+        if probe.consumers and not loop.is_closed():
+            loop.call_soon_threadsafe(probe.wake)

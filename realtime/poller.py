@@ -1,0 +1,161 @@
+"""The process's poller: one query per tick for every polling connection.
+
+One ``Poller`` per event loop (a Daphne process runs one loop) serves every
+connection of the process that reads the event log instead of, or as well
+as, the channel layer: poll mode, hybrid's safety net, and push connections
+that failed over (realtime/failover.py). Each tick it reads, in ONE query,
+every watched run's events above the lowest seq any of that run's watchers
+has seen (selectors.events_after_cursors), encodes each event once, and hands
+each watcher its events through ``consumer.deliver`` — the same path push
+uses, so dedupe by seq and gap fill apply. Cost grows with the runs watched,
+not with the sockets (Hasura's multiplexed live queries do the same).
+
+It needs no channel layer, so it works with Redis absent or down, on
+PostgreSQL or SQLite. It starts with the first watcher and stops when none
+remain. Watchers can have different intervals (poll 2 s, hybrid 10 s): a tick
+queries only the runs that have a watcher due.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+import weakref
+from dataclasses import dataclass
+from typing import Protocol
+
+from channels.db import database_sync_to_async
+
+from realtime import events, selectors
+
+logger = logging.getLogger(__name__)
+
+
+class Watcher(Protocol):
+    """What the poller needs of a consumer."""
+
+    run_id: uuid.UUID
+    last_seq: int
+
+    async def deliver(self, seq: int, text: str, *, final: bool) -> None: ...
+
+
+@dataclass
+class _Watch:
+    interval: float
+    due: float
+
+
+class Poller:
+    """Reads the event log for all of one event loop's watchers."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.runs: dict[uuid.UUID, dict[Watcher, _Watch]] = {}
+        self.ticks = 0  # queries made (one per tick); read by tests and the benchmark
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    # --- Registry ----------------------------------------------------------------
+
+    def watch(self, consumer: Watcher, *, interval: float) -> None:
+        """Poll ``consumer``'s run for it every ``interval`` seconds (or change its interval)."""
+        first_due = self.loop.time() + interval
+        watchers = self.runs.setdefault(consumer.run_id, {})
+        current = watchers.get(consumer)
+        if current is None:
+            watchers[consumer] = _Watch(interval=interval, due=first_due)
+        else:
+            current.interval = interval
+            current.due = min(current.due, first_due)
+        self._wake.set()
+        if self._task is None:
+            self._task = self.loop.create_task(self._run(), name="realtime-poller")
+
+    def unwatch(self, consumer: Watcher) -> None:
+        watchers = self.runs.get(consumer.run_id)
+        if watchers is not None and watchers.pop(consumer, None) is not None:
+            if not watchers:
+                del self.runs[consumer.run_id]
+            self._wake.set()
+
+    def watching(self, consumer: Watcher) -> bool:
+        return consumer in self.runs.get(consumer.run_id, ())
+
+    def interval_of(self, consumer: Watcher) -> float | None:
+        watch = self.runs.get(consumer.run_id, {}).get(consumer)
+        return watch.interval if watch else None
+
+    @property
+    def watcher_count(self) -> int:
+        return sum(len(watchers) for watchers in self.runs.values())
+
+    # --- Ticking -----------------------------------------------------------------
+
+    async def _run(self) -> None:
+        try:
+            while self.runs:
+                delay = min(w.due for ws in self.runs.values() for w in ws.values()) - self.loop.time()
+                if delay > 0:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    except TimeoutError:
+                        pass
+                    continue
+                await self.tick()
+        finally:
+            # Synchronous from the last emptiness check: a watch() arriving
+            # after this sees no task and starts a new one.
+            self._task = None
+
+    async def tick(self) -> None:
+        """One query for every run with a due watcher; then hand out the events."""
+        now = self.loop.time()
+        due: list[tuple[uuid.UUID, Watcher]] = []
+        cursors: dict[uuid.UUID, int] = {}
+        for run_id, watchers in self.runs.items():
+            for consumer, watch in watchers.items():
+                if watch.due <= now:
+                    watch.due = now + watch.interval
+                    due.append((run_id, consumer))
+                    cursors[run_id] = min(cursors.get(run_id, consumer.last_seq), consumer.last_seq)
+        if not cursors:
+            return
+        self.ticks += 1
+        try:
+            found = await database_sync_to_async(selectors.events_after_cursors)(cursors=cursors)
+        except Exception:
+            # The database blipped: the next tick asks again from the same cursors.
+            logger.warning("poll of %d runs failed", len(cursors), exc_info=True)
+            return
+        by_run: dict[uuid.UUID, list[tuple[int, str, bool]]] = {}
+        for event in found:
+            text = events.encode_frame(events.event_frame(event))
+            by_run.setdefault(event.run_id, []).append((event.seq, text, event.type == events.RUN_COMPLETED))
+        handouts = [_hand(consumer, by_run[run_id]) for run_id, consumer in due if run_id in by_run]
+        if handouts:
+            await asyncio.gather(*handouts)
+
+
+async def _hand(consumer: Watcher, found: list[tuple[int, str, bool]]) -> None:
+    try:
+        for seq, text, final in found:
+            if seq > consumer.last_seq:
+                await consumer.deliver(seq, text, final=final)
+    except Exception:
+        # One broken socket must not stop the others' deliveries.
+        logger.warning("poll delivery to a watcher of run %s failed", consumer.run_id, exc_info=True)
+
+
+_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = weakref.WeakKeyDictionary()
+
+
+def get_poller() -> Poller:
+    """The poller of the running event loop (one per server process)."""
+    loop = asyncio.get_running_loop()
+    poller = _pollers.get(loop)
+    if poller is None:
+        poller = _pollers[loop] = Poller(loop)
+    return poller
