@@ -1,0 +1,185 @@
+"""The socket's edges: close codes, authentication, Origin, and client frames."""
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.test import Client
+from rest_framework.authtoken.models import Token
+
+from quikday.asgi import application
+from runs import executor, services
+from tests.realtime.support import WAIT, open_socket, receive, receive_close, token_headers
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.usefixtures("layer", "dispatched"),
+]
+
+make_run = sync_to_async(lambda owner, n=1: services.run_create(owner=owner, steps=[{"tool": "echo"}] * n))
+
+
+async def _refused(path: str, headers, code: int) -> dict:
+    """Accepted, then an error frame saying why, then closed with ``code``."""
+    ws = WebsocketCommunicator(application, path, headers=headers)
+    connected, _ = await ws.connect(timeout=WAIT)
+    assert connected
+    frame = await receive(ws)
+    assert frame["type"] == "error"
+    assert frame["payload"]["code"] == str(code)
+    assert frame["payload"]["message"]
+    assert await receive_close(ws) == code
+    await ws.disconnect()
+    return frame
+
+
+# --- Close codes -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("run_id", ["not-a-uuid", "1234", "00000000-0000-0000-0000-00000000000g"])
+async def test_4400_malformed_run_id(token, run_id):
+    frame = await _refused(f"/ws/runs/{run_id}/", token_headers(token), 4400)
+    assert frame["run_id"] == ""
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [],
+        token_headers("no-such-token"),
+        [(b"authorization", b"Token ")],
+        [(b"authorization", b"Bearer abc")],
+        [(b"cookie", b"sessionid=forged")],
+    ],
+    ids=["nothing", "bad-token", "empty-token", "other-scheme", "bad-session"],
+)
+async def test_4401_not_authenticated(user, headers):
+    run = await make_run(user)
+    await _refused(f"/ws/runs/{run.id}/", headers, 4401)
+
+
+async def test_4401_token_of_an_inactive_user(user, token):
+    run = await make_run(user)
+    user.is_active = False
+    await sync_to_async(user.save)(update_fields=["is_active"])
+    await _refused(f"/ws/runs/{run.id}/", token_headers(token), 4401)
+
+
+async def test_4403_someone_elses_run(user, other_user):
+    run = await make_run(user)
+    other_token = await sync_to_async(Token.objects.create)(user=other_user)
+    await _refused(f"/ws/runs/{run.id}/", token_headers(other_token.key), 4403)
+
+
+async def test_4404_unknown_run(token):
+    await _refused("/ws/runs/5b8a3d3e-8d8c-4f43-9b8e-2b0c7e9f2a11/", token_headers(token), 4404)
+
+
+async def test_staff_may_watch_any_run(user, staff_user):
+    run = await make_run(user)
+    staff_token = await sync_to_async(Token.objects.create)(user=staff_user)
+    ws, frame = await open_socket(run.id, headers=token_headers(staff_token.key))
+    assert frame["type"] == "connected"
+    assert frame["payload"]["run"]["owner"] == "alice"
+    await ws.disconnect()
+
+
+def _session_cookie(user) -> bytes:
+    client = Client()
+    client.force_login(user)
+    return f"sessionid={client.cookies['sessionid'].value}".encode()
+
+
+async def test_session_cookie_authenticates(user):
+    run = await make_run(user)
+    cookie = await sync_to_async(_session_cookie)(user)
+    ws, frame = await open_socket(
+        run.id, headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000")]
+    )
+    assert frame["type"] == "connected" and frame["payload"]["run"]["id"] == str(run.id)
+    await ws.disconnect()
+
+
+@pytest.mark.parametrize("origin", [b"http://evil.example", b"null", b"http://localhost.evil.example"])
+async def test_an_origin_not_in_allowed_hosts_is_refused(user, origin):
+    run = await make_run(user)
+    cookie = await sync_to_async(_session_cookie)(user)
+    ws = WebsocketCommunicator(
+        application, f"/ws/runs/{run.id}/", headers=[(b"cookie", cookie), (b"origin", origin)]
+    )
+    connected, _ = await ws.connect(timeout=WAIT)
+    assert not connected
+
+
+async def test_a_finished_run_sends_connected_then_closes_1000(user, token):
+    run = await make_run(user, 2)
+    await sync_to_async(executor.execute_run)(run_id=run.id)
+    ws, frame = await open_socket(run.id, headers=token_headers(token))
+    assert frame["type"] == "connected"
+    assert frame["seq"] == 6
+    assert frame["payload"]["run"]["status"] == "succeeded"
+    assert await receive_close(ws) == 1000
+    await ws.disconnect()
+
+
+# --- Client frames ---------------------------------------------------------------
+
+
+@pytest.fixture
+async def socket(user, token):
+    run = await make_run(user)
+    ws, frame = await open_socket(run.id, headers=token_headers(token))
+    assert frame["type"] == "connected"
+    yield ws
+    await ws.disconnect()
+
+
+async def _ping_pong(ws) -> None:
+    await ws.send_to(text_data='{"type": "ping"}')
+    frame = await receive(ws)
+    assert (frame["type"], frame["payload"], frame["seq"]) == ("pong", {}, 0)
+
+
+async def test_ping_gets_pong(socket):
+    await _ping_pong(socket)
+    await _ping_pong(socket)
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("{not json", "malformed"),
+        ("[1, 2]", "malformed"),
+        ('"ping"', "malformed"),
+        ("null", "malformed"),
+        ('{"kind": "ping"}', "malformed"),
+        ('{"type": 7}', "malformed"),
+        ('{"type": "subscribe"}', "unknown_type"),
+        ("x" * (64 * 1024), "malformed"),  # exactly the limit: answered, not closed
+    ],
+    ids=["bad-json", "array", "string", "null", "no-type", "type-not-string", "unknown", "at-limit"],
+)
+async def test_a_bad_frame_gets_an_error_and_the_socket_stays_open(socket, text, code):
+    await socket.send_to(text_data=text)
+    frame = await receive(socket)
+    assert frame["type"] == "error"
+    assert frame["payload"]["code"] == code and frame["payload"]["message"]
+    await _ping_pong(socket)
+
+
+async def test_a_binary_frame_gets_an_error(socket):
+    await socket.send_to(bytes_data=b'{"type": "ping"}')
+    frame = await receive(socket)
+    assert (frame["type"], frame["payload"]["code"]) == ("error", "binary_not_supported")
+    await _ping_pong(socket)
+
+
+@pytest.mark.parametrize("kind", ["text", "bytes"])
+async def test_a_frame_over_64_kib_closes_1009(socket, kind):
+    big = "x" * (64 * 1024 + 1)
+    if kind == "text":
+        await socket.send_to(text_data=big)
+    else:
+        await socket.send_to(bytes_data=big.encode())
+    assert await receive_close(socket) == 1009
