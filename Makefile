@@ -1,20 +1,45 @@
-# Quik.day Realtime — the developer commands.
-PYTHON ?= python3.11
+# Quik.day Realtime — the developer commands. The two that matter: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
 
-.PHONY: venv test run dev bench bench-quick lint fmt clean
+.PHONY: venv test run serve dev lint fmt clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	touch $@
 
 venv: $(BIN)/.installed
 
 test: venv  ## the whole suite, against real PostgreSQL and Redis
 	$(BIN)/python -m pytest
+
+# The embedded default: SQLite, the in-memory channel layer, runs executed in
+# this process — no PostgreSQL, no Redis. DEBUG=1 unless set, so no SECRET_KEY
+# is needed on a laptop (production runs the Procfile, with DEBUG off).
+run serve: export DEBUG ?= 1
+run: venv  ## serve admin, API and WebSockets at http://$(HOST):$(PORT)
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py ensure_admin --url http://$(HOST):$(PORT)/
+	$(MAKE) --no-print-directory serve
+
+serve:  ## the server command of `make run` alone (tests start exactly this)
+	exec $(BIN)/daphne -b $(HOST) -p $(PORT) quikday.asgi:application
+
+# The full stack, as deployed: the Procfile's processes under honcho, against
+# PostgreSQL and Redis (local defaults below; set DATABASE_URL / REDIS_URL).
+dev: export DEBUG ?= 1
+dev: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/quikday
+dev: export REDIS_URL ?= redis://127.0.0.1:6379/0
+dev: export PATH := $(abspath $(BIN)):$(PATH)
+dev: venv
+	python manage.py migrate --noinput  # the Procfile's release phase
+	python manage.py ensure_admin --url http://$(HOST):$(PORT)/
+	honcho start --port $(PORT) web worker beat
 
 lint: venv
 	$(BIN)/ruff check .

@@ -21,3 +21,15 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+from django.conf import settings  # noqa: E402
+
+from runs.health import log_mode  # noqa: E402
+
+if settings.RUNS_EXECUTOR == "inline":
+    # Embedded runs execute as tasks of the server loop (see runs.inline).
+    from runs.inline import ServerLoopMiddleware
+
+    application = ServerLoopMiddleware(application)
+
+log_mode()

@@ -7,6 +7,7 @@ Two shapes of the same code:
   Celery workers on Redis.
 """
 
+import warnings
 from pathlib import Path
 
 import dj_database_url
@@ -75,13 +76,22 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------
+# DATABASE_POOL=1 uses psycopg 3's connection pool (Django 5.1+) instead of
+# persistent per-thread connections (DATABASE_CONN_MAX_AGE seconds).
+DATABASE_POOL = env_bool("DATABASE_POOL", False)
 DATABASES = {
     "default": dj_database_url.config(
         default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=env_int("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=True,
+        conn_max_age=0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60),
+        conn_health_checks=not DATABASE_POOL,
     )
 }
+if DATABASE_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": env_int("DATABASE_POOL_MIN_SIZE", 1),
+        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=1),
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Embedded mode: the web process and its run threads share one file.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -100,16 +110,27 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("STATIC_ROOT") or BASE_DIR / "staticfiles")
+# Production (DEBUG off): `collectstatic` (the Procfile's web command runs it)
+# writes hashed, compressed copies to STATIC_ROOT and WhiteNoise serves them
+# with far-future caching. make run and the tests (STATIC_MANIFEST=0) collect
+# nothing: WhiteNoise serves the apps' own static folders under plain names.
+STATIC_MANIFEST = env_bool("STATIC_MANIFEST", not DEBUG)
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if STATIC_MANIFEST
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
 }
-# Without collectstatic (make run, tests) WhiteNoise serves straight from the apps.
-WHITENOISE_USE_FINDERS = True
+WHITENOISE_USE_FINDERS = not STATIC_MANIFEST
 WHITENOISE_AUTOREFRESH = DEBUG
-if DEBUG:
-    STORAGES["staticfiles"] = {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"}
+if not STATIC_MANIFEST:
+    # Nothing is collected in this shape, so an absent STATIC_ROOT is expected, not news.
+    warnings.filterwarnings("ignore", message=r"No directory at: ", category=UserWarning)
 
 # Request bodies: the API refuses larger ones with a JSON 400.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("API_MAX_BODY_BYTES", 256 * 1024, minimum=1024)
@@ -209,6 +230,10 @@ RUNS_MAX_STEPS = env_int("RUNS_MAX_STEPS", 50, minimum=1)
 RUNS_WAIT_MAX_SECONDS = env_float("RUNS_WAIT_MAX_SECONDS", 60.0)
 RUNS_STALE_AFTER_SECONDS = env_float("RUNS_STALE_AFTER_SECONDS", 600.0, minimum=1.0)
 RUNS_TOOL_MODULES = ["runs.tools.builtin", *env_list("RUNS_TOOL_MODULES", [])]
+# Embedded mode (RUNS_EXECUTOR=inline): how many runs execute at once in the
+# web process, and how often its in-process reaper looks for stuck runs.
+RUNS_INLINE_WORKERS = env_int("RUNS_INLINE_WORKERS", 4, minimum=1)
+RUNS_REAP_INTERVAL_SECONDS = env_float("RUNS_REAP_INTERVAL_SECONDS", 60.0, minimum=1.0)
 
 LOGGING = {
     "version": 1,

@@ -3,8 +3,10 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from realtime.api import RunEventsView
+from runs.health import healthz
 
 urlpatterns = [
+    path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/", include("runs.api.urls")),
     path("api/runs/<uuid:run_id>/events/", RunEventsView.as_view(), name="run-events"),

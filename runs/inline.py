@@ -1,27 +1,114 @@
-"""Embedded mode: runs executed in threads of the web process (no broker)."""
+"""Embedded mode: runs executed inside the web process (no broker, no worker).
 
+The in-memory channel layer is not thread-safe and lives on the server's event
+loop, so an event a run produces must be sent on that loop. A run therefore
+executes as a task *of the server loop*: ``sync_to_async(thread_sensitive=
+False)`` moves the blocking work to a thread of a small pool, and inside that
+thread ``async_to_sync`` (which realtime.events.group_send uses) hands each
+publish back to the server loop instead of starting a loop of its own.
+
+``ServerLoopMiddleware`` (wrapped around the ASGI application) remembers the
+loop the first time it serves anything; a run submitted before that, or in a
+process with no server (a management command), runs on a plain thread and its
+events reach clients through the log (resume, gap fill, polling) only.
+"""
+
+from __future__ import annotations
+
+import asyncio
 import logging
+import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
+from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.db import close_old_connections
 
 logger = logging.getLogger(__name__)
 
-_pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="run")
+_pool = ThreadPoolExecutor(max_workers=settings.RUNS_INLINE_WORKERS, thread_name_prefix="run")
+_server_loop: asyncio.AbstractEventLoop | None = None
+_pending: set[Future] = set()
+_pending_guard = threading.Lock()
 
 
 def submit(run_id: uuid.UUID) -> None:
-    """Execute the run on a background thread of this process."""
-    _pool.submit(_execute, run_id)
+    """Execute the run in this process, as a task of the server loop when there is one."""
+    loop = _server_loop
+    if loop is None or not loop.is_running():
+        logger.info("no server loop in this process; run %s executes on a plain thread", run_id)
+        _track(_pool.submit(_execute, run_id))
+        return
+    _track(asyncio.run_coroutine_threadsafe(_execute_on_loop(run_id), loop))
+
+
+async def _execute_on_loop(run_id: uuid.UUID) -> None:
+    await sync_to_async(_execute, thread_sensitive=False, executor=_pool)(run_id)
 
 
 def _execute(run_id: uuid.UUID) -> None:
     from runs.executor import execute_run
 
+    close_old_connections()
     try:
         execute_run(run_id=run_id)
     except Exception:
         logger.exception("run %s crashed in embedded mode", run_id)
     finally:
         close_old_connections()
+
+
+def _track(future: Future) -> None:
+    # Keep a reference until it is done: a dropped task may be garbage-collected mid-run.
+    with _pending_guard:
+        _pending.add(future)
+    future.add_done_callback(_forget)
+
+
+def _forget(future: Future) -> None:
+    with _pending_guard:
+        _pending.discard(future)
+
+
+def bind_server_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Remember the server's event loop; True the first time (a new loop)."""
+    global _server_loop
+    if _server_loop is loop:
+        return False
+    _server_loop = loop
+    return True
+
+
+async def _reap_periodically(interval: float) -> None:
+    """Embedded mode has no Celery beat: the reaper runs on the server loop."""
+    from runs.reaper import reap_stuck_runs
+
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await sync_to_async(_reap, thread_sensitive=False, executor=_pool)(reap_stuck_runs)
+        except Exception:
+            logger.exception("the embedded reaper failed; it tries again in %gs", interval)
+
+
+def _reap(reap_stuck_runs) -> None:
+    try:
+        reap_stuck_runs()
+    finally:
+        close_old_connections()
+
+
+class ServerLoopMiddleware:
+    """ASGI middleware: binds the serving loop for embedded runs, starts the reaper."""
+
+    def __init__(self, app):
+        self.app = app
+        self._reaper: asyncio.Task | None = None
+
+    async def __call__(self, scope, receive, send):
+        loop = asyncio.get_running_loop()
+        if bind_server_loop(loop):
+            logger.info("embedded executor bound to the server loop")
+            self._reaper = loop.create_task(_reap_periodically(settings.RUNS_REAP_INTERVAL_SECONDS))
+        return await self.app(scope, receive, send)
