@@ -162,6 +162,9 @@ def publish(event: RunEvent) -> bool:
         group_send(group_name(event.run_id), message)
     except Exception as error:  # noqa: BLE001 - a publish must never fail the writer
         logger.warning("publish of %s#%s failed (%s); it stays in the log", event.run_id, event.seq, error)
+        from realtime import failover  # here: failover imports the consumers' side
+
+        failover.publish_failed()  # this process's push connections check the layer now
         return False
     return True
 

@@ -66,3 +66,22 @@ def _close_sync_thread_connections():
     """
     yield
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+
+
+# Short intervals so that poll-delivered events arrive quickly in tests.
+TEST_POLL_INTERVAL = 0.05
+TEST_FALLBACK_INTERVAL = 0.2
+
+
+@pytest.fixture(params=["push", "poll", "hybrid"])
+def realtime_mode(request, settings):
+    """Runs the test in each REALTIME_MODE (routing reads the mode per connection).
+
+    Short poll intervals; push and hybrid use whatever channel layer the test
+    configures (combine with ``layer``, or see tests/realtime/test_modes.py).
+    The `connected` frame then names this mode.
+    """
+    settings.REALTIME_MODE = request.param
+    settings.REALTIME_POLL_INTERVAL = TEST_POLL_INTERVAL
+    settings.REALTIME_FALLBACK_INTERVAL = TEST_FALLBACK_INTERVAL
+    return request.param

@@ -1,0 +1,183 @@
+"""The process's poller: one query per tick for all watched runs, no channel layer needed."""
+
+import asyncio
+import os
+import subprocess
+import sys
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import channel_layers
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from realtime import events, selectors
+from realtime.baseline import LegacyPollingConsumer
+from realtime.consumers import HybridRunConsumer, PollingRunConsumer, RunConsumer
+from realtime.poller import get_poller
+from realtime.routing import run_consumer
+from runs import executor, services
+from tests.realtime.support import (
+    WAIT,
+    check_frames,
+    logged_frames,
+    open_socket,
+    receive,
+    receive_until_close,
+    token_headers,
+)
+
+ECHO2 = [{"tool": "echo", "args": {"n": i}} for i in range(2)]
+
+make_run = sync_to_async(lambda owner: services.run_create(owner=owner, steps=ECHO2))
+execute = sync_to_async(lambda run_id: executor.execute_run(run_id=run_id))
+
+
+@pytest.fixture
+def poll_mode(settings):
+    settings.REALTIME_MODE = "poll"
+    settings.REALTIME_POLL_INTERVAL = 0.05
+    return settings
+
+
+@pytest.fixture
+def poll_queries(monkeypatch):
+    """Every poll the poller makes: (runs asked for, SQL queries it took), counted in its thread."""
+    made = []
+    original = selectors.events_after_cursors
+
+    def counted(*, cursors):
+        with CaptureQueriesContext(connection) as captured:
+            found = original(cursors=cursors)
+        made.append((len(cursors), len(captured.captured_queries)))
+        return found
+
+    monkeypatch.setattr(selectors, "events_after_cursors", counted)
+    return made
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+@pytest.mark.usefixtures("dispatched", "poll_mode")
+async def test_100_connections_on_10_runs_cost_one_query_per_tick(user, token, poll_queries):
+    runs = [await make_run(user) for _ in range(10)]
+    sockets = []
+    for run in runs:
+        for _ in range(10):
+            ws, connected = await open_socket(run.id, headers=token_headers(token))
+            assert connected["payload"]["mode"] == "poll"
+            sockets.append((run, ws))
+    poller = get_poller()
+    assert poller.watcher_count == 100 and len(poller.runs) == 10
+
+    for run in runs:
+        await execute(run.id)
+    for run, ws in sockets:
+        frames, code = await receive_until_close(ws)
+        assert code == 1000
+        check_frames(frames, run_id=run.id, first_seq=1)
+        assert frames == await logged_frames(run.id)
+
+    await _stopped(poller)
+    assert poller.ticks == len(poll_queries) > 0
+    assert all(queries == 1 for _, queries in poll_queries), poll_queries
+    # Each tick asked for all the watched runs at once, never per connection.
+    assert all(asked <= 10 for asked, _ in poll_queries)
+    assert max(asked for asked, _ in poll_queries) == 10
+    assert poller.watcher_count == 0
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+def test_the_poll_query_reads_each_run_from_its_own_cursor(user):
+    a = services.run_create(owner=user, steps=ECHO2)
+    b = services.run_create(owner=user, steps=ECHO2)
+    executor.execute_run(run_id=a.id)  # seq 1..6
+    executor.execute_run(run_id=b.id)
+    with CaptureQueriesContext(connection) as captured:
+        found = selectors.events_after_cursors(cursors={a.id: 4, b.id: 0})
+    assert len(captured.captured_queries) == 1
+    assert [(e.run_id, e.seq) for e in found] == sorted(
+        [(a.id, 5), (a.id, 6)] + [(b.id, s) for s in range(1, 7)], key=lambda p: (str(p[0]), p[1])
+    )
+    assert selectors.events_after_cursors(cursors={}) == []
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+@pytest.mark.usefixtures("dispatched", "poll_mode")
+async def test_poll_mode_needs_no_channel_layer(settings, monkeypatch, user, token):
+    """No layer configured at all, and any publish attempt would fail: poll still delivers."""
+    settings.CHANNEL_LAYERS = {}
+    channel_layers.backends = {}
+
+    def no_layer(group, message):
+        raise AssertionError("poll mode must not publish")
+
+    monkeypatch.setattr(events, "group_send", no_layer)
+    try:
+        run = await make_run(user)
+        ws, connected = await open_socket(run.id, headers=token_headers(token))
+        assert connected["payload"]["mode"] == "poll"
+        await execute(run.id)
+        frames, code = await receive_until_close(ws)
+        assert code == 1000
+        assert frames == await logged_frames(run.id)
+    finally:
+        channel_layers.backends = {}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+@pytest.mark.usefixtures("dispatched", "poll_mode")
+async def test_the_poller_starts_with_the_first_watcher_and_stops_after_the_last(user, token):
+    run = await make_run(user)
+    poller = get_poller()
+    assert poller._task is None
+    first, _ = await open_socket(run.id, headers=token_headers(token))
+    second, _ = await open_socket(run.id, headers=token_headers(token))
+    for ws in (first, second):
+        await ws.send_to(text_data='{"type": "ping"}')
+        assert (await receive(ws))["type"] == "pong"
+    assert poller._task is not None and poller.watcher_count == 2
+    await first.disconnect()
+    assert poller.watcher_count == 1
+    await second.disconnect()
+    assert poller.watcher_count == 0
+    await _stopped(poller)
+    assert poller._task is None
+
+
+async def _stopped(poller) -> None:
+    """Wait (bounded) for the poller's task to end once it has no watchers."""
+    for _ in range(int(WAIT / 0.01)):
+        if poller._task is None:
+            return
+        await asyncio.sleep(0.01)
+
+
+def test_routing_follows_the_mode_and_never_picks_the_legacy_poller(settings, monkeypatch):
+    monkeypatch.delenv("REALTIME_BENCH_LEGACY_POLL", raising=False)
+    for mode, consumer in (
+        ("push", RunConsumer),
+        ("poll", PollingRunConsumer),
+        ("hybrid", HybridRunConsumer),
+    ):
+        settings.REALTIME_MODE = mode
+        assert run_consumer() is consumer
+    monkeypatch.setenv("REALTIME_BENCH_LEGACY_POLL", "1")
+    assert run_consumer() is LegacyPollingConsumer
+
+
+@pytest.mark.parametrize("value", ["legacy", "pull", "websocket"])
+def test_a_bad_realtime_mode_stops_start_up_with_a_clear_message(value):
+    env = {**os.environ, "REALTIME_MODE": value, "DJANGO_SETTINGS_MODULE": "quikday.settings"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert f"REALTIME_MODE must be one of push, poll, hybrid; got {value!r}" in done.stderr
