@@ -33,7 +33,9 @@ class RunEventsView(APIView):
         since, limit = query.validated_data["since"], query.validated_data["limit"]
         snapshot = selectors.run_snapshot(run_id=run_id)
         found = selectors.events_between(run_id=run_id, after=since, upto=snapshot.seq, limit=limit)
-        complete = since >= snapshot.seq or (bool(found) and found[0].seq == since + 1)
+        # As on the socket: since > seq is a client from another history (a
+        # restored database?), not one that is up to date.
+        complete = since == snapshot.seq or (bool(found) and found[0].seq == since + 1)
         return Response(
             {
                 "run_id": str(run_id),
