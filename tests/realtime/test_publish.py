@@ -1,0 +1,144 @@
+"""Publishing: a failed publish never fails the writer, and sync publishers share one connection."""
+
+import logging
+import threading
+import uuid
+
+import pytest
+from asgiref.sync import async_to_sync, sync_to_async
+from channels.layers import channel_layers, get_channel_layer
+from redis.asyncio.connection import Connection
+
+from realtime import events
+from realtime.models import RunEvent
+from runs import services, tasks
+from tests.processes import free_port
+from tests.realtime.conftest import layer_config
+from tests.realtime.support import logged_frames, open_socket, receive, receive_until_close, token_headers
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis]
+
+
+async def _layer_down(*args, **kwargs):
+    raise ConnectionError("the channel layer is down (test)")
+
+
+@pytest.mark.usefixtures("layer", "dispatched")
+async def test_a_failed_publish_fails_nothing_and_the_log_delivers_it_later(user, token, monkeypatch, caplog):
+    run = await sync_to_async(services.run_create)(
+        owner=user, steps=[{"tool": "echo", "args": {"n": i}} for i in range(2)]
+    )
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        assert connected["seq"] == 0
+        layer = get_channel_layer()
+        with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="realtime.events"):
+            patch.setattr(layer, "group_send", _layer_down)
+            await sync_to_async(services.run_start)(run_id=run.id)
+            await sync_to_async(services.step_start)(run_id=run.id, index=0)
+        assert [r.getMessage() for r in caplog.records if "publish of" in r.getMessage()] == [
+            f"publish of {run.id}#1 failed (the channel layer is down (test)); it stays in the log",
+            f"publish of {run.id}#2 failed (the channel layer is down (test)); it stays in the log",
+        ]
+        assert await sync_to_async(RunEvent.objects.filter(run_id=run.id).count)() == 2
+        # The layer is back: the next event's arrival fills the gap from the log first.
+        await sync_to_async(services.step_succeed)(run_id=run.id, index=0, output=None)
+        frames = [await receive(ws) for _ in range(3)]
+        assert frames == await logged_frames(run.id)
+        assert [f["type"] for f in frames] == ["run_status", "step_started", "step_succeeded"]
+    finally:
+        await ws.disconnect()
+
+    # The worker's task with the layer down: it succeeds, the events wait in the log.
+    with monkeypatch.context() as patch:
+        patch.setattr(layer, "group_send", _layer_down)
+        assert await sync_to_async(tasks.execute_run)(str(run.id)) == "succeeded"
+    ws, connected = await open_socket(run.id, headers=token_headers(token), query="since=3")
+    frames, code = await receive_until_close(ws)
+    await ws.disconnect()
+    assert (connected["seq"], connected["payload"]["recovered"], code) == (6, True, 1000)
+    assert frames == await logged_frames(run.id, after=3)
+    assert [f["type"] for f in frames] == ["step_started", "step_succeeded", "run_completed"]
+
+
+@pytest.fixture(params=["pubsub", "redis"])
+def dead_layer(request, settings):
+    """A channel layer whose Redis does not answer (nothing listens on the port)."""
+    config = layer_config(request.param)
+    config["CONFIG"]["hosts"] = [f"redis://127.0.0.1:{free_port()}/0"]
+    settings.CHANNEL_LAYERS = {"default": config}
+    channel_layers.backends = {}
+    yield
+    channel_layers.backends = {}
+
+
+@pytest.mark.usefixtures("dead_layer", "dispatched")
+def test_with_redis_unreachable_saves_and_the_task_succeed(user):
+    run = services.run_create(owner=user, steps=[{"tool": "echo"}, {"tool": "fail"}])
+    assert tasks.execute_run(str(run.id)) == "failed"
+    assert list(RunEvent.objects.filter(run_id=run.id).values_list("seq", "type")) == [
+        (1, "run_status"),
+        (2, "step_started"),
+        (3, "step_succeeded"),
+        (4, "step_started"),
+        (5, "step_failed"),
+        (6, "run_completed"),
+    ]
+    assert events.publish(RunEvent.objects.get(run_id=run.id, seq=6)) is False
+
+
+@pytest.fixture
+def redis_connects(monkeypatch):
+    """A list that grows by one for every new Redis connection opened by redis.asyncio."""
+    opened = []
+    original = Connection._connect
+
+    async def counting(self):
+        opened.append(threading.current_thread().name)
+        return await original(self)
+
+    monkeypatch.setattr(Connection, "_connect", counting)
+    return opened
+
+
+def _publish_many(count: int) -> None:
+    group = events.group_name(uuid.uuid4())
+    for seq in range(count):
+        events.group_send(
+            group, {"type": events.GROUP_MESSAGE_TYPE, "seq": seq, "final": False, "text": "{}"}
+        )
+
+
+@pytest.mark.usefixtures("layer")
+def test_publishing_from_sync_code_reuses_one_connection(redis_connects):
+    for _ in range(3):  # one thread after another, as a worker's tasks
+        thread = threading.Thread(target=_publish_many, args=(50,))
+        thread.start()
+        thread.join()
+    _publish_many(50)
+    # 200 publishes from four threads: one loop, one connection (the layer is new in this test).
+    assert redis_connects == ["realtime-publisher"]
+    assert [t.name for t in threading.enumerate()].count("realtime-publisher") == 1
+    assert events._publisher_loop() is events._publisher_loop()
+
+
+@pytest.mark.usefixtures("layer")
+def test_concurrent_publishers_open_at_most_one_connection_each(redis_connects):
+    threads = [threading.Thread(target=_publish_many, args=(50,)) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Bounded by how many publish at the same moment (the pool), not by the 200 events.
+    assert 1 <= len(redis_connects) <= 4
+    assert set(redis_connects) == {"realtime-publisher"}
+
+
+@pytest.mark.usefixtures("layer")
+def test_the_tutorial_pattern_connects_per_publish(redis_connects):
+    """What the test above guards against: async_to_sync opens a connection per call."""
+    layer = get_channel_layer()
+    group = events.group_name(uuid.uuid4())
+    for seq in range(5):
+        async_to_sync(layer.group_send)(group, {"type": events.GROUP_MESSAGE_TYPE, "seq": seq, "text": "{}"})
+    assert len(redis_connects) >= 5
