@@ -3,13 +3,19 @@
 import io
 
 from django.conf import settings
+from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from runs.api.errors import BodyTooLarge
 
 
 class LimitedJSONParser(JSONParser):
-    """DRF reads the request stream directly, bypassing Django's body limit."""
+    """Refuses bodies over DATA_UPLOAD_MAX_MEMORY_SIZE and too deeply nested JSON with a 400.
+
+    DRF (3.15+) reads ``request.body`` for JSON, so Django's limit usually
+    fires first (mapped to the same 400 in runs.api.errors); this check covers
+    streams read directly.
+    """
 
     def parse(self, stream, media_type=None, parser_context=None):
         limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
@@ -22,4 +28,8 @@ class LimitedJSONParser(JSONParser):
         body = stream.read(limit + 1)
         if len(body) > limit:
             raise BodyTooLarge(f"the request body is over the {limit} byte limit")
-        return super().parse(io.BytesIO(body), media_type, parser_context)
+        try:
+            return super().parse(io.BytesIO(body), media_type, parser_context)
+        except RecursionError:
+            # json raises this (not a ValueError) for deeply nested arrays/objects.
+            raise ParseError("JSON parse error - the document is nested too deeply") from None

@@ -191,8 +191,36 @@ def _validate_step(spec: Any) -> dict[str, Any]:
     found = get_tool(name)
     if found is None:
         raise PlanError(f"unknown tool '{name}'", field="tool")
-    args = spec.get("args", {})
-    return {"tool": name, "args": found.validate(args)}
+    args = found.validate(spec.get("args", {}))
+    problem = _unstorable(args)
+    if problem:
+        raise PlanError(problem, field="args")
+    return {"tool": name, "args": args}
+
+
+def _unstorable(value: Any, path: str = "args") -> str | None:
+    """Why PostgreSQL's jsonb could not hold ``value`` (NUL characters, NaN/Infinity), else None.
+
+    Caught here, at creation, so such a plan is a 400, not a database error
+    when the run or its step output is saved.
+    """
+    if isinstance(value, str):
+        return f"{path} must not contain NUL characters" if "\x00" in value else None
+    if isinstance(value, float):
+        return None if math.isfinite(value) else f"{path} must be a finite number"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return f"{path} must not contain NUL characters in its keys"
+            problem = _unstorable(item, f"{path}.{key}")
+            if problem:
+                return problem
+    if isinstance(value, list):
+        for position, item in enumerate(value):
+            problem = _unstorable(item, f"{path}[{position}]")
+            if problem:
+                return problem
+    return None
 
 
 def _json_type(value: Any) -> str:
