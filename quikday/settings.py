@@ -171,6 +171,11 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Create multi-step runs, follow them live over /ws/runs/<id>/.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Runs and steps both have a "status"; name their enums instead of hashing them.
+    "ENUM_NAME_OVERRIDES": {
+        "RunStatusEnum": "runs.models.RunStatus",
+        "StepStatusEnum": "runs.models.StepStatus",
+    },
 }
 
 # --- Redis, channel layer and Celery -------------------------------------------

@@ -1,5 +1,6 @@
 """GET /api/runs/<id>/events/?since=S — the event log over HTTP."""
 
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers
 from rest_framework.exceptions import NotFound
@@ -22,7 +23,8 @@ class RunEventsView(APIView):
         parameters=[
             OpenApiParameter("since", int, description="Return events with seq above this."),
             OpenApiParameter("limit", int, description=f"At most this many (≤ {MAX_LIMIT})."),
-        ]
+        ],
+        responses={200: OpenApiTypes.OBJECT},
     )
     def get(self, request, run_id):
         """The run's events after ``since``, as the WebSocket sends them."""
