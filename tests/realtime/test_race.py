@@ -1,0 +1,123 @@
+"""A connect racing with saves sees every seq exactly once, in order.
+
+Two ways: the two dangerous moments forced deterministically (an event that
+commits between joining the group and reading the snapshot, and one that
+commits between the snapshot and `connected`), and a writer thread committing
+a long run's events while clients keep connecting.
+"""
+
+import asyncio
+import threading
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.db import connection
+
+from realtime import selectors
+from runs import services
+from tests.realtime.support import (
+    apply_events,
+    check_frames,
+    fresh_snapshot,
+    open_socket,
+    receive,
+    receive_until_close,
+    token_headers,
+)
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.usefixtures("layer", "dispatched"),
+]
+
+
+def _new_run(user, steps: int):
+    run = services.run_create(owner=user, steps=[{"tool": "echo", "args": {"n": i}} for i in range(steps)])
+    services.run_start(run_id=run.id)
+    return run
+
+
+async def test_events_committed_around_the_snapshot_are_sent_once(user, token, monkeypatch):
+    run = await sync_to_async(_new_run)(user, 2)  # seq 1
+    original = selectors.connect_state
+
+    def racing_connect_state(*, run_id, since):
+        # Joined, not yet read: this event is relayed AND in the snapshot.
+        services.step_start(run_id=run.id, index=0)  # seq 2
+        state = original(run_id=run_id, since=since)
+        # Read, `connected` not yet sent: relayed only, after `connected`.
+        services.step_succeed(run_id=run.id, index=0, output=None)  # seq 3
+        return state
+
+    monkeypatch.setattr(selectors, "connect_state", racing_connect_state)
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    monkeypatch.setattr(selectors, "connect_state", original)
+    try:
+        assert connected["seq"] == 2
+        assert connected["payload"]["run"]["steps"][0]["status"] == "running"
+        await sync_to_async(services.step_start)(run_id=run.id, index=1)  # seq 4
+        frames = [await receive(ws) for _ in range(2)]
+        assert [(f["type"], f["seq"]) for f in frames] == [("step_succeeded", 3), ("step_started", 4)]
+        assert apply_events(connected["payload"]["run"], frames) == await fresh_snapshot(run.id)
+    finally:
+        await ws.disconnect()
+
+
+STEPS = 15  # 1 run_status + 2 per step + 1 run_completed = 32 events
+CLIENTS = 8
+
+
+def _writer(run_id, turns: threading.Semaphore, done: threading.Event) -> None:
+    """Commit the run's events a few at a time, each batch when the test says so."""
+    try:
+        for index in range(STEPS):
+            turns.acquire()
+            services.step_start(run_id=run_id, index=index)
+            services.step_succeed(run_id=run_id, index=index, output={"n": index})
+        services.run_succeed(run_id=run_id, output=[{"n": i} for i in range(STEPS)])
+    finally:
+        connection.close()  # this thread's own connection
+        done.set()
+
+
+async def _client(run_id, token) -> tuple[dict, list[dict], int]:
+    ws, connected = await open_socket(run_id, headers=token_headers(token))
+    try:
+        frames, code = await receive_until_close(ws)
+    finally:
+        await ws.disconnect()
+    return connected, frames, code
+
+
+async def test_clients_connecting_while_a_writer_commits_see_every_seq_once(user, token):
+    run = await sync_to_async(_new_run)(user, STEPS)
+    turns, done = threading.Semaphore(0), threading.Event()
+    writer = threading.Thread(target=_writer, args=(run.id, turns, done))
+    writer.start()
+    clients = []
+    try:
+        for _ in range(CLIENTS):
+            # Let the writer commit the next steps while this client connects.
+            clients.append(asyncio.create_task(_client(run.id, token)))
+            turns.release()
+            turns.release()
+            await asyncio.sleep(0)
+    finally:
+        for _ in range(STEPS):
+            turns.release()
+        await asyncio.get_running_loop().run_in_executor(None, writer.join)
+    results = await asyncio.gather(*clients)
+
+    total = 2 + 2 * STEPS
+    final = await fresh_snapshot(run.id)
+    assert final["seq"] == total and final["status"] == "succeeded"
+    for connected, frames, code in results:
+        start = connected["seq"]
+        assert code == 1000
+        check_frames(frames, run_id=run.id, first_seq=start + 1)
+        assert [f["seq"] for f in frames] == list(range(start + 1, total + 1))
+        if frames:
+            assert frames[-1]["type"] == "run_completed"
+        assert apply_events(connected["payload"]["run"], frames) == final
