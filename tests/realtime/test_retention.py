@@ -1,0 +1,81 @@
+"""Retention: the prune_run_events task and command delete events older than the setting."""
+
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.utils import timezone
+
+from realtime import retention, tasks
+from realtime.models import RunEvent
+from runs import executor, services
+
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+
+
+@pytest.fixture
+def run(user, dispatched):
+    """A finished run of two steps: six events, aged 0..5 days (seq 1 the oldest)."""
+    run = services.run_create(owner=user, steps=[{"tool": "echo"}, {"tool": "echo"}])
+    executor.execute_run(run_id=run.id)
+    now = timezone.now()
+    for seq in range(1, 7):
+        RunEvent.objects.filter(run=run, seq=seq).update(ts=now - timedelta(days=6 - seq, hours=1))
+    return run
+
+
+def _seqs(run):
+    return list(RunEvent.objects.filter(run=run).order_by("seq").values_list("seq", flat=True))
+
+
+def test_the_task_prunes_by_the_setting(run, settings):
+    settings.REALTIME_EVENT_RETENTION_DAYS = 3
+    assert tasks.prune_run_events() == 3  # 5, 4 and 3 days (and an hour) old
+    assert _seqs(run) == [4, 5, 6]
+    assert tasks.prune_run_events() == 0
+
+
+def test_the_default_retention_is_seven_days(run, settings):
+    assert settings.REALTIME_EVENT_RETENTION_DAYS == 7
+    assert retention.prune_run_events() == 0
+    assert _seqs(run) == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_task_is_the_one_beat_schedules(settings):
+    from quikday.celery import app
+
+    assert settings.CELERY_BEAT_SCHEDULE["prune-run-events"]["task"] == "realtime.tasks.prune_run_events"
+    app.loader.import_default_modules()
+    assert "realtime.tasks.prune_run_events" in app.tasks
+
+
+def test_the_command_with_days(run):
+    out = StringIO()
+    call_command("prune_run_events", "--days", "1.5", stdout=out)
+    assert out.getvalue().strip() == "deleted 4 run event(s)"
+    assert _seqs(run) == [5, 6]
+    call_command("prune_run_events", "--days", "0", stdout=out)
+    assert _seqs(run) == []
+    # The run itself, and its snapshot's seq, stay.
+    run.refresh_from_db()
+    assert (run.status, run.seq) == ("succeeded", 6)
+
+
+def test_the_command_uses_the_setting_by_default(run, settings):
+    settings.REALTIME_EVENT_RETENTION_DAYS = 4.5
+    out = StringIO()
+    call_command("prune_run_events", stdout=out)
+    assert out.getvalue().strip() == "deleted 1 run event(s)"
+
+
+@pytest.mark.parametrize("days", ["-1", "nan"])
+def test_the_command_refuses_a_bad_days(run, days):
+    with pytest.raises(CommandError):
+        call_command("prune_run_events", "--days", days)
+    assert len(_seqs(run)) == 6
+
+
+def test_pruning_goes_in_batches(run):
+    assert retention.prune_run_events(days=0, batch_size=4) == 6
+    assert _seqs(run) == []
