@@ -140,14 +140,15 @@ class LayerProbe:
         token = uuid.uuid4().hex
         try:
             if self._channel is None:
-                self._channel = await asyncio.wait_for(layer.new_channel("realtime.probe."), timeout)
+                self._channel = await asyncio.wait_for(layer.new_channel(), timeout)
             await asyncio.wait_for(
                 layer.send(self._channel, {"type": PROBE_MESSAGE_TYPE, "token": token}), timeout
             )
             async with asyncio.timeout(timeout):
                 while (await layer.receive(self._channel)).get("token") != token:
                     pass  # a late answer to an earlier probe
-        except Exception:  # noqa: BLE001 - any failure means "unhealthy"
+        except Exception as error:  # noqa: BLE001 - any failure means "unhealthy"
+            logger.info("channel layer probe failed: %r", error)
             # A cancelled receive may drop the channel's subscription: start afresh.
             self._channel = None
             return False

@@ -1,0 +1,178 @@
+"""Automatic failover with real parts: a Redis of the test's own, stopped and restarted mid-run.
+
+The client stays connected throughout and must end with every event exactly
+once and in order: push before the outage, the process's poller during it,
+push again after Redis is back (with a catch-up from the log in between).
+"""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import channel_layers
+
+from realtime import events, failover
+from realtime.poller import get_poller
+from runs import services
+from tests.realtime.own_redis import OwnRedis
+from tests.realtime.support import WAIT, check_frames, logged_frames, open_socket, receive, token_headers
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgres,
+    pytest.mark.usefixtures("dispatched"),
+]
+
+STEPS = 5
+
+
+@pytest.fixture
+def own_redis():
+    server = OwnRedis()
+    server.start()
+    yield server
+    server.stop()
+
+
+def _layer_config(kind: str, url: str) -> dict:
+    if kind == "pubsub":
+        return {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer", "CONFIG": {"hosts": [url]}}
+    return {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {"hosts": [url], "group_expiry": 900},
+    }
+
+
+@pytest.fixture
+def failover_settings(settings, own_redis, request):
+    settings.REALTIME_POLL_INTERVAL = 0.1
+    settings.REALTIME_FALLBACK_INTERVAL = 0.5
+    settings.REALTIME_PUBLISH_TIMEOUT = 0.5
+    channel_layers.backends = {}
+    yield settings
+    _drop_publisher_layer()
+    channel_layers.backends = {}
+
+
+def _drop_publisher_layer() -> None:
+    """Close the publisher loop's connections to this test's Redis (it goes away)."""
+    backend = channel_layers.backends.get("default")
+    loop_thread = events._loop_thread
+    if backend is None or loop_thread is None:
+        return
+
+    async def close() -> None:
+        layer = getattr(backend, "_layers", {}).pop(loop_thread.loop, None)
+        if layer is not None:
+            await layer.flush()
+
+    try:
+        loop_thread.run(close(), timeout=5)
+    except Exception:
+        pass
+
+
+@sync_to_async
+def do_step(run_id, index: int) -> None:
+    services.step_start(run_id=run_id, index=index)
+    services.step_succeed(run_id=run_id, index=index, output={"n": index})
+
+
+async def _until(condition, what: str) -> None:
+    """Wait (bounded by WAIT) for ``condition()``: the probe works on its own schedule."""
+    for _ in range(int(WAIT / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"still waiting for: {what}")
+
+
+async def _frames(ws, count: int) -> list[dict]:
+    return [await receive(ws) for _ in range(count)]
+
+
+@pytest.mark.parametrize("kind", ["pubsub", "redis"])
+@pytest.mark.parametrize("mode", ["push", "hybrid"])
+async def test_redis_stops_and_restarts_mid_run(failover_settings, own_redis, user, token, kind, mode):
+    failover_settings.REALTIME_MODE = mode
+    failover_settings.CHANNEL_LAYERS = {"default": _layer_config(kind, own_redis.url)}
+    run = await sync_to_async(services.run_create)(
+        owner=user, steps=[{"tool": "echo", "args": {"n": i}} for i in range(STEPS)]
+    )
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        assert connected["payload"]["mode"] == mode and connected["seq"] == 0
+        (consumer,) = failover.get_probe().consumers
+        poller = get_poller()
+        base_interval = consumer.fallback_interval()
+
+        # 1. Redis up: push.
+        await sync_to_async(services.run_start)(run_id=run.id)
+        await do_step(run.id, 0)
+        frames = await _frames(ws, 3)
+        assert not consumer.degraded and poller.interval_of(consumer) == base_interval
+
+        # 2. Redis down: the publishes fail, the connection falls back to polling.
+        own_redis.stop()
+        await do_step(run.id, 1)
+        await do_step(run.id, 2)
+        frames += await _frames(ws, 4)
+        assert consumer.degraded
+        assert poller.interval_of(consumer) == failover_settings.REALTIME_POLL_INTERVAL
+
+        # 3. Redis back on the same port: the connection rejoins its group and leaves the poller.
+        own_redis.start()
+        await _until(lambda: not consumer.degraded, "the connection to return to push")
+        assert consumer.subscribed and poller.interval_of(consumer) == base_interval
+
+        for index in range(3, STEPS):
+            await do_step(run.id, index)
+        await sync_to_async(services.run_succeed)(run_id=run.id, output={"done": True})
+        frames += await _frames(ws, 2 * (STEPS - 3) + 1)
+        closing = await ws.receive_output(timeout=WAIT)
+        assert closing == {"type": "websocket.close", "code": 1000}
+
+        # Every event exactly once, in order, exactly as logged.
+        check_frames(frames, run_id=run.id, first_seq=1)
+        assert frames == await logged_frames(run.id)
+        assert frames[-1]["type"] == "run_completed"
+        assert await ws.receive_nothing(timeout=0.3)
+    finally:
+        await ws.disconnect()
+        await _flush_server_layer()
+
+
+async def _flush_server_layer() -> None:
+    layer = channel_layers.backends.get("default")
+    if layer is not None:
+        try:
+            await layer.flush()
+        except Exception:
+            pass
+
+
+@pytest.mark.redis
+async def test_long_lived_connections_refresh_their_group_membership(settings, user, token):
+    """Core RedisChannelLayer drops group members older than group_expiry; the probe re-adds live ones."""
+    from tests.realtime.conftest import layer_config
+
+    config = layer_config("redis")
+    config["CONFIG"] = {**config["CONFIG"], "group_expiry": 1}
+    settings.CHANNEL_LAYERS = {"default": config}
+    settings.REALTIME_MODE = "push"
+    settings.REALTIME_POLL_INTERVAL = 0.1
+    channel_layers.backends = {}
+    run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        assert connected["payload"]["mode"] == "push"
+        await asyncio.sleep(2.5)  # well past the expiry: only a refreshed membership still receives
+        await sync_to_async(services.run_start)(run_id=run.id)
+        frame = await receive(ws)
+        assert (frame["type"], frame["seq"]) == ("run_status", 1)
+        assert get_poller().watcher_count == 0  # it came by push, not by a poll
+    finally:
+        await ws.disconnect()
+        _drop_publisher_layer()
+        await _flush_server_layer()
+        channel_layers.backends = {}
