@@ -176,7 +176,10 @@ def group_send(group: str, message: dict[str, Any]) -> None:
     keeps its connections per loop, so the tutorial pattern connects to Redis
     for every event. Here every synchronous publisher of the process shares one
     long-lived loop (and so one connection pool). The in-memory layer lives on
-    the server's loop, so there async_to_sync is the right bridge.
+    the server's loop, so there async_to_sync is the right bridge: every
+    in-process publisher (a request, an embedded run: see runs.inline) runs
+    in a sync_to_async thread of that loop, where async_to_sync hands the send
+    back to it.
     """
     layer = get_channel_layer()
     if layer is None:
