@@ -26,6 +26,10 @@ class StepInline(admin.TabularInline):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # Steps are the run's history: deleting one would break its event log.
+        return False
+
 
 class RunAddForm(forms.ModelForm):
     class Meta:

@@ -41,8 +41,7 @@ def reap_stuck_runs(*, stale_after: float | None = None) -> ReapReport:
                 services.run_fail(
                     run_id=run_id,
                     error=(
-                        f"no progress for more than {stale_after:g} seconds; "
-                        "the worker executing it was lost"
+                        f"no progress for more than {stale_after:g} seconds; the worker executing it was lost"
                     ),
                 )
             except TransitionError:

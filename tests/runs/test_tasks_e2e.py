@@ -66,6 +66,24 @@ def test_three_echo_steps_over_the_api_succeed_in_order(api, worker_process):
     assert [s["index"] for s in detail["steps"]] == [0, 1, 2]
 
 
+def test_cancel_while_a_step_runs_ends_the_run_cancelled_before_the_next(api, worker_process):
+    response = api.post(
+        "/api/runs/",
+        {"steps": [{"tool": "wait", "args": {"seconds": 2}}, {"tool": "echo"}]},
+        format="json",
+    )
+    run_id = response.json()["id"]
+    wait_for(lambda: step_running(run_id, 0), what="step 0 to start")
+
+    cancel = api.post(f"/api/runs/{run_id}/cancel/")
+    assert cancel.status_code == 200 and cancel.json()["status"] == "processing"
+
+    run = wait_for(lambda: run_in(run_id, "succeeded", "failed", "cancelled"), what="the run to finish")
+    assert run.status == "cancelled"
+    assert list(run.steps.order_by("index").values_list("status", flat=True)) == ["succeeded", "skipped"]
+    assert api.post(f"/api/runs/{run_id}/cancel/").status_code == 409
+
+
 def test_pool_process_killed_mid_step_is_redelivered_and_finishes(api, worker_process):
     response = api.post(
         "/api/runs/",
@@ -86,7 +104,10 @@ def test_pool_process_killed_mid_step_is_redelivered_and_finishes(api, worker_pr
     assert run.status == "succeeded", run.error
     assert run.output == [{"waited": 3}, {"after": "wait"}]
     assert worker_process.child_pids() != children  # the pool replaced the killed process
-    assert "WorkerLostError" in worker_process.log() or "exited" in worker_process.log()
+    log = worker_process.log()
+    assert "WorkerLostError" in log
+    received = [line for line in log.splitlines() if "runs.tasks.execute_run[" in line and "received" in line]
+    assert len(received) == 2, log  # delivered, then redelivered after the loss
 
 
 def test_whole_worker_killed_mid_step_is_failed_by_the_reaper(api):

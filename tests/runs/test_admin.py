@@ -1,0 +1,221 @@
+"""The runs admin: list, filters, search, read-only steps, actions, and status edits through services."""
+
+import json
+
+import pytest
+from django.contrib.admin.models import LogEntry
+
+from runs import services
+from runs.models import Run
+
+pytestmark = pytest.mark.django_db
+
+CHANGELIST = "/admin/runs/run/"
+
+
+@pytest.fixture
+def admin_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+@pytest.fixture
+def sent(monkeypatch):
+    captured = []
+    monkeypatch.setattr("runs.dispatch._send", captured.append)
+    return captured
+
+
+def change_url(run):
+    return f"/admin/runs/run/{run.id}/change/"
+
+
+def inline_management(run, prefix="steps"):
+    """The inline formset's management data a browser would send back with the form."""
+    ids = list(run.steps.order_by("index").values_list("id", flat=True))
+    data = {
+        f"{prefix}-TOTAL_FORMS": str(len(ids)),
+        f"{prefix}-INITIAL_FORMS": str(len(ids)),
+        f"{prefix}-MIN_NUM_FORMS": "0",
+        f"{prefix}-MAX_NUM_FORMS": "1000",
+    }
+    for position, step_id in enumerate(ids):
+        data[f"{prefix}-{position}-id"] = str(step_id)
+        data[f"{prefix}-{position}-run"] = str(run.id)
+    return data
+
+
+def messages_of(response):
+    return [str(m) for m in response.context["messages"]] if response.context else []
+
+
+def test_changelist_shows_status_owner_progress_and_duration(admin_client, make_run):
+    run = make_run("processing", prompt="find flights")
+    services.step_start(run_id=run.id, index=0)
+    services.step_succeed(run_id=run.id, index=0, output=None)
+    queued = make_run(prompt="later")
+    response = admin_client.get(CHANGELIST)
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert str(run.id) in page and str(queued.id) in page
+    assert "1/3" in page and "0/3" in page  # progress: steps done / total
+    assert page.count("—") >= 1  # the queued run has no duration yet
+    rows = {r.pk: r for r in response.context["cl"].result_list}
+    admin = response.context["cl"].model_admin
+    assert admin.progress(rows[run.id]) == "1/3"
+    assert admin.duration(rows[run.id]).endswith("s")
+    assert admin.duration(rows[queued.id]) == "—"
+
+
+def test_changelist_filters_by_status_and_owner(admin_client, make_run, user, other_user):
+    failed = make_run("failed")
+    theirs = make_run(owner=other_user)
+    by_status = admin_client.get(CHANGELIST, {"status__exact": "failed"}).context["cl"].result_list
+    assert [r.pk for r in by_status] == [failed.id]
+    by_owner = admin_client.get(CHANGELIST, {"owner__id__exact": other_user.pk}).context["cl"].result_list
+    assert [r.pk for r in by_owner] == [theirs.id]
+
+
+def test_search_by_prompt_and_by_id(admin_client, make_run):
+    flights = make_run(prompt="book flights to Lisbon")
+    hotel = make_run(prompt="find a hotel")
+    found = admin_client.get(CHANGELIST, {"q": "lisbon"}).context["cl"].result_list
+    assert [r.pk for r in found] == [flights.id]
+    found = admin_client.get(CHANGELIST, {"q": str(hotel.id)}).context["cl"].result_list
+    assert [r.pk for r in found] == [hotel.id]
+    found = admin_client.get(CHANGELIST, {"q": f"  {str(hotel.id).upper()} "}).context["cl"].result_list
+    assert [r.pk for r in found] == [hotel.id]
+    assert admin_client.get(CHANGELIST, {"q": "nothing like this"}).context["cl"].result_count == 0
+
+
+def test_change_page_shows_steps_read_only(admin_client, make_run):
+    run = make_run("processing")
+    services.step_start(run_id=run.id, index=0)
+    services.step_succeed(run_id=run.id, index=0, output={"ok": True})
+    response = admin_client.get(change_url(run))
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "{&quot;ok&quot;: true}" in page or '{"ok": true}' in page
+    # No editable inputs for step fields; the run's own only editable field is status.
+    assert 'name="steps-0-status"' not in page and 'name="steps-0-output"' not in page
+    assert 'name="status"' in page and 'name="plan"' not in page and 'name="prompt"' not in page
+    inline = response.context["inline_admin_formsets"][0]
+    assert (
+        not inline.has_add_permission
+        and not inline.has_change_permission
+        and not inline.has_delete_permission
+    )
+
+
+def test_cancel_action(admin_client, make_run):
+    queued, processing, done = make_run(), make_run("processing"), make_run("succeeded")
+    response = admin_client.post(
+        CHANGELIST,
+        {"action": "cancel_runs", "_selected_action": [str(queued.id), str(processing.id), str(done.id)]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert Run.objects.get(pk=queued.id).status == "cancelled"
+    assert Run.objects.get(pk=processing.id).cancel_requested_at is not None
+    assert Run.objects.get(pk=done.id).status == "succeeded"
+    shown = messages_of(response)
+    assert "Cancelled (or asked to cancel) 2 run(s)." in shown
+    assert any(str(done.id) in m and "cannot be cancelled" in m for m in shown)
+
+
+def test_rerun_action_creates_new_runs_with_the_same_plan(
+    admin_client, make_run, sent, django_capture_on_commit_callbacks
+):
+    old = make_run("failed", prompt="again", steps=[{"tool": "wait", "args": {"seconds": 0}}])
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            CHANGELIST, {"action": "rerun_runs", "_selected_action": [str(old.id)]}, follow=True
+        )
+    assert "Created 1 new run(s)." in messages_of(response)
+    new = Run.objects.exclude(pk=old.id).get()
+    assert (new.status, new.prompt, new.plan, new.owner) == ("queued", "again", old.plan, old.owner)
+    assert sent == [new.id]
+    assert Run.objects.get(pk=old.id).status == "failed"
+
+
+def test_an_illegal_status_edit_is_a_form_error_and_changes_nothing(admin_client, make_run):
+    run = make_run("succeeded")
+    before = Run.objects.filter(pk=run.id).values().get()
+    response = admin_client.post(change_url(run), {"status": "processing", **inline_management(run)})
+    assert response.status_code == 200  # the form again, with its error
+    assert "a run cannot go from succeeded to processing" in response.content.decode()
+    assert Run.objects.filter(pk=run.id).values().get() == before
+
+
+def test_a_legal_status_edit_goes_through_the_services(admin_client, make_run):
+    run = make_run("queued")
+    response = admin_client.post(change_url(run), {"status": "cancelled", **inline_management(run)})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    run = Run.objects.get(pk=run.id)
+    assert run.status == "cancelled" and run.finished_at is not None
+    assert list(run.steps.values_list("status", flat=True)) == ["skipped"] * 3
+    assert run.seq >= 4  # its events were recorded like any other change
+
+
+def test_an_unchanged_status_saves_nothing(admin_client, make_run):
+    run = make_run("processing")
+    before = Run.objects.filter(pk=run.id).values().get()
+    response = admin_client.post(change_url(run), {"status": "processing", **inline_management(run)})
+    assert response.status_code == 302
+    assert Run.objects.filter(pk=run.id).values().get() == before
+
+
+def test_add_form_creates_a_run_through_the_service(
+    admin_client, user, sent, django_capture_on_commit_callbacks
+):
+    plan = [{"tool": "echo", "args": {"x": 1}}, {"tool": "fail"}]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client.post(
+            "/admin/runs/run/add/",
+            {
+                "owner": user.pk,
+                "prompt": "from the admin",
+                "plan": json.dumps(plan),
+                **inline_management_empty(),
+            },
+        )
+    assert response.status_code == 302, response.content.decode()[:3000]
+    run = Run.objects.get()
+    assert (run.owner, run.prompt, run.status) == (user, "from the admin", "queued")
+    assert run.plan == [plan[0], {"tool": "fail", "args": {"message": "failed on purpose"}}]
+    assert sent == [run.id]
+    assert LogEntry.objects.filter(object_id=str(run.id)).exists()
+
+
+def inline_management_empty():
+    return {
+        "steps-TOTAL_FORMS": "0",
+        "steps-INITIAL_FORMS": "0",
+        "steps-MIN_NUM_FORMS": "0",
+        "steps-MAX_NUM_FORMS": "0",
+    }
+
+
+@pytest.mark.parametrize(
+    ("plan", "message"),
+    [
+        ('[{"tool": "nope"}]', "unknown tool &#x27;nope&#x27;"),
+        ("[]", "This field is required."),
+        ('{"tool": "echo"}', "steps must be a list"),
+        ('[{"tool": "wait", "args": {"seconds": true}}]', "got a boolean"),
+        ("not json", "Enter a valid JSON."),
+    ],
+)
+def test_add_form_refuses_a_bad_plan(admin_client, user, plan, message):
+    response = admin_client.post(
+        "/admin/runs/run/add/", {"owner": user.pk, "prompt": "", "plan": plan, **inline_management_empty()}
+    )
+    assert response.status_code == 200
+    assert message in response.content.decode()
+    assert Run.objects.count() == 0
+
+
+def test_admin_needs_staff(client, user, make_run):
+    client.force_login(user)
+    response = client.get(CHANGELIST)
+    assert response.status_code == 302 and "/admin/login/" in response["Location"]
