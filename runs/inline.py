@@ -33,14 +33,13 @@ _pending: set[Future] = set()
 _pending_guard = threading.Lock()
 
 
-def submit(run_id: uuid.UUID) -> None:
+def submit(run_id: uuid.UUID) -> Future:
     """Execute the run in this process, as a task of the server loop when there is one."""
     loop = _server_loop
     if loop is None or not loop.is_running():
         logger.info("no server loop in this process; run %s executes on a plain thread", run_id)
-        _track(_pool.submit(_execute, run_id))
-        return
-    _track(asyncio.run_coroutine_threadsafe(_execute_on_loop(run_id), loop))
+        return _track(_pool.submit(_execute, run_id))
+    return _track(asyncio.run_coroutine_threadsafe(_execute_on_loop(run_id), loop))
 
 
 async def _execute_on_loop(run_id: uuid.UUID) -> None:
@@ -59,11 +58,12 @@ def _execute(run_id: uuid.UUID) -> None:
         close_old_connections()
 
 
-def _track(future: Future) -> None:
+def _track(future: Future) -> Future:
     # Keep a reference until it is done: a dropped task may be garbage-collected mid-run.
     with _pending_guard:
         _pending.add(future)
     future.add_done_callback(_forget)
+    return future
 
 
 def _forget(future: Future) -> None:
