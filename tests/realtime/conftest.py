@@ -85,3 +85,9 @@ def realtime_mode(request, settings):
     settings.REALTIME_POLL_INTERVAL = TEST_POLL_INTERVAL
     settings.REALTIME_FALLBACK_INTERVAL = TEST_FALLBACK_INTERVAL
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    """The user fixtures set passwords: PBKDF2 costs a second a user on this machine."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
