@@ -176,3 +176,37 @@ async def test_long_lived_connections_refresh_their_group_membership(settings, u
         _drop_publisher_layer()
         await _flush_server_layer()
         channel_layers.backends = {}
+
+
+@pytest.mark.parametrize("kind", ["pubsub", "redis"])
+async def test_redis_down_at_connect(failover_settings, own_redis, user, token, kind):
+    """group_add (with pub/sub, opening the channel too) fails at connect: polling serves the client."""
+    failover_settings.REALTIME_MODE = "push"
+    failover_settings.CHANNEL_LAYERS = {"default": _layer_config(kind, own_redis.url)}
+    run = await sync_to_async(services.run_create)(
+        owner=user, steps=[{"tool": "echo", "args": {"n": i}} for i in range(2)]
+    )
+    own_redis.stop()
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        assert connected["type"] == "connected" and connected["payload"]["mode"] == "push"
+        (consumer,) = failover.get_probe().consumers
+        assert consumer.degraded and not consumer.subscribed
+
+        await sync_to_async(services.run_start)(run_id=run.id)
+        await do_step(run.id, 0)
+        frames = await _frames(ws, 3)
+
+        own_redis.start()
+        await _until(lambda: not consumer.degraded, "the connection to join its group")
+        assert consumer.subscribed and get_poller().interval_of(consumer) is None
+
+        await do_step(run.id, 1)
+        await sync_to_async(services.run_succeed)(run_id=run.id, output={"done": True})
+        frames += await _frames(ws, 3)
+        assert await ws.receive_output(timeout=WAIT) == {"type": "websocket.close", "code": 1000}
+        check_frames(frames, run_id=run.id, first_seq=1)
+        assert frames == await logged_frames(run.id)
+    finally:
+        await ws.disconnect()
+        await _flush_server_layer()
