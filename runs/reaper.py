@@ -1,7 +1,8 @@
 """The reaper: no run stays processing (or queued) forever.
 
 A processing run with no progress for RUNS_STALE_AFTER_SECONDS whose lease is
-free (no live executor holds it) is failed with an error that says why. A
+free (no live executor holds it) is failed with an error that says why (or
+cancelled, when a cancel had been requested and nobody was left to act on it). A
 queued run that long untouched was probably never enqueued (the broker was
 down at commit): it is dispatched again; the task is idempotent.
 """
@@ -26,10 +27,11 @@ logger = logging.getLogger(__name__)
 class ReapReport:
     failed: list[uuid.UUID] = field(default_factory=list)
     redispatched: list[uuid.UUID] = field(default_factory=list)
+    cancelled: list[uuid.UUID] = field(default_factory=list)
 
 
 def reap_stuck_runs(*, stale_after: float | None = None) -> ReapReport:
-    """Fail stuck processing runs and re-dispatch forgotten queued ones."""
+    """Fail stuck processing runs (cancel those asked to cancel); re-dispatch forgotten queued ones."""
     stale_after = settings.RUNS_STALE_AFTER_SECONDS if stale_after is None else stale_after
     since = timezone.now() - timedelta(seconds=stale_after)
     report = ReapReport()
@@ -37,6 +39,15 @@ def reap_stuck_runs(*, stale_after: float | None = None) -> ReapReport:
         with run_lease(run_id) as acquired:
             if not acquired:
                 continue  # a live executor holds it: slow, not stuck
+            if selectors.run_cancel_requested(run_id=run_id):
+                # Its owner asked to cancel it: honour that rather than report a failure.
+                try:
+                    services.run_cancel_finish(run_id=run_id)
+                except TransitionError:
+                    continue
+                report.cancelled.append(run_id)
+                logger.warning("cancelled stuck run %s (a cancel was requested)", run_id)
+                continue
             try:
                 services.run_fail(
                     run_id=run_id,

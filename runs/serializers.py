@@ -78,7 +78,8 @@ class RunCreateSerializer(serializers.Serializer):
 
 
 class RunStatusFilterSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=RunStatus.choices, required=False)
+    # An empty ?status= (a form's "any" option) means no filter.
+    status = serializers.ChoiceField(choices=RunStatus.choices, required=False, allow_blank=True)
 
 
 class ToolSerializer(serializers.Serializer):

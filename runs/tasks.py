@@ -33,4 +33,8 @@ def execute_run(run_id: str) -> str:
 def reap_stuck_runs() -> dict[str, int]:
     """Periodic (Celery beat): fail stuck runs, re-dispatch forgotten ones."""
     report = reaper.reap_stuck_runs()
-    return {"failed": len(report.failed), "redispatched": len(report.redispatched)}
+    return {
+        "failed": len(report.failed),
+        "redispatched": len(report.redispatched),
+        "cancelled": len(report.cancelled),
+    }

@@ -31,6 +31,33 @@ def test_a_stale_processing_run_with_a_free_lease_is_failed(make_run):
     assert list(run.steps.order_by("index").values_list("status", flat=True)) == ["skipped"] * 3
 
 
+def test_a_stale_run_whose_cancel_was_requested_is_cancelled_not_failed(make_run):
+    run = make_run("processing")
+    services.step_start(run_id=run.id, index=0)
+    services.run_cancel(run_id=run.id)  # asked, but its executor is gone
+
+    report = reaper.reap_stuck_runs(stale_after=0)
+
+    assert (report.failed, report.cancelled) == ([], [run.id])
+    run = Run.objects.get(pk=run.id)
+    assert (run.status, run.error) == ("cancelled", "")
+    assert list(run.steps.values_list("status", flat=True)) == ["skipped"] * 3
+    out = StringIO()
+    call_command("reap_runs", "--stale-after", "0", stdout=out)
+    assert out.getvalue().strip() == "failed 0 stuck run(s), re-dispatched 0 queued run(s)"
+
+
+def test_reap_runs_command_reports_cancelled_runs(make_run):
+    run = make_run("processing")
+    services.run_cancel(run_id=run.id)
+    out = StringIO()
+    call_command("reap_runs", "--stale-after", "0", stdout=out)
+    assert out.getvalue().strip() == (
+        "failed 0 stuck run(s), re-dispatched 0 queued run(s), "
+        "cancelled 1 stuck run(s) whose cancel was requested"
+    )
+
+
 def test_a_stale_processing_run_whose_lease_is_held_is_left_alone(make_run, hold_lease):
     run = make_run("processing")
     hold_lease(run.id)  # a live executor, merely slow
@@ -98,7 +125,7 @@ def test_reap_runs_command_uses_the_setting_by_default(make_run, settings):
 def test_beat_task_reports_counts(make_run, settings):
     make_run("processing")
     settings.RUNS_STALE_AFTER_SECONDS = 0
-    assert tasks.reap_stuck_runs.run() == {"failed": 1, "redispatched": 0}
+    assert tasks.reap_stuck_runs.run() == {"failed": 1, "redispatched": 0, "cancelled": 0}
 
 
 def test_beat_schedule_runs_the_reaper(settings):

@@ -17,4 +17,7 @@ class Command(BaseCommand):
     def handle(self, *args, stale_after=None, **options):
         report = reap_stuck_runs(stale_after=stale_after)
         failed, redispatched = len(report.failed), len(report.redispatched)
-        self.stdout.write(f"failed {failed} stuck run(s), re-dispatched {redispatched} queued run(s)")
+        line = f"failed {failed} stuck run(s), re-dispatched {redispatched} queued run(s)"
+        if report.cancelled:
+            line += f", cancelled {len(report.cancelled)} stuck run(s) whose cancel was requested"
+        self.stdout.write(line)
