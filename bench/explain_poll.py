@@ -49,9 +49,7 @@ def main() -> None:
     for name, behind in (("quiet", 0), ("busy", 2)):
         cursors = dict.fromkeys(watched, args.events - behind)
         with connection.cursor() as cursor:
-            cursor.execute(
-                "EXPLAIN (ANALYZE, BUFFERS) " + selectors.POLL_SQL, [list(cursors), list(cursors.values())]
-            )
+            cursor.execute("EXPLAIN (ANALYZE, BUFFERS) " + selectors.POLL_SQL, selectors.poll_params(cursors))
             plan = [row[0] for row in cursor.fetchall()]
         timings = []
         for _ in range(20):

@@ -178,6 +178,10 @@ def get_probe() -> LayerProbe:
 
 def publish_failed() -> None:
     """Called from any thread when a publish of this process failed: check the layer now."""
-    for loop, probe in list(_probes.items()):
+    try:
+        probes = list(_probes.items())
+    except RuntimeError:  # a loop's probe was being added meanwhile; the timer still runs
+        return
+    for loop, probe in probes:
         if probe.consumers and not loop.is_closed():
             loop.call_soon_threadsafe(probe.wake)

@@ -132,11 +132,23 @@ class Poller:
             return
         by_run: dict[uuid.UUID, list[tuple[int, str, bool]]] = {}
         for event in found:
-            text = events.encode_frame(events.event_frame(event))
-            by_run.setdefault(event.run_id, []).append((event.seq, text, event.type == events.RUN_COMPLETED))
+            final = event.type == events.RUN_COMPLETED
+            by_run.setdefault(event.run_id, []).append((event.seq, encode(event), final))
         handouts = [_hand(consumer, by_run[run_id]) for run_id, consumer in due if run_id in by_run]
         if handouts:
             await asyncio.gather(*handouts)
+
+
+def encode(event: selectors.PolledEvent) -> str:
+    """The event's frame, byte for byte what push sends (events.event_frame), with ts pre-formatted."""
+    frame = {
+        "type": event.type,
+        "run_id": str(event.run_id),
+        "seq": event.seq,
+        "ts": event.ts,
+        "payload": event.payload,
+    }
+    return events.encode_frame(frame)
 
 
 async def _hand(consumer: Watcher, found: list[tuple[int, str, bool]]) -> None:

@@ -54,6 +54,8 @@ class RunConsumer(BaseRunConsumer):
             self.subscribed = False
             return False
         self.subscribed = True
+        if self.finished:  # the client left while we were joining
+            await self.unsubscribe()
         return True
 
     async def follow(self) -> None:

@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from realtime import events, selectors
 from realtime.baseline import LegacyPollingConsumer
 from realtime.consumers import HybridRunConsumer, PollingRunConsumer, RunConsumer
-from realtime.poller import get_poller
+from realtime.poller import encode, get_poller
 from realtime.routing import run_consumer
 from runs import executor, services
 from tests.realtime.support import (
@@ -100,6 +100,16 @@ def test_the_poll_query_reads_each_run_from_its_own_cursor(user):
     # Each run's events together and in seq order.
     assert [(e.run_id, e.seq) for e in found] == [(a.id, 5), (a.id, 6)] + [(b.id, s) for s in range(1, 7)]
     assert selectors.events_after_cursors(cursors={}) == []
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+def test_polled_frames_are_byte_for_byte_the_pushed_frames(user):
+    run = services.run_create(owner=user, steps=[{"tool": "echo", "args": {"text": "é ✓", "n": [1, 2.5]}}])
+    executor.execute_run(run_id=run.id)
+    logged = selectors.events_between(run_id=run.id, after=0)
+    polled = selectors.events_after_cursors(cursors={run.id: 0})
+    assert [encode(e) for e in polled] == [events.encode_frame(events.event_frame(e)) for e in logged]
 
 
 @pytest.mark.django_db(transaction=True)
