@@ -161,5 +161,15 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.action(description="Re-run selected runs (new runs, same plan)")
     def rerun_runs(self, request, queryset):
-        created = [services.run_rerun(run=run, owner=run.owner) for run in queryset.select_related("owner")]
-        self.message_user(request, f"Created {len(created)} new run(s).", messages.SUCCESS)
+        created, refused = 0, []
+        for run in queryset.select_related("owner"):
+            try:
+                services.run_rerun(run=run, owner=run.owner)
+                created += 1
+            except PlanError as error:
+                # The plan was valid once; a tool may have been removed or changed since.
+                refused.append(f"{run.id}: {error.message}")
+        if created:
+            self.message_user(request, f"Created {created} new run(s).", messages.SUCCESS)
+        for line in refused:
+            self.message_user(request, f"Not re-run: {line}", messages.WARNING)

@@ -10,6 +10,9 @@ from runs import executor, reaper
 
 logger = logging.getLogger(__name__)
 
+BUSY_RETRIES = 3
+BUSY_RETRY_SECONDS = 5
+
 
 @shared_task(
     acks_late=True,
@@ -18,15 +21,22 @@ logger = logging.getLogger(__name__)
     retry_backoff=True,
     retry_backoff_max=30,
     max_retries=8,
+    bind=True,
 )
-def execute_run(run_id: str) -> str:
+def execute_run(self, run_id: str) -> str:
     """Execute one run. Redelivery is safe: see runs.executor."""
     try:
         parsed = uuid.UUID(str(run_id))
     except ValueError:
         logger.error("execute_run got a malformed run id %r", run_id)
         return "malformed"
-    return executor.execute_run(run_id=parsed)
+    outcome = executor.execute_run(run_id=parsed)
+    if outcome == executor.Outcome.SKIPPED_BUSY and self.request.retries < BUSY_RETRIES:
+        # Right after a pool process is killed its message comes back at once,
+        # possibly before PostgreSQL has noticed the dead connection and freed
+        # its lease: look again shortly rather than leave the run to the reaper.
+        raise self.retry(countdown=BUSY_RETRY_SECONDS)
+    return outcome
 
 
 @shared_task

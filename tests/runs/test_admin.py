@@ -138,6 +138,23 @@ def test_rerun_action_creates_new_runs_with_the_same_plan(
     assert Run.objects.get(pk=old.id).status == "failed"
 
 
+def test_rerun_of_a_plan_no_longer_valid_is_refused_with_a_message(admin_client, make_run, temporary_tools):
+    from runs.tools import registry, tool
+
+    tool("vanishing_h1")(lambda: 1)
+    old = make_run(steps=[{"tool": "vanishing_h1"}])
+    ok = make_run()
+    del registry._registry["vanishing_h1"]
+    response = admin_client.post(
+        CHANGELIST, {"action": "rerun_runs", "_selected_action": [str(old.id), str(ok.id)]}, follow=True
+    )
+    assert response.status_code == 200
+    shown = messages_of(response)
+    assert "Created 1 new run(s)." in shown
+    assert f"Not re-run: {old.id}: step 0: unknown tool 'vanishing_h1'" in shown
+    assert Run.objects.count() == 3
+
+
 def test_an_illegal_status_edit_is_a_form_error_and_changes_nothing(admin_client, make_run):
     run = make_run("succeeded")
     before = Run.objects.filter(pk=run.id).values().get()

@@ -180,6 +180,23 @@ def test_execute_run_task_refuses_a_malformed_id(db):
     assert tasks.execute_run.run("not-a-uuid") == "malformed"
 
 
+def test_execute_run_task_looks_again_when_the_lease_is_busy(make_run, hold_lease, monkeypatch):
+    run = make_run()
+    hold_lease(run.id)
+    calls = []
+    real = tasks.executor.execute_run
+    monkeypatch.setattr(
+        tasks.executor, "execute_run", lambda run_id: calls.append(run_id) or real(run_id=run_id)
+    )
+
+    result = tasks.execute_run.apply(args=[str(run.id)])
+
+    # Eagerly, each retry runs at once: the first try and BUSY_RETRIES more, then it gives up.
+    assert calls == [run.id] * (1 + tasks.BUSY_RETRIES)
+    assert result.get() == "busy"
+    assert Run.objects.get(pk=run.id).status == "queued"
+
+
 def test_execute_run_task_is_late_acked_and_rejected_on_worker_loss():
     assert tasks.execute_run.acks_late is True
     assert tasks.execute_run.reject_on_worker_lost is True
