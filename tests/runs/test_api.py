@@ -352,6 +352,40 @@ def test_a_bad_token_is_refused(user):
     assert response.status_code in (401, 403)
 
 
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        ("Token ", "No credentials provided"),
+        ("Token a b", "should not contain spaces"),
+        ("Token abc\x00def", "Invalid token."),  # PostgreSQL can't even look a NUL up
+        ("Token " + "f" * 5000, "Invalid token."),
+        ("Token \u00e9", "invalid characters"),
+    ],
+)
+def test_malformed_token_headers_are_refused_not_500(user, header, message):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=header)
+    response = client.get("/api/runs/")
+    assert response.status_code in (401, 403)
+    assert_error(response, response.status_code, "authentication_failed", message)
+
+
+def test_an_unknown_scheme_is_unauthenticated(user):
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION="Bearer x")
+    assert_error(client.get("/api/runs/"), client.get("/api/runs/").status_code, "not_authenticated")
+
+
+@pytest.mark.parametrize(
+    "query", ["status=%00", "page=%00", "page=1e400", f"page={10**30}", "status=queued&status=x"]
+)
+def test_odd_query_strings_are_4xx(api, make_run, query):
+    make_run()
+    response = api.get(f"/api/runs/?{query}")
+    assert 400 <= response.status_code < 500
+    assert_error(response, response.status_code)
+
+
 def test_session_auth_enforces_csrf_on_post(user, sent):
     client = APIClient(enforce_csrf_checks=True)
     assert client.login(username="alice", password="pw-alice-123")
