@@ -18,6 +18,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
 from quikday.asgi import application
@@ -173,7 +174,7 @@ async def verify_action(
     try:
         assert connected["type"] == "connected"
         assert connected["payload"]["recovered"] is False
-        assert connected["payload"]["mode"] == "push"
+        assert connected["payload"]["mode"] == settings.REALTIME_MODE
         start = connected["seq"]
         assert connected["payload"]["run"] == await fresh_snapshot(run_id)
 

@@ -14,7 +14,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.postgres,
     pytest.mark.redis,
-    pytest.mark.usefixtures("layer", "dispatched"),
+    pytest.mark.usefixtures("layer", "realtime_mode", "dispatched"),
 ]
 
 make_run = sync_to_async(lambda owner, n=1: services.run_create(owner=owner, steps=[{"tool": "echo"}] * n))

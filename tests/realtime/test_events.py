@@ -27,7 +27,7 @@ pytestmark = [
     pytest.mark.django_db(transaction=True),
     pytest.mark.postgres,
     pytest.mark.redis,
-    pytest.mark.usefixtures("layer", "dispatched"),
+    pytest.mark.usefixtures("layer", "realtime_mode", "dispatched"),
 ]
 
 

@@ -51,7 +51,7 @@ async def _resume(run, token, since):
     return ws, connected
 
 
-@pytest.mark.usefixtures("layer")
+@pytest.mark.usefixtures("layer", "realtime_mode")
 @pytest.mark.parametrize("since", [0, 1])
 async def test_since_in_the_log_recovers_the_missed_events_then_live_ones(user, token, since):
     run = await make_run(user)
@@ -75,7 +75,7 @@ async def test_since_in_the_log_recovers_the_missed_events_then_live_ones(user, 
         await ws.disconnect()
 
 
-@pytest.mark.usefixtures("layer")
+@pytest.mark.usefixtures("layer", "realtime_mode")
 async def test_since_equal_to_seq_is_up_to_date(user, token):
     run = await make_run(user)
     ws, connected = await _resume(run, token, 2)
@@ -91,7 +91,7 @@ def _age_events(run_id, upto: int, days: float) -> None:
     RunEvent.objects.filter(run_id=run_id, seq__lte=upto).update(ts=timezone.now() - timedelta(days=days))
 
 
-@pytest.mark.usefixtures("layer")
+@pytest.mark.usefixtures("layer", "realtime_mode")
 async def test_since_before_the_retained_log_is_not_recovered(user, token):
     run = await make_run(user)
     await sync_to_async(_age_events)(run.id, upto=1, days=8)
@@ -106,7 +106,7 @@ async def test_since_before_the_retained_log_is_not_recovered(user, token):
         await ws.disconnect()
 
 
-@pytest.mark.usefixtures("layer")
+@pytest.mark.usefixtures("layer", "realtime_mode")
 @pytest.mark.parametrize("since", [3, 10**30])
 async def test_since_beyond_the_log_is_not_recovered(user, token, since):
     run = await make_run(user)
@@ -128,7 +128,7 @@ async def test_a_malformed_since_closes_4400(user, token, since):
     await ws.disconnect()
 
 
-@pytest.mark.usefixtures("layer")
+@pytest.mark.usefixtures("layer", "realtime_mode")
 async def test_resuming_a_finished_run_sends_the_rest_then_closes(user, token):
     run = await make_run(user)
     await sync_to_async(_finish)(run.id)
@@ -143,7 +143,7 @@ async def test_resuming_a_finished_run_sends_the_rest_then_closes(user, token):
 # --- HTTP ------------------------------------------------------------------------------
 
 
-@pytest.mark.usefixtures("layer")
+@pytest.mark.usefixtures("layer", "realtime_mode")
 async def test_http_events_are_the_frames_the_socket_sends(user, token, api):
     run = await make_run(user)
     await sync_to_async(_finish)(run.id)
