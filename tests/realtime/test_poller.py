@@ -190,3 +190,19 @@ def test_a_bad_realtime_mode_stops_start_up_with_a_clear_message(value):
     )
     assert done.returncode != 0
     assert f"REALTIME_MODE must be one of push, poll, hybrid; got {value!r}" in done.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.postgres
+@pytest.mark.usefixtures("dispatched", "poll_mode")
+async def test_the_legacy_baseline_speaks_the_protocol_but_polls_per_connection(monkeypatch, user, token):
+    """Bench-only baseline: same frames, but no shared poller (each socket queries on its own)."""
+    monkeypatch.setenv("REALTIME_BENCH_LEGACY_POLL", "1")
+    run = await make_run(user)
+    sockets = [(await open_socket(run.id, headers=token_headers(token)))[0] for _ in range(3)]
+    assert get_poller().watcher_count == 0
+    await execute(run.id)
+    for ws in sockets:
+        frames, code = await receive_until_close(ws)
+        assert code == 1000
+        assert frames == await logged_frames(run.id)
