@@ -4,7 +4,9 @@ import uuid
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.views.main import ERROR_FLAG
 from django.db.models import Count, Q
+from django.http import HttpResponseRedirect
 from django.utils import timezone
 
 from runs import services
@@ -98,6 +100,14 @@ class RunAdmin(admin.ModelAdmin):
     def get_queryset(self, request):
         done = Q(steps__status__in=[StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED])
         return super().get_queryset(request).annotate(steps_done=Count("steps", filter=done))
+
+    def changelist_view(self, request, extra_context=None):
+        # PostgreSQL refuses a NUL in any text parameter; Django's admin would
+        # pass one from a filter straight to the query (a 500). Treat it as the
+        # admin treats any invalid filter.
+        if any("\x00" in value for _, values in request.GET.lists() for value in values):
+            return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
+        return super().changelist_view(request, extra_context)
 
     def get_search_results(self, request, queryset, search_term):
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)

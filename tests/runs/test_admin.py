@@ -236,3 +236,26 @@ def test_admin_needs_staff(client, user, make_run):
     client.force_login(user)
     response = client.get(CHANGELIST)
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    ["q=%00", "status__exact=%00", "owner__id__exact=%00", "owner__id__exact=abc", "o=%00", "p=%00", "p=999"],
+)
+def test_odd_changelist_queries_are_not_500s(admin_client, make_run, query):
+    make_run()
+    response = admin_client.get(f"{CHANGELIST}?{query}")
+    assert response.status_code in (200, 302)
+    if response.status_code == 302:
+        assert response["Location"].endswith("?e=1")  # the admin's "invalid filter" page
+
+
+@pytest.mark.parametrize("prompt_or_plan", ["prompt", "plan"])
+def test_add_form_refuses_nul_characters(admin_client, user, prompt_or_plan):
+    data = {"owner": user.pk, "prompt": "ok", "plan": '[{"tool": "echo"}]', **inline_management_empty()}
+    data[prompt_or_plan] = (
+        "a\x00b" if prompt_or_plan == "prompt" else '[{"tool": "echo", "args": {"t": "\\u0000"}}]'
+    )
+    response = admin_client.post("/admin/runs/run/add/", data)
+    assert response.status_code == 200
+    assert Run.objects.count() == 0
