@@ -1,0 +1,21 @@
+"""The receivers are connected once (dispatch_uid), whatever imports or ready() calls happen."""
+
+import pytest
+
+from realtime import signals
+from realtime.models import RunEvent
+from runs import services
+
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+
+
+def test_connecting_again_does_not_double_the_events(user, dispatched):
+    signals.connect()
+    signals.connect()
+    run = services.run_create(owner=user, steps=[{"tool": "echo"}])
+    services.run_start(run_id=run.id)
+    services.step_start(run_id=run.id, index=0)
+    assert list(RunEvent.objects.filter(run=run).values_list("seq", "type")) == [
+        (1, "run_status"),
+        (2, "step_started"),
+    ]
