@@ -10,24 +10,72 @@ publish back to the server loop instead of starting a loop of its own.
 ``ServerLoopMiddleware`` (wrapped around the ASGI application) remembers the
 loop the first time it serves anything; a run submitted before that, or in a
 process with no server (a management command), runs on a plain thread and its
-events reach clients through the log (resume, gap fill, polling) only.
+events reach clients through the log (resume, gap fill, polling) only. On
+binding it also resumes the runs a previous process left queued or processing
+(leases are process-local here: one `make run` per SQLite file), and starts the
+in-process reaper.
+
+The pool's threads are daemons: stopping the server must not wait for (or hang
+on) a run that is mid-step — that run resumes at the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
 import threading
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
+from django.utils import timezone
 
 logger = logging.getLogger(__name__)
 
-_pool = ThreadPoolExecutor(max_workers=settings.RUNS_INLINE_WORKERS, thread_name_prefix="run")
+
+class DaemonThreadPool(Executor):
+    """A fixed pool of daemon threads.
+
+    ThreadPoolExecutor joins its threads at interpreter exit, so a run still
+    executing (or blocked handing an event to the stopped server loop) would
+    keep a stopped server alive.
+    """
+
+    def __init__(self, workers: int, name: str) -> None:
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._workers = workers
+        self._name = name
+        self._threads: list[threading.Thread] = []
+        self._guard = threading.Lock()
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        future: Future = Future()
+        self._work.put((future, fn, args, kwargs))
+        with self._guard:
+            while len(self._threads) < self._workers:
+                name = f"{self._name}-{len(self._threads)}"
+                thread = threading.Thread(target=self._work_forever, name=name, daemon=True)
+                thread.start()
+                self._threads.append(thread)
+        return future
+
+    def _work_forever(self) -> None:
+        while True:
+            future, fn, args, kwargs = self._work.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as error:  # noqa: BLE001 - handed to the caller
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+
+
+_pool = DaemonThreadPool(settings.RUNS_INLINE_WORKERS, "run")
 _server_loop: asyncio.AbstractEventLoop | None = None
 _pending: set[Future] = set()
 _pending_guard = threading.Lock()
@@ -80,6 +128,24 @@ def bind_server_loop(loop: asyncio.AbstractEventLoop) -> bool:
     return True
 
 
+def resume_interrupted() -> list[uuid.UUID]:
+    """Execute the runs a previous process left queued or processing (they resume)."""
+    from runs import selectors
+
+    try:
+        now = timezone.now()
+        run_ids = [
+            *selectors.runs_processing_without_progress(since=now),
+            *selectors.runs_queued_without_progress(since=now),
+        ]
+    finally:
+        close_old_connections()
+    for run_id in run_ids:
+        logger.info("resuming run %s, interrupted by the last stop", run_id)
+        submit(run_id)
+    return run_ids
+
+
 async def _reap_periodically(interval: float) -> None:
     """Embedded mode has no Celery beat: the reaper runs on the server loop."""
     from runs.reaper import reap_stuck_runs
@@ -104,11 +170,13 @@ class ServerLoopMiddleware:
 
     def __init__(self, app):
         self.app = app
+        self._resume: asyncio.Task | None = None
         self._reaper: asyncio.Task | None = None
 
     async def __call__(self, scope, receive, send):
         loop = asyncio.get_running_loop()
         if bind_server_loop(loop):
             logger.info("embedded executor bound to the server loop")
+            self._resume = loop.create_task(sync_to_async(resume_interrupted, thread_sensitive=False)())
             self._reaper = loop.create_task(_reap_periodically(settings.RUNS_REAP_INTERVAL_SECONDS))
         return await self.app(scope, receive, send)

@@ -12,6 +12,8 @@ import asyncio
 import json
 import os
 import re
+import signal
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -198,3 +200,56 @@ async def test_concurrent_runs_and_watchers_share_one_sqlite_file(tmp_path):
             assert events[-1]["payload"]["status"] == "succeeded"
         assert "database is locked" not in server.log()
         assert "Traceback" not in server.log()
+
+
+def _daphne_pid(port: int) -> int:
+    """The Daphne process `make run` started (make → make serve → daphne)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if any(a.endswith(b"daphne") for a in argv) and str(port).encode() in argv:
+                return int(entry.name)
+    raise LookupError(f"no daphne on port {port}")
+
+
+async def test_a_stopped_server_exits_mid_run_and_the_next_start_resumes_the_run(tmp_path):
+    gate = tmp_path / "open"
+    steps = [
+        {"tool": "echo", "args": {"n": 0}},
+        {"tool": "gate", "args": {"path": str(gate)}},
+        {"tool": "echo", "args": {"n": 2}},
+    ]
+    with make_run(tmp_path) as (server, token):
+        status, run = http("POST", f"{server.url}/api/runs/", token=token, body={"steps": steps})
+        assert status == 201, run
+        url = f"{server.url}/api/runs/{run['id']}/"
+        deadline = time.monotonic() + 60
+        while [s["status"] for s in http("GET", url, token=token)[1]["steps"]] != ["succeeded", "running"]:
+            assert time.monotonic() < deadline, "the run never reached its gate"
+            await asyncio.sleep(0.1)
+        # SIGTERM mid-step: the server stops without waiting for the run (make run ends with it).
+        os.kill(_daphne_pid(server.port), signal.SIGTERM)
+        server.popen.wait(timeout=60)
+
+    with make_run(tmp_path) as (server, token):
+        headers = {"Authorization": f"Token {token}"}
+        async with websockets.connect(
+            f"{server.ws_url}{run['ws_url']}?since=0", additional_headers=headers
+        ) as ws:
+            connected = json.loads(await asyncio.wait_for(ws.recv(), timeout=30))
+            assert connected["type"] == "connected" and connected["payload"]["recovered"] is True
+            gate.touch()
+            frames = await receive_all(ws)
+            assert ws.close_code == 1000
+        assert [f["seq"] for f in frames] == list(range(1, 9))
+        assert [f["type"] for f in frames] == [
+            "run_status",
+            *["step_started", "step_succeeded"] * 3,
+            "run_completed",
+        ]
+        assert frames[-1]["payload"]["status"] == "succeeded"
+        assert frames[-1]["payload"]["output"] == [{"n": 0}, {"opened": str(gate)}, {"n": 2}]
+        assert "resuming run" in server.log()

@@ -66,6 +66,7 @@ def test_a_stopped_server_loop_is_not_used(observed):
 async def test_the_middleware_binds_the_loop_that_serves(monkeypatch):
     monkeypatch.setattr(inline, "_server_loop", None)
     monkeypatch.setattr(inline, "_reap_periodically", _never)
+    monkeypatch.setattr(inline, "resume_interrupted", list)
     calls = []
 
     async def app(scope, receive, send):
@@ -74,6 +75,7 @@ async def test_the_middleware_binds_the_loop_that_serves(monkeypatch):
     middleware = inline.ServerLoopMiddleware(app)
     await middleware({"type": "http"}, None, None)
     assert calls == ["http"] and inline._server_loop is asyncio.get_running_loop()
+    await middleware._resume
     middleware._reaper.cancel()
 
 
