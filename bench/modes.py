@@ -1,0 +1,110 @@
+"""The modes under test: each is only an environment for the same code.
+
+A mode is available when the code routes /ws/runs/ to a consumer that serves
+it (probed in a subprocess with the mode's environment); otherwise the bench
+prints a "not available" row for it and goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from bench.stack import PYTHON, ROOT
+
+POLL_INTERVAL = "2.0"  # the old system's period, kept for both polling modes
+
+
+@dataclass(frozen=True)
+class Mode:
+    key: str
+    label: str
+    env: dict[str, str] = field(default_factory=dict)
+    push: bool = False  # delivers through the channel layer
+
+
+MODES = [
+    Mode(
+        "legacy",
+        "(a) old design: each connection polls every 2 s",
+        {
+            "REALTIME_MODE": "poll",
+            "REALTIME_POLL_INTERVAL": POLL_INTERVAL,
+            "REALTIME_BENCH_LEGACY_POLL": "1",
+        },
+    ),
+    Mode(
+        "poll",
+        "(b) multiplexed polling, 2 s",
+        {"REALTIME_MODE": "poll", "REALTIME_POLL_INTERVAL": POLL_INTERVAL},
+    ),
+    Mode(
+        "push-redis",
+        "(c) push, RedisChannelLayer",
+        {"REALTIME_MODE": "push", "REALTIME_CHANNEL_LAYER": "redis"},
+        push=True,
+    ),
+    Mode(
+        "push-pubsub",
+        "(d) push, RedisPubSubChannelLayer",
+        {"REALTIME_MODE": "push", "REALTIME_CHANNEL_LAYER": "pubsub"},
+        push=True,
+    ),
+    Mode(
+        "hybrid",
+        "(e) hybrid: push (pub/sub) + 10 s safety poll",
+        {"REALTIME_MODE": "hybrid", "REALTIME_CHANNEL_LAYER": "pubsub"},
+        push=True,
+    ),
+]
+BY_KEY = {mode.key: mode for mode in MODES}
+
+_PROBE = """
+import json, django
+django.setup()
+from realtime import routing
+if hasattr(routing, "run_consumer"):
+    cls = routing.run_consumer()
+else:
+    app = routing.websocket_urlpatterns[0].callback
+    cls = getattr(app, "consumer_class", None) or app
+print(json.dumps({"cls": f"{cls.__module__}.{cls.__qualname__}", "mode": getattr(cls, "mode", None)}))
+"""
+
+
+def probe(env: dict[str, str]) -> dict:
+    """The consumer the code routes to under ``env`` (or {"error": ...})."""
+    done = subprocess.run(
+        [PYTHON, "-c", _PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["?"])[-1]
+        return {"error": last[:300]}
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def availability(base_env: dict[str, str]) -> dict[str, str | None]:
+    """For each mode: None when available, else why not."""
+    with ThreadPoolExecutor(len(MODES)) as pool:
+        probes = pool.map(lambda mode: probe({**base_env, **mode.env}), MODES)
+    found = {mode.key: got for mode, got in zip(MODES, probes, strict=True)}
+    reasons: dict[str, str | None] = {}
+    for mode in MODES:
+        got = found[mode.key]
+        if "error" in got:
+            reasons[mode.key] = f"start-up fails: {got['error']}"
+        elif mode.key == "legacy":
+            same = got["cls"] == found["poll"].get("cls")
+            ok = got["mode"] == "poll" and not same
+            reasons[mode.key] = (
+                None if ok else "no per-connection polling consumer (REALTIME_BENCH_LEGACY_POLL)"
+            )
+        else:
+            want = mode.env["REALTIME_MODE"]
+            ok = got["mode"] == want
+            reasons[mode.key] = (
+                None if ok else f"REALTIME_MODE={want} routes to {got['cls']} (mode {got['mode']})"
+            )
+    return reasons

@@ -1,0 +1,366 @@
+"""The workloads. Each returns a flat dict of figures for one mode and repeat.
+
+All of them run against one Daphne process of the mode under test, with the
+load client in its own process and events produced by bench/producer.py
+processes calling runs.services (the real write → commit → publish path).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+from dataclasses import dataclass
+
+from bench import stack
+from bench.modes import Mode
+
+
+@dataclass
+class Sizes:
+    """How big each workload is: full (make bench) or quick (CI smoke)."""
+
+    l1_watchers: int
+    l1_runs: int
+    l1_rate: float
+    l2_watchers: int
+    l2_runs: int
+    l2_rate: float
+    duration: float  # seconds of events per latency workload
+    burst_watchers: int
+    burst_events: int
+    idle_window: float  # seconds per DB-load / idle-CPU reading
+    hold: int  # idle sockets for the connections workload
+    hold_runs: int
+    fanout_watchers: int
+    fanout_runs: int
+    fanout_rates: tuple[float, ...]
+    fanout_step: float
+    publish_n: int
+    throughput_runs: int
+
+
+FULL = Sizes(
+    100, 10, 20, 1000, 50, 200, 8.0, 100, 16, 8.0, 10_000, 100, 1000, 10, (10, 20, 40, 80), 4.0, 300, 150
+)
+QUICK = Sizes(20, 4, 10, 100, 10, 40, 2.0, 20, 4, 2.5, 100, 10, 100, 4, (20,), 2.0, 50, 5)
+
+FANOUT_P99_MS = 250.0
+HOLD_BATCH = 200  # sockets opened at a time when filling a process (the storm is measured apart)
+
+
+@dataclass
+class Ctx:
+    procs: stack.Processes
+    env: dict[str, str]  # the bench's base environment
+    client: stack.LoadClient
+    token: str
+    admin_dsn: str
+    dbname: str
+    sizes: Sizes
+    fixtures: object  # bench.fixtures module (Django is set up in the orchestrator)
+
+
+def mode_env(ctx: Ctx, mode: Mode) -> dict[str, str]:
+    return {**ctx.env, **mode.env}
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def produce(ctx: Ctx, mode: Mode, runs: list[str], rate: float, duration: float, finish: bool = True) -> dict:
+    """Emit ``rate`` events/s over ``runs`` for ``duration`` s: one producer process per
+    100 events/s, one writer thread per 10 events/s (a commit costs several ms here)."""
+    count = max(1, min(len(runs), math.ceil(rate / 100)))
+    threads = max(1, math.ceil(rate / count / 10))
+    chunks = [runs[i::count] for i in range(count)]
+    env = mode_env(ctx, mode)
+    running = []
+    for chunk in chunks:
+        spec = {
+            "runs": chunk,
+            "rate": rate / count,
+            "duration": duration,
+            "finish": finish,
+            "threads": threads,
+        }
+        argv = [stack.PYTHON, str(stack.ROOT / "bench" / "producer.py"), json.dumps(spec)]
+        running.append(subprocess.Popen(argv, cwd=stack.ROOT, env=env, stdout=subprocess.PIPE))
+    results = []
+    for proc in running:
+        out, _ = proc.communicate(timeout=duration * 5 + 120)
+        if proc.returncode != 0:
+            raise RuntimeError(f"producer exited with {proc.returncode}")
+        results.append(json.loads(out.decode().strip().splitlines()[-1]))
+    commits: dict = {}
+    for r in results:
+        commits.update(r["commits"])
+    emitted = sum(r["emitted"] for r in results)
+    elapsed = max(r["elapsed_s"] for r in results)
+    return {
+        "emitted": emitted,
+        "rate": round(emitted / elapsed, 1),
+        "worst_lag_ms": max(r["worst_lag_ms"] for r in results),
+        "commits": commits,
+    }
+
+
+def queries_per_second(ctx: Ctx, window: float) -> float:
+    before = stack.pg_transactions(ctx.admin_dsn, ctx.dbname)
+    began = time.perf_counter()
+    time.sleep(window)
+    after = stack.pg_transactions(ctx.admin_dsn, ctx.dbname)
+    return round((after - before) / (time.perf_counter() - began), 2)
+
+
+def settle(ctx: Ctx, run_ids: list[str], prefix: str, out: dict, commits: dict | None = None) -> dict:
+    """The client's tally against the runs' final seqs; the watchers' detail when any was lost."""
+    expected = ctx.fixtures.final_seqs(run_ids)
+    stats = ctx.client.call("stats", expected=expected, commits=commits)
+    if stats["lost"] or stats["duplicates"]:
+        detail = ctx.client.call("detail")
+        bad = [row for row in detail["rows"] if row[1] != expected.get(row[0]) or row[3] or row[4]]
+        out[f"{prefix}_trouble"] = {
+            "expected": expected,
+            "columns": detail["columns"],
+            "rows": bad[:50],
+            "stats": stats,
+        }
+    return stats
+
+
+def drain_timeout(mode: Mode) -> float:
+    return 10.0 if mode.push else 30.0
+
+
+def latency_workload(
+    ctx: Ctx,
+    mode: Mode,
+    port: int,
+    *,
+    watchers: int,
+    runs: int,
+    rate: float,
+    duration: float,
+    prefix: str,
+    idle_window: float = 0.0,
+    storm: bool = False,
+) -> dict:
+    """Open ``watchers`` sockets over ``runs`` runs, (optionally) read idle DB load,
+    then stream events at ``rate`` and check every event arrived once."""
+    began = time.perf_counter()
+    run_ids = ctx.fixtures.make_runs(runs, steps=math.ceil(rate * duration / runs / 2) + 3)
+    url = f"ws://127.0.0.1:{port}"
+    opened = ctx.client.call(
+        "open", url=url, token=ctx.token, runs=run_ids, per_run=watchers // runs, batch=0 if storm else 250
+    )
+    out: dict = {}
+    if storm:
+        out["storm_connected"] = opened["connected"]
+        out["storm_all_s"] = opened["elapsed_s"]
+        out["storm_p99_ms"] = opened["connect_ms"]["p99"]
+    if idle_window:
+        time.sleep(1.0)  # the first poll ticks, the last group joins
+        out[f"idle_qps_{prefix}"] = queries_per_second(ctx, idle_window)
+    ctx.client.call("reset")
+    produced = produce(ctx, mode, run_ids, rate, duration)
+    ctx.client.call("wait_closed", timeout=drain_timeout(mode))
+    stats = settle(ctx, run_ids, prefix, out, produced["commits"])
+    ctx.client.call("close")
+    lat = stats["latency_ms"]
+    out.update(
+        {
+            f"{prefix}_p50": lat["p50"],
+            f"{prefix}_p95": lat["p95"],
+            f"{prefix}_p99": lat["p99"],
+            f"{prefix}_rate": produced["rate"],
+            f"{prefix}_commit_p50": stats["delivery_ms"]["p50"],
+            f"{prefix}_commit_p99": stats["delivery_ms"]["p99"],
+            f"lost_{prefix}": stats["lost"],
+            f"dups_{prefix}": stats["duplicates"],
+            f"{prefix}_connected": opened["connected"],
+            f"{prefix}_open_s": opened["elapsed_s"],
+            f"{prefix}_phase_s": round(time.perf_counter() - began, 1),
+        }
+    )
+    return out
+
+
+# --- workloads -------------------------------------------------------------------------
+
+
+def per_mode(ctx: Ctx, mode: Mode, *, with_fanout: bool) -> dict:
+    """Latency (1), idle DB load (2), burst to one run, connect storm (6), fan-out (4) — one Daphne."""
+    s = ctx.sizes
+    procs = ctx.procs
+    daphne, port = stack.start_daphne(procs, mode_env(ctx, mode))
+    try:
+        ctx.client.call(
+            "open",
+            url=f"ws://127.0.0.1:{port}",
+            token=ctx.token,
+            runs=ctx.fixtures.make_runs(1, steps=1),
+            per_run=2,
+        )  # warm-up: imports, DB connection
+        ctx.client.call("close")
+        out = latency_workload(
+            ctx,
+            mode,
+            port,
+            watchers=s.l1_watchers,
+            runs=s.l1_runs,
+            rate=s.l1_rate,
+            duration=s.duration,
+            prefix="l1",
+            idle_window=s.idle_window,
+        )
+        # One run, many watchers; events spaced out so each is its own burst.
+        out.update(
+            latency_workload(
+                ctx,
+                mode,
+                port,
+                watchers=s.burst_watchers,
+                runs=1,
+                rate=4.0,
+                duration=s.burst_events / 4.0,
+                prefix="burst",
+            )
+        )
+        out.update(
+            latency_workload(
+                ctx,
+                mode,
+                port,
+                watchers=s.l2_watchers,
+                runs=s.l2_runs,
+                rate=s.l2_rate,
+                duration=s.duration,
+                prefix="l2",
+                idle_window=s.idle_window,
+                storm=True,
+            )
+        )
+        if with_fanout:
+            out.update(fanout(ctx, mode, port))
+        out["daphne_rss_mb"] = round(stack.rss_kb(daphne.pid) / 1024, 1)
+        return out
+    finally:
+        procs.stop(daphne)
+
+
+def fanout(ctx: Ctx, mode: Mode, port: int) -> dict:
+    """(4) Frames/s one Daphne delivers with p99 under 250 ms: raise the event rate step by step."""
+    s = ctx.sizes
+    run_ids = ctx.fixtures.make_runs(s.fanout_runs, steps=int(max(s.fanout_rates) * s.fanout_step) + 5)
+    ctx.client.call(
+        "open",
+        url=f"ws://127.0.0.1:{port}",
+        token=ctx.token,
+        runs=run_ids,
+        per_run=s.fanout_watchers // s.fanout_runs,
+        batch=250,
+    )
+    best = 0.0
+    steps = []
+    for rate in s.fanout_rates:
+        ctx.client.call("reset")
+        produced = produce(ctx, mode, run_ids, rate, s.fanout_step, finish=False)
+        time.sleep(0.5)
+        stats = ctx.client.call("stats", commits=produced["commits"])
+        frames_per_s = round(stats["frames"] / s.fanout_step, 1)
+        p99 = stats["latency_ms"]["p99"]
+        steps.append(
+            {
+                "rate": produced["rate"],
+                "frames_per_s": frames_per_s,
+                "p99_ms": p99,
+                "after_commit_p99_ms": stats["delivery_ms"]["p99"],
+            }
+        )
+        if p99 is None or p99 >= FANOUT_P99_MS:
+            break
+        best = max(best, frames_per_s)
+    ctx.fixtures.finish_runs(run_ids)
+    ctx.client.call("wait_closed", timeout=drain_timeout(mode))
+    out = {"fanout_frames_per_s": best, "fanout_steps": steps}
+    stats = settle(ctx, run_ids, "fanout", out)
+    ctx.client.call("close")
+    out.update({"lost_fanout": stats["lost"], "dups_fanout": stats["duplicates"]})
+    return out
+
+
+def connections(ctx: Ctx, mode: Mode) -> dict:
+    """(3) Idle WebSockets one Daphne holds, RSS per connection, idle CPU."""
+    s = ctx.sizes
+    daphne, port = stack.start_daphne(ctx.procs, mode_env(ctx, mode))
+    try:
+        run_ids = ctx.fixtures.make_runs(s.hold_runs, steps=1)
+        url = f"ws://127.0.0.1:{port}"
+        ctx.client.call(
+            "open", url=url, token=ctx.token, runs=run_ids[:1], per_run=20
+        )  # warm caches and pools
+        ctx.client.call("close")
+        time.sleep(1.0)
+        base = stack.rss_kb(daphne.pid)
+        tx_before = stack.pg_transactions(ctx.admin_dsn, ctx.dbname)
+        began = time.perf_counter()
+        opened = ctx.client.call(
+            "open", url=url, token=ctx.token, runs=run_ids, per_run=s.hold // s.hold_runs, batch=HOLD_BATCH
+        )
+        open_s = time.perf_counter() - began
+        time.sleep(2.0)
+        tx_per_connect = (stack.pg_transactions(ctx.admin_dsn, ctx.dbname) - tx_before) / max(
+            1, opened["connected"]
+        )
+        cpu = stack.cpu_percent(daphne.pid, ctx.sizes.idle_window)
+        held = ctx.client.call("stats")["open"]
+        after = stack.rss_kb(daphne.pid)
+        ctx.client.call("close")
+        return {
+            "held": held,
+            "hold_tried": opened["opened"],
+            "kb_per_conn": round((after - base) / held, 1) if held else None,
+            "idle_cpu_pct": cpu,
+            "connects_per_s": round(opened["connected"] / open_s, 1),
+            "db_tx_per_connect": round(tx_per_connect, 2),
+        }
+    finally:
+        ctx.procs.stop(daphne)
+
+
+def publish_cost(ctx: Ctx, layer: str) -> dict:
+    """(5a) ms per publish from a synchronous process, ours against the tutorial's."""
+    env = {**ctx.env, "REALTIME_MODE": "push", "REALTIME_CHANNEL_LAYER": layer}
+    argv = [
+        stack.PYTHON,
+        str(stack.ROOT / "bench" / "publish_cost.py"),
+        json.dumps({"n": ctx.sizes.publish_n}),
+    ]
+    done = subprocess.run(
+        argv, cwd=stack.ROOT, env=env, capture_output=True, text=True, timeout=300, check=True
+    )
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    return {
+        "publish_p50_ms": got["ours_publish"]["p50"],
+        "publish_p99_ms": got["ours_publish"]["p99"],
+        "tutorial_p50_ms": got["tutorial"]["p50"],
+        "tutorial_p99_ms": got["tutorial"]["p99"],
+    }
+
+
+def throughput(ctx: Ctx, workers: int) -> dict:
+    """(5b) Whole runs (3 echo steps) completed per second by ``workers`` Celery workers."""
+    env = {**ctx.env, "REALTIME_MODE": "push", "REALTIME_CHANNEL_LAYER": "pubsub"}
+    started = [stack.start_worker(ctx.procs, env, f"w{i}") for i in range(workers)]
+    try:
+        ctx.fixtures.wait_done(ctx.fixtures.create_runs(workers * 2), timeout=60)  # workers are up
+        began = time.perf_counter()
+        ids = ctx.fixtures.create_runs(ctx.sizes.throughput_runs)
+        done = ctx.fixtures.wait_done(ids, timeout=300)
+        elapsed = time.perf_counter() - began
+        return {f"runs_per_s_{workers}w": round(done / elapsed, 2)}
+    finally:
+        for proc in started:
+            ctx.procs.stop(proc)

@@ -1,0 +1,214 @@
+"""The real stack for the bench: Daphne and Celery worker processes, the load
+client, /proc readings and PostgreSQL statistics.
+
+Every process is started here, on a free loopback port, and stopped here by
+its own pid. Shared services (PostgreSQL on 5432, Redis on 6379) are only
+used: the bench works in its own database and Redis db and never flushes or
+reconfigures anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+BIN = Path(PYTHON).parent
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} before listening")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
+
+
+class Processes:
+    """Starts processes with logs in ``logdir``; stops exactly those."""
+
+    def __init__(self, logdir: Path):
+        self.logdir = logdir
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self.started: list[subprocess.Popen] = []
+        self.count = 0
+
+    def start(self, name: str, argv: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
+        self.count += 1
+        log = open(self.logdir / f"{self.count:03d}-{name}.log", "wb")
+        kwargs.setdefault("stdout", log)
+        if kwargs.get("stderr", subprocess.STDOUT) is None:
+            kwargs["stderr"] = log  # a piped client: its stderr still goes to the log
+        kwargs.setdefault("stderr", subprocess.STDOUT)
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, **kwargs)
+        proc.log = log
+        self.started.append(proc)
+        return proc
+
+    def stop(self, proc: subprocess.Popen, timeout: float = 10.0) -> None:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        log = getattr(proc, "log", None)
+        if log is not None:
+            log.close()
+        if proc in self.started:
+            self.started.remove(proc)
+
+    def stop_all(self) -> None:
+        for proc in list(reversed(self.started)):
+            self.stop(proc)
+
+
+def start_daphne(procs: Processes, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
+    """One Daphne process as the app would be deployed, on a free port."""
+    port = free_port()
+    argv = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "quikday.asgi:application"]
+    proc = procs.start("daphne", argv, env)
+    wait_port(port, 60, proc)
+    return proc, port
+
+
+def start_worker(procs: Processes, env: dict[str, str], name: str) -> subprocess.Popen:
+    """One Celery worker process (solo pool: one run at a time, like --concurrency 1)."""
+    argv = [
+        PYTHON,
+        "-m",
+        "celery",
+        "-A",
+        "quikday",
+        "worker",
+        "-P",
+        "solo",
+        "-Q",
+        env["CELERY_QUEUE"],
+        "-n",
+        f"{name}@bench",
+        "--without-heartbeat",
+        "--without-gossip",
+        "--without-mingle",
+        "-l",
+        "WARNING",
+    ]
+    return procs.start(name, argv, env)
+
+
+# --- /proc -----------------------------------------------------------------------
+
+
+def rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
+
+
+def cpu_percent(pid: int, window: float) -> float:
+    """Share of one core the process used over ``window`` seconds."""
+    before, began = cpu_seconds(pid), time.perf_counter()
+    time.sleep(window)
+    return round(100 * (cpu_seconds(pid) - before) / (time.perf_counter() - began), 2)
+
+
+# --- the load client ---------------------------------------------------------------
+
+
+class LoadClient:
+    """bench/client.py in its own process, spoken to in JSON lines."""
+
+    def __init__(self, procs: Processes, env: dict[str, str]):
+        argv = [PYTHON, str(ROOT / "bench" / "client.py")]
+        self.proc = procs.start(
+            "client", argv, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None
+        )
+        self.procs = procs
+        hello = self._read()
+        if not hello.get("ready"):
+            raise RuntimeError(f"the load client did not start: {hello}")
+        self.nofile = hello["nofile"]
+
+    def call(self, op: str, **args) -> dict:
+        self.proc.stdin.write((json.dumps({"op": op, **args}) + "\n").encode())
+        self.proc.stdin.flush()
+        answer = self._read()
+        if "error" in answer:
+            raise RuntimeError(f"load client {op}: {answer['error']}")
+        return answer
+
+    def _read(self) -> dict:
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the load client exited ({self.proc.poll()})")
+        return json.loads(line)
+
+    def exit(self) -> None:
+        try:
+            self.call("exit")
+        except (RuntimeError, BrokenPipeError, OSError):
+            pass
+        self.procs.stop(self.proc)
+
+
+# --- PostgreSQL ----------------------------------------------------------------------
+
+
+def pg_admin_dsn(database_url: str) -> tuple[str, str]:
+    """(DSN of the server's ``postgres`` database, name of the bench database)."""
+    from urllib.parse import urlparse
+
+    parsed = urlparse(database_url)
+    dbname = parsed.path.lstrip("/")
+    host = parsed.hostname or "127.0.0.1"
+    port = parsed.port or 5432
+    user = parsed.username or "postgres"
+    password = f" password={parsed.password}" if parsed.password else ""
+    return f"host={host} port={port} user={user} dbname=postgres{password}", dbname
+
+
+def pg_transactions(admin_dsn: str, dbname: str) -> int:
+    """Committed + rolled-back transactions of ``dbname`` so far (every autocommit
+    query is one). Read from another database, so the reading is not counted."""
+    import psycopg
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s", [dbname]
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def pg_has_statements(admin_dsn: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(admin_dsn, autocommit=True) as conn:
+        return bool(
+            conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'pg_stat_statements'").fetchone()
+        )

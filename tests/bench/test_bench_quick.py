@@ -1,0 +1,63 @@
+"""The benchmark harness as a smoke test: `bench/run.py --quick` runs end to end.
+
+Starts the real stack (Daphne, a Celery worker, the load client, producers)
+against PostgreSQL and Redis, and checks that it completes, writes its JSON,
+and that no event was lost. No timing is asserted: timings belong to the bench.
+Two modes keep it cheap: push on the default layer, and multiplexed polling.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_quick_bench_completes_and_loses_nothing(tmp_path):
+    env = dict(os.environ)
+    # The bench makes its own database (<test db>_bench) and never touches the suite's.
+    env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + _bench_db(env["DATABASE_URL"])
+    done = subprocess.run(
+        [
+            sys.executable,
+            "bench/run.py",
+            "--quick",
+            "--modes",
+            "push-pubsub,poll",
+            "--out",
+            str(tmp_path),
+            "--logs",
+            str(tmp_path / "logs"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    written = list(tmp_path.glob("*-quick.json"))
+    assert len(written) == 1
+    results = json.loads(written[0].read_text())
+    assert results["quick"] is True
+    for key in ("push-pubsub", "poll"):
+        mode = results["modes"][key]
+        assert mode["reason"] is None, mode["reason"]
+        figures = mode["median"]
+        assert figures["lost"] == 0
+        assert figures["dups"] == 0
+        assert figures["l1_connected"] > 0
+        assert figures["l1_p50"] is not None
+    assert {g["goal"] for g in results["goals"]}
+    assert "publish" in results and "throughput" in results
+
+
+def _bench_db(url: str) -> str:
+    return url.rsplit("/", 1)[1].split("?")[0] + "_bench"
