@@ -13,6 +13,12 @@ from runs.tools import registry
 
 
 @pytest.fixture(autouse=True)
+def _fast_password_hashing(settings):
+    """Users are created in almost every test here; the real hasher is slow on purpose."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(autouse=True)
 def _no_real_dispatch(request, monkeypatch):
     """Outside e2e tests nothing reaches the broker (a real worker of this session would run it)."""
     if request.node.get_closest_marker("e2e") is None:
