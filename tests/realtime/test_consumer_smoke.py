@@ -12,7 +12,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pyt
 
 async def test_connect_then_receive_all_events(user, token, dispatched):
     run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
-    ws = WebsocketCommunicator(application, f"/ws/runs/{run.id}/", headers=[(b"authorization", f"Token {token}".encode())])
+    ws = WebsocketCommunicator(
+        application, f"/ws/runs/{run.id}/", headers=[(b"authorization", f"Token {token}".encode())]
+    )
     connected, _ = await ws.connect()
     assert connected
     first = json.loads(await ws.receive_from())
