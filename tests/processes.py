@@ -7,10 +7,11 @@ The small, stable API other tests (and bench/) build on:
 - ``free_port()``: a loopback TCP port nobody listens on right now.
 - ``celery_worker(env=None, concurrency=1)``: context manager; yields a
   ``Worker`` once its log says "ready." (``.pid``, ``.child_pids()``,
-  ``.signal(sig)``, ``.kill()``, ``.stop()``, ``.log()``).
+  ``.signal(sig)`` to the main process, ``.kill(sig=SIGKILL)`` to the whole
+  process group, ``.stop()``, ``.log()``).
 - ``daphne_server(env=None, port=None)``: context manager; yields a ``Server``
   once its port accepts connections (``.url``, ``.ws_url``, ``.port``,
-  ``.pid``, ``.signal(sig)``, ``.kill()``, ``.stop()``, ``.log()``).
+  ``.pid``, ``.signal(sig)``, ``.kill(sig=SIGKILL)``, ``.stop()``, ``.log()``).
 - fixtures ``worker_process`` and ``daphne_process`` (the same, started with
   default arguments; they need a transactional database).
 
@@ -150,13 +151,14 @@ class _Process:
         if self.alive():
             os.kill(self.pid, sig)
 
-    def kill(self) -> None:
-        """SIGKILL the whole process group (main and children) and reap the main process."""
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to the whole process group (main and children); after SIGKILL, reap the main."""
         try:
-            os.killpg(self.pid, signal.SIGKILL)
+            os.killpg(self.pid, sig)
         except ProcessLookupError:
             pass
-        self.popen.wait(timeout=STOP_TIMEOUT)
+        if sig == signal.SIGKILL:
+            self.popen.wait(timeout=STOP_TIMEOUT)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         """Ask politely (SIGTERM), then SIGKILL the group; idempotent."""
