@@ -47,6 +47,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+_SIGKILL = signal.SIGKILL  # a default argument inside _Process, where `signal` is a method
 
 
 def database_url() -> str:
@@ -151,7 +152,7 @@ class _Process:
         if self.alive():
             os.kill(self.pid, sig)
 
-    def kill(self, sig: int = signal.SIGKILL) -> None:
+    def kill(self, sig: int = _SIGKILL) -> None:
         """Send ``sig`` to the whole process group (main and children); after SIGKILL, reap the main."""
         try:
             os.killpg(self.pid, sig)
