@@ -56,6 +56,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         """
         self.scope = scope
         self.base_send = send
+        self.init_state()
         self.channel_name = None
         self.channel_ready = asyncio.Event()
         self.channel_layer = get_channel_layer(self.channel_layer_alias) if self.uses_channel_layer else None
@@ -95,13 +96,16 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         """The channel layer raised for this connection (push modes fail over)."""
         logger.warning("channel layer receive failed: %s", error)
 
-    async def connect(self) -> None:
+    def init_state(self) -> None:
+        """Set before any message is handled: the layer may fail before connect() runs."""
         self.run_id: uuid.UUID | None = None
         self.last_seq = 0
         self.finished = False
         # deliver() is entered from the consumer's own dispatch loop (push)
         # and from the process's poller (poll, hybrid, failover): one at a time.
         self.deliver_lock = asyncio.Lock()
+
+    async def connect(self) -> None:
         await self.accept()
         try:
             self.run_id = uuid.UUID(self.scope["url_route"]["kwargs"]["run_id"])

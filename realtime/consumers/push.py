@@ -25,11 +25,11 @@ class RunConsumer(BaseRunConsumer):
 
     mode = "push"
 
-    async def connect(self) -> None:
+    def init_state(self) -> None:
+        super().init_state()
         self.subscribed = False
-        self.degraded = False
-        self.following = False
-        await super().connect()
+        self.degraded = False  # served by the poller until the layer is back
+        self.following = False  # connected has been sent: last_seq is meaningful
 
     def fallback_interval(self) -> float | None:
         """How often the poller reads this run while the layer is healthy (push: never)."""
