@@ -70,7 +70,7 @@ def test_three_echo_steps_over_the_api_succeed_in_order(api, worker_process):
 def test_cancel_while_a_step_runs_ends_the_run_cancelled_before_the_next(api, worker_process):
     response = api.post(
         "/api/runs/",
-        {"steps": [{"tool": "wait", "args": {"seconds": 2}}, {"tool": "echo"}]},
+        {"steps": [{"tool": "wait", "args": {"seconds": 3}}, {"tool": "echo"}]},
         format="json",
     )
     run_id = response.json()["id"]
