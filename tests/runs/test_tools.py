@@ -46,10 +46,6 @@ def test_decorator_registers_with_declared_args_and_docstring(temporary_tools):
         tool("add_h1")(lambda: None)
 
 
-def test_temporary_tools_are_gone_after_their_test():
-    assert get_tool("add_h1") is None
-
-
 def test_an_argument_of_an_unknown_type_is_refused():
     with pytest.raises(ValueError, match="unknown argument type"):
         Arg("decimal")
