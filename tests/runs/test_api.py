@@ -8,6 +8,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from runs import services
+from runs.dispatch import _send as REAL_SEND  # imported before any fixture replaces it
 from runs.models import Run, Step
 
 pytestmark = pytest.mark.django_db
@@ -444,3 +445,20 @@ def test_openapi_schema_validates_without_warnings(tmp_path):
     target = tmp_path / "schema.yml"
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(target))
     assert "/api/runs/{run_id}/cancel/" in target.read_text()
+
+
+def test_a_broker_failure_at_dispatch_still_answers_201_and_leaves_the_run_queued(api, monkeypatch, caplog):
+    from kombu.exceptions import OperationalError
+
+    from runs import tasks
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr("runs.dispatch._send", REAL_SEND)  # the real one, around a failing broker
+    monkeypatch.setattr(tasks.execute_run, "delay", broker_down)
+    monkeypatch.setattr("django.conf.settings.RUNS_EXECUTOR", "celery")
+    response = post_json(api, "/api/runs/", {"steps": ECHO3})
+    assert response.status_code == 201
+    assert Run.objects.get().status == "queued"  # the reaper dispatches it again later
+    assert "could not enqueue run" in caplog.text
