@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ class Poller:
 
     def watch(self, consumer: Watcher, *, interval: float) -> None:
         """Poll ``consumer``'s run for it every ``interval`` seconds (or change its interval)."""
-        first_due = self.loop.time() + interval
+        first_due = _next_slot(self.loop.time(), interval)
         watchers = self.runs.setdefault(consumer.run_id, {})
         current = watchers.get(consumer)
         if current is None:
@@ -118,7 +119,7 @@ class Poller:
         for run_id, watchers in self.runs.items():
             for consumer, watch in watchers.items():
                 if watch.due <= now:
-                    watch.due = now + watch.interval
+                    watch.due = _next_slot(now, watch.interval)
                     due.append((run_id, consumer))
                     cursors[run_id] = min(cursors.get(run_id, consumer.last_seq), consumer.last_seq)
         if not cursors:
@@ -149,6 +150,16 @@ def encode(event: selectors.PolledEvent) -> str:
         "payload": event.payload,
     }
     return events.encode_frame(frame)
+
+
+def _next_slot(now: float, interval: float) -> float:
+    """The next multiple of ``interval`` after ``now``.
+
+    Due times sit on one grid per interval, so every watcher with the same
+    interval is due at the same tick — one query per interval for all of them,
+    however staggered their connects were (not one per connect time).
+    """
+    return (math.floor(now / interval) + 1) * interval
 
 
 async def _hand(consumer: Watcher, found: list[tuple[int, str, bool]]) -> None:
