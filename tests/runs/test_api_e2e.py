@@ -1,5 +1,6 @@
 """The API over real HTTP, through a Daphne process: JSON answers, never a 500."""
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -59,7 +60,24 @@ def test_bad_requests_over_http_are_json_4xx(daphne_process, token):
         got_status, ctype, got = call(daphne_process, method, path, token=token, body=body)
         assert (got_status, got["error"]) == (status, error), (method, path, got)
         assert ctype.startswith("application/json")
+    # A chunked body declares no length; DRF then reads no body at all (so nothing is
+    # created, and it is a 400 either way, never a 500).
+    big = b'{"steps": [{"tool": "echo"}], "prompt": "' + b"x" * 300_000 + b'"}'
+    status, got = chunked_post(daphne_process, "/api/runs/", token, big)
+    assert status == 400 and got["error"] in ("body_too_large", "invalid"), got
     assert Run.objects.count() == 0
+
+
+def chunked_post(server, path, token, body):
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        chunks = (body[i : i + 65536] for i in range(0, len(body), 65536))
+        headers = {"Content-Type": "application/json", "Authorization": f"Token {token}"}
+        connection.request("POST", path, body=chunks, headers=headers, encode_chunked=True)
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
 
 
 def test_unauthenticated_over_http(daphne_process):
