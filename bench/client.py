@@ -142,14 +142,21 @@ class Client:
 
     # --- operations -------------------------------------------------------------
 
-    async def op_open(self, url: str, token: str, runs: list[str], per_run: int, batch: int = 0, **_) -> dict:
-        """Open per_run sockets on each run; ``batch`` at a time (0 = all at once)."""
+    async def op_open(
+        self, url: str, token: str, runs: list[str], per_run: int, batch: int = 0, budget_s: float = 0, **_
+    ) -> dict:
+        """Open per_run sockets on each run; ``batch`` at a time (0 = all at once).
+
+        With ``budget_s``, no new batch starts once that many seconds have passed."""
         new = [Watcher(run_id) for _ in range(per_run) for run_id in runs]
         start_connected = sum(w.connected for w in self.watchers)
         self.connect_ms = []
         began = time.perf_counter()
         step = batch or len(new)
         for offset in range(0, len(new), step):
+            if budget_s and time.perf_counter() - began > budget_s:
+                new = new[:offset]
+                break
             chunk = new[offset : offset + step]
             for watcher in chunk:
                 task = asyncio.create_task(

@@ -108,6 +108,7 @@ def goals(results: dict) -> list[dict]:
     """Issue 6's goals, each met / not met with the figure, on the default mode."""
     d = results["modes"].get(DEFAULT_MODE, {}).get("median", {})
     poll = results["modes"].get("poll", {}).get("median", {})
+    legacy = results["modes"].get("legacy", {}).get("median", {})
     pub = results.get("publish", {}).get("pubsub", {})
     tick = 1 / float(results.get("poll_interval", 2.0))
 
@@ -161,11 +162,14 @@ def goals(results: dict) -> list[dict]:
             f"{_fmt(d.get('idle_qps_l1'))} q/s (100), {_fmt(d.get('idle_qps_l2'))} q/s (1,000)",
         ),
         goal(
-            f"Multiplexed polling: ≤ one query per tick per process ({tick:g}/s) whatever the connections",
+            "Multiplexed polling: at most one query per tick per process, whatever the connections "
+            "(each tick is 2 transactions: the poll query and Django's health-check SELECT 1)",
             None
             if poll.get("idle_qps_l2") is None
-            else max(poll["idle_qps_l1"], poll["idle_qps_l2"]) <= tick * 1.1,
-            f"{_fmt(poll.get('idle_qps_l1'))} q/s (100), {_fmt(poll.get('idle_qps_l2'))} q/s (1,000)",
+            else max(poll["idle_qps_l1"], poll["idle_qps_l2"]) <= 2 * tick * 1.1,
+            f"{_fmt(poll.get('idle_qps_l1'))} transactions/s with 100 watchers, "
+            f"{_fmt(poll.get('idle_qps_l2'))} with 1,000; ticks every {1 / tick:g} s "
+            f"(old design: {_fmt(legacy.get('idle_qps_l1'))} and {_fmt(legacy.get('idle_qps_l2'))})",
         ),
     ]
     return rows

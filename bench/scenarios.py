@@ -48,6 +48,7 @@ QUICK = Sizes(20, 4, 10, 100, 10, 40, 2.0, 20, 4, 2.5, 100, 10, 100, 4, (20,), 2
 
 FANOUT_P99_MS = 250.0
 HOLD_BATCH = 200  # sockets opened at a time when filling a process (the storm is measured apart)
+HOLD_BUDGET_S = 60.0  # no new batch after this long: a slow connect path shows as fewer held
 
 
 @dataclass
@@ -80,7 +81,7 @@ def produce(ctx: Ctx, mode: Mode, runs: list[str], rate: float, duration: float,
     for chunk in chunks:
         spec = {
             "runs": chunk,
-            "rate": rate / count,
+            "rate": rate * len(chunk) / len(runs),  # the same rate for every run
             "duration": duration,
             "finish": finish,
             "threads": threads,
@@ -150,7 +151,7 @@ def latency_workload(
     """Open ``watchers`` sockets over ``runs`` runs, (optionally) read idle DB load,
     then stream events at ``rate`` and check every event arrived once."""
     began = time.perf_counter()
-    run_ids = ctx.fixtures.make_runs(runs, steps=math.ceil(rate * duration / runs / 2) + 3)
+    run_ids = ctx.fixtures.make_runs(runs, steps=math.ceil(rate * duration / runs / 2) + 5)
     url = f"ws://127.0.0.1:{port}"
     opened = ctx.client.call(
         "open", url=url, token=ctx.token, runs=run_ids, per_run=watchers // runs, batch=0 if storm else 250
@@ -253,7 +254,9 @@ def per_mode(ctx: Ctx, mode: Mode, *, with_fanout: bool) -> dict:
 def fanout(ctx: Ctx, mode: Mode, port: int) -> dict:
     """(4) Frames/s one Daphne delivers with p99 under 250 ms: raise the event rate step by step."""
     s = ctx.sizes
-    run_ids = ctx.fixtures.make_runs(s.fanout_runs, steps=int(max(s.fanout_rates) * s.fanout_step) + 5)
+    run_ids = ctx.fixtures.make_runs(
+        s.fanout_runs, steps=math.ceil(sum(s.fanout_rates) * s.fanout_step / s.fanout_runs / 2) + 5
+    )
     ctx.client.call(
         "open",
         url=f"ws://127.0.0.1:{port}",
@@ -298,16 +301,21 @@ def connections(ctx: Ctx, mode: Mode) -> dict:
     try:
         run_ids = ctx.fixtures.make_runs(s.hold_runs, steps=1)
         url = f"ws://127.0.0.1:{port}"
-        ctx.client.call(
-            "open", url=url, token=ctx.token, runs=run_ids[:1], per_run=20
-        )  # warm caches and pools
+        # Warm caches and pools first.
+        ctx.client.call("open", url=url, token=ctx.token, runs=run_ids[:1], per_run=20)
         ctx.client.call("close")
         time.sleep(1.0)
         base = stack.rss_kb(daphne.pid)
         tx_before = stack.pg_transactions(ctx.admin_dsn, ctx.dbname)
         began = time.perf_counter()
         opened = ctx.client.call(
-            "open", url=url, token=ctx.token, runs=run_ids, per_run=s.hold // s.hold_runs, batch=HOLD_BATCH
+            "open",
+            url=url,
+            token=ctx.token,
+            runs=run_ids,
+            per_run=s.hold // s.hold_runs,
+            batch=HOLD_BATCH,
+            budget_s=HOLD_BUDGET_S,
         )
         open_s = time.perf_counter() - began
         time.sleep(2.0)
