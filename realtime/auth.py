@@ -14,6 +14,8 @@ from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import validate_host
 
+from runs.api.auth import is_well_formed_key
+
 
 def _header(scope, name: bytes) -> bytes | None:
     for key, value in scope.get("headers", []):
@@ -26,6 +28,8 @@ def _header(scope, name: bytes) -> bytes | None:
 def _user_for_token(key: str):
     from rest_framework.authtoken.models import Token
 
+    if not is_well_formed_key(key):
+        return AnonymousUser()  # a NUL would reach PostgreSQL as an error, not a miss
     token = Token.objects.select_related("user").filter(key=key).first()
     if token is None or not token.user.is_active:
         return AnonymousUser()

@@ -51,8 +51,9 @@ async def test_4400_malformed_run_id(token, run_id):
         [(b"authorization", b"Token ")],
         [(b"authorization", b"Bearer abc")],
         [(b"cookie", b"sessionid=forged")],
+        [(b"authorization", b"Token abc\x00def")],
     ],
-    ids=["nothing", "bad-token", "empty-token", "other-scheme", "bad-session"],
+    ids=["nothing", "bad-token", "empty-token", "other-scheme", "bad-session", "nul-in-token"],
 )
 async def test_4401_not_authenticated(user, headers):
     run = await make_run(user)
