@@ -10,10 +10,12 @@ gap-fill and polling paths deliver it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import os
 import threading
+import time
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -165,8 +167,61 @@ def publish(event: RunEvent) -> bool:
         from realtime import failover  # here: failover imports the consumers' side
 
         failover.publish_failed()  # this process's push connections check the layer now
+        _retry_later(group_name(event.run_id), message)
         return False
     return True
+
+
+def _retry_later(group: str, message: dict[str, Any]) -> None:
+    """Publish again in the background until the layer takes it (or the retry window ends).
+
+    Push watchers only look in the log when a later event shows them a gap, so
+    a lost *last* event (run_completed) would leave them waiting. Retrying
+    from this process closes that hole; a watcher that has the event already
+    (gap fill, polling) drops the late copy by its seq.
+    """
+    if settings.REALTIME_PUBLISH_RETRY_SECONDS <= 0 or isinstance(get_channel_layer(), InMemoryChannelLayer):
+        return
+    global _pending_retries
+    with _loop_guard:
+        if _pending_retries >= MAX_PENDING_RETRIES:
+            logger.warning(
+                "%d publishes already waiting to be retried; %s relies on the log", _pending_retries, group
+            )
+            return
+        _pending_retries += 1
+    future = asyncio.run_coroutine_threadsafe(_retry(group, message), _publisher_loop().loop)
+    _retry_futures.add(future)
+    future.add_done_callback(_retry_futures.discard)
+
+
+def discard_pending_retries() -> int:
+    """Cancel the background re-publishes of this process (tests, shutdown); return how many."""
+    pending = list(_retry_futures)
+    for future in pending:
+        future.cancel()
+    return len(pending)
+
+
+async def _retry(group: str, message: dict[str, Any]) -> None:
+    global _pending_retries
+    layer = get_channel_layer()
+    delay = settings.REALTIME_PUBLISH_RETRY_DELAY
+    deadline = time.monotonic() + settings.REALTIME_PUBLISH_RETRY_SECONDS
+    try:
+        while time.monotonic() + delay <= deadline:
+            await asyncio.sleep(delay)
+            try:
+                await asyncio.wait_for(layer.group_send(group, message), settings.REALTIME_PUBLISH_TIMEOUT)
+            except Exception:  # noqa: BLE001 - still down; back off and try again
+                delay = min(delay * 2, 30.0)
+                continue
+            logger.info("published %s#%s on retry", group, message["seq"])
+            return
+        logger.warning("gave up re-publishing %s#%s; it stays in the log", group, message["seq"])
+    finally:
+        with _loop_guard:
+            _pending_retries -= 1
 
 
 def group_send(group: str, message: dict[str, Any]) -> None:
@@ -210,6 +265,9 @@ class _LoopThread:
 
 _loop_thread: _LoopThread | None = None
 _loop_guard = threading.Lock()
+_pending_retries = 0
+_retry_futures: set[concurrent.futures.Future] = set()
+MAX_PENDING_RETRIES = 10_000
 
 
 def _publisher_loop() -> _LoopThread:

@@ -37,6 +37,8 @@ os.environ.setdefault("STATIC_MANIFEST", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver,[::1]")
 os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
 os.environ.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
+# Failed publishes are retried in the background; keep that within a test or two.
+os.environ.setdefault("REALTIME_PUBLISH_RETRY_SECONDS", "10")
 # A queue of this session's own, so nothing left in Redis by another run is executed here.
 os.environ.setdefault("CELERY_QUEUE", f"test-{uuid.uuid4().hex[:8]}")
 

@@ -142,3 +142,46 @@ def test_the_tutorial_pattern_connects_per_publish(redis_connects):
     for seq in range(5):
         async_to_sync(layer.group_send)(group, {"type": events.GROUP_MESSAGE_TYPE, "seq": seq, "text": "{}"})
     assert len(redis_connects) >= 5
+
+
+def _drop_first_final(layer):
+    """Wrap layer.group_send so that the first publish of a final event fails."""
+    real, dropped = layer.group_send, []
+
+    async def group_send(group, message):
+        if message.get("final") and not dropped:
+            dropped.append(message["seq"])
+            raise ConnectionError("the channel layer blipped (test)")
+        return await real(group, message)
+
+    return group_send, dropped
+
+
+@pytest.mark.usefixtures("layer", "dispatched")
+@pytest.mark.parametrize("retry_seconds", [30.0, 0.0], ids=["retried", "control-no-retry"])
+async def test_a_failed_last_publish_is_retried_so_push_watchers_still_finish(
+    user, token, settings, monkeypatch, retry_seconds
+):
+    """In push mode only a later event reveals a gap: the last one must be re-published."""
+    settings.REALTIME_MODE = "push"
+    settings.REALTIME_PUBLISH_RETRY_SECONDS = retry_seconds
+    settings.REALTIME_PUBLISH_RETRY_DELAY = 0.05
+    run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    assert connected["seq"] == 0
+    layer = get_channel_layer()
+    group_send, dropped = _drop_first_final(layer)
+    monkeypatch.setattr(layer, "group_send", group_send)
+    try:
+        assert await sync_to_async(tasks.execute_run)(str(run.id)) == "succeeded"
+        assert dropped == [4]
+        if retry_seconds:
+            frames, code = await receive_until_close(ws)
+            assert [f["seq"] for f in frames] == [1, 2, 3, 4]
+            assert (frames[-1]["type"], code) == ("run_completed", 1000)
+        else:
+            frames = [await receive(ws) for _ in range(3)]
+            assert [f["seq"] for f in frames] == [1, 2, 3]
+            assert await ws.receive_nothing(timeout=1.0)
+    finally:
+        await ws.disconnect()
