@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv test run serve dev lint fmt clean
+.PHONY: venv test run serve dev bench bench-quick lint fmt clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,14 @@ dev: venv
 	python manage.py migrate --noinput  # the Procfile's release phase
 	python manage.py ensure_admin --url http://$(HOST):$(PORT)/
 	honcho start --port $(PORT) web worker beat
+
+# Benchmarks (bench/, docs/benchmarks.md): the real stack against PostgreSQL and
+# Redis (DATABASE_URL / REDIS_URL override the bench's own quikday_bench and db 13).
+bench: venv  ## all five modes, medians of 3: table, bench/results/<date>.json, docs/benchmarks.md (~15 min)
+	$(BIN)/python bench/run.py
+
+bench-quick: venv  ## the same workloads, small and once (< 2 min): a smoke test, no timing goals
+	$(BIN)/python bench/run.py --quick
 
 lint: venv
 	$(BIN)/ruff check .
