@@ -42,14 +42,6 @@ def final_seqs(run_ids: list[str]) -> dict[str, int]:
     return {str(pk): seq for pk, seq in Run.objects.filter(pk__in=run_ids).values_list("pk", "seq")}
 
 
-def finish_runs(run_ids: list[str]) -> None:
-    for run_id in run_ids:
-        run = Run.objects.get(pk=run_id)
-        for step in run.steps.filter(status="running"):
-            services.step_succeed(run_id=run.id, index=step.index, output=None)
-        services.run_succeed(run_id=run.id, output=None)
-
-
 def create_runs(count: int) -> list[str]:
     """Runs of three echo steps, enqueued for the Celery workers (run_create)."""
     plan = [{"tool": "echo", "args": {"n": n}} for n in range(3)]

@@ -68,6 +68,9 @@ def main(spec: dict) -> dict:
 
     commits = _record_commit_times()
     runs = spec["runs"]
+    if spec.get("finish_only"):
+        _finish(runs)
+        return {"emitted": 0, "elapsed_s": 0.0, "rate": None, "worst_lag_ms": 0.0, "commits": commits}
     # Each event is one transaction whose commit waits for the WAL flush, so
     # one writer alone can't keep up with a high rate: split the runs over
     # threads (each with its own connection), as several workers would be.
@@ -89,6 +92,17 @@ def main(spec: dict) -> dict:
         "worst_lag_ms": round(max(d["worst_lag"] for d in done) * 1000, 1),
         "commits": commits,
     }
+
+
+def _finish(runs: list[str]) -> None:
+    """Succeed each run's running step, then the run (run_completed closes its sockets)."""
+    from runs import services
+    from runs.models import Step, StepStatus
+
+    for run_id in runs:
+        for step in Step.objects.filter(run_id=run_id, status=StepStatus.RUNNING):
+            services.step_succeed(run_id=run_id, index=step.index, output=None)
+        services.run_succeed(run_id=run_id, output=None)
 
 
 def _record_commit_times() -> dict[str, dict[int, float]]:
