@@ -7,11 +7,12 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from django.db import connection, transaction
-from django.db.models import Q
+from django.db.models import Q, prefetch_related_objects
 
 from realtime.events import format_ts
 from realtime.models import RunEvent
 from runs.models import Run
+from runs.selectors import Access
 from runs.serializers import RunSerializer
 
 
@@ -31,28 +32,36 @@ class ConnectState:
     backlog: list[RunEvent]
 
 
-def run_snapshot(*, run_id: uuid.UUID) -> Snapshot | None:
+def run_snapshot(*, run_id: uuid.UUID, user=None) -> Snapshot | Access | None:
     """The run as the API shows it, with the seq of the last event it includes.
 
     Run and steps are read from one database snapshot (REPEATABLE READ on
     PostgreSQL), so the state and the seq always agree: every writer holds the
-    run's row lock until commit, so commits are a prefix of seq.
+    run's row lock until commit, so commits are a prefix of seq. With ``user``
+    the same read checks access and answers "missing" or "forbidden" instead.
     """
     with transaction.atomic():
         if connection.vendor == "postgresql":
             with connection.cursor() as cursor:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        run = Run.objects.select_related("owner").prefetch_related("steps").filter(pk=run_id).first()
+        run = Run.objects.select_related("owner").filter(pk=run_id).first()
         if run is None:
-            return None
+            return None if user is None else "missing"
+        if user is not None and not (user.is_staff or run.owner_id == user.pk):
+            return "forbidden"
+        prefetch_related_objects([run], "steps")
         return Snapshot(seq=run.seq, run=RunSerializer(run).data, terminal=run.is_terminal)
 
 
-def connect_state(*, run_id: uuid.UUID, since: int | None) -> ConnectState | None:
-    """Snapshot plus, when ``since`` is given and the log still holds since+1, the backlog."""
-    snapshot = run_snapshot(run_id=run_id)
-    if snapshot is None:
-        return None
+def connect_state(*, run_id: uuid.UUID, since: int | None, user=None) -> ConnectState | Access | None:
+    """Snapshot plus, when ``since`` is given and the log still holds since+1, the backlog.
+
+    With ``user``, access is checked in the same read (one database round trip
+    for a connecting watcher) and "missing" / "forbidden" come back instead.
+    """
+    snapshot = run_snapshot(run_id=run_id, user=user)
+    if not isinstance(snapshot, Snapshot):
+        return snapshot
     if since is None or since < 0 or since > snapshot.seq:
         return ConnectState(snapshot=snapshot, recovered=False, backlog=[])
     backlog = events_between(run_id=run_id, after=since, upto=snapshot.seq)

@@ -26,7 +26,6 @@ from django.conf import settings
 from django.utils import timezone
 
 from realtime import events, selectors
-from runs import selectors as run_selectors
 
 logger = logging.getLogger(__name__)
 
@@ -117,15 +116,19 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         if user is None or not user.is_authenticated:
             await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
             return
-        access = await database_sync_to_async(run_selectors.run_access)(user=user, run_id=self.run_id)
-        if access != "ok":
-            code = CLOSE_NOT_FOUND if access == "missing" else CLOSE_FORBIDDEN
-            await self._refuse(code, "no such run" if access == "missing" else "not your run")
-            return
+        # Subscribe first, then read: an event committed meanwhile is both relayed
+        # and (maybe) in the snapshot, and deliver() drops the copy by seq. The
+        # access check rides on the snapshot's read (one database round trip);
+        # a refused watcher is closed before anything is relayed to it.
         await self.subscribe()
-        state = await database_sync_to_async(selectors.connect_state)(run_id=self.run_id, since=since)
-        if state is None:
+        state = await database_sync_to_async(selectors.connect_state)(
+            run_id=self.run_id, since=since, user=user
+        )
+        if state in ("missing", None):
             await self._refuse(CLOSE_NOT_FOUND, "no such run")
+            return
+        if state == "forbidden":
+            await self._refuse(CLOSE_FORBIDDEN, "not your run")
             return
         self.last_seq = state.snapshot.seq
         await self._send_frame(
