@@ -32,16 +32,6 @@ def run_get_for_user(*, user: AbstractBaseUser, run_id: uuid.UUID) -> Run | None
     return _visible_runs(user).prefetch_related("steps").filter(pk=run_id).first()
 
 
-def run_access(*, user: AbstractBaseUser | AnonymousUser, run_id: uuid.UUID) -> Access:
-    """Whether ``user`` may watch the run: ok, missing (no such run) or forbidden."""
-    owner_id = Run.objects.filter(pk=run_id).values_list("owner_id", flat=True).first()
-    if owner_id is None:
-        return "missing"
-    if user.is_staff or owner_id == user.pk:
-        return "ok"
-    return "forbidden"
-
-
 def run_get(*, run_id: uuid.UUID) -> Run | None:
     return Run.objects.filter(pk=run_id).first()
 
