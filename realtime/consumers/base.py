@@ -17,6 +17,7 @@ import logging
 import uuid
 from urllib.parse import parse_qs
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -67,6 +68,21 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             await await_many_dispatch(sources, self.dispatch)
         except StopConsumer:
             pass
+
+    async def dispatch(self, message: dict) -> None:
+        """Channels' dispatch, without its close_old_connections() before every message.
+
+        Upstream (Channels 4.2+) sends every message's handling through the
+        database thread first (``aclose_old_connections``): for a relayed event
+        that is a thread hop per frame per socket, all queued on the process's one
+        database thread — the fan-out bottleneck the benchmark found, and one more
+        hop before ``accept()`` on connect. Every ORM call of these consumers goes
+        through database_sync_to_async, which closes stale connections itself.
+        """
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def open_channel(self) -> bool:
         """This connection's channel on the layer; False (and retried later) when it fails."""
