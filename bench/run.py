@@ -94,12 +94,6 @@ def machine(env: dict[str, str], admin_dsn: str) -> dict[str, str]:
     with psycopg.connect(admin_dsn, autocommit=True) as conn:
         pg = conn.execute("SHOW server_version").fetchone()[0]
         preload = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
-        # A transaction with an xid must flush the WAL at commit: what every event's commit pays.
-        commits = []
-        for _ in range(30):
-            began = time.perf_counter()
-            conn.execute("SELECT txid_current()")
-            commits.append((time.perf_counter() - began) * 1000)
     redis_version = redis.Redis.from_url(env["REDIS_URL"]).info("server")["redis_version"]
     versions = {
         name: metadata.version(name)
@@ -123,7 +117,6 @@ def machine(env: dict[str, str], admin_dsn: str) -> dict[str, str]:
         **versions,
         "redis": redis_version,
         "postgresql": pg,
-        "commit with WAL flush, p50 at start": f"{sorted(commits)[len(commits) // 2]:.2f} ms",
         "load average at start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "db load measured with": "pg_stat_statements"
         if "pg_stat_statements" in preload
@@ -182,11 +175,12 @@ def run(args: argparse.Namespace) -> dict:
                 if not mode.push and repeat > 0 and not args.all_repeats:
                     continue  # polling latency is the poll interval: one repeat says it
                 say(f"repeat {repeat + 1}/{repeats} · {mode.key}")
-                # Fan-out and the 10,000 sockets are the slow workloads: every repeat on
-                # the default mode, the first repeat on the others (--quick: default only).
+                # Fan-out and the 10,000 sockets are the slow workloads: fan-out every repeat
+                # on the default mode and once on the others; the sockets once per mode
+                # (--quick: both on the default mode only).
                 heavy = mode.key == report.DEFAULT_MODE or (repeat == 0 and not args.quick)
                 figures = scenarios.per_mode(ctx, mode, with_fanout=mode.push and heavy)
-                if mode.key in CONNECTION_MODES and heavy:
+                if mode.key in CONNECTION_MODES and heavy and repeat == 0:
                     figures.update(scenarios.connections(ctx, mode))
                 results["modes"][mode.key]["repeats"].append(figures)
                 say("  " + json.dumps({k: v for k, v in figures.items() if isinstance(v, int | float)}))
