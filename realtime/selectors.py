@@ -4,7 +4,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from django.db import connection, transaction
 from django.db.models import Q, prefetch_related_objects
@@ -67,6 +67,31 @@ def connect_state(*, run_id: uuid.UUID, since: int | None, user=None) -> Connect
     backlog = events_between(run_id=run_id, after=since, upto=snapshot.seq)
     recovered = len(backlog) == snapshot.seq - since
     return ConnectState(snapshot=snapshot, recovered=recovered, backlog=backlog if recovered else [])
+
+
+def user_for_token(*, key: str):
+    """The active user a DRF token key belongs to, or None."""
+    from rest_framework.authtoken.models import Token
+
+    token = Token.objects.select_related("user").filter(key=key).first()
+    if token is None or not token.user.is_active:
+        return None
+    return token.user
+
+
+def watch_state(
+    *, run_id: uuid.UUID, since: int | None, user, token_key: str | None = None
+) -> ConnectState | Access | Literal["unauthenticated"] | None:
+    """Everything a connecting watcher needs, in one trip to the database thread.
+
+    Resolves a token client's user first (``token_key``), then checks access
+    and reads the snapshot and backlog (``connect_state``).
+    """
+    if token_key is not None:
+        user = user_for_token(key=token_key)
+        if user is None:
+            return "unauthenticated"
+    return connect_state(run_id=run_id, since=since, user=user)
 
 
 def events_between(

@@ -129,17 +129,21 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             await self._refuse(CLOSE_BAD_REQUEST, str(error))
             return
         user = self.scope.get("user")
-        if user is None or not user.is_authenticated:
+        token_key = self.scope.get("auth_token")  # looked up with the snapshot, below
+        if token_key is None and (user is None or not user.is_authenticated):
             await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
             return
         # Subscribe first, then read: an event committed meanwhile is both relayed
         # and (maybe) in the snapshot, and deliver() drops the copy by seq. The
-        # access check rides on the snapshot's read (one database round trip);
-        # a refused watcher is closed before anything is relayed to it.
+        # token lookup and the access check ride on the snapshot's trip to the
+        # database thread; a refused watcher is closed before anything is relayed.
         await self.subscribe()
-        state = await database_sync_to_async(selectors.connect_state)(
-            run_id=self.run_id, since=since, user=user
+        state = await database_sync_to_async(selectors.watch_state)(
+            run_id=self.run_id, since=since, user=user, token_key=token_key
         )
+        if state == "unauthenticated":
+            await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
+            return
         if state in ("missing", None):
             await self._refuse(CLOSE_NOT_FOUND, "no such run")
             return
