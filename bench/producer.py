@@ -24,14 +24,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 
+def _where(steps: list) -> list:
+    if steps and steps[-1].status == "running":
+        return [steps[-1].index, True]
+    return [len(steps), False]
+
+
 def drive(runs: list[str], rate: float, duration: float, finish: bool) -> dict:
     """One thread's share: its runs, round robin, at ``rate`` events/s on a fixed schedule."""
     from django.db import connection
 
-    from runs import services
+    from runs import selectors, services
 
     total = int(rate * duration)
-    state = {run_id: [0, False] for run_id in runs}  # next step index, running?
+    # Next step index and whether it is running, from where each run stands:
+    # a workload may drive runs an earlier one left half way (fan-out steps).
+    state = {run_id: _where(selectors.run_steps(run_id=run_id)) for run_id in runs}
     worst_lag = 0.0
     began = time.perf_counter()
     try:
