@@ -146,6 +146,15 @@ def _ts_or_none(moment: datetime | None) -> str | None:
 # --- Publishing -------------------------------------------------------------------
 
 
+def consumer_layer(alias: str):
+    """The channel layer a consumer subscribes through (its channel and groups).
+
+    Consumers receive from the layer; only this module sends to it. Keeping
+    the lookup here leaves one module that knows which layer is in use.
+    """
+    return get_channel_layer(alias)
+
+
 class PublishError(Exception):
     """The channel layer did not take the message."""
 

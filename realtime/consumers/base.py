@@ -21,7 +21,6 @@ from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.layers import get_channel_layer
 from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.utils import timezone
@@ -59,7 +58,9 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         self.init_state()
         self.channel_name = None
         self.channel_ready = asyncio.Event()
-        self.channel_layer = get_channel_layer(self.channel_layer_alias) if self.uses_channel_layer else None
+        self.channel_layer = (
+            events.consumer_layer(self.channel_layer_alias) if self.uses_channel_layer else None
+        )
         sources = [receive]
         if self.channel_layer is not None:
             await self.open_channel()
