@@ -32,6 +32,11 @@ def run_get_for_user(*, user: AbstractBaseUser, run_id: uuid.UUID) -> Run | None
     return _visible_runs(user).prefetch_related("steps").filter(pk=run_id).first()
 
 
+def run_seq_for_user(*, user: AbstractBaseUser, run_id: uuid.UUID) -> int | None:
+    """The seq of a run's latest event, or None when it doesn't exist or isn't the user's."""
+    return _visible_runs(user).filter(pk=run_id).values_list("seq", flat=True).first()
+
+
 def run_get(*, run_id: uuid.UUID) -> Run | None:
     return Run.objects.filter(pk=run_id).first()
 
