@@ -15,10 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 
-from realtime import events, selectors
+from realtime import db, events, selectors
 from realtime.consumers.base import BaseRunConsumer
 
 logger = logging.getLogger(__name__)
@@ -38,9 +37,7 @@ class LegacyPollingConsumer(BaseRunConsumer):
     async def _poll(self) -> None:
         while not self.finished:
             await asyncio.sleep(settings.REALTIME_POLL_INTERVAL)
-            found = await database_sync_to_async(selectors.events_between)(
-                run_id=self.run_id, after=self.last_seq
-            )
+            found = await db.read(selectors.events_between, run_id=self.run_id, after=self.last_seq)
             for event in found:
                 text = events.encode_frame(events.event_frame(event))
                 await self.deliver(event.seq, text, final=event.type == events.RUN_COMPLETED)

@@ -26,9 +26,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
-from channels.db import database_sync_to_async
-
-from realtime import events, selectors
+from realtime import db, events, selectors
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +124,7 @@ class Poller:
             return
         self.ticks += 1
         try:
-            found = await database_sync_to_async(selectors.events_after_cursors)(cursors=cursors)
+            found = await db.read(selectors.events_after_cursors, cursors=cursors)
         except Exception:
             # The database blipped: the next tick asks again from the same cursors.
             logger.warning("poll of %d runs failed", len(cursors), exc_info=True)

@@ -43,10 +43,10 @@ async def test_events_committed_around_the_snapshot_are_sent_once(user, token, m
     run = await sync_to_async(_new_run)(user, 2)  # seq 1
     original = selectors.connect_state
 
-    def racing_connect_state(*, run_id, since, user):
+    def racing_connect_state(*, run_id, since, **who):
         # Joined, not yet read: this event is relayed AND in the snapshot.
         services.step_start(run_id=run.id, index=0)  # seq 2
-        state = original(run_id=run_id, since=since, user=user)
+        state = original(run_id=run_id, since=since, **who)
         # Read, `connected` not yet sent: relayed only, after `connected`.
         services.step_succeed(run_id=run.id, index=0, output=None)  # seq 3
         return state

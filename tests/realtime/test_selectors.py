@@ -1,0 +1,109 @@
+"""The connect read (realtime.selectors.connect_state) against the API's serializer.
+
+On PostgreSQL a watcher's snapshot comes from one hand-written statement, not
+from the ORM and RunSerializer; it must be the same JSON, in every state a run
+can be in, and it must refuse exactly as the API does.
+"""
+
+import json
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from django.db import connection
+from rest_framework.authtoken.models import Token
+
+from realtime import selectors
+from runs import services
+from runs.models import Run, Step
+from runs.serializers import RunSerializer
+
+pytestmark = [pytest.mark.django_db, pytest.mark.postgres, pytest.mark.usefixtures("dispatched")]
+
+
+def _as_json(value):
+    return json.loads(json.dumps(value))
+
+
+def _api_json(run_id) -> dict:
+    run = Run.objects.select_related("owner").prefetch_related("steps").get(pk=run_id)
+    return _as_json(RunSerializer(run).data)
+
+
+def _snapshot(run_id, **who) -> dict:
+    state = selectors.connect_state(run_id=run_id, since=None, **who)
+    assert isinstance(state, selectors.ConnectState), state
+    assert state.snapshot.seq == state.snapshot.run["seq"]
+    return _as_json(state.snapshot.run)
+
+
+def _runs_in_every_state(user) -> list:
+    plan = [
+        {"tool": "echo", "args": {"text": "héllo ✓", "n": [1, 2.5, None, {"deep": True}]}},
+        {"tool": "echo", "args": {}},
+        {"tool": "echo", "args": {"x": 1}},
+    ]
+    queued = services.run_create(owner=user, steps=plan, prompt="queued ✓")
+    running = services.run_create(owner=user, steps=plan, prompt="")
+    services.run_start(run_id=running.id)
+    services.step_start(run_id=running.id, index=0)
+    services.step_succeed(run_id=running.id, index=0, output={"echo": "héllo", "big": 2**60, "f": 0.1})
+    services.step_start(run_id=running.id, index=1)
+    failed = services.run_create(owner=user, steps=plan[:2])
+    services.run_start(run_id=failed.id)
+    services.step_start(run_id=failed.id, index=0)
+    services.step_fail(run_id=failed.id, index=0, error="boom\nwith a second line")
+    done = services.run_create(owner=user, steps=plan[:1])
+    services.run_start(run_id=done.id)
+    services.step_start(run_id=done.id, index=0)
+    services.step_succeed(run_id=done.id, index=0, output=None)
+    services.run_succeed(run_id=done.id, output={"answer": [42]})
+    # A time with no microseconds: the format must still print them (settings' DATETIME_FORMAT).
+    whole = datetime(2026, 11, 27, 12, 0, 5, tzinfo=UTC)
+    Step.objects.filter(run_id=done.id).update(started_at=whole, finished_at=whole)
+    Run.objects.filter(pk=done.id).update(started_at=whole)
+    return [queued, running, failed, done]
+
+
+def test_the_connect_read_is_the_api_json_in_every_state(user):
+    assert connection.vendor == "postgresql"
+    for run in _runs_in_every_state(user):
+        assert _snapshot(run.id, user=user) == _api_json(run.id), Run.objects.get(pk=run.id).status
+
+
+def test_a_token_client_gets_the_same_snapshot_as_its_user(user):
+    run = _runs_in_every_state(user)[1]
+    key = Token.objects.create(user=user).key
+    assert _snapshot(run.id, token_key=key) == _snapshot(run.id, user=user) == _api_json(run.id)
+
+
+def test_the_snapshot_and_seq_agree_and_terminal_is_read_from_the_status(user):
+    running, done = _runs_in_every_state(user)[1::2]
+    state = selectors.connect_state(run_id=running.id, since=None, user=user)
+    assert (state.snapshot.seq, state.snapshot.terminal) == (Run.objects.get(pk=running.id).seq, False)
+    state = selectors.connect_state(run_id=done.id, since=None, user=user)
+    assert state.snapshot.terminal is True
+
+
+def test_access_is_refused_as_the_api_refuses_it(user, other_user, staff_user):
+    run = _runs_in_every_state(user)[0]
+    other_key = Token.objects.create(user=other_user).key
+    staff_key = Token.objects.create(user=staff_user).key
+    assert selectors.connect_state(run_id=run.id, since=None, user=other_user) == "forbidden"
+    assert selectors.connect_state(run_id=run.id, since=None, token_key=other_key) == "forbidden"
+    assert selectors.connect_state(run_id=uuid.uuid4(), since=None, user=user) == "missing"
+    assert selectors.connect_state(run_id=run.id, since=None, token_key="nosuchkey") == "unauthenticated"
+    # Staff see every run, with a session or a token.
+    assert _snapshot(run.id, user=staff_user) == _api_json(run.id)
+    assert _snapshot(run.id, token_key=staff_key) == _api_json(run.id)
+    # An inactive user's token is refused before the run is even considered.
+    other_user.is_active = False
+    other_user.save()
+    assert selectors.connect_state(run_id=uuid.uuid4(), since=None, token_key=other_key) == "unauthenticated"
+
+
+def test_resume_returns_the_backlog_with_the_snapshot(user):
+    run = _runs_in_every_state(user)[1]
+    state = selectors.connect_state(run_id=run.id, since=1, user=user)
+    assert state.recovered is True
+    assert [e.seq for e in state.backlog] == list(range(2, state.snapshot.seq + 1))
