@@ -9,6 +9,7 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from realtime import daphne_tuning  # noqa: E402
 from realtime.auth import OriginCheckMiddleware, RealtimeAuthMiddleware  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
 
@@ -30,3 +31,4 @@ if settings.RUNS_EXECUTOR == "inline":
     application = ServerLoopMiddleware(application)
 
 log_mode()
+daphne_tuning.apply()  # last: freezes the heap the imports above built
