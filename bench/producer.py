@@ -73,7 +73,11 @@ def main(spec: dict) -> dict:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quikday.settings")
     django.setup()
+    from realtime import events
 
+    # As a Celery worker process does when it starts (realtime.signals): the
+    # first event must not wait for the publisher's Redis connection.
+    events.connect_publisher()
     commits = _record_commit_times()
     runs = spec["runs"]
     if spec.get("finish_only"):
@@ -84,11 +88,15 @@ def main(spec: dict) -> dict:
     # threads (each with its own connection), as several workers would be.
     threads = max(1, min(len(runs), int(spec.get("threads", 1))))
     shares = [runs[i::threads] for i in range(threads)]
-    rate = float(spec["rate"]) / threads
+    # Every run gets the same rate: a thread's rate is its share of the runs.
+    per_run = float(spec["rate"]) / len(runs)
     with ThreadPoolExecutor(threads) as pool:
         done = list(
             pool.map(
-                lambda share: drive(share, rate, float(spec["duration"]), spec.get("finish", True)), shares
+                lambda share: drive(
+                    share, per_run * len(share), float(spec["duration"]), spec.get("finish", True)
+                ),
+                shares,
             )
         )
     emitted = sum(d["emitted"] for d in done)

@@ -211,7 +211,9 @@ if REDIS_URL:
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
-                "CONFIG": {"hosts": [REDIS_URL], "group_expiry": REALTIME_GROUP_EXPIRY},
+                # capacity: each server process receives every run's events on one
+                # channel (realtime/hub.py), so its queue is shared by all of them.
+                "CONFIG": {"hosts": [REDIS_URL], "group_expiry": REALTIME_GROUP_EXPIRY, "capacity": 10_000},
             }
         }
 else:

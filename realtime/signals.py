@@ -3,8 +3,10 @@
 Connected in RealtimeConfig.ready() with dispatch_uids. ``post_init`` notes the
 status an instance was loaded with, ``post_save`` emits one event when the
 status it saves differs (a save that changes nothing observable emits nothing).
+A starting Celery worker process opens its publishing connection at once.
 """
 
+from celery.signals import worker_process_init
 from django.db.models.signals import post_init, post_save
 
 from realtime import events
@@ -43,8 +45,13 @@ def step_saved(sender, instance: Step, created: bool, update_fields=None, raw=Fa
         events.record_step_change(step=instance)
 
 
+def worker_process_started(**kwargs) -> None:
+    events.connect_publisher()
+
+
 def connect() -> None:
     post_init.connect(remember_status, sender=Run, dispatch_uid="realtime.run.post_init")
     post_init.connect(remember_status, sender=Step, dispatch_uid="realtime.step.post_init")
     post_save.connect(run_saved, sender=Run, dispatch_uid="realtime.run.post_save")
     post_save.connect(step_saved, sender=Step, dispatch_uid="realtime.step.post_save")
+    worker_process_init.connect(worker_process_started, dispatch_uid="realtime.worker_process_init")

@@ -18,14 +18,12 @@ import uuid
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
-from channels.db import database_sync_to_async
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.utils import await_many_dispatch
 from django.conf import settings
 from django.utils import timezone
 
-from realtime import events, selectors
+from realtime import db, events, selectors
 
 logger = logging.getLogger(__name__)
 
@@ -41,32 +39,27 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
     """Streams one run's events to one client; subclasses pick the transport."""
 
     mode = ""
-    # Polling needs no channel layer: it must not even open a channel (with the
-    # pub/sub layer that is a Redis SUBSCRIBE, which fails when Redis is down).
+    # Polling needs no channel layer (it must work with Redis down).
     uses_channel_layer = True
 
     async def __call__(self, scope, receive, send) -> None:
-        """Channels' AsyncConsumer.__call__, made to survive a failing channel layer.
+        """Channels' AsyncConsumer.__call__, without a channel of its own on the layer.
 
-        Upstream, a layer that raises in new_channel() or receive() kills the
-        connection. Here the client keeps its socket: the channel is opened by
-        ``open_channel`` (which may fail and be retried by failover) and the
-        layer is read through ``receive_from_layer``, which never raises.
+        Upstream opens a layer channel per connection and waits on it and on the
+        socket at once. Push connections here receive through the process's
+        RunHub (realtime/hub.py), which calls ``deliver``; so the consumer only
+        reads its socket, and a failing layer cannot kill the connection.
         """
         self.scope = scope
         self.base_send = send
         self.init_state()
         self.channel_name = None
-        self.channel_ready = asyncio.Event()
         self.channel_layer = (
             events.consumer_layer(self.channel_layer_alias) if self.uses_channel_layer else None
         )
-        sources = [receive]
-        if self.channel_layer is not None:
-            await self.open_channel()
-            sources.append(self.receive_from_layer)
         try:
-            await await_many_dispatch(sources, self.dispatch)
+            while True:
+                await self.dispatch(await receive())
         except StopConsumer:
             pass
 
@@ -77,36 +70,18 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         database thread first (``aclose_old_connections``): for a relayed event
         that is a thread hop per frame per socket, all queued on the process's one
         database thread — the fan-out bottleneck the benchmark found, and one more
-        hop before ``accept()`` on connect. Every ORM call of these consumers goes
-        through database_sync_to_async, which closes stale connections itself.
+        hop before ``accept()`` on connect. Every read of these consumers goes
+        through realtime.db.read, which replaces a dead connection itself.
         """
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
-    async def open_channel(self) -> bool:
-        """This connection's channel on the layer; False (and retried later) when it fails."""
-        if self.channel_name is None:
-            try:
-                self.channel_name = await asyncio.wait_for(
-                    self.channel_layer.new_channel(), settings.REALTIME_PUBLISH_TIMEOUT
-                )
-            except Exception as error:  # noqa: BLE001 - any layer failure means "fail over"
-                logger.warning("the channel layer could not open a channel: %s", error)
-                return False
-            self.channel_ready.set()
-        return True
-
-    async def receive_from_layer(self) -> dict:
-        """The next message for this connection's channel; waits out layer failures."""
-        while True:
-            await self.channel_ready.wait()
-            try:
-                return await self.channel_layer.receive(self.channel_name)
-            except Exception as error:  # noqa: BLE001 - any layer failure means "fail over"
-                await self.layer_failed(error)
-                await asyncio.sleep(settings.REALTIME_POLL_INTERVAL)
+    async def websocket_disconnect(self, message: dict) -> None:
+        """Channels' websocket_disconnect, without its close_old_connections() hop (see dispatch)."""
+        await self.disconnect(message["code"])
+        raise StopConsumer()
 
     async def layer_failed(self, error: Exception) -> None:
         """The channel layer raised for this connection (push modes fail over)."""
@@ -134,13 +109,19 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         if token_key is None and (user is None or not user.is_authenticated):
             await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
             return
+        # Deliveries wait until `connected` and the backlog are out: events reach a
+        # push watcher from the process's hub (another task) as soon as it joins.
+        async with self.deliver_lock:
+            await self._subscribe_and_snapshot(user=user, token_key=token_key, since=since)
+
+    async def _subscribe_and_snapshot(self, *, user, token_key: str | None, since: int | None) -> None:
         # Subscribe first, then read: an event committed meanwhile is both relayed
         # and (maybe) in the snapshot, and deliver() drops the copy by seq. The
         # token lookup and the access check ride on the snapshot's trip to the
         # database thread; a refused watcher is closed before anything is relayed.
         await self.subscribe()
-        state = await database_sync_to_async(selectors.watch_state)(
-            run_id=self.run_id, since=since, user=user, token_key=token_key
+        state = await db.read(
+            selectors.watch_state, run_id=self.run_id, since=since, user=user, token_key=token_key
         )
         if state == "unauthenticated":
             await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
@@ -196,8 +177,8 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             if self.finished or seq <= self.last_seq:
                 return
             if seq > self.last_seq + 1:
-                missed = await database_sync_to_async(selectors.events_between)(
-                    run_id=self.run_id, after=self.last_seq, upto=seq - 1
+                missed = await db.read(
+                    selectors.events_between, run_id=self.run_id, after=self.last_seq, upto=seq - 1
                 )
                 for event in missed:
                     await self._send_event(
@@ -209,9 +190,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         """Deliver whatever the log holds above last_seq (after a transport change)."""
         if self.finished or self.run_id is None:
             return
-        missed = await database_sync_to_async(selectors.events_between)(
-            run_id=self.run_id, after=self.last_seq
-        )
+        missed = await db.read(selectors.events_between, run_id=self.run_id, after=self.last_seq)
         for event in missed:
             await self.deliver(
                 event.seq,

@@ -1,20 +1,20 @@
 """Push mode: the run's channel-layer group brings each event as it commits.
 
-When the layer fails (group_add or receive raises, or the process's layer
-probe finds Redis unreachable) the connection is handed to the process's
-poller until the layer is back — realtime/failover.py holds that mechanism;
-this class only says how to join and leave the group.
+Events arrive through the process's RunHub (realtime/hub.py: one subscription
+per run per process), which calls ``deliver``. When the layer fails (joining
+fails, the hub's receive raises, or the process's layer probe finds Redis
+unreachable) the connection is handed to the process's poller until the layer
+is back — realtime/failover.py holds that mechanism; this class only says how
+to join and leave.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-
-from django.conf import settings
 
 from realtime import events, failover
 from realtime.consumers.base import BaseRunConsumer
+from realtime.hub import get_hub
 from realtime.poller import get_poller
 
 logger = logging.getLogger(__name__)
@@ -28,6 +28,7 @@ class RunConsumer(BaseRunConsumer):
     def init_state(self) -> None:
         super().init_state()
         self.subscribed = False
+        self.joined_once = False
         self.degraded = False  # served by the poller until the layer is back
         self.following = False  # connected has been sent: last_seq is meaningful
 
@@ -41,19 +42,21 @@ class RunConsumer(BaseRunConsumer):
             failover.degrade(self)
 
     async def resubscribe(self) -> bool:
-        """Join (again) the run's group; False when the layer fails."""
-        if not await self.open_channel():
-            return False
+        """Join (again) the run's group; False when the layer fails.
+
+        After the first join, a join re-adds the membership on the layer: the
+        failover probe calls this when Redis is back (a restarted Redis forgot
+        it) and to refresh the core layer's expiring memberships.
+        """
         try:
-            await asyncio.wait_for(
-                self.channel_layer.group_add(events.group_name(self.run_id), self.channel_name),
-                settings.REALTIME_PUBLISH_TIMEOUT,
+            await get_hub(self.channel_layer).join(
+                self, events.group_name(self.run_id), refresh=self.joined_once
             )
         except Exception as error:  # noqa: BLE001 - any layer failure means "fail over"
-            logger.warning("group_add for run %s failed: %s", self.run_id, error)
+            logger.warning("joining the group of run %s failed: %s", self.run_id, error)
             self.subscribed = False
             return False
-        self.subscribed = True
+        self.subscribed = self.joined_once = True
         if self.finished:  # the client left while we were joining
             await self.unsubscribe()
         return True
@@ -74,11 +77,4 @@ class RunConsumer(BaseRunConsumer):
             get_poller().unwatch(self)
         if self.subscribed:
             self.subscribed = False
-            try:
-                await self.channel_layer.group_discard(events.group_name(self.run_id), self.channel_name)
-            except Exception:  # leaving must not fail; expiry cleans up
-                logger.warning("group_discard failed for run %s", self.run_id, exc_info=True)
-
-    async def run_event(self, message: dict) -> None:
-        """A group message: one committed event, already encoded as a frame."""
-        await self.deliver(message["seq"], message["text"], final=message.get("final", False))
+            await get_hub(self.channel_layer).leave(self, events.group_name(self.run_id))

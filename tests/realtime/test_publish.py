@@ -185,3 +185,35 @@ async def test_a_failed_last_publish_is_retried_so_push_watchers_still_finish(
             assert await ws.receive_nothing(timeout=1.0)
     finally:
         await ws.disconnect()
+
+
+@pytest.mark.usefixtures("layer")
+def test_a_worker_process_connects_its_publisher_as_it_starts(redis_connects):
+    from celery.signals import worker_process_init
+
+    worker_process_init.send(sender="test-worker")  # what each Celery pool process sends at start
+    assert redis_connects == ["realtime-publisher"]  # connected before any event
+    _publish_many(20)
+    assert redis_connects == ["realtime-publisher"]  # and the events reuse that connection
+
+
+def test_connect_publisher_is_a_no_op_without_redis(settings):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    channel_layers.backends = {}
+    try:
+        assert events.connect_publisher() is False
+    finally:
+        channel_layers.backends = {}
+
+
+def test_connect_publisher_reports_an_unreachable_layer_and_raises_nothing(settings, caplog):
+    settings.REALTIME_PUBLISH_TIMEOUT = 0.5
+    settings.CHANNEL_LAYERS = {"default": layer_config("pubsub")}
+    settings.CHANNEL_LAYERS["default"]["CONFIG"] = {"hosts": [f"redis://127.0.0.1:{free_port()}/0"]}
+    channel_layers.backends = {}
+    try:
+        with caplog.at_level(logging.WARNING, logger="realtime.events"):
+            assert events.connect_publisher() is False
+        assert "could not connect to the channel layer yet" in caplog.text
+    finally:
+        channel_layers.backends = {}

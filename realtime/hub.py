@@ -1,0 +1,191 @@
+"""One channel-layer subscription per run per server process (push and hybrid modes).
+
+Channels' own way gives every WebSocket its own layer channel and its own group
+membership: with the pub/sub layer a Redis SUBSCRIBE per connection, and per
+event one queue put, one task wake-up and one message decode per watcher — the
+per-frame cost the fan-out benchmark measured. Here each process (event loop)
+opens one channel, joins each watched run's group once, receives each event
+once, and hands it to that run's local watchers through their ``deliver``
+(which sends each seq once and in order, filling gaps from the log).
+
+A watcher joins before it reads its snapshot, as before: an event that commits
+meanwhile is both in the snapshot and delivered, and ``deliver`` drops the copy.
+Joins and leaves of one run are serialised here, so a run's group is never
+left while a watcher of this process still needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+
+class RunHub:
+    """The run subscriptions of one event loop, on one channel layer."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, layer: Any) -> None:
+        self.loop = loop
+        self.layer = layer
+        self.channel: str | None = None
+        self.watchers: dict[str, set[Any]] = {}  # group → consumers of this process
+        self._joined: set[str] = set()  # groups this process's channel is in
+        self._joining: dict[str, asyncio.Future] = {}
+        self._leaving: dict[str, asyncio.Future] = {}
+        self._task: asyncio.Task | None = None
+        self._parked = False  # the task waits in layer.receive (safe to cancel)
+        self._opening: asyncio.Future | None = None
+        self._deliveries: set[asyncio.Task] = set()
+
+    # --- membership ------------------------------------------------------------------
+
+    async def join(self, consumer: Any, group: str, *, refresh: bool = False) -> None:
+        """Make ``consumer`` receive ``group``'s events. Raises when the layer fails.
+
+        ``refresh`` re-adds the membership even if this process holds it (the
+        core layer's memberships expire, and a restarted Redis forgets them).
+        """
+        timeout = settings.REALTIME_PUBLISH_TIMEOUT
+        while True:
+            if group in self._leaving:
+                await asyncio.shield(self._leaving[group])
+            elif group in self._joining:
+                await asyncio.shield(self._joining[group])  # raises if that join failed
+                if not refresh:
+                    continue
+                refresh = False
+            elif group not in self._joined or refresh:
+                await self._add(group, timeout)
+                refresh = False
+            else:
+                break
+        self.watchers.setdefault(group, set()).add(consumer)
+        self._ensure_receiving()
+
+    async def _open_channel(self, timeout: float) -> None:
+        """This process's channel; concurrent first joins share one ``new_channel()``."""
+        while self.channel is None:
+            if self._opening is not None:
+                await asyncio.shield(self._opening)  # raises if that attempt failed
+                continue
+            opening = self._opening = self.loop.create_future()
+            try:
+                self.channel = await asyncio.wait_for(self.layer.new_channel(), timeout)
+            except BaseException as error:
+                opening.set_exception(error)
+                opening.exception()  # retrieved: no warning when nobody waits
+                raise
+            else:
+                opening.set_result(None)
+            finally:
+                self._opening = None
+
+    async def _add(self, group: str, timeout: float) -> None:
+        done = self._joining[group] = self.loop.create_future()
+        try:
+            # Opened here, while this join is registered: the channel is not
+            # closed (``_stop_receiving``) while a join is under way.
+            await self._open_channel(timeout)
+            await asyncio.wait_for(self.layer.group_add(group, self.channel), timeout)
+        except BaseException as error:
+            self._joined.discard(group)
+            done.set_exception(error)
+            done.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        else:
+            self._joined.add(group)
+            done.set_result(None)
+        finally:
+            del self._joining[group]
+
+    async def leave(self, consumer: Any, group: str) -> None:
+        """``consumer`` no longer receives ``group``; the last one out leaves the group. Never raises."""
+        members = self.watchers.get(group)
+        if members is not None:
+            members.discard(consumer)
+            if members:
+                return
+            del self.watchers[group]
+        if group in self._joined and group not in self._joining and group not in self._leaving:
+            self._joined.discard(group)
+            done = self._leaving[group] = self.loop.create_future()
+            try:
+                await self.layer.group_discard(group, self.channel)
+            except Exception:  # leaving must not fail; the group expires or dies with Redis
+                logger.warning("group_discard of %s failed", group, exc_info=True)
+            finally:
+                del self._leaving[group]
+                done.set_result(None)
+        if not (self.watchers or self._joined or self._joining or self._leaving):
+            self._stop_receiving()
+
+    def forget(self, group: str) -> None:
+        """The layer lost this process's membership of ``group``; the next join re-adds it."""
+        self._joined.discard(group)
+
+    # --- receiving ---------------------------------------------------------------------
+
+    def _ensure_receiving(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = self.loop.create_task(self._receive_loop(), name="realtime-run-hub")
+
+    def _stop_receiving(self) -> None:
+        """No run is watched here any more: stop receiving, and close the channel if safe.
+
+        Only a receive that is parked may be cancelled (the pub/sub layer then
+        unsubscribes the channel and the next join opens another). Otherwise the
+        hub's task is busy — maybe inside this very call, delivering a final
+        event inline — and simply ends after it; the channel stays for the next join.
+        """
+        if self._task is not None and not self._task.done() and self._parked:
+            self._task.cancel()
+            self._task = None
+            self.channel = None
+
+    async def _receive_loop(self) -> None:
+        while self.watchers:
+            self._parked = True
+            try:
+                message = await self.layer.receive(self.channel)
+            except Exception as error:  # noqa: BLE001 - any layer failure means "fail over"
+                logger.warning("channel layer receive failed: %s", error)
+                for members in list(self.watchers.values()):
+                    for consumer in list(members):
+                        await consumer.layer_failed(error)
+                await asyncio.sleep(settings.REALTIME_POLL_INTERVAL)
+                continue
+            finally:
+                self._parked = False
+            await self._dispatch(message)
+
+    async def _dispatch(self, message: dict) -> None:
+        members = self.watchers.get(message.get("group", ""))
+        if not members:
+            return
+        seq, text, final = message["seq"], message["text"], message.get("final", False)
+        for consumer in list(members):
+            if consumer.deliver_lock.locked() or seq > consumer.last_seq + 1:
+                # Busy, or a gap to fill from the log first: on its own task, so
+                # this run's other watchers (and other runs) are not kept waiting.
+                task = self.loop.create_task(consumer.deliver(seq, text, final=final))
+                self._deliveries.add(task)  # the loop keeps only weak references to tasks
+                task.add_done_callback(self._deliveries.discard)
+            else:
+                await consumer.deliver(seq, text, final=final)  # sends without suspending
+
+
+_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RunHub] = weakref.WeakKeyDictionary()
+
+
+def get_hub(layer: Any) -> RunHub:
+    """The running event loop's hub on ``layer`` (one per server process)."""
+    loop = asyncio.get_running_loop()
+    hub = _hubs.get(loop)
+    if hub is None or hub.layer is not layer:
+        hub = _hubs[loop] = RunHub(loop, layer)
+    return hub

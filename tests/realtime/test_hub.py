@@ -1,0 +1,106 @@
+"""realtime.hub: one channel per process, one group membership per watched run.
+
+With real Redis layers (both kinds): many watchers of a run cost the process
+one ``group_add``, every watcher still gets every event once, the last one out
+leaves the group, and a watcher arriving while it is being left joins again.
+"""
+
+import asyncio
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+
+from realtime import events
+from realtime.hub import get_hub
+from runs import services
+from tests.realtime.support import check_frames, open_socket, receive_until_close, token_headers
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.usefixtures("layer", "dispatched"),
+]
+
+
+@pytest.fixture
+def layer_calls(monkeypatch):
+    """Counts the layer's new_channel / group_add / group_discard calls (and still makes them)."""
+    layer = get_channel_layer()
+    calls = {"new_channel": [], "group_add": [], "group_discard": []}
+    for name in calls:
+        real = getattr(layer, name)
+
+        async def counting(*args, _real=real, _name=name):
+            calls[_name].append(args)
+            return await _real(*args)
+
+        monkeypatch.setattr(layer, name, counting)
+    return calls
+
+
+def _new_run(user, steps: int = 2):
+    run = services.run_create(owner=user, steps=[{"tool": "echo", "args": {"n": i}} for i in range(steps)])
+    services.run_start(run_id=run.id)  # seq 1
+    return run
+
+
+def _finish(run_id, steps: int = 2) -> None:
+    for index in range(steps):
+        services.step_start(run_id=run_id, index=index)
+        services.step_succeed(run_id=run_id, index=index, output={"n": index})
+    services.run_succeed(run_id=run_id, output=None)
+
+
+async def test_many_watchers_of_a_run_are_one_membership_and_all_get_every_event(user, token, layer_calls):
+    run = await sync_to_async(_new_run)(user)
+    opened = await asyncio.gather(*(open_socket(run.id, headers=token_headers(token)) for _ in range(12)))
+    assert len(layer_calls["new_channel"]) == 1  # one channel for the process
+    assert len(layer_calls["group_add"]) == 1  # one membership for the run, not 12
+    hub = get_hub(get_channel_layer())
+    assert len(hub.watchers[events.group_name(run.id)]) == 12
+
+    await sync_to_async(_finish)(run.id)
+    for ws, connected in opened:
+        frames, code = await receive_until_close(ws)
+        assert code == 1000
+        check_frames(frames, run_id=run.id, first_seq=connected["seq"] + 1)
+        assert frames[-1]["type"] == "run_completed" and frames[-1]["seq"] == 6
+        await ws.disconnect()
+    # The last watcher out left the group; the process watches nothing now.
+    assert len(layer_calls["group_discard"]) == 1
+    assert hub.watchers == {}
+
+
+async def test_two_runs_share_the_channel_and_get_only_their_own_events(user, token, layer_calls):
+    first, second = [await sync_to_async(_new_run)(user) for _ in range(2)]
+    ws1, _ = await open_socket(first.id, headers=token_headers(token))
+    ws2, _ = await open_socket(second.id, headers=token_headers(token))
+    assert len(layer_calls["new_channel"]) == 1 and len(layer_calls["group_add"]) == 2
+    await sync_to_async(_finish)(second.id)
+    frames, _ = await receive_until_close(ws2)
+    assert {f["run_id"] for f in frames} == {str(second.id)}
+    assert await ws1.receive_nothing(timeout=0.3)  # nothing of the other run
+    await sync_to_async(_finish)(first.id)
+    frames, _ = await receive_until_close(ws1)
+    assert {f["run_id"] for f in frames} == {str(first.id)} and frames[-1]["seq"] == 6
+    await ws1.disconnect()
+    await ws2.disconnect()
+
+
+async def test_a_watcher_arriving_as_the_last_one_leaves_joins_again(user, token, layer_calls):
+    run = await sync_to_async(_new_run)(user, steps=3)
+    ws, _ = await open_socket(run.id, headers=token_headers(token))
+    # The first watcher leaves (its group_discard is under way) while a second arrives.
+    leaving = asyncio.create_task(ws.disconnect())
+    await asyncio.sleep(0)
+    ws2, connected = await open_socket(run.id, headers=token_headers(token))
+    await leaving
+    assert len(layer_calls["group_add"]) == 2  # joined again after the leave, not before it
+    await sync_to_async(_finish)(run.id, 3)
+    frames, code = await receive_until_close(ws2)
+    assert code == 1000
+    check_frames(frames, run_id=run.id, first_seq=connected["seq"] + 1)
+    assert frames[-1]["seq"] == 8
+    await ws2.disconnect()
