@@ -192,6 +192,9 @@ REALTIME_CHANNEL_LAYER = env_choice("REALTIME_CHANNEL_LAYER", "pubsub", ("pubsub
 # A crashed process's group memberships expire after this long (channels-redis'
 # default is a day); live consumers refresh theirs well before.
 REALTIME_GROUP_EXPIRY = env_int("REALTIME_GROUP_EXPIRY", 900, minimum=60)
+# Threads (each with its own database connection) that run a web process's
+# realtime reads — connect snapshots, gap fills, poller ticks — side by side.
+REALTIME_DB_THREADS = env_int("REALTIME_DB_THREADS", 4, minimum=1)
 REALTIME_EVENT_RETENTION_DAYS = env_float("REALTIME_EVENT_RETENTION_DAYS", 7.0, minimum=0.0)
 REALTIME_MAX_CLIENT_FRAME = 64 * 1024
 REALTIME_PUBLISH_TIMEOUT = env_float("REALTIME_PUBLISH_TIMEOUT", 2.0, minimum=0.01)

@@ -161,7 +161,10 @@ class RunHub:
                 continue
             finally:
                 self._parked = False
-            await self._dispatch(message)
+            try:
+                await self._dispatch(message)
+            except Exception:  # one watcher's failure must not stop the others' events
+                logger.exception("delivering %s#%s failed", message.get("group"), message.get("seq"))
 
     async def _dispatch(self, message: dict) -> None:
         members = self.watchers.get(message.get("group", ""))
@@ -169,6 +172,8 @@ class RunHub:
             return
         seq, text, final = message["seq"], message["text"], message.get("final", False)
         for consumer in list(members):
+            if consumer.finished:
+                continue
             if consumer.deliver_lock.locked() or seq > consumer.last_seq + 1:
                 # Busy, or a gap to fill from the log first: on its own task, so
                 # this run's other watchers (and other runs) are not kept waiting.

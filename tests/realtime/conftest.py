@@ -8,7 +8,7 @@ from channels.layers import channel_layers
 from django.conf import settings as django_settings
 from django.db import connections
 
-from realtime import events
+from realtime import db, events
 
 # A prefix of this session's own: the core layer keeps groups in Redis keys,
 # and the shared Redis serves other test sessions too.
@@ -68,6 +68,7 @@ def _close_sync_thread_connections():
     """
     yield
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
+    db.close_connections()  # and those of realtime.db's read threads
 
 
 # Short intervals so that poll-delivered events arrive quickly in tests.

@@ -27,3 +27,12 @@ def test_a_lazy_value_costs_nothing_until_rendered():
     value = daphne_tuning._Lazy(lambda v: calls.append(v) or "x", 1)
     assert calls == []  # made, not rendered: what a disabled debug line costs
     assert str(value) == "x" and calls == [1]
+
+
+def test_daphne_waits_for_a_slow_client_to_answer_its_close():
+    from daphne.ws_protocol import WebSocketFactory
+
+    assert daphne_tuning.wait_longer_for_close_replies() is True
+    factory = WebSocketFactory(server_class=None)
+    factory.setProtocolOptions(autoPingTimeout=30, allowNullOrigin=True)  # as daphne.server does
+    assert factory.closeHandshakeTimeout == daphne_tuning.CLOSE_HANDSHAKE_TIMEOUT

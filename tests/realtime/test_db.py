@@ -1,6 +1,8 @@
 """realtime.db.read: the web process's reads skip Django's per-call health check,
 and a connection the server dropped is replaced without the caller noticing."""
 
+import asyncio
+
 import psycopg
 import pytest
 from django.conf import settings
@@ -30,16 +32,33 @@ def _terminate(pid: int) -> None:
         admin.execute("SELECT pg_terminate_backend(%s)", [pid])
 
 
-async def test_reads_reuse_the_database_thread_connection():
-    first = await db.read(_backend_pid)
-    assert await db.read(_backend_pid) == first  # no reconnect, no close between reads
+async def _one_read_per_thread() -> list[int]:
+    return [await db.read(_backend_pid) for _ in range(settings.REALTIME_DB_THREADS)]
+
+
+async def test_reads_run_on_a_few_threads_each_keeping_its_connection():
+    first = await _one_read_per_thread()
+    assert len(set(first)) == settings.REALTIME_DB_THREADS  # a connection per read thread
+    assert await _one_read_per_thread() == first  # no reconnect, no close between reads
+
+
+async def test_reads_overlap_on_their_threads():
+    def slow() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_sleep(0.3)")
+        return 1
+
+    began = asyncio.get_running_loop().time()
+    assert await asyncio.gather(*(db.read(slow) for _ in range(3))) == [1, 1, 1]
+    assert asyncio.get_running_loop().time() - began < 0.8  # not 3 x 0.3 s one after another
 
 
 async def test_a_connection_the_server_dropped_is_replaced_once():
-    first = await db.read(_backend_pid)
-    _terminate(first)
-    again = await db.read(_backend_pid)  # fails on the dead connection, retried on a new one
-    assert again != first
+    first = await _one_read_per_thread()
+    for pid in first:
+        _terminate(pid)
+    again = await _one_read_per_thread()  # each fails on its dead connection, retried on a new one
+    assert not set(again) & set(first)
 
 
 async def test_errors_that_are_not_the_connection_reach_the_caller():
