@@ -9,6 +9,7 @@ runs.services, and measures the figures of issue 6 for every mode:
 RedisChannelLayer, (d) push on RedisPubSubChannelLayer, (e) hybrid.
 
     python bench/run.py [--quick] [--out DIR] [--docs PATH] [--modes a,b] [--repeats N]
+    python bench/run.py --from-json bench/results/<date>.json   (re-render docs/benchmarks.md)
 
 Prints the table, writes DIR/<date>.json and (full runs, or with --docs)
 the generated block of docs/benchmarks.md. ``--quick`` is small and makes no
@@ -262,7 +263,16 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=0, help="default 3 (push modes; polling modes once)")
     parser.add_argument("--all-repeats", action="store_true", help="repeat the polling modes too")
     parser.add_argument("--logs", default="", help="directory for the processes' logs")
+    parser.add_argument(
+        "--from-json", default="", help="measure nothing: re-judge a results file and rewrite --docs from it"
+    )
     args = parser.parse_args()
+    if args.from_json:
+        results = json.loads(Path(args.from_json).read_text())
+        results["goals"] = report.goals(results)
+        write_docs(results, Path(args.docs or ROOT / "docs" / "benchmarks.md"))
+        print(report.goals_markdown(results["goals"]))
+        return 0
     results = run(args)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

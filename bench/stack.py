@@ -86,7 +86,9 @@ class Processes:
 def start_daphne(procs: Processes, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
     """One Daphne process as the app would be deployed, on a free port."""
     port = free_port()
-    argv = [str(BIN / "daphne"), "-b", "127.0.0.1", "-p", str(port), "quikday.asgi:application"]
+    # The Procfile's endpoint, on loopback: a listen backlog of 2,048, not Twisted's 50.
+    endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=2048"
+    argv = [str(BIN / "daphne"), "--endpoint", endpoint, "quikday.asgi:application"]
     proc = procs.start("daphne", argv, env)
     wait_port(port, 60, proc)
     return proc, port

@@ -124,10 +124,6 @@ class RunHub:
         if not (self.watchers or self._joined or self._joining or self._leaving):
             self._stop_receiving()
 
-    def forget(self, group: str) -> None:
-        """The layer lost this process's membership of ``group``; the next join re-adds it."""
-        self._joined.discard(group)
-
     # --- receiving ---------------------------------------------------------------------
 
     def _ensure_receiving(self) -> None:

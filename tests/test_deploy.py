@@ -92,7 +92,9 @@ def test_procfile_declares_release_web_worker_and_beat():
     assert set(entries) == {"release", "web", "worker", "beat"}
     assert "manage.py migrate" in entries["release"]
     assert re.search(
-        r"daphne .*--bind 0\.0\.0\.0 .*--port \$PORT .*quikday\.asgi:application", entries["web"]
+        r"daphne .*--endpoint tcp:port=\$PORT:interface=0\.0\.0\.0:backlog=\$\{WEB_LISTEN_BACKLOG:-2048\} "
+        r".*quikday\.asgi:application",
+        entries["web"],
     )
     assert entries["worker"].startswith("celery -A quikday worker")
     assert entries["beat"].startswith("celery -A quikday beat")
