@@ -43,7 +43,7 @@ dev: venv
 
 # Benchmarks (bench/, docs/benchmarks.md): the real stack against PostgreSQL and
 # Redis (DATABASE_URL / REDIS_URL override the bench's own quikday_bench and db 13).
-bench: venv  ## all five modes, medians of 3: table, bench/results/<date>.json, docs/benchmarks.md (~15 min)
+bench: venv  ## all five modes, medians of 3: table, bench/results/<date>.json, docs/benchmarks.md (~25 min)
 	$(BIN)/python bench/run.py
 
 bench-quick: venv  ## the same workloads, small and once (< 2 min): a smoke test, no timing goals
