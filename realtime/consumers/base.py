@@ -62,6 +62,12 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
                 await self.dispatch(await receive())
         except StopConsumer:
             pass
+        finally:
+            # Daphne cancels an application that outlives its socket: the
+            # process's hub, poller and probe must not keep this watcher.
+            # (unsubscribe is idempotent; after a normal disconnect it is a no-op.)
+            self.finished = True
+            await self.unsubscribe()
 
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch, without its close_old_connections() before every message.

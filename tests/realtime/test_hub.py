@@ -104,3 +104,19 @@ async def test_a_watcher_arriving_as_the_last_one_leaves_joins_again(user, token
     check_frames(frames, run_id=run.id, first_seq=connected["seq"] + 1)
     assert frames[-1]["seq"] == 8
     await ws2.disconnect()
+
+
+async def test_a_cancelled_consumer_leaves_the_hub_and_the_probe(user, token):
+    """Daphne cancels an application that outlives its socket; nothing may keep it registered."""
+    from realtime import failover
+
+    run = await sync_to_async(_new_run)(user)
+    ws, _ = await open_socket(run.id, headers=token_headers(token))
+    hub = get_hub(get_channel_layer())
+    assert len(hub.watchers[events.group_name(run.id)]) == 1
+    assert len(failover.get_probe().consumers) == 1
+    ws.future.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await ws.future
+    assert hub.watchers == {}
+    assert failover.get_probe().consumers == set()
