@@ -28,7 +28,7 @@ class TokenAuthMiddleware:
     """Notes an ``Authorization: Token <key>`` header's key in scope["auth_token"].
 
     The key is not looked up here: the consumer resolves it in the same
-    database round trip as the run's snapshot (realtime.selectors.watch_state),
+    database round trip as the run's snapshot (realtime.selectors.connect_state),
     which halves the database work of a connect. Until then scope["user"] is
     anonymous; a header of another scheme, or a malformed key, stays anonymous.
     """

@@ -16,7 +16,7 @@ from rest_framework import serializers
 from realtime.events import format_ts
 from realtime.models import RunEvent
 from runs.models import RUN_TERMINAL, Run, Step
-from runs.selectors import Access
+from runs.selectors import Access, may_see_run
 from runs.serializers import RunSerializer
 
 
@@ -51,7 +51,8 @@ def run_snapshot(*, run_id: uuid.UUID, user=None) -> Snapshot | Access | None:
         run = Run.objects.select_related("owner").filter(pk=run_id).first()
         if run is None:
             return None if user is None else "missing"
-        if user is not None and not (user.is_staff or run.owner_id == user.pk):
+        viewer = None if user is None else {"user_id": user.pk, "is_staff": user.is_staff}
+        if viewer is not None and not may_see_run(**viewer, owner_id=run.owner_id):
             return "forbidden"
         prefetch_related_objects([run], "steps")
         return Snapshot(seq=run.seq, run=RunSerializer(run).data, terminal=run.is_terminal)
@@ -92,17 +93,6 @@ def user_for_token(*, key: str):
     if token is None or not token.user.is_active:
         return None
     return token.user
-
-
-def watch_state(
-    *, run_id: uuid.UUID, since: int | None, user, token_key: str | None = None
-) -> ConnectState | Access | Literal["unauthenticated"] | None:
-    """Everything a connecting watcher needs, in one trip to the database thread.
-
-    ``token_key`` (a token client's key) is resolved with the snapshot's read;
-    otherwise ``user`` (the session's) is checked. See ``connect_state``.
-    """
-    return connect_state(run_id=run_id, since=since, user=user, token_key=token_key)
 
 
 # --- The connect read on PostgreSQL ---------------------------------------------------
@@ -185,15 +175,16 @@ def _snapshot_by_sql(*, run_id: uuid.UUID, user, token_key: str | None) -> Snaps
         row = cursor.fetchone()
     who_id, who_staff, found, owner_id, owner, status, prompt, plan, output, error = row[:10]
     created_at, started_at, finished_at, seq, steps = row[10:]
+    # Whose access is checked: the token's user, the session's, or nobody's.
     if token_key is not None:
         if who_id is None:
             return "unauthenticated"
-        user_id, is_staff = who_id, who_staff
-    elif user is not None:
-        user_id, is_staff = user.pk, user.is_staff
+        viewer = (who_id, who_staff)
+    else:
+        viewer = None if user is None else (user.pk, user.is_staff)
     if found is None:
-        return None if user is None and token_key is None else "missing"
-    if (user is not None or token_key is not None) and not (is_staff or owner_id == user_id):
+        return None if viewer is None else "missing"
+    if viewer is not None and not may_see_run(user_id=viewer[0], is_staff=viewer[1], owner_id=owner_id):
         return "forbidden"
     tz = timezone.get_current_timezone()
     run = {

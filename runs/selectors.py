@@ -12,6 +12,11 @@ from runs.models import Run, RunStatus, Step
 Access = Literal["ok", "missing", "forbidden"]
 
 
+def may_see_run(*, user_id: int | None, is_staff: bool, owner_id: int) -> bool:
+    """Who sees a run: its owner, and staff (``_visible_runs`` is the same rule as a queryset)."""
+    return is_staff or owner_id == user_id
+
+
 def _visible_runs(user: AbstractBaseUser | AnonymousUser) -> QuerySet[Run]:
     runs = Run.objects.all()
     if not user.is_staff:

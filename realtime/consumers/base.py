@@ -123,11 +123,11 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
     async def _subscribe_and_snapshot(self, *, user, token_key: str | None, since: int | None) -> None:
         # Subscribe first, then read: an event committed meanwhile is both relayed
         # and (maybe) in the snapshot, and deliver() drops the copy by seq. The
-        # token lookup and the access check ride on the snapshot's trip to the
-        # database thread; a refused watcher is closed before anything is relayed.
+        # token lookup and the access check ride on the snapshot's read (one trip to a
+        # read thread); a refused watcher is closed before anything is relayed.
         await self.subscribe()
         state = await db.read(
-            selectors.watch_state, run_id=self.run_id, since=since, user=user, token_key=token_key
+            selectors.connect_state, run_id=self.run_id, since=since, user=user, token_key=token_key
         )
         if state == "unauthenticated":
             await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
