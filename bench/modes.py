@@ -23,6 +23,9 @@ class Mode:
     label: str
     env: dict[str, str] = field(default_factory=dict)
     push: bool = False  # delivers through the channel layer
+    # The ASGI application Daphne serves, and the module whose run_consumer() it routes to.
+    asgi_app: str = "quikday.asgi:application"
+    routing: str = "realtime.routing"
 
 
 MODES = [
@@ -32,8 +35,9 @@ MODES = [
         {
             "REALTIME_MODE": "poll",
             "REALTIME_POLL_INTERVAL": POLL_INTERVAL,
-            "REALTIME_BENCH_LEGACY_POLL": "1",
         },
+        asgi_app="bench.legacy:application",
+        routing="bench.legacy",
     ),
     Mode(
         "poll",
@@ -62,22 +66,23 @@ MODES = [
 BY_KEY = {mode.key: mode for mode in MODES}
 
 _PROBE = """
-import json, django
+import importlib, json, sys, django
 django.setup()
-from realtime import routing
-if hasattr(routing, "run_consumer"):
-    cls = routing.run_consumer()
-else:
-    app = routing.websocket_urlpatterns[0].callback
-    cls = getattr(app, "consumer_class", None) or app
+cls = importlib.import_module(sys.argv[1]).run_consumer()
 print(json.dumps({"cls": f"{cls.__module__}.{cls.__qualname__}", "mode": getattr(cls, "mode", None)}))
 """
 
 
-def probe(env: dict[str, str]) -> dict:
-    """The consumer the code routes to under ``env`` (or {"error": ...})."""
+def probe(env: dict[str, str], routing: str = "realtime.routing") -> dict:
+    """The consumer ``routing`` routes to under ``env`` (or {"error": ...})."""
     done = subprocess.run(
-        [PYTHON, "-c", _PROBE], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+        [PYTHON, "-c", _PROBE, routing],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["?"])[-1]
@@ -88,7 +93,7 @@ def probe(env: dict[str, str]) -> dict:
 def availability(base_env: dict[str, str]) -> dict[str, str | None]:
     """For each mode: None when available, else why not."""
     with ThreadPoolExecutor(len(MODES)) as pool:
-        probes = pool.map(lambda mode: probe({**base_env, **mode.env}), MODES)
+        probes = pool.map(lambda mode: probe({**base_env, **mode.env}, mode.routing), MODES)
     found = {mode.key: got for mode, got in zip(MODES, probes, strict=True)}
     reasons: dict[str, str | None] = {}
     for mode in MODES:
@@ -98,9 +103,7 @@ def availability(base_env: dict[str, str]) -> dict[str, str | None]:
         elif mode.key == "legacy":
             same = got["cls"] == found["poll"].get("cls")
             ok = got["mode"] == "poll" and not same
-            reasons[mode.key] = (
-                None if ok else "no per-connection polling consumer (REALTIME_BENCH_LEGACY_POLL)"
-            )
+            reasons[mode.key] = None if ok else "no per-connection polling consumer (bench.legacy)"
         else:
             want = mode.env["REALTIME_MODE"]
             ok = got["mode"] == want

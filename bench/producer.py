@@ -73,11 +73,11 @@ def main(spec: dict) -> dict:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quikday.settings")
     django.setup()
-    from realtime import events
+    from realtime import publisher
 
     # As a Celery worker process does when it starts (realtime.signals): the
     # first event must not wait for the publisher's Redis connection.
-    events.connect_publisher()
+    publisher.connect_publisher()
     commits = _record_commit_times()
     runs = spec["runs"]
     if spec.get("finish_only"):
@@ -125,16 +125,16 @@ def _record_commit_times() -> dict[str, dict[int, float]]:
     """Note when each event's transaction had committed: the moment its
     on-commit publish starts. (The frame's ``ts`` is stamped inside the
     transaction, before the commit's WAL flush, so the bench reports both.)"""
-    from realtime import events
+    from realtime import publisher
 
     commits: dict[str, dict[int, float]] = {}
-    publish = events.publish
+    publish = publisher.publish
 
     def timed_publish(event):
         commits.setdefault(str(event.run_id), {})[event.seq] = time.time()
         return publish(event)
 
-    events.publish = timed_publish  # append() looks publish up at commit time
+    publisher.publish = timed_publish  # realtime.log looks publish up at commit time
     return commits
 
 

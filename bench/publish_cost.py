@@ -1,9 +1,9 @@
 """Publish cost per event from a worker-like synchronous process.
 
 Compares, on the channel layer the environment selects:
-- ``ours``: realtime.events.publish(event) — encode the frame once, send it
+- ``ours``: realtime.publisher.publish(event) — encode the frame once, send it
   from the process's long-lived publisher loop (one Redis connection pool);
-- ``group_send``: realtime.events.group_send alone;
+- ``group_send``: realtime.publisher.group_send alone;
 - ``tutorial``: async_to_sync(channel_layer.group_send) per call, the Channels
   tutorial pattern (a fresh event loop, so a fresh Redis connection, per call).
 
@@ -44,29 +44,29 @@ def main(spec: dict) -> dict:
     from channels.layers import get_channel_layer
     from django.utils import timezone
 
-    from realtime import events
+    from realtime import frames, publisher
     from realtime.models import RunEvent
 
     n = int(spec.get("n", 300))
     run_id = uuid.uuid4()
-    group = events.group_name(run_id)
+    group = frames.group_name(run_id)
     # An unsaved event of a typical size: publish() only reads its fields.
     event = RunEvent(
         run_id=run_id,
         seq=1,
-        type=events.STEP_SUCCEEDED,
+        type=frames.STEP_SUCCEEDED,
         payload={
             "step": {"index": 0, "tool": "echo", "args": {"n": 1}, "status": "succeeded", "output": {"n": 1}}
         },
         ts=timezone.now(),
     )
-    message = {"type": events.GROUP_MESSAGE_TYPE, "seq": 1, "final": False, "text": "x" * 300}
+    message = {"type": publisher.GROUP_MESSAGE_TYPE, "seq": 1, "final": False, "text": "x" * 300}
     layer = get_channel_layer()
-    events.group_send(group, message)  # warm the long-lived loop's connection
+    publisher.group_send(group, message)  # warm the long-lived loop's connection
     result = {
         "layer": type(layer).__name__,
-        "ours_publish": _timed(lambda: events.publish(event), n),
-        "ours_group_send": _timed(lambda: events.group_send(group, message), n),
+        "ours_publish": _timed(lambda: publisher.publish(event), n),
+        "ours_group_send": _timed(lambda: publisher.group_send(group, message), n),
         "tutorial": _timed(lambda: async_to_sync(layer.group_send)(group, message), max(20, n // 3)),
     }
     return result

@@ -220,7 +220,7 @@ def per_mode(ctx: Ctx, mode: Mode, *, with_fanout: bool) -> dict:
     """Latency (1), idle DB load (2), burst to one run, connect storm (6), fan-out (4) — one Daphne."""
     s = ctx.sizes
     procs = ctx.procs
-    daphne, port = stack.start_daphne(procs, mode_env(ctx, mode))
+    daphne, port = stack.start_daphne(procs, mode_env(ctx, mode), mode.asgi_app)
     try:
         ctx.client.call(
             "open",
@@ -344,7 +344,7 @@ def fanout(ctx: Ctx, mode: Mode, port: int) -> dict:
 def connections(ctx: Ctx, mode: Mode) -> dict:
     """(3) Idle WebSockets one Daphne holds, RSS per connection, idle CPU."""
     s = ctx.sizes
-    daphne, port = stack.start_daphne(ctx.procs, mode_env(ctx, mode))
+    daphne, port = stack.start_daphne(ctx.procs, mode_env(ctx, mode), mode.asgi_app)
     try:
         run_ids = ctx.fixtures.make_runs(s.hold_runs, steps=1)
         url = f"ws://127.0.0.1:{port}"

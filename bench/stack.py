@@ -83,12 +83,14 @@ class Processes:
             self.stop(proc)
 
 
-def start_daphne(procs: Processes, env: dict[str, str]) -> tuple[subprocess.Popen, int]:
-    """One Daphne process as the app would be deployed, on a free port."""
+def start_daphne(
+    procs: Processes, env: dict[str, str], app: str = "quikday.asgi:application"
+) -> tuple[subprocess.Popen, int]:
+    """One Daphne process serving ``app`` as the product would be deployed, on a free port."""
     port = free_port()
     # The Procfile's endpoint, on loopback: a listen backlog of 2,048, not Twisted's 50.
     endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=2048"
-    argv = [str(BIN / "daphne"), "--endpoint", endpoint, "quikday.asgi:application"]
+    argv = [str(BIN / "daphne"), "--endpoint", endpoint, app]
     proc = procs.start("daphne", argv, env)
     wait_port(port, 60, proc)
     return proc, port

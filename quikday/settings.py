@@ -14,6 +14,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from quikday.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from realtime.frames import TS_FORMAT
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -163,7 +164,7 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "runs.api.errors.exception_handler",
     # Every timestamp is UTC with microseconds, as the realtime protocol's `ts`.
-    "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
+    "DATETIME_FORMAT": TS_FORMAT,
 }
 if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")

@@ -7,7 +7,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from realtime import events, selectors
+from realtime import frames, selectors
 from runs import selectors as run_selectors
 
 MAX_LIMIT = 1000
@@ -47,6 +47,6 @@ class RunEventsView(APIView):
                 "seq": seq,
                 "recovered": complete,
                 "has_more": bool(found) and found[-1].seq < seq,
-                "events": [events.event_frame(event) for event in found] if complete else [],
+                "events": [frames.event_frame(event) for event in found] if complete else [],
             }
         )

@@ -31,6 +31,7 @@ from typing import Any
 
 from django.conf import settings
 
+from realtime import publisher
 from realtime.poller import get_poller
 
 logger = logging.getLogger(__name__)
@@ -185,3 +186,8 @@ def publish_failed() -> None:
     for loop, probe in probes:
         if probe.consumers and not loop.is_closed():
             loop.call_soon_threadsafe(probe.wake)
+
+
+# The publisher reports its failures here (it imports nothing above it). A
+# process that never imports this module has no push connections to wake.
+publisher.on_publish_failure(publish_failed)

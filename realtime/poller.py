@@ -26,7 +26,7 @@ import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
-from realtime import db, events, selectors
+from realtime import db, frames, selectors
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +79,6 @@ class Poller:
                 del self.runs[consumer.run_id]
             self._wake.set()
 
-    def watching(self, consumer: Watcher) -> bool:
-        return consumer in self.runs.get(consumer.run_id, ())
-
     def interval_of(self, consumer: Watcher) -> float | None:
         watch = self.runs.get(consumer.run_id, {}).get(consumer)
         return watch.interval if watch else None
@@ -131,23 +128,12 @@ class Poller:
             return
         by_run: dict[uuid.UUID, list[tuple[int, str, bool]]] = {}
         for event in found:
-            final = event.type == events.RUN_COMPLETED
-            by_run.setdefault(event.run_id, []).append((event.seq, encode(event), final))
+            by_run.setdefault(event.run_id, []).append(
+                (event.seq, frames.encode_event(event), frames.is_final(event.type))
+            )
         handouts = [_hand(consumer, by_run[run_id]) for run_id, consumer in due if run_id in by_run]
         if handouts:
             await asyncio.gather(*handouts)
-
-
-def encode(event: selectors.PolledEvent) -> str:
-    """The event's frame, byte for byte what push sends (events.event_frame), with ts pre-formatted."""
-    frame = {
-        "type": event.type,
-        "run_id": str(event.run_id),
-        "seq": event.seq,
-        "ts": event.ts,
-        "payload": event.payload,
-    }
-    return events.encode_frame(frame)
 
 
 def _next_slot(now: float, interval: float) -> float:

@@ -5,7 +5,8 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, NamedTuple
+from enum import Enum
+from typing import Any, NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
@@ -13,11 +14,19 @@ from django.db.models import Q, prefetch_related_objects
 from django.utils import timezone
 from rest_framework import serializers
 
-from realtime.events import format_ts
+from realtime.frames import TS_FORMAT_POSTGRES, format_ts
 from realtime.models import RunEvent
 from runs.models import RUN_TERMINAL, Run, Step
-from runs.selectors import Access, may_see_run
+from runs.selectors import may_see_run
 from runs.serializers import RunSerializer
+
+
+class Refused(Enum):
+    """Why a watcher gets no snapshot (realtime.consumers.base maps each to its close code)."""
+
+    UNAUTHENTICATED = "unauthenticated"
+    MISSING = "missing"
+    FORBIDDEN = "forbidden"
 
 
 @dataclass(frozen=True)
@@ -36,13 +45,14 @@ class ConnectState:
     backlog: list[RunEvent]
 
 
-def run_snapshot(*, run_id: uuid.UUID, user=None) -> Snapshot | Access | None:
+def run_snapshot(*, run_id: uuid.UUID, user=None) -> Snapshot | Refused:
     """The run as the API shows it, with the seq of the last event it includes.
 
     Run and steps are read from one database snapshot (REPEATABLE READ on
     PostgreSQL), so the state and the seq always agree: every writer holds the
     run's row lock until commit, so commits are a prefix of seq. With ``user``
-    the same read checks access and answers "missing" or "forbidden" instead.
+    the same read checks access and answers Refused.FORBIDDEN instead; a
+    missing run is Refused.MISSING.
     """
     with transaction.atomic():
         if connection.vendor == "postgresql":
@@ -50,23 +60,23 @@ def run_snapshot(*, run_id: uuid.UUID, user=None) -> Snapshot | Access | None:
                 cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         run = Run.objects.select_related("owner").filter(pk=run_id).first()
         if run is None:
-            return None if user is None else "missing"
+            return Refused.MISSING
         viewer = None if user is None else {"user_id": user.pk, "is_staff": user.is_staff}
         if viewer is not None and not may_see_run(**viewer, owner_id=run.owner_id):
-            return "forbidden"
+            return Refused.FORBIDDEN
         prefetch_related_objects([run], "steps")
         return Snapshot(seq=run.seq, run=RunSerializer(run).data, terminal=run.is_terminal)
 
 
 def connect_state(
     *, run_id: uuid.UUID, since: int | None, user=None, token_key: str | None = None
-) -> ConnectState | Access | Literal["unauthenticated"] | None:
+) -> ConnectState | Refused:
     """Snapshot plus, when ``since`` is given and the log still holds since+1, the backlog.
 
     With ``user`` (or ``token_key``, a token client's key, resolved here) access
-    is checked in the same read and "unauthenticated" / "missing" / "forbidden"
-    come back instead. On PostgreSQL the token, the access check, the run and its
-    steps are one hand-written statement (see ``watch_sql``); elsewhere the ORM.
+    is checked in the same read and a ``Refused`` comes back instead. On
+    PostgreSQL the token, the access check, the run and its steps are one
+    hand-written statement (see ``watch_sql``); elsewhere the ORM.
     """
     if connection.vendor == "postgresql":
         snapshot = _snapshot_by_sql(run_id=run_id, user=user, token_key=token_key)
@@ -74,7 +84,7 @@ def connect_state(
         if token_key is not None:
             user = user_for_token(key=token_key)
             if user is None:
-                return "unauthenticated"
+                return Refused.UNAUTHENTICATED
         snapshot = run_snapshot(run_id=run_id, user=user)
     if not isinstance(snapshot, Snapshot):
         return snapshot
@@ -169,7 +179,7 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _snapshot_by_sql(*, run_id: uuid.UUID, user, token_key: str | None) -> Snapshot | Access | str | None:
+def _snapshot_by_sql(*, run_id: uuid.UUID, user, token_key: str | None) -> Snapshot | Refused:
     with connection.cursor() as cursor:
         cursor.execute(watch_sql(), [token_key, run_id])
         row = cursor.fetchone()
@@ -178,14 +188,14 @@ def _snapshot_by_sql(*, run_id: uuid.UUID, user, token_key: str | None) -> Snaps
     # Whose access is checked: the token's user, the session's, or nobody's.
     if token_key is not None:
         if who_id is None:
-            return "unauthenticated"
+            return Refused.UNAUTHENTICATED
         viewer = (who_id, who_staff)
     else:
         viewer = None if user is None else (user.pk, user.is_staff)
     if found is None:
-        return None if viewer is None else "missing"
+        return Refused.MISSING
     if viewer is not None and not may_see_run(user_id=viewer[0], is_staff=viewer[1], owner_id=owner_id):
-        return "forbidden"
+        return Refused.FORBIDDEN
     tz = timezone.get_current_timezone()
     run = {
         "id": str(found),
@@ -237,13 +247,13 @@ def events_between(
 # A plain join of the cursors with the log lets the planner hash the whole
 # table (a seq scan: 250 ms at 200k events); LATERAL makes it one index range
 # scan on (run, seq) per watched run, whatever the table's size.
-# Only the model's own table name is interpolated.
-# The frame's ts is formatted by PostgreSQL (as events.format_ts does): at
+# Only the model's own table name and frames' constant time format are interpolated.
+# The frame's ts is formatted by PostgreSQL (as frames.format_ts does): at
 # thousands of rows, loading tz-aware datetimes and model instances cost 7x the
 # query itself.
 POLL_SQL = (
     "SELECT e.run_id, e.seq, e.type, e.payload,"  # noqa: S608
-    """ to_char(e.ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')"""
+    f" to_char(e.ts AT TIME ZONE 'UTC', '{TS_FORMAT_POSTGRES}')"
     " FROM unnest(%s::uuid[], %s::bigint[]) WITH ORDINALITY AS w(run_id, after, n)"
     " CROSS JOIN LATERAL ("
     f"  SELECT id, run_id, seq, type, payload, ts FROM {RunEvent._meta.db_table}"
@@ -307,14 +317,6 @@ def events_after_cursors(*, cursors: dict[uuid.UUID, int]) -> list[PolledEvent]:
 
 
 _OR_CHUNK = 200
-
-
-def oldest_retained_seq(*, run_id: uuid.UUID) -> int | None:
-    return RunEvent.objects.filter(run_id=run_id).order_by("seq").values_list("seq", flat=True).first()
-
-
-def events_older_than(*, cutoff: datetime):
-    return RunEvent.objects.filter(ts__lt=cutoff)
 
 
 def event_ids_older_than(*, cutoff: datetime, limit: int) -> list[int]:

@@ -1,4 +1,4 @@
-"""Model signals → events. Every receiver is a few lines; the work is in events.
+"""Model signals → events. Every receiver is a few lines; the work is in realtime.log.
 
 Connected in RealtimeConfig.ready() with dispatch_uids. ``post_init`` notes the
 status an instance was loaded with, ``post_save`` emits one event when the
@@ -9,7 +9,7 @@ A starting Celery worker process opens its publishing connection at once.
 from celery.signals import worker_process_init
 from django.db.models.signals import post_init, post_save
 
-from realtime import events
+from realtime import log, publisher
 from runs.models import Run, Step
 
 _LOADED = "_realtime_loaded_status"
@@ -32,7 +32,7 @@ def run_saved(sender, instance: Run, created: bool, update_fields=None, raw=Fals
         instance.__dict__[_LOADED] = instance.status
         return
     if not created and _status_changed(instance, created, update_fields):
-        events.record_run_change(run=instance)
+        log.record_run_change(run=instance)
     elif created:
         instance.__dict__[_LOADED] = instance.status
 
@@ -42,11 +42,11 @@ def step_saved(sender, instance: Step, created: bool, update_fields=None, raw=Fa
         instance.__dict__[_LOADED] = instance.status
         return
     if _status_changed(instance, created, update_fields):
-        events.record_step_change(step=instance)
+        log.record_step_change(step=instance)
 
 
 def worker_process_started(**kwargs) -> None:
-    events.connect_publisher()
+    publisher.connect_publisher()
 
 
 def connect() -> None:

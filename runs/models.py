@@ -42,7 +42,7 @@ class Run(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
     # The run's event counter: the seq of its latest event in realtime's log.
-    # Written only by realtime.events under this row's lock.
+    # Written only by realtime.log under this row's lock.
     seq = models.PositiveBigIntegerField(default=0, editable=False)
 
     class Meta:

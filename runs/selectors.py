@@ -2,14 +2,11 @@
 
 import uuid
 from datetime import datetime
-from typing import Literal
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Exists, OuterRef, Q, QuerySet
 
 from runs.models import Run, RunStatus, Step
-
-Access = Literal["ok", "missing", "forbidden"]
 
 
 def may_see_run(*, user_id: int | None, is_staff: bool, owner_id: int) -> bool:

@@ -56,11 +56,6 @@ class RunSummarySerializer(RunSerializer):
         return len(run.plan or [])
 
 
-class StepSpecSerializer(serializers.Serializer):
-    tool = serializers.CharField(help_text="A tool name from GET /api/tools/.")
-    args = serializers.DictField(required=False, help_text="The tool's arguments.")
-
-
 class RunCreateSerializer(serializers.Serializer):
     """POST /api/runs/ body. The plan itself is checked by the tool registry."""
 

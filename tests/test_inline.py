@@ -21,7 +21,7 @@ def observed(monkeypatch):
 
     def execute_run(*, run_id):
         seen["thread"] = threading.current_thread()
-        seen["loop"] = async_to_sync(_running_loop)()  # what realtime.events.group_send does
+        seen["loop"] = async_to_sync(_running_loop)()  # what realtime.publisher.group_send does
 
     monkeypatch.setattr("runs.executor.execute_run", execute_run)
     monkeypatch.setattr(inline, "_server_loop", None)

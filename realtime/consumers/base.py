@@ -23,7 +23,8 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from realtime import db, events, selectors
+from realtime import db, frames, publisher, selectors
+from realtime.selectors import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,13 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+
+# Every refusal of a watcher: its close code and the error frame's message.
+REFUSALS: dict[Refused, tuple[int, str]] = {
+    Refused.UNAUTHENTICATED: (CLOSE_UNAUTHENTICATED, "not authenticated"),
+    Refused.MISSING: (CLOSE_NOT_FOUND, "no such run"),
+    Refused.FORBIDDEN: (CLOSE_FORBIDDEN, "not your run"),
+}
 
 
 class BaseRunConsumer(AsyncWebsocketConsumer):
@@ -55,7 +63,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         self.init_state()
         self.channel_name = None
         self.channel_layer = (
-            events.consumer_layer(self.channel_layer_alias) if self.uses_channel_layer else None
+            publisher.consumer_layer(self.channel_layer_alias) if self.uses_channel_layer else None
         )
         try:
             while True:
@@ -113,7 +121,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         user = self.scope.get("user")
         token_key = self.scope.get("auth_token")  # looked up with the snapshot, below
         if token_key is None and (user is None or not user.is_authenticated):
-            await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
+            await self._refuse(*REFUSALS[Refused.UNAUTHENTICATED])
             return
         # Deliveries wait until `connected` and the backlog are out: events reach a
         # push watcher from the process's hub (another task) as soon as it joins.
@@ -129,14 +137,8 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         state = await db.read(
             selectors.connect_state, run_id=self.run_id, since=since, user=user, token_key=token_key
         )
-        if state == "unauthenticated":
-            await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
-            return
-        if state in ("missing", None):
-            await self._refuse(CLOSE_NOT_FOUND, "no such run")
-            return
-        if state == "forbidden":
-            await self._refuse(CLOSE_FORBIDDEN, "not your run")
+        if isinstance(state, Refused):
+            await self._refuse(*REFUSALS[state])
             return
         self.last_seq = state.snapshot.seq
         await self._send_frame(
@@ -145,7 +147,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             seq=state.snapshot.seq,
         )
         for event in state.backlog:
-            await self.send(text_data=events.encode_frame(events.event_frame(event)))
+            await self.send(text_data=frames.encode_event(event))
         if state.snapshot.terminal:
             await self._finish()
             return
@@ -187,9 +189,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
                     selectors.events_between, run_id=self.run_id, after=self.last_seq, upto=seq - 1
                 )
                 for event in missed:
-                    await self._send_event(
-                        event.seq, events.encode_frame(events.event_frame(event)), final=False
-                    )
+                    await self._send_event(event.seq, frames.encode_event(event), final=False)
             await self._send_event(seq, text, final=final)
 
     async def catch_up(self) -> None:
@@ -200,8 +200,8 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         for event in missed:
             await self.deliver(
                 event.seq,
-                events.encode_frame(events.event_frame(event)),
-                final=event.type == events.RUN_COMPLETED,
+                frames.encode_event(event),
+                final=frames.is_final(event.type),
             )
 
     async def _send_event(self, seq: int, text: str, *, final: bool) -> None:
@@ -243,10 +243,10 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
     # --- Helpers ------------------------------------------------------------------------
 
     async def _send_frame(self, type: str, payload: dict, *, seq: int) -> None:
-        frame = events.build_frame(
+        frame = frames.build_frame(
             type=type, run_id=self.run_id or "", seq=seq, ts=timezone.now(), payload=payload
         )
-        await self.send(text_data=events.encode_frame(frame))
+        await self.send(text_data=frames.encode_frame(frame))
 
     async def _error(self, code: str, message: str) -> None:
         await self._send_frame("error", {"code": code, "message": message}, seq=self.last_seq)

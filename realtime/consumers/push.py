@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from realtime import events, failover
+from realtime import failover, frames
 from realtime.consumers.base import BaseRunConsumer
 from realtime.hub import get_hub
 from realtime.poller import get_poller
@@ -50,7 +50,7 @@ class RunConsumer(BaseRunConsumer):
         """
         try:
             await get_hub(self.channel_layer).join(
-                self, events.group_name(self.run_id), refresh=self.joined_once
+                self, frames.group_name(self.run_id), refresh=self.joined_once
             )
         except Exception as error:  # noqa: BLE001 - any layer failure means "fail over"
             logger.warning("joining the group of run %s failed: %s", self.run_id, error)
@@ -77,4 +77,4 @@ class RunConsumer(BaseRunConsumer):
             get_poller().unwatch(self)
         if self.subscribed:
             self.subscribed = False
-            await get_hub(self.channel_layer).leave(self, events.group_name(self.run_id))
+            await get_hub(self.channel_layer).leave(self, frames.group_name(self.run_id))

@@ -8,7 +8,7 @@ from channels.layers import channel_layers
 from django.conf import settings as django_settings
 from django.db import connections
 
-from realtime import db, events
+from realtime import db, publisher
 
 # A prefix of this session's own: the core layer keeps groups in Redis keys,
 # and the shared Redis serves other test sessions too.
@@ -34,9 +34,9 @@ def layer(request, settings):
     """Runs the test under RedisPubSubChannelLayer and under RedisChannelLayer."""
     settings.CHANNEL_LAYERS = {"default": layer_config(request.param)}
     channel_layers.backends = {}
-    events.discard_pending_retries()
+    publisher.discard_pending_retries()
     yield request.param
-    events.discard_pending_retries()  # a test's failed publishes must not retry into the next
+    publisher.discard_pending_retries()  # a test's failed publishes must not retry into the next
     _close_publisher_connections()
     channel_layers.backends = {}
 
@@ -44,9 +44,9 @@ def layer(request, settings):
 def _close_publisher_connections() -> None:
     """Close the layer's connections on the publisher loop: a new layer comes with each test."""
     backend = channel_layers.backends.get("default")
-    if backend is None or events._loop_thread is None:
+    if backend is None or publisher._loop_thread is None:
         return
-    loop_thread = events._loop_thread
+    loop_thread = publisher._loop_thread
 
     async def close() -> None:
         per_loop = getattr(backend, "_layers", {})

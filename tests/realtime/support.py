@@ -22,7 +22,8 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
 from quikday.asgi import application
-from realtime import events, selectors
+from realtime import frames as wire
+from realtime import selectors
 from runs.models import Run, Step
 from runs.serializers import StepSerializer
 
@@ -85,14 +86,14 @@ async def receive_until_close(ws: WebsocketCommunicator) -> tuple[list[dict], in
 def apply_event(run: dict, frame: dict) -> dict:
     """Apply one event frame to a client's copy of the run (the `connected` snapshot)."""
     kind, payload = frame["type"], frame["payload"]
-    if kind == events.RUN_STATUS:
+    if kind == wire.RUN_STATUS:
         run["status"] = payload["status"]
         run["started_at"] = payload["started_at"]
-    elif kind in (events.STEP_STARTED, events.STEP_SUCCEEDED, events.STEP_FAILED, events.STEP_SKIPPED):
+    elif kind in (wire.STEP_STARTED, wire.STEP_SUCCEEDED, wire.STEP_FAILED, wire.STEP_SKIPPED):
         step = payload["step"]
         others = [s for s in run["steps"] if s["index"] != step["index"]]
         run["steps"] = sorted([*others, step], key=lambda s: s["index"])
-    elif kind == events.RUN_COMPLETED:
+    elif kind == wire.RUN_COMPLETED:
         for key in ("status", "output", "error", "started_at", "finished_at"):
             run[key] = payload[key]
     else:
@@ -121,7 +122,7 @@ def fresh_snapshot(run_id) -> dict:
 @sync_to_async
 def logged_frames(run_id, after: int = 0) -> list[dict]:
     """The run's events after ``after`` as the log holds them, as frames."""
-    return as_json([events.event_frame(e) for e in selectors.events_between(run_id=run_id, after=after)])
+    return as_json([wire.event_frame(e) for e in selectors.events_between(run_id=run_id, after=after)])
 
 
 @sync_to_async
@@ -136,8 +137,8 @@ def completed_payload(run_id) -> dict:
         "status": run.status,
         "output": as_json(run.output),
         "error": run.error,
-        "started_at": events.format_ts(run.started_at) if run.started_at else None,
-        "finished_at": events.format_ts(run.finished_at) if run.finished_at else None,
+        "started_at": wire.format_ts(run.started_at) if run.started_at else None,
+        "finished_at": wire.format_ts(run.finished_at) if run.finished_at else None,
     }
 
 
@@ -152,7 +153,7 @@ def check_frames(frames: list[dict], *, run_id, first_seq: int) -> None:
     for frame in frames:
         assert set(frame) == FRAME_KEYS
         assert frame["run_id"] == str(run_id)
-        assert frame["type"] in events.EVENT_TYPES
+        assert frame["type"] in wire.EVENT_TYPES
         assert TS.match(frame["ts"]), frame["ts"]
 
 
@@ -185,7 +186,7 @@ async def verify_action(
         assert frames == await logged_frames(run_id, after=start), "pushed frames differ from the log"
         assert await run_seq(run_id) == start + count, "the action logged more events than were pushed"
         assert apply_events(connected["payload"]["run"], frames) == await fresh_snapshot(run_id)
-        if frames and frames[-1]["type"] == events.RUN_COMPLETED:
+        if frames and frames[-1]["type"] == wire.RUN_COMPLETED:
             assert await receive_close(ws) == 1000
         return frames
     finally:

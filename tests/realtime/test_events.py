@@ -9,7 +9,8 @@ from asgiref.sync import sync_to_async
 from django.db import transaction
 from django.test import Client
 
-from realtime import events
+from realtime.frames import format_ts
+from realtime.models import RunEvent
 from runs import executor, services
 from runs.models import Run, Step
 from tests.realtime.support import (
@@ -61,7 +62,7 @@ async def test_run_status(user, token):
     )
     started_at = (await sync_to_async(Run.objects.get)(pk=run.id)).started_at
     assert [(f["type"], f["payload"]) for f in frames] == [
-        ("run_status", {"status": "processing", "started_at": events.format_ts(started_at)})
+        ("run_status", {"status": "processing", "started_at": format_ts(started_at)})
     ]
 
 
@@ -239,7 +240,7 @@ async def test_a_rolled_back_transaction_publishes_nothing_and_leaves_no_event(u
         assert connected["seq"] == 0
         await sync_to_async(_start_then_roll_back)(run.id)
         assert await run_seq(run.id) == 0
-        assert await sync_to_async(events.RunEvent.objects.filter(run_id=run.id).count)() == 0
+        assert await sync_to_async(RunEvent.objects.filter(run_id=run.id).count)() == 0
         await sync_to_async(services.run_start)(run_id=run.id)
         frame = await receive(ws)
         assert (frame["type"], frame["seq"]) == ("run_status", 1)

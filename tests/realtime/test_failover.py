@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 
-from realtime import events, failover
+from realtime import failover, publisher
 from realtime.poller import get_poller
 from runs import services
 from tests.realtime.own_redis import OwnRedis
@@ -57,7 +57,7 @@ def failover_settings(settings, own_redis, request):
 def _drop_publisher_layer() -> None:
     """Close the publisher loop's connections to this test's Redis (it goes away)."""
     backend = channel_layers.backends.get("default")
-    loop_thread = events._loop_thread
+    loop_thread = publisher._loop_thread
     if backend is None or loop_thread is None:
         return
 

@@ -11,7 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from realtime import events
+from realtime.frames import group_name
 from realtime.hub import get_hub
 from runs import services
 from tests.realtime.support import check_frames, open_socket, receive_until_close, token_headers
@@ -59,7 +59,7 @@ async def test_many_watchers_of_a_run_are_one_membership_and_all_get_every_event
     assert len(layer_calls["new_channel"]) == 1  # one channel for the process
     assert len(layer_calls["group_add"]) == 1  # one membership for the run, not 12
     hub = get_hub(get_channel_layer())
-    assert len(hub.watchers[events.group_name(run.id)]) == 12
+    assert len(hub.watchers[group_name(run.id)]) == 12
 
     await sync_to_async(_finish)(run.id)
     for ws, connected in opened:
@@ -113,7 +113,7 @@ async def test_a_cancelled_consumer_leaves_the_hub_and_the_probe(user, token):
     run = await sync_to_async(_new_run)(user)
     ws, _ = await open_socket(run.id, headers=token_headers(token))
     hub = get_hub(get_channel_layer())
-    assert len(hub.watchers[events.group_name(run.id)]) == 1
+    assert len(hub.watchers[group_name(run.id)]) == 1
     assert len(failover.get_probe().consumers) == 1
     ws.future.cancel()
     with pytest.raises(asyncio.CancelledError):

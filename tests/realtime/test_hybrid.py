@@ -4,7 +4,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 
-from realtime import events
+from realtime import publisher
 from runs import executor, services
 from tests.realtime.conftest import layer_config
 from tests.realtime.support import (
@@ -39,7 +39,7 @@ def dropped(monkeypatch):
     """Makes group_send drop (without an error: lost in transit) the events whose type is listed."""
     lost: list[int] = []
     drop_types: set[str] = set()
-    original = events.group_send
+    original = publisher.group_send
 
     def lossy(group, message):
         if message["text"] and any(f'"type":"{kind}"' in message["text"] for kind in drop_types):
@@ -47,7 +47,7 @@ def dropped(monkeypatch):
             return
         original(group, message)
 
-    monkeypatch.setattr(events, "group_send", lossy)
+    monkeypatch.setattr(publisher, "group_send", lossy)
     return drop_types, lost
 
 

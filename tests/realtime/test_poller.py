@@ -11,10 +11,9 @@ from channels.layers import channel_layers
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from realtime import events, selectors
-from realtime.baseline import LegacyPollingConsumer
+from realtime import frames, publisher, selectors
 from realtime.consumers import HybridRunConsumer, PollingRunConsumer, RunConsumer
-from realtime.poller import encode, get_poller
+from realtime.poller import get_poller
 from realtime.routing import run_consumer
 from runs import executor, services
 from tests.realtime.support import (
@@ -109,7 +108,7 @@ def test_polled_frames_are_byte_for_byte_the_pushed_frames(user):
     executor.execute_run(run_id=run.id)
     logged = selectors.events_between(run_id=run.id, after=0)
     polled = selectors.events_after_cursors(cursors={run.id: 0})
-    assert [encode(e) for e in polled] == [events.encode_frame(events.event_frame(e)) for e in logged]
+    assert [frames.encode_event(e) for e in polled] == [frames.encode_event(e) for e in logged]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -123,7 +122,7 @@ async def test_poll_mode_needs_no_channel_layer(settings, monkeypatch, user, tok
     def no_layer(group, message):
         raise AssertionError("poll mode must not publish")
 
-    monkeypatch.setattr(events, "group_send", no_layer)
+    monkeypatch.setattr(publisher, "group_send", no_layer)
     try:
         run = await make_run(user)
         ws, connected = await open_socket(run.id, headers=token_headers(token))
@@ -165,8 +164,7 @@ async def _stopped(poller) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_routing_follows_the_mode_and_never_picks_the_legacy_poller(settings, monkeypatch):
-    monkeypatch.delenv("REALTIME_BENCH_LEGACY_POLL", raising=False)
+def test_routing_follows_the_mode(settings):
     for mode, consumer in (
         ("push", RunConsumer),
         ("poll", PollingRunConsumer),
@@ -174,8 +172,6 @@ def test_routing_follows_the_mode_and_never_picks_the_legacy_poller(settings, mo
     ):
         settings.REALTIME_MODE = mode
         assert run_consumer() is consumer
-    monkeypatch.setenv("REALTIME_BENCH_LEGACY_POLL", "1")
-    assert run_consumer() is LegacyPollingConsumer
 
 
 @pytest.mark.parametrize("value", ["legacy", "pull", "websocket"])
@@ -190,19 +186,3 @@ def test_a_bad_realtime_mode_stops_start_up_with_a_clear_message(value):
     )
     assert done.returncode != 0
     assert f"REALTIME_MODE must be one of push, poll, hybrid; got {value!r}" in done.stderr
-
-
-@pytest.mark.django_db(transaction=True)
-@pytest.mark.postgres
-@pytest.mark.usefixtures("dispatched", "poll_mode")
-async def test_the_legacy_baseline_speaks_the_protocol_but_polls_per_connection(monkeypatch, user, token):
-    """Bench-only baseline: same frames, but no shared poller (each socket queries on its own)."""
-    monkeypatch.setenv("REALTIME_BENCH_LEGACY_POLL", "1")
-    run = await make_run(user)
-    sockets = [(await open_socket(run.id, headers=token_headers(token)))[0] for _ in range(3)]
-    assert get_poller().watcher_count == 0
-    await execute(run.id)
-    for ws in sockets:
-        frames, code = await receive_until_close(ws)
-        assert code == 1000
-        assert frames == await logged_frames(run.id)

@@ -9,7 +9,8 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 from redis.asyncio.connection import Connection
 
-from realtime import events
+from realtime import publisher
+from realtime.frames import group_name
 from realtime.models import RunEvent
 from runs import services, tasks
 from tests.processes import free_port
@@ -32,7 +33,7 @@ async def test_a_failed_publish_fails_nothing_and_the_log_delivers_it_later(user
     try:
         assert connected["seq"] == 0
         layer = get_channel_layer()
-        with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="realtime.events"):
+        with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="realtime.publisher"):
             patch.setattr(layer, "group_send", _layer_down)
             await sync_to_async(services.run_start)(run_id=run.id)
             await sync_to_async(services.step_start)(run_id=run.id, index=0)
@@ -84,7 +85,7 @@ def test_with_redis_unreachable_saves_and_the_task_succeed(user):
         (5, "step_failed"),
         (6, "run_completed"),
     ]
-    assert events.publish(RunEvent.objects.get(run_id=run.id, seq=6)) is False
+    assert publisher.publish(RunEvent.objects.get(run_id=run.id, seq=6)) is False
 
 
 @pytest.fixture
@@ -102,10 +103,10 @@ def redis_connects(monkeypatch):
 
 
 def _publish_many(count: int) -> None:
-    group = events.group_name(uuid.uuid4())
+    group = group_name(uuid.uuid4())
     for seq in range(count):
-        events.group_send(
-            group, {"type": events.GROUP_MESSAGE_TYPE, "seq": seq, "final": False, "text": "{}"}
+        publisher.group_send(
+            group, {"type": publisher.GROUP_MESSAGE_TYPE, "seq": seq, "final": False, "text": "{}"}
         )
 
 
@@ -119,7 +120,7 @@ def test_publishing_from_sync_code_reuses_one_connection(redis_connects):
     # 200 publishes from four threads: one loop, one connection (the layer is new in this test).
     assert redis_connects == ["realtime-publisher"]
     assert [t.name for t in threading.enumerate()].count("realtime-publisher") == 1
-    assert events._publisher_loop() is events._publisher_loop()
+    assert publisher._publisher_loop() is publisher._publisher_loop()
 
 
 # Redis commands per group_send: pub/sub's is one PUBLISH; the core layer's is
@@ -138,7 +139,7 @@ def test_concurrent_publishers_open_connections_by_concurrency_not_by_events(
         thread.start()
     for thread in threads:
         thread.join()
-    # Bounded by how many commands are in flight at once (the pool), not by the 200 or 2,000 events.
+    # Bounded by how many commands are in flight at once (the pool), not by the 200 or 2,000 publisher.
     assert 1 <= len(redis_connects) <= 4 * COMMANDS_PER_PUBLISH[layer]
     assert set(redis_connects) == {"realtime-publisher"}
 
@@ -147,9 +148,11 @@ def test_concurrent_publishers_open_connections_by_concurrency_not_by_events(
 def test_the_tutorial_pattern_connects_per_publish(redis_connects):
     """What the test above guards against: async_to_sync opens a connection per call."""
     layer = get_channel_layer()
-    group = events.group_name(uuid.uuid4())
+    group = group_name(uuid.uuid4())
     for seq in range(5):
-        async_to_sync(layer.group_send)(group, {"type": events.GROUP_MESSAGE_TYPE, "seq": seq, "text": "{}"})
+        async_to_sync(layer.group_send)(
+            group, {"type": publisher.GROUP_MESSAGE_TYPE, "seq": seq, "text": "{}"}
+        )
     assert len(redis_connects) >= 5
 
 
@@ -210,7 +213,7 @@ def test_connect_publisher_is_a_no_op_without_redis(settings):
     settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
     channel_layers.backends = {}
     try:
-        assert events.connect_publisher() is False
+        assert publisher.connect_publisher() is False
     finally:
         channel_layers.backends = {}
 
@@ -221,8 +224,8 @@ def test_connect_publisher_reports_an_unreachable_layer_and_raises_nothing(setti
     settings.CHANNEL_LAYERS["default"]["CONFIG"] = {"hosts": [f"redis://127.0.0.1:{free_port()}/0"]}
     channel_layers.backends = {}
     try:
-        with caplog.at_level(logging.WARNING, logger="realtime.events"):
-            assert events.connect_publisher() is False
+        with caplog.at_level(logging.WARNING, logger="realtime.publisher"):
+            assert publisher.connect_publisher() is False
         assert "could not connect to the channel layer yet" in caplog.text
     finally:
         channel_layers.backends = {}

@@ -14,6 +14,7 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from realtime import selectors
+from realtime.selectors import Refused
 from runs import services
 from runs.models import Run, Step
 from runs.serializers import RunSerializer
@@ -89,17 +90,22 @@ def test_access_is_refused_as_the_api_refuses_it(user, other_user, staff_user):
     run = _runs_in_every_state(user)[0]
     other_key = Token.objects.create(user=other_user).key
     staff_key = Token.objects.create(user=staff_user).key
-    assert selectors.connect_state(run_id=run.id, since=None, user=other_user) == "forbidden"
-    assert selectors.connect_state(run_id=run.id, since=None, token_key=other_key) == "forbidden"
-    assert selectors.connect_state(run_id=uuid.uuid4(), since=None, user=user) == "missing"
-    assert selectors.connect_state(run_id=run.id, since=None, token_key="nosuchkey") == "unauthenticated"
+    assert selectors.connect_state(run_id=run.id, since=None, user=other_user) == Refused.FORBIDDEN
+    assert selectors.connect_state(run_id=run.id, since=None, token_key=other_key) == Refused.FORBIDDEN
+    assert selectors.connect_state(run_id=uuid.uuid4(), since=None, user=user) == Refused.MISSING
+    assert (
+        selectors.connect_state(run_id=run.id, since=None, token_key="nosuchkey") == Refused.UNAUTHENTICATED
+    )
     # Staff see every run, with a session or a token.
     assert _snapshot(run.id, user=staff_user) == _api_json(run.id)
     assert _snapshot(run.id, token_key=staff_key) == _api_json(run.id)
     # An inactive user's token is refused before the run is even considered.
     other_user.is_active = False
     other_user.save()
-    assert selectors.connect_state(run_id=uuid.uuid4(), since=None, token_key=other_key) == "unauthenticated"
+    assert (
+        selectors.connect_state(run_id=uuid.uuid4(), since=None, token_key=other_key)
+        == Refused.UNAUTHENTICATED
+    )
 
 
 def test_resume_returns_the_backlog_with_the_snapshot(user):

@@ -1,149 +1,52 @@
-"""The event log's writer and the only publisher to the channel layer.
+"""The only module that sends to the channel layer: publishing committed events, retries, the loop thread.
 
-``append`` records one event in the current transaction, with the run's next
-``seq`` allocated under the run's row lock (so seq order is commit order), and
-publishes it to the run's group once the transaction commits. A failed
-publish is logged and swallowed: the event is safe in the log, and the resume,
-gap-fill and polling paths deliver it.
+``publish`` sends one committed event to its run's group (realtime.log calls
+it after commit). A failed publish is logged and swallowed: the event is safe
+in the log, and the resume, gap-fill and polling paths deliver it. It is also
+retried in the background (``_retry_later``) and reported to the hooks
+registered with ``on_publish_failure`` (the failover registers one: this
+process's push connections check the layer at once), so this module imports
+nothing above it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import os
 import threading
 import time
-import uuid
-from datetime import UTC, datetime
+from collections.abc import Callable
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, transaction
-from django.utils import timezone
 
+from realtime import frames
 from realtime.models import RunEvent
-from runs.models import RUN_TERMINAL, Run, RunStatus, Step, StepStatus
-from runs.serializers import StepSerializer
 
 logger = logging.getLogger(__name__)
-
-RUN_STATUS = "run_status"
-RUN_COMPLETED = "run_completed"
-STEP_STARTED = "step_started"
-STEP_SUCCEEDED = "step_succeeded"
-STEP_FAILED = "step_failed"
-STEP_SKIPPED = "step_skipped"
-EVENT_TYPES = (RUN_STATUS, STEP_STARTED, STEP_SUCCEEDED, STEP_FAILED, STEP_SKIPPED, RUN_COMPLETED)
-
-_STEP_EVENT = {
-    StepStatus.RUNNING: STEP_STARTED,
-    StepStatus.SUCCEEDED: STEP_SUCCEEDED,
-    StepStatus.FAILED: STEP_FAILED,
-    StepStatus.SKIPPED: STEP_SKIPPED,
-}
 
 # The message type a consumer's handler receives: RunConsumer.run_event.
 GROUP_MESSAGE_TYPE = "run.event"
 
-
-def group_name(run_id: uuid.UUID | str) -> str:
-    """The channel-layer group of one run's watchers."""
-    return f"run.{uuid.UUID(str(run_id)).hex}"
+_failure_hooks: list[Callable[[], None]] = []
 
 
-def format_ts(moment: datetime) -> str:
-    """ISO-8601 UTC with microseconds, always: 2026-11-27T16:07:59.000123Z."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+def on_publish_failure(hook: Callable[[], None]) -> None:
+    """Call ``hook()`` (from any thread) whenever a publish of this process fails."""
+    if hook not in _failure_hooks:
+        _failure_hooks.append(hook)
 
 
-def build_frame(*, type: str, run_id: uuid.UUID | str, seq: int, ts: datetime, payload: dict) -> dict:
-    return {"type": type, "run_id": str(run_id), "seq": seq, "ts": format_ts(ts), "payload": payload}
-
-
-def encode_frame(frame: dict) -> str:
-    return json.dumps(frame, cls=DjangoJSONEncoder, separators=(",", ":"))
-
-
-def event_frame(event: RunEvent) -> dict:
-    return build_frame(
-        type=event.type, run_id=event.run_id, seq=event.seq, ts=event.ts, payload=event.payload
-    )
-
-
-# --- Recording (called by realtime.signals inside the writer's transaction) -----
-
-
-def record_run_change(*, run: Run) -> RunEvent | None:
-    """The event for a run's new status: run_status, or run_completed when terminal."""
-    if run.status in RUN_TERMINAL:
-        payload = {
-            "status": run.status,
-            "output": run.output,
-            "error": run.error,
-            "started_at": _ts_or_none(run.started_at),
-            "finished_at": _ts_or_none(run.finished_at),
-        }
-        return append(run_id=run.pk, type=RUN_COMPLETED, payload=payload, run=run)
-    if run.status == RunStatus.QUEUED:
-        return None  # only a brand-new run is queued; its snapshot says so
-    payload = {"status": run.status, "started_at": _ts_or_none(run.started_at)}
-    return append(run_id=run.pk, type=RUN_STATUS, payload=payload, run=run)
-
-
-def record_step_change(*, step: Step) -> RunEvent | None:
-    """The event for a step's new status (a pending step is not observable)."""
-    type = _STEP_EVENT.get(step.status)
-    if type is None:
-        return None
-    run = step.run if Step.run.is_cached(step) else None
-    return append(run_id=step.run_id, type=type, payload={"step": StepSerializer(step).data}, run=run)
-
-
-def append(*, run_id: uuid.UUID, type: str, payload: dict[str, Any], run: Run | None = None) -> RunEvent:
-    """Append one event to the run's log; publish it after commit."""
-    if connection.in_atomic_block:
-        event = _append(run_id, type, payload)
-    else:
-        with transaction.atomic():
-            event = _append(run_id, type, payload)
-    if run is not None:
-        run.seq = event.seq  # keep the caller's copy in step with the row
-    transaction.on_commit(lambda: publish(event), robust=True)
-    return event
-
-
-def _append(run_id: uuid.UUID, type: str, payload: dict[str, Any]) -> RunEvent:
-    seq = _allocate_seq(run_id)
-    # Serialise once here: the stored payload is exactly what clients receive.
-    payload = json.loads(json.dumps(payload, cls=DjangoJSONEncoder))
-    return RunEvent.objects.create(run_id=run_id, seq=seq, type=type, payload=payload, ts=timezone.now())
-
-
-def _allocate_seq(run_id: uuid.UUID) -> int:
-    """The run's next seq. The UPDATE holds the run's row lock until commit."""
-    pk = Run._meta.pk.get_db_prep_value(run_id, connection)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Run._meta.db_table} SET seq = seq + 1 WHERE id = %s RETURNING seq",  # noqa: S608
-            [pk],
-        )
-        row = cursor.fetchone()
-    if row is None:
-        raise Run.DoesNotExist(f"run {run_id} does not exist")
-    return row[0]
-
-
-def _ts_or_none(moment: datetime | None) -> str | None:
-    return format_ts(moment) if moment else None
-
-
-# --- Publishing -------------------------------------------------------------------
+def _report_failure() -> None:
+    for hook in list(_failure_hooks):
+        try:
+            hook()
+        except Exception:  # a hook must not fail the writer either
+            logger.warning("a publish-failure hook raised", exc_info=True)
 
 
 def consumer_layer(alias: str):
@@ -163,21 +66,19 @@ def publish(event: RunEvent) -> bool:
     """Send one committed event to its run's group. Never raises; False on failure."""
     if settings.REALTIME_MODE == "poll":
         return False  # no channel layer in polling mode; pollers read the log
-    group = group_name(event.run_id)
+    group = frames.group_name(event.run_id)
     message = {
         "type": GROUP_MESSAGE_TYPE,
         "group": group,  # a process's RunHub receives every run's events on one channel
         "seq": event.seq,
-        "final": event.type == RUN_COMPLETED,
-        "text": encode_frame(event_frame(event)),
+        "final": frames.is_final(event.type),
+        "text": frames.encode_event(event),
     }
     try:
         group_send(group, message)
     except Exception as error:  # noqa: BLE001 - a publish must never fail the writer
         logger.warning("publish of %s#%s failed (%s); it stays in the log", event.run_id, event.seq, error)
-        from realtime import failover  # here: failover imports the consumers' side
-
-        failover.publish_failed()  # this process's push connections check the layer now
+        _report_failure()  # this process's push connections check the layer now
         _retry_later(group, message)
         return False
     return True

@@ -1,0 +1,67 @@
+"""BENCHMARK BASELINE ONLY — the old design: every connection polls the database itself.
+
+``LegacyPollingConsumer`` reproduces what Quik.day did before push: each
+WebSocket connection queries the event log every REALTIME_POLL_INTERVAL on
+its own, so the cost is one query per connection per tick. It exists so that
+the bench can measure the multiplexed poller (realtime/poller.py) against it.
+
+It is not part of the product: the bench serves it from its own ASGI
+application, ``bench.legacy:application`` (the product's, with /ws/runs/
+routed here), which the bench starts Daphne with for mode (a).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from django.conf import settings
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quikday.settings")
+
+from channels.routing import URLRouter
+from django.urls import re_path
+
+from quikday import asgi
+from realtime import db, frames, selectors
+from realtime.auth import OriginCheckMiddleware, RealtimeAuthMiddleware
+from realtime.consumers.base import BaseRunConsumer
+
+
+class LegacyPollingConsumer(BaseRunConsumer):
+    """One query per connection per tick (the baseline the poller is measured against)."""
+
+    mode = "poll"
+    uses_channel_layer = False
+
+    async def follow(self) -> None:
+        self._poll_task = asyncio.get_running_loop().create_task(self._poll())
+
+    async def _poll(self) -> None:
+        while not self.finished:
+            await asyncio.sleep(settings.REALTIME_POLL_INTERVAL)
+            found = await db.read(selectors.events_between, run_id=self.run_id, after=self.last_seq)
+            for event in found:
+                await self.deliver(event.seq, frames.encode_event(event), final=frames.is_final(event.type))
+
+    async def unsubscribe(self) -> None:
+        task = getattr(self, "_poll_task", None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+
+def run_consumer() -> type:
+    """The consumer this application serves /ws/runs/ with (bench/modes.py probes it)."""
+    return LegacyPollingConsumer
+
+
+websocket_urlpatterns = [re_path(r"^ws/runs/(?P<run_id>[^/]+)/$", LegacyPollingConsumer.as_asgi())]
+
+_websocket_app = OriginCheckMiddleware(RealtimeAuthMiddleware(URLRouter(websocket_urlpatterns)))
+
+
+async def application(scope, receive, send):
+    """The product's application, except that WebSockets reach the legacy consumer."""
+    if scope["type"] == "websocket":
+        return await _websocket_app(scope, receive, send)
+    return await asgi.application(scope, receive, send)
