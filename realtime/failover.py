@@ -80,7 +80,6 @@ class LayerProbe:
         self.loop = loop
         self.consumers: set[Any] = set()
         self.healthy = True
-        self.checks = 0
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._channel: str | None = None
@@ -116,7 +115,6 @@ class LayerProbe:
 
     async def check(self) -> None:
         """One health check; degrade or recover the connections accordingly."""
-        self.checks += 1
         if not await self._round_trip():
             if self.healthy:
                 logger.warning(

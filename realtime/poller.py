@@ -52,7 +52,6 @@ class Poller:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.runs: dict[uuid.UUID, dict[Watcher, _Watch]] = {}
-        self.ticks = 0  # queries made (one per tick); read by tests and the benchmark
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
 
@@ -119,7 +118,6 @@ class Poller:
                     cursors[run_id] = min(cursors.get(run_id, consumer.last_seq), consumer.last_seq)
         if not cursors:
             return
-        self.ticks += 1
         try:
             found = await db.read(selectors.events_after_cursors, cursors=cursors)
         except Exception:

@@ -78,7 +78,7 @@ async def test_100_connections_on_10_runs_cost_one_query_per_tick(user, token, p
         assert frames == await logged_frames(run.id)
 
     await _stopped(poller)
-    assert poller.ticks == len(poll_queries) > 0
+    assert len(poll_queries) > 0
     assert all(queries == 1 for _, queries in poll_queries), poll_queries
     # Each tick asked for all the watched runs at once, never per connection.
     assert all(asked <= 10 for asked, _ in poll_queries)
