@@ -1,7 +1,9 @@
 """Automatic failover from push to polling, and back, per server process.
 
 Push connections (push and hybrid modes) register with their event loop's
-``LayerProbe``. The probe checks the channel layer end to end every
+``LayerProbe``. Each connection owns its state and makes its own switch
+between push and the poller (``RunConsumer.degrade`` / ``recover``); the
+probe decides when. It checks the channel layer end to end every
 REALTIME_POLL_INTERVAL: it sends a message to a channel of its own and waits
 for it to come back (publish and subscription both work — with the pub/sub
 layer that also proves the subscriber connection has re-subscribed after a
@@ -27,50 +29,40 @@ import asyncio
 import logging
 import uuid
 import weakref
-from typing import Any
+from typing import Protocol
 
+from channels.layers import BaseChannelLayer
 from django.conf import settings
 
 from realtime import publisher
-from realtime.poller import get_poller
 
 logger = logging.getLogger(__name__)
 
 PROBE_MESSAGE_TYPE = "realtime.probe"
 
 
-def sync_watch(consumer: Any) -> None:
-    """Register ``consumer`` with the poller at the interval its state needs (or none)."""
-    if not consumer.following or consumer.finished:
-        return
-    poller = get_poller()
-    interval = settings.REALTIME_POLL_INTERVAL if consumer.degraded else consumer.fallback_interval()
-    if interval is None:
-        poller.unwatch(consumer)
-    else:
-        poller.watch(consumer, interval=interval)
+class PushWatcher(Protocol):
+    """What the probe needs of a push connection (realtime.consumers.push.RunConsumer).
 
+    The connection keeps its own state; the probe only reads it and asks the
+    connection to change it through these methods.
+    """
 
-def degrade(consumer: Any) -> None:
-    """The layer failed this connection: read its run from the log until the layer is back."""
-    if not consumer.degraded:
-        logger.info("run %s watcher falls back to polling", consumer.run_id)
-    consumer.degraded = True
-    sync_watch(consumer)
-    probe = get_probe()
-    probe.healthy = False
-    probe.wake()
+    @property
+    def run_id(self) -> uuid.UUID | None: ...
+    @property
+    def degraded(self) -> bool: ...
+    @property
+    def subscribed(self) -> bool: ...
 
+    def degrade(self) -> None:
+        """Read the run from the log until the layer is back."""
 
-async def recover(consumer: Any) -> bool:
-    """Rejoin the group; on success stop polling and fill from the log. True when back on push."""
-    if not await consumer.resubscribe():
-        return False
-    consumer.degraded = False
-    sync_watch(consumer)
-    logger.info("run %s watcher is back on push", consumer.run_id)
-    await consumer.catch_up()
-    return True
+    async def recover(self) -> bool:
+        """Rejoin the group, stop polling, fill from the log; True when back on push."""
+
+    async def resubscribe(self) -> bool:
+        """Join the run's group again; False when the layer fails."""
 
 
 class LayerProbe:
@@ -78,27 +70,32 @@ class LayerProbe:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.consumers: set[Any] = set()
+        self.consumers: set[PushWatcher] = set()
         self.healthy = True
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._channel: str | None = None
-        self._layer: Any = None
+        self._layer: BaseChannelLayer | None = None
         self._refreshed_at = loop.time()
 
-    def register(self, consumer: Any) -> None:
+    def register(self, consumer: PushWatcher, layer: BaseChannelLayer) -> None:
         self.consumers.add(consumer)
-        self._layer = consumer.channel_layer
+        self._layer = layer
         if self._task is None:
             self._task = self.loop.create_task(self._run(), name="realtime-layer-probe")
 
-    def unregister(self, consumer: Any) -> None:
+    def unregister(self, consumer: PushWatcher) -> None:
         self.consumers.discard(consumer)
         if not self.consumers:
             self.wake()  # lets the task end now rather than after its sleep
 
     def wake(self) -> None:
         self._wake.set()
+
+    def suspect(self) -> None:
+        """A connection saw the layer fail: count it unhealthy and check now."""
+        self.healthy = False
+        self.wake()
 
     async def _run(self) -> None:
         try:
@@ -123,12 +120,12 @@ class LayerProbe:
             self.healthy = False
             for consumer in list(self.consumers):
                 if not consumer.degraded:
-                    degrade(consumer)
+                    consumer.degrade()
             return
         self.healthy = True
         for consumer in [c for c in self.consumers if c.degraded]:
             try:
-                await recover(consumer)
+                await consumer.recover()
             except Exception:
                 logger.warning("run %s watcher could not return to push", consumer.run_id, exc_info=True)
         await self._refresh_memberships()
@@ -160,7 +157,7 @@ class LayerProbe:
         self._refreshed_at = self.loop.time()
         for consumer in list(self.consumers):
             if consumer.subscribed and not await consumer.resubscribe():
-                degrade(consumer)
+                consumer.degrade()
 
 
 _probes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LayerProbe] = weakref.WeakKeyDictionary()
