@@ -70,12 +70,12 @@ def _lazy(render):
 def make_autobahn_logging_lazy() -> bool:
     """autobahn formats its debug lines' arguments even when debug logging is off.
 
-    For every connection it pretty-prints ~40 options (``pformat``: 7 % of the
-    web process's CPU in a 1,000-client connect storm), and for every frame
-    sent or received it styles names with click (``hltype``/``hlval``: 3 % in
-    the fan-out workload). Here those helpers return a lazy value that renders
-    the same text if a debug line is ever written. False when autobahn (Daphne)
-    is not installed.
+    For every connection it pretty-prints its ~40 options (``pformat``), and
+    for every frame sent or received it styles names with click
+    (``hltype``/``hlval``): a visible share of the web process's CPU in the
+    connect-storm and fan-out workloads (docs/benchmarks.md). Here those
+    helpers return a lazy value that renders the same text if a debug line is
+    ever written. False when autobahn (Daphne) is not installed.
     """
     try:
         from autobahn.twisted import websocket as twisted_websocket
@@ -127,9 +127,9 @@ def freeze_startup_heap() -> None:
     """Keep the objects loaded at start-up out of every later garbage collection.
 
     Django, DRF, Twisted and their modules are a few hundred thousand objects
-    that live as long as the process; a full (generation 2) collection walked
-    them all and paused the event loop for 60 to 140 ms, which every frame in
-    flight waited out. ``gc.freeze()`` moves them to the permanent generation,
+    that live as long as the process; a full (generation 2) collection walks
+    them all and pauses the event loop, which every frame in flight waits out
+    (docs/benchmarks.md). ``gc.freeze()`` moves them to the permanent generation,
     which collections skip; objects created later are collected as before.
     """
     gc.collect()

@@ -93,8 +93,8 @@ def connect_publisher() -> bool:
 
     Called as each Celery worker process starts (realtime.signals). Otherwise a
     fresh worker's first event also waits for the publisher thread to start and
-    for a Redis connection: 75 ms here, which was the whole p99 of the bench's
-    latency workloads. False (logged) when the layer is unreachable; the first
+    for a Redis connection, which dominated the p99 of the bench's latency
+    workloads (docs/benchmarks.md). False (logged) when the layer is unreachable; the first
     real publish then tries again.
     """
     layer = get_channel_layer()

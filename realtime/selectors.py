@@ -98,12 +98,12 @@ def events_between(
 # The poll query on PostgreSQL (parameters: run ids, their cursors). Also run
 # under EXPLAIN ANALYZE by bench/explain_poll.py for docs/protocol.md.
 # A plain join of the cursors with the log lets the planner hash the whole
-# table (a seq scan: 250 ms at 200k events); LATERAL makes it one index range
+# table (a seq scan, growing with the log); LATERAL makes it one index range
 # scan on (run, seq) per watched run, whatever the table's size.
 # Only the model's own table name and frames' constant time format are interpolated.
 # The frame's ts is formatted by PostgreSQL (as frames.format_ts does): at
-# thousands of rows, loading tz-aware datetimes and model instances cost 7x the
-# query itself.
+# thousands of rows, loading tz-aware datetimes and model instances cost several
+# times the query itself (docs/benchmarks.md).
 POLL_SQL = (
     "SELECT e.run_id, e.seq, e.type, e.payload,"  # noqa: S608
     f" to_char(e.ts AT TIME ZONE 'UTC', '{TS_FORMAT_POSTGRES}')"
@@ -119,7 +119,8 @@ POLL_SQL = (
 def poll_params(cursors: dict[uuid.UUID, int]) -> list[str]:
     """POLL_SQL's parameters: the run ids and their cursors as array literals.
 
-    Literals, because psycopg adapting a list of UUID objects costs ~25 µs each.
+    Literals, because psycopg adapts a list of UUID objects one by one, at a cost
+    per id that dominates a large tick (docs/benchmarks.md).
     """
     run_ids = "{" + ",".join(str(uuid.UUID(str(run_id))) for run_id in cursors) + "}"
     afters = "{" + ",".join(str(int(after)) for after in cursors.values()) + "}"
