@@ -54,20 +54,9 @@ class RunAdmin(admin.ModelAdmin):
     list_select_related = ["owner"]
     date_hierarchy = "created_at"
     actions = ["cancel_runs", "rerun_runs"]
-    readonly_change_fields = [
-        "id",
-        "owner",
-        "status",
-        "prompt",
-        "plan",
-        "output",
-        "error",
-        "created",
-        "started",
-        "finished",
-        "cancel_requested",
-        "seq",
-    ]
+    # Status, times, error and outputs are on the live panel above these (the
+    # template's); here only what never changes after creation, and the cancel request.
+    readonly_change_fields = ["id", "owner", "prompt", "plan", "created", "cancel_requested"]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         if obj is None:
@@ -195,14 +184,6 @@ class RunAdmin(admin.ModelAdmin):
     @admin.display(description="created", ordering="created_at")
     def created(self, run: Run) -> str:
         return to_second(run.created_at)
-
-    @admin.display(description="started", ordering="started_at")
-    def started(self, run: Run) -> str:
-        return to_second(run.started_at)
-
-    @admin.display(description="finished", ordering="finished_at")
-    def finished(self, run: Run) -> str:
-        return to_second(run.finished_at)
 
     @admin.display(description="cancel requested")
     def cancel_requested(self, run: Run) -> str:

@@ -92,8 +92,8 @@ def test_change_page_shows_the_live_run_and_no_status_field(admin_client, make_r
     assert 'name="_save"' not in page
     assert f"/admin/runs/run/{run.id}/cancel/" in page and f"/admin/runs/run/{run.id}/rerun/" in page
     # Timestamps to the second.
-    started = timezone.localtime(Run.objects.get(pk=run.id).started_at).strftime("%Y-%m-%d %H:%M:%S")
-    assert started in page
+    created = timezone.localtime(Run.objects.get(pk=run.id).created_at).strftime("%Y-%m-%d %H:%M:%S")
+    assert created in page
 
 
 def test_no_cancel_button_once_finished(admin_client, make_run):
