@@ -1,4 +1,4 @@
-"""Connection tickets (POST /api/ws-tickets/, ?ticket=): issued, used once, expiring, through a real Daphne."""
+"""Connection tickets (POST /api/ws-tickets/, ?ticket=): issued, used once, expiring; real Daphne."""
 
 import asyncio
 import json
