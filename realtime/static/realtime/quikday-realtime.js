@@ -199,7 +199,7 @@ export class Connection {
     if (changed) {
       this.onStatus({
         state,
-        mode: state === STATE.POLLING ? "http" : this.mode,
+        mode: this.mode,
         transport: state === STATE.POLLING ? "http" : "websocket",
         attempt: this.attempt,
         reason: null,
@@ -380,6 +380,7 @@ export class Connection {
     }
     this.polling = true;
     this.attempt = 0;
+    this.mode = "http";
     this._setState(STATE.POLLING);
     this._later("poll", this.options.pollIntervalMs, () => this._pollTick());
     this._later("probe", this.options.socketRetryMs, () => this._openSocket());

@@ -10,6 +10,9 @@ const STATE_LABEL = {
   closed: "closed",
 };
 
+// Timing overrides (tests, debugging): set globalThis.quikdayRealtimeOptions before the page's scripts run.
+const overrides = () => globalThis.quikdayRealtimeOptions || {};
+
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [key, value] of Object.entries(attrs)) {
@@ -133,6 +136,8 @@ export function mountRunView(panel, snapshot, options = {}) {
   };
 
   render(snapshot);
+  // Bars move smoothly from here on; the first paint shows the snapshot as it is.
+  requestAnimationFrame(() => parts.progress.classList.add("animated"));
   // A running step's duration ticks on its own between events.
   const ticker = setInterval(() => {
     for (const step of current.steps || []) {
@@ -143,8 +148,13 @@ export function mountRunView(panel, snapshot, options = {}) {
   }, 100);
 
   const watch = watchRun(snapshot.id, {
+    ...overrides(),
     ...options,
-    onChange: (run) => render(run),
+    onChange: (run, frame) => {
+      render(run);
+      // Observable from outside (tests; a page embedding the panel): every applied change, once.
+      document.dispatchEvent(new CustomEvent("quikday:run-change", { detail: { seq: run.seq, type: frame.type, status: run.status } }));
+    },
     onStatus: (status) => {
       showConnection(parts.connection, parts.mode, status);
       if (status.state === "closed") clearInterval(ticker);
@@ -193,6 +203,7 @@ export function mountRunList({ body, connection, announcer, snapshot, showOwner,
   render(initial);
   const known = new Map(snapshot.map((run) => [run.id, run.status]));
   return watchRuns({
+    ...overrides(),
     onChange: (runs, changed) => {
       for (const id of snapshot.map((r) => r.id)) if (!runs.has(id)) runs.set(id, initial.get(id));
       render(runs);
@@ -207,6 +218,7 @@ export function mountRunList({ body, connection, announcer, snapshot, showOwner,
 /** The admin's change list: update the status and progress cells of the rows shown. */
 export function mountLiveCells({ root, connection }) {
   return watchRuns({
+    ...overrides(),
     onChange: (runs, changed) => {
       for (const id of changed) {
         const run = runs.get(id);
