@@ -97,9 +97,12 @@ def _value(field: ArgField, raw: str | None, row: int) -> Any:
     return raw
 
 
-def parse_steps(post, tools: dict[str, list[ArgField] | None]) -> list[dict]:
-    """The plan the rows of ``post`` describe. ``tools``: name → fields (None: any arguments)."""
-    steps = []
+def parse_steps(post, tools: dict[str, list[ArgField] | None]) -> tuple[list[dict], list[int]]:
+    """The plan the rows of ``post`` describe, and the row of each step (empty rows are skipped).
+
+    ``tools``: name → fields (None: the tool takes any arguments).
+    """
+    steps, rows = [], []
     for row in range(MAX_ROWS):
         name = (post.get(f"step-{row}-tool") or "").strip()
         if not name:
@@ -119,6 +122,7 @@ def parse_steps(post, tools: dict[str, list[ArgField] | None]) -> list[dict]:
                 if value is not None:
                     args[field.name] = value
         steps.append({"tool": name, "args": args})
+        rows.append(row)
     if not steps:
         raise FormError("pick a tool for at least one step")
-    return steps
+    return steps, rows

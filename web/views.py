@@ -6,6 +6,8 @@ static/web/run-view.js on top of the realtime client.
 
 from __future__ import annotations
 
+import re
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
@@ -36,19 +38,25 @@ def run_new(request):
     context = {"tools": tools, "rows": range(INITIAL_ROWS), "error": None, "post": request.POST}
     if request.method == "POST":
         fields = {tool["name"]: None if tool["any_args"] else tool["fields"] for tool in tools}
+        rows: list[int] = []
         try:
-            steps = parse_steps(request.POST, fields)
+            steps, rows = parse_steps(request.POST, fields)
             run = services.run_create(owner=request.user, steps=steps, prompt=request.POST.get("prompt", ""))
         except FormError as error:
             context["error"] = _row_message(error.message, error.row)
         except PlanError as error:
-            context["error"] = _row_message(error.message, error.step)
+            # The plan's step numbers skip the empty rows; say which row of the form it is.
+            row = rows[error.step] if error.step is not None and error.step < len(rows) else None
+            context["error"] = _row_message(_PLAN_STEP_PREFIX.sub("", error.message), row)
         else:
             return redirect("run-page", run_id=run.id)
-        rows = [int(key.split("-")[1]) for key in request.POST if key.startswith("step-")]
-        context["rows"] = range(max(INITIAL_ROWS, max(rows, default=0) + 1))
+        posted = [int(key.split("-")[1]) for key in request.POST if re.match(r"step-\d+-", key)]
+        context["rows"] = range(max(INITIAL_ROWS, max(posted, default=0) + 1))
         return render(request, "web/run_new.html", context, status=400)
     return render(request, "web/run_new.html", context)
+
+
+_PLAN_STEP_PREFIX = re.compile(r"^step \d+: ")
 
 
 def _row_message(message: str, row: int | None) -> str:

@@ -423,7 +423,8 @@ function httpGetter(options) {
   return async (path) => {
     const response = await fetchImpl(new URL(path, base).toString(), {
       headers: { Accept: "application/json", ...(options.headers || {}) },
-      credentials: options.baseUrl ? "include" : "same-origin",
+      // Another origin authenticates with `headers` (a token), never with this browser's cookies.
+      credentials: options.baseUrl ? "omit" : "same-origin",
     });
     if (!response.ok) throw new HttpError(response.status);
     return response.json();
