@@ -23,7 +23,11 @@ from django.conf import settings
 from django.utils import timezone
 
 from realtime import db, frames, selectors, summaries
-from realtime.consumers.base import CLOSE_TOO_BIG, CLOSE_UNAUTHENTICATED
+from realtime.consumers.base import CLOSE_UNAUTHENTICATED
+
+# A client frame over REALTIME_MAX_CLIENT_FRAME. Not 1009: autobahn (Daphne) lets a
+# server close only with 1000 or 3000-4999, and turns 1009 into a 1011 with a traceback.
+CLOSE_TOO_BIG = 4009
 
 logger = logging.getLogger(__name__)
 
@@ -97,18 +101,32 @@ class RunListConsumer(AsyncWebsocketConsumer):
                 logger.warning("leaving %s failed: %s", group, error)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """The client frames of docs/protocol.md: ``ping``; anything else is an ``error`` frame."""
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
         if size > settings.REALTIME_MAX_CLIENT_FRAME:
+            await self._error(
+                str(CLOSE_TOO_BIG),
+                f"a client frame may have at most {settings.REALTIME_MAX_CLIENT_FRAME} bytes",
+            )
             await self.close(code=CLOSE_TOO_BIG)
             return
+        if text_data is None:
+            await self._error("binary_not_supported", "send JSON text frames")
+            return
         try:
-            frame = json.loads(text_data) if text_data is not None else None
+            frame = json.loads(text_data)
         except ValueError:
             frame = None
-        if isinstance(frame, dict) and frame.get("type") == "ping":
+        kind = frame.get("type") if isinstance(frame, dict) else None
+        if kind == "ping":
             await self._send_frame("pong", {})
+        elif not isinstance(kind, str):
+            await self._error("malformed", 'a client frame is a JSON object with a "type"')
         else:
-            await self._send_frame("error", {"code": "unknown_type", "message": "the client may send 'ping'"})
+            await self._error("unknown_type", f"unknown frame type {kind[:64]!r}; the client may send 'ping'")
+
+    async def _error(self, code: str, message: str) -> None:
+        await self._send_frame("error", {"code": code, "message": message})
 
     async def _send_frame(self, type: str, payload: dict, *, run_id: str = "") -> None:
         seq = payload["run"]["seq"] if type == frames.RUN_SUMMARY else 0

@@ -160,3 +160,53 @@ def test_unauthenticated_list_stream_is_closed_with_4401(daphne_process):
     frame, code = asyncio.run(scenario())
     assert code == 4401
     assert frame["type"] == "error" and frame["payload"] == {"code": "4401", "message": "not authenticated"}
+
+
+def test_client_frames_on_the_list_stream(daphne_process, user):
+    token = Token.objects.create(user=user).key
+
+    async def scenario():
+        async with stream(daphne_process, token) as ws:
+            client = Client(ws, set())
+            assert (await client.frame())["type"] == "connected"
+            await ws.send(json.dumps({"type": "ping"}))
+            assert (await client.frame())["type"] == "pong"
+            replies = []
+            for text in ("not json", "[1]", json.dumps({"type": "subscribe"})):
+                await ws.send(text)
+                replies.append((await client.frame())["payload"]["code"])
+            await ws.send(b"\x00")
+            replies.append((await client.frame())["payload"]["code"])
+            assert replies == ["malformed", "malformed", "unknown_type", "binary_not_supported"]
+            await ws.send("x" * (64 * 1024 + 1))
+            assert (await client.frame())["payload"]["code"] == "4009"
+            with pytest.raises(ConnectionClosed):
+                await client.frame()
+            return ws.close_code
+
+    assert asyncio.run(scenario()) == 4009
+
+
+def test_in_poll_mode_the_list_stream_rereads_its_runs(user):
+    """Nothing is published in poll mode: the socket's own re-read brings each change."""
+    from tests.processes import daphne_server, subprocess_env
+
+    token = Token.objects.create(user=user).key
+    env = subprocess_env(REALTIME_MODE="poll", REALTIME_POLL_INTERVAL="0.2")
+    mine: set[str] = set()
+    with daphne_server(env=env) as server:
+
+        async def scenario():
+            async with stream(server, token) as ws:
+                client = Client(ws, mine)
+                hello = await client.frame()
+                assert hello["payload"] == {"mode": "poll", "runs": []}
+                run = await in_thread(services.run_create, owner=user, steps=ECHO2)
+                mine.add(str(run.id))
+                frame = await client.frame()
+                assert frame["type"] == "run_summary" and frame["payload"]["run"]["status"] == "queued"
+                await in_thread(services.run_start, run_id=run.id)
+                frame = await client.frame()
+                assert (frame["seq"], frame["payload"]["run"]["status"]) == (1, "processing")
+
+        asyncio.run(scenario())

@@ -23,6 +23,7 @@ export const STATE = Object.freeze({
 // Close codes after which reconnecting cannot help (docs/protocol.md, "Close codes").
 export const FINAL_CLOSE_CODES = Object.freeze({
   1009: "a frame sent to the server was too large",
+  4009: "a frame sent to the server was too large",
   4400: "malformed run id or since",
   4401: "not authenticated",
   4403: "not your run",

@@ -297,6 +297,7 @@ for (const [code, reason] of [
   [4403, "not your run"],
   [4404, "no such run"],
   [1009, null],
+  [4009, "a client frame may have at most 65536 bytes"],
 ]) {
   test(`close code ${code} stops for good with a reason`, async () => {
     const h = harness();
