@@ -10,7 +10,6 @@ import re
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
@@ -59,6 +58,11 @@ def run_new(request):
 _PLAN_STEP_PREFIX = re.compile(r"^step \d+: ")
 
 
+def _not_found(request):
+    """A page for people (the project's 404 handler answers JSON, for the API)."""
+    return render(request, "web/not_found.html", status=404)
+
+
 def _row_message(message: str, row: int | None) -> str:
     return message if row is None else f"Step {row + 1}: {message}"
 
@@ -67,7 +71,7 @@ def _row_message(message: str, row: int | None) -> str:
 def run_detail(request, run_id):
     run = selectors.run_get_for_user(user=request.user, run_id=run_id)
     if run is None:
-        raise Http404("no such run")
+        return _not_found(request)
     return render(request, "web/run_detail.html", {"run": run, "snapshot": RunSerializer(run).data})
 
 
@@ -75,7 +79,7 @@ def run_detail(request, run_id):
 @require_POST
 def run_cancel(request, run_id):
     if selectors.run_get_for_user(user=request.user, run_id=run_id) is None:
-        raise Http404("no such run")
+        return _not_found(request)
     try:
         services.run_cancel(run_id=run_id)
     except services.TransitionError as error:

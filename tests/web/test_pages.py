@@ -90,7 +90,8 @@ def test_run_page_and_list_show_only_the_users_runs(alice_client, user, other_us
     assert 'id="run-panel"' in page and 'aria-live="polite"' in page and "mountRunView" in page
     snapshot = json.loads(page.split('id="run-snapshot" type="application/json">')[1].split("</script>")[0])
     assert snapshot["id"] == str(mine.id) and snapshot["seq"] == 0
-    assert alice_client.get(f"/runs/{theirs.id}/").status_code == 404
+    not_found = alice_client.get(f"/runs/{theirs.id}/")
+    assert not_found.status_code == 404 and "No such run" in not_found.content.decode()
     listing = alice_client.get("/runs/").content.decode()
     assert str(mine.id) in listing and str(theirs.id) not in listing
     summaries = alice_client.get("/api/run-summaries/").json()["runs"]
