@@ -157,6 +157,9 @@ def test_create_a_run_from_the_form_and_watch_it_and_the_list_live(browser, stac
     for row in range(4):
         page.select_option(f"#step-{row}-tool", "wait")
         page.fill(f"#step-{row}-arg-wait-seconds", "0.7")
+    # Only the picked tool's fields show (the others are hidden and not sent).
+    assert page.is_hidden("#step-0-arg-fail-message") and page.is_visible("#step-0-arg-wait-seconds")
+    shot(page, "run-new-form")
     page.click("button.primary")
     page.wait_for_url(re.compile(r"/runs/[0-9a-f-]{36}/$"))
     run = Run.objects.get(prompt="four waits from the form")
