@@ -283,3 +283,23 @@ def test_admin_change_page_and_change_list_update_live(browser, stack, alice, st
     link = change.wait_for_selector("ul.messagelist a")
     new_id = link.get_attribute("href").split("/")[-3]
     assert Run.objects.filter(pk=new_id, plan=run.plan).exists()
+
+
+def test_a_failed_run_shows_failed_and_skipped_steps_as_such(browser, stack, alice):
+    server = stack["server"]
+    page = new_page(browser, server.url)
+    log_in(page, alice)
+    steps = [{"tool": "wait", "args": {"seconds": 0.5}}, {"tool": "fail", "args": {"message": "no"}}]
+    run = services.run_create(owner=alice, steps=[*steps, {"tool": "wait", "args": {"seconds": 0.5}}])
+    page.goto(f"/runs/{run.id}/")
+    page.wait_for_selector("[data-field=status].status-failed")
+    assert step_statuses(page) == ["succeeded", "failed", "skipped"]
+    assert (
+        page.text_content("[data-field=progress-text]")
+        == "1 of 3 steps succeeded (33 %) · 1 failed · 1 skipped"
+    )
+    assert page.get_attribute("[data-field=progress]", "aria-valuenow") == "1"  # failed is not done
+    assert "step 1 (fail) failed: no" in page.text_content("[data-field=error]")
+    assert page.text_content('[data-field=steps] tr[data-index="1"] td.output') == "no"
+    assert page.is_hidden("[data-field=cancel]")
+    shot(page, "run-page-failed")
