@@ -23,6 +23,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
+from django.utils import timezone
 
 from realtime import frames
 from realtime.models import RunEvent
@@ -80,6 +81,36 @@ def publish(event: RunEvent) -> bool:
         logger.warning("publish of %s#%s failed (%s); it stays in the log", event.run_id, event.seq, error)
         _report_failure()  # this process's push connections check the layer now
         _retry_later(group, message)
+        return False
+    return True
+
+
+# --- Run summaries for the user-level stream (/ws/runs/; realtime.list_feed reads them) ----
+
+SUMMARY_MESSAGE_TYPE = "run.summary"  # RunListConsumer.run_summary
+
+
+def publish_summary(summary: dict[str, Any]) -> bool:
+    """Send a run's summary to its owner's and staff's list groups. Never raises; False on failure."""
+    frame = frames.build_frame(
+        type=frames.RUN_SUMMARY,
+        run_id=summary["id"],
+        seq=summary["seq"],
+        ts=timezone.now(),
+        payload={"run": summary},
+    )
+    message = {
+        "type": SUMMARY_MESSAGE_TYPE,
+        "run_id": summary["id"],
+        "seq": summary["seq"],
+        "text": frames.encode_frame(frame),
+    }
+    try:
+        for group in (frames.user_group_name(summary["owner_id"]), frames.STAFF_GROUP):
+            group_send(group, message)
+    except Exception as error:  # noqa: BLE001 - a publish must never fail the writer
+        logger.warning("summary of run %s not published (%s); list streams re-read it", summary["id"], error)
+        _report_failure()
         return False
     return True
 
