@@ -77,13 +77,16 @@ def test_the_default_stale_after_is_ten_minutes(settings):
     assert settings.RUNS_STALE_AFTER_SECONDS == 600
 
 
-def test_finished_runs_are_not_touched(make_run, sent):
-    runs = [make_run(status) for status in ("succeeded", "failed", "cancelled")]
+def test_finished_runs_are_not_touched(make_run, sent, django_capture_on_commit_callbacks):
+    for status in ("succeeded", "failed", "cancelled"):
+        make_run(status)
     before = list(Run.objects.order_by("pk").values())
-    report = reaper.reap_stuck_runs(stale_after=0)
-    assert (report.failed, report.redispatched) == ([], [])
-    assert list(Run.objects.order_by("pk").values()) == before
-    assert len(runs) == 3
+    assert sorted(run["status"] for run in before) == ["cancelled", "failed", "succeeded"]
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        report = reaper.reap_stuck_runs(stale_after=0)
+    assert (report.failed, report.redispatched, report.cancelled) == ([], [], [])
+    assert list(Run.objects.order_by("pk").values()) == before  # seq too: no event logged
+    assert (callbacks, sent) == ([], [])  # nothing published, nothing enqueued
 
 
 def test_a_stale_queued_run_is_dispatched_again(make_run, sent, django_capture_on_commit_callbacks):

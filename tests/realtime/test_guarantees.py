@@ -1,0 +1,221 @@
+"""Guarantees a user would see broken, each forced deterministically and checked frame by frame.
+
+Every test here was written against a one-line regression ("mutant") that the
+rest of the suite let through (docs/testing.md lists them); each fails with
+its mutant in place. Interleavings are forced at named points with
+threading/asyncio events, never with sleeps: a test that waits for something
+that does not come fails after ``WAIT`` seconds, it does not hang.
+"""
+
+import asyncio
+import threading
+from datetime import timedelta
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.utils import timezone
+
+from realtime import retention, selectors
+from realtime.models import RunEvent
+from realtime.poller import Poller
+from runs import services
+from tests.realtime.support import (
+    WAIT,
+    check_frames,
+    logged_frames,
+    open_socket,
+    receive,
+    receive_until_close,
+    run_seq,
+    token_headers,
+)
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgres,
+]
+
+
+@pytest.fixture
+def push(settings, layer):
+    """Push mode alone: no poller behind the channel layer to hide a lost event."""
+    settings.REALTIME_MODE = "push"
+    return layer
+
+
+def _started_run(user, steps: int = 2):
+    run = services.run_create(owner=user, steps=[{"tool": "echo", "args": {"n": i}} for i in range(steps)])
+    services.run_start(run_id=run.id)  # seq 1
+    return run
+
+
+def _do_step(run_id, index: int) -> None:
+    services.step_start(run_id=run_id, index=index)
+    services.step_succeed(run_id=run_id, index=index, output={"n": index})
+
+
+async def _wait_in_thread(event: threading.Event, what: str) -> None:
+    """Wait (bounded) for a thread to reach a named point, without blocking the event loop."""
+    reached = await asyncio.get_running_loop().run_in_executor(None, event.wait, WAIT)
+    assert reached, f"never reached: {what}"
+
+
+# --- Subscribe before the snapshot (the last event is the one gap fill cannot save) ---
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_the_final_event_committed_between_the_snapshot_and_connected_arrives(user, token, monkeypatch):
+    """Kills: the consumer subscribing after its snapshot read instead of before it.
+
+    run_completed commits after the snapshot was read and before the watcher
+    could have joined in that order: nothing follows it, so only a watcher
+    already in the group when it was published can relay it.
+    """
+    run = await sync_to_async(_started_run)(user, steps=1)
+    await sync_to_async(_do_step)(run.id, 0)  # seq 2, 3
+    snapshot_read, resume = threading.Event(), threading.Event()
+    original = selectors.connect_state
+
+    def connect_state_then_wait(**kwargs):
+        state = original(**kwargs)
+        snapshot_read.set()  # named point: the snapshot is read, `connected` not yet sent
+        assert resume.wait(WAIT), "the test never let the connect go on"
+        return state
+
+    monkeypatch.setattr(selectors, "connect_state", connect_state_then_wait)
+    connecting = asyncio.create_task(open_socket(run.id, headers=token_headers(token)))
+    ws = None
+    try:
+        await _wait_in_thread(snapshot_read, "the snapshot read")
+        await sync_to_async(services.run_succeed)(run_id=run.id, output=[{"n": 0}])  # seq 4, published
+        resume.set()
+        ws, connected = await connecting
+        assert (connected["type"], connected["seq"]) == ("connected", 3)
+        assert connected["payload"]["run"]["status"] == "processing"
+        frames, code = await receive_until_close(ws)
+        assert frames == await logged_frames(run.id, after=3)
+        assert [f["type"] for f in frames] == ["run_completed"] and code == 1000
+    finally:
+        resume.set()
+        if ws is None:
+            connecting.cancel()
+        else:
+            await ws.disconnect()
+
+
+# --- The hub's group membership is the process's, not one watcher's --------------------
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_one_of_two_watchers_leaving_mid_run_leaves_the_other_every_event(user, token):
+    """Kills: the hub leaving a run's group when any (not the last) local watcher leaves."""
+    run = await sync_to_async(_started_run)(user, steps=2)
+    leaving, _ = await open_socket(run.id, headers=token_headers(token))
+    staying, left = None, False
+    try:
+        staying, connected = await open_socket(run.id, headers=token_headers(token))
+        assert connected["seq"] == 1
+        await sync_to_async(services.step_start)(run_id=run.id, index=0)  # seq 2: both watchers get it
+        assert await receive(leaving) == await receive(staying)
+        await leaving.disconnect()  # returns once its consumer has left the hub
+        left = True
+
+        await sync_to_async(services.step_succeed)(run_id=run.id, index=0, output={"n": 0})
+        await sync_to_async(_do_step)(run.id, 1)
+        await sync_to_async(services.run_succeed)(run_id=run.id, output=[{"n": 0}, {"n": 1}])
+        frames, code = await receive_until_close(staying)
+        check_frames(frames, run_id=run.id, first_seq=3)
+        assert frames == await logged_frames(run.id, after=2)
+        assert frames[-1]["type"] == "run_completed" and code == 1000
+    finally:
+        if not left:
+            await leaving.disconnect()
+        if staying is not None:
+            await staying.disconnect()
+
+
+# --- Seq comes from the run's counter, not from what is left of the log --------------
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_seq_goes_on_after_retention_prunes_a_live_runs_events(user, token):
+    """Kills: the next seq taken as MAX(seq) + 1 over the log instead of the run's counter."""
+    run = await sync_to_async(_started_run)(user, steps=1)
+    await sync_to_async(services.step_start)(run_id=run.id, index=0)  # seq 2
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        assert connected["seq"] == 2
+        # A long run outlives the retention period: every event it logged so far is pruned.
+        await sync_to_async(RunEvent.objects.filter(run_id=run.id).update)(
+            ts=timezone.now() - timedelta(days=2)
+        )
+        assert await sync_to_async(retention.prune_run_events)(days=1) == 2
+
+        await sync_to_async(services.step_succeed)(run_id=run.id, index=0, output={"n": 0})
+        assert await run_seq(run.id) == 3
+        assert await sync_to_async(list)(
+            RunEvent.objects.filter(run_id=run.id).values_list("seq", flat=True)
+        ) == [3]
+        frame = await receive(ws)  # a watcher drops a seq it has seen: seq 1 again would never come
+        assert [frame] == await logged_frames(run.id)
+        assert (frame["type"], frame["seq"]) == ("step_succeeded", 3)
+    finally:
+        await ws.disconnect()
+
+
+# --- The poller reads each run from its furthest-behind watcher ----------------------
+
+
+class _PollWatcher:
+    """A poller watcher (realtime.poller.Watcher) that records what it is handed."""
+
+    def __init__(self, run_id, last_seq: int, *, until: int) -> None:
+        self.run_id = run_id
+        self.last_seq = last_seq
+        self.seqs: list[int] = []
+        self.until = until
+        self.reached = asyncio.Event()
+
+    async def deliver(self, seq: int, text: str, *, final: bool) -> None:
+        if seq <= self.last_seq:
+            return
+        self.seqs.append(seq)
+        self.last_seq = seq
+        if seq >= self.until:
+            self.reached.set()
+
+
+def _four_events(user):
+    run = _started_run(user, steps=2)  # seq 1
+    _do_step(run.id, 0)  # seq 2, 3
+    services.step_start(run_id=run.id, index=1)  # seq 4
+    return run
+
+
+@pytest.mark.usefixtures("dispatched")
+async def test_a_poll_watcher_behind_another_of_its_run_gets_what_it_missed(user):
+    """Kills: the poller reading a run from its watchers' highest seq instead of the lowest.
+
+    Two watchers of one run, due on the same tick: one has seen seq 1, the
+    other is at the head (seq 4) and no event follows, so nothing would ever
+    show the one behind that it has a gap to fill.
+    """
+    run = await sync_to_async(_four_events)(user)
+    poller = Poller(asyncio.get_running_loop())
+    behind = _PollWatcher(run.id, 1, until=4)
+    ahead = _PollWatcher(run.id, 4, until=4)
+    try:
+        poller.watch(behind, interval=0.05)
+        poller.watch(ahead, interval=0.05)
+        await asyncio.wait_for(behind.reached.wait(), WAIT)
+        assert behind.seqs == [2, 3, 4]
+        assert ahead.seqs == []
+    finally:
+        task = poller._task
+        poller.unwatch(behind)
+        poller.unwatch(ahead)
+        if task is not None:
+            await asyncio.wait_for(task, WAIT)
