@@ -57,9 +57,26 @@ async def open_socket(
     """Connect to /ws/runs/<run_id>/ and return the socket and its first frame."""
     path = f"/ws/runs/{run_id}/" + (f"?{query}" if query else "")
     ws = WebsocketCommunicator(application, path, headers=headers or [])
-    connected, _ = await ws.connect(timeout=WAIT)
-    assert connected, "the handshake was refused"
-    return ws, await receive(ws)
+    try:
+        connected, _ = await ws.connect(timeout=WAIT)
+        assert connected, "the handshake was refused"
+        return ws, await receive(ws)
+    except BaseException:
+        await close_socket(ws)  # the caller never gets it: close it here
+        raise
+
+
+async def close_socket(ws: WebsocketCommunicator) -> None:
+    """Disconnect ``ws`` and wait (bounded) for its application to end; never raises.
+
+    For finally blocks and fixtures: closing twice, or after the server closed
+    or the application failed, is fine.
+    """
+    try:
+        await ws.disconnect(timeout=WAIT)
+    except Exception:  # cleanup after a failure must not hide that failure
+        if not ws.future.done():
+            ws.future.cancel()
 
 
 async def receive(ws: WebsocketCommunicator) -> dict:

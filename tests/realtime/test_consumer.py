@@ -7,7 +7,15 @@ from django.test import Client
 from rest_framework.authtoken.models import Token
 
 from runs import executor, services
-from tests.realtime.support import WAIT, application, open_socket, receive, receive_close, token_headers
+from tests.realtime.support import (
+    WAIT,
+    application,
+    close_socket,
+    open_socket,
+    receive,
+    receive_close,
+    token_headers,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -17,9 +25,23 @@ pytestmark = [
 make_run = sync_to_async(lambda owner, n=1: services.run_create(owner=owner, steps=[{"tool": "echo"}] * n))
 
 
-async def _refused(path: str, headers, code: int) -> dict:
+@pytest.fixture
+async def track():
+    """``track(ws)``: a socket the test opened, closed after the test whatever it asserted."""
+    opened: list[WebsocketCommunicator] = []
+
+    def track(ws: WebsocketCommunicator) -> WebsocketCommunicator:
+        opened.append(ws)
+        return ws
+
+    yield track
+    for ws in opened:
+        await close_socket(ws)
+
+
+async def _refused(track, path: str, headers, code: int) -> dict:
     """Accepted, then an error frame saying why, then closed with ``code``."""
-    ws = WebsocketCommunicator(application, path, headers=headers)
+    ws = track(WebsocketCommunicator(application, path, headers=headers))
     connected, _ = await ws.connect(timeout=WAIT)
     assert connected
     frame = await receive(ws)
@@ -27,7 +49,6 @@ async def _refused(path: str, headers, code: int) -> dict:
     assert frame["payload"]["code"] == str(code)
     assert frame["payload"]["message"]
     assert await receive_close(ws) == code
-    await ws.disconnect()
     return frame
 
 
@@ -35,8 +56,8 @@ async def _refused(path: str, headers, code: int) -> dict:
 
 
 @pytest.mark.parametrize("run_id", ["not-a-uuid", "1234", "00000000-0000-0000-0000-00000000000g"])
-async def test_4400_malformed_run_id(token, run_id):
-    frame = await _refused(f"/ws/runs/{run_id}/", token_headers(token), 4400)
+async def test_4400_malformed_run_id(track, token, run_id):
+    frame = await _refused(track, f"/ws/runs/{run_id}/", token_headers(token), 4400)
     assert frame["run_id"] == ""
 
 
@@ -52,35 +73,35 @@ async def test_4400_malformed_run_id(token, run_id):
     ],
     ids=["nothing", "bad-token", "empty-token", "other-scheme", "bad-session", "nul-in-token"],
 )
-async def test_4401_not_authenticated(user, headers):
+async def test_4401_not_authenticated(track, user, headers):
     run = await make_run(user)
-    await _refused(f"/ws/runs/{run.id}/", headers, 4401)
+    await _refused(track, f"/ws/runs/{run.id}/", headers, 4401)
 
 
-async def test_4401_token_of_an_inactive_user(user, token):
+async def test_4401_token_of_an_inactive_user(track, user, token):
     run = await make_run(user)
     user.is_active = False
     await sync_to_async(user.save)(update_fields=["is_active"])
-    await _refused(f"/ws/runs/{run.id}/", token_headers(token), 4401)
+    await _refused(track, f"/ws/runs/{run.id}/", token_headers(token), 4401)
 
 
-async def test_4403_someone_elses_run(user, other_user):
+async def test_4403_someone_elses_run(track, user, other_user):
     run = await make_run(user)
     other_token = await sync_to_async(Token.objects.create)(user=other_user)
-    await _refused(f"/ws/runs/{run.id}/", token_headers(other_token.key), 4403)
+    await _refused(track, f"/ws/runs/{run.id}/", token_headers(other_token.key), 4403)
 
 
-async def test_4404_unknown_run(token):
-    await _refused("/ws/runs/5b8a3d3e-8d8c-4f43-9b8e-2b0c7e9f2a11/", token_headers(token), 4404)
+async def test_4404_unknown_run(track, token):
+    await _refused(track, "/ws/runs/5b8a3d3e-8d8c-4f43-9b8e-2b0c7e9f2a11/", token_headers(token), 4404)
 
 
-async def test_staff_may_watch_any_run(user, staff_user):
+async def test_staff_may_watch_any_run(track, user, staff_user):
     run = await make_run(user)
     staff_token = await sync_to_async(Token.objects.create)(user=staff_user)
     ws, frame = await open_socket(run.id, headers=token_headers(staff_token.key))
+    track(ws)
     assert frame["type"] == "connected"
     assert frame["payload"]["run"]["owner"] == "alice"
-    await ws.disconnect()
 
 
 def _session_cookie(user) -> bytes:
@@ -89,36 +110,38 @@ def _session_cookie(user) -> bytes:
     return f"sessionid={client.cookies['sessionid'].value}".encode()
 
 
-async def test_session_cookie_authenticates(user):
+async def test_session_cookie_authenticates(track, user):
     run = await make_run(user)
     cookie = await sync_to_async(_session_cookie)(user)
     ws, frame = await open_socket(
         run.id, headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000")]
     )
+    track(ws)
     assert frame["type"] == "connected" and frame["payload"]["run"]["id"] == str(run.id)
-    await ws.disconnect()
 
 
 @pytest.mark.parametrize("origin", [b"http://evil.example", b"null", b"http://localhost.evil.example"])
-async def test_an_origin_not_in_allowed_hosts_is_refused(user, origin):
+async def test_an_origin_not_in_allowed_hosts_is_refused(track, user, origin):
     run = await make_run(user)
     cookie = await sync_to_async(_session_cookie)(user)
-    ws = WebsocketCommunicator(
-        application, f"/ws/runs/{run.id}/", headers=[(b"cookie", cookie), (b"origin", origin)]
+    ws = track(
+        WebsocketCommunicator(
+            application, f"/ws/runs/{run.id}/", headers=[(b"cookie", cookie), (b"origin", origin)]
+        )
     )
     connected, _ = await ws.connect(timeout=WAIT)
     assert not connected
 
 
-async def test_a_finished_run_sends_connected_then_closes_1000(user, token):
+async def test_a_finished_run_sends_connected_then_closes_1000(track, user, token):
     run = await make_run(user, 2)
     await sync_to_async(executor.execute_run)(run_id=run.id)
     ws, frame = await open_socket(run.id, headers=token_headers(token))
+    track(ws)
     assert frame["type"] == "connected"
     assert frame["seq"] == 6
     assert frame["payload"]["run"]["status"] == "succeeded"
     assert await receive_close(ws) == 1000
-    await ws.disconnect()
 
 
 # --- Client frames ---------------------------------------------------------------
@@ -128,9 +151,11 @@ async def test_a_finished_run_sends_connected_then_closes_1000(user, token):
 async def socket(user, token):
     run = await make_run(user)
     ws, frame = await open_socket(run.id, headers=token_headers(token))
-    assert frame["type"] == "connected"
-    yield ws
-    await ws.disconnect()
+    try:
+        assert frame["type"] == "connected"
+        yield ws
+    finally:
+        await close_socket(ws)
 
 
 async def _ping_pong(ws) -> None:

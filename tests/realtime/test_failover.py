@@ -6,16 +6,26 @@ push again after Redis is back (with a catch-up from the log in between).
 """
 
 import asyncio
+import time
 
+import channels_redis.core
 import pytest
 from asgiref.sync import sync_to_async
-from channels.layers import channel_layers
+from channels.layers import channel_layers, get_channel_layer
 
 from realtime import failover, publisher
 from realtime.poller import get_poller
 from runs import services
 from tests.realtime.own_redis import OwnRedis
-from tests.realtime.support import WAIT, check_frames, logged_frames, open_socket, receive, token_headers
+from tests.realtime.support import (
+    WAIT,
+    check_frames,
+    close_socket,
+    logged_frames,
+    open_socket,
+    receive,
+    token_headers,
+)
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -136,9 +146,10 @@ async def test_redis_stops_and_restarts_mid_run(failover_settings, own_redis, us
         check_frames(frames, run_id=run.id, first_seq=1)
         assert frames == await logged_frames(run.id)
         assert frames[-1]["type"] == "run_completed"
-        assert await ws.receive_nothing(timeout=0.3)
+        await ws.disconnect(timeout=WAIT)  # returns once the consumer has ended
+        assert ws.output_queue.empty()  # so nothing was sent after the close
     finally:
-        await ws.disconnect()
+        await close_socket(ws)
         await _flush_server_layer()
 
 
@@ -151,9 +162,23 @@ async def _flush_server_layer() -> None:
             pass
 
 
+class _LayerClock:
+    """channels_redis.core's ``time`` module, running ``ahead`` seconds in the future."""
+
+    def __init__(self) -> None:
+        self.ahead = 0.0
+
+    def time(self) -> float:
+        return time.time() + self.ahead
+
+
 @pytest.mark.redis
-async def test_long_lived_connections_refresh_their_group_membership(settings, user, token):
-    """Core RedisChannelLayer drops group members older than group_expiry; the probe re-adds live ones."""
+async def test_long_lived_connections_refresh_their_group_membership(settings, user, token, monkeypatch):
+    """Core RedisChannelLayer drops group members older than group_expiry; the probe re-adds live ones.
+
+    Instead of waiting past the expiry, the layer's clock jumps past it; the
+    test then waits for the probe's next re-add (a named point), not for time.
+    """
     from tests.realtime.conftest import layer_config
 
     config = layer_config("redis")
@@ -162,17 +187,29 @@ async def test_long_lived_connections_refresh_their_group_membership(settings, u
     settings.REALTIME_MODE = "push"
     settings.REALTIME_POLL_INTERVAL = 0.1
     channel_layers.backends = {}
+    clock = _LayerClock()
+    monkeypatch.setattr(channels_redis.core, "time", clock)
+    layer = get_channel_layer()
+    refreshed, real_group_add = asyncio.Event(), layer.group_add
+
+    async def noted_group_add(group, channel):
+        await real_group_add(group, channel)
+        if clock.ahead:
+            refreshed.set()  # a membership added after the jump: the refresh
+
+    monkeypatch.setattr(layer, "group_add", noted_group_add)
     run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
     ws, connected = await open_socket(run.id, headers=token_headers(token))
     try:
         assert connected["payload"]["mode"] == "push"
-        await asyncio.sleep(2.5)  # well past the expiry: only a refreshed membership still receives
+        clock.ahead = 5.0  # well past the expiry: only a refreshed membership still receives
+        await asyncio.wait_for(refreshed.wait(), WAIT)
         await sync_to_async(services.run_start)(run_id=run.id)
         frame = await receive(ws)
         assert (frame["type"], frame["seq"]) == ("run_status", 1)
         assert get_poller().watcher_count == 0  # it came by push, not by a poll
     finally:
-        await ws.disconnect()
+        await close_socket(ws)
         _drop_publisher_layer()
         await _flush_server_layer()
         channel_layers.backends = {}
@@ -208,5 +245,5 @@ async def test_redis_down_at_connect(failover_settings, own_redis, user, token, 
         check_frames(frames, run_id=run.id, first_seq=1)
         assert frames == await logged_frames(run.id)
     finally:
-        await ws.disconnect()
+        await close_socket(ws)
         await _flush_server_layer()

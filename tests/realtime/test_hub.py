@@ -14,7 +14,7 @@ from channels.layers import get_channel_layer
 from realtime.frames import group_name
 from realtime.hub import get_hub
 from runs import services
-from tests.realtime.support import check_frames, open_socket, receive_until_close, token_headers
+from tests.realtime.support import WAIT, check_frames, open_socket, receive_until_close, token_headers
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -79,22 +79,51 @@ async def test_two_runs_share_the_channel_and_get_only_their_own_events(user, to
     await sync_to_async(_finish)(second.id)
     frames, _ = await receive_until_close(ws2)
     assert {f["run_id"] for f in frames} == {str(second.id)}
-    assert await ws1.receive_nothing(timeout=0.3)  # nothing of the other run
     await sync_to_async(_finish)(first.id)
+    # Everything ws1 got up to its own close: nothing of the other run came before it.
     frames, _ = await receive_until_close(ws1)
-    assert {f["run_id"] for f in frames} == {str(first.id)} and frames[-1]["seq"] == 6
+    check_frames(frames, run_id=first.id, first_seq=2)
+    assert frames[-1]["seq"] == 6
     await ws1.disconnect()
     await ws2.disconnect()
 
 
-async def test_a_watcher_arriving_as_the_last_one_leaves_joins_again(user, token, layer_calls):
+async def test_a_watcher_arriving_as_the_last_one_leaves_joins_again(user, token, layer_calls, monkeypatch):
     run = await sync_to_async(_new_run)(user, steps=3)
+    layer = get_channel_layer()
+    hub = get_hub(layer)
+    discarding, let_discard, second_joining = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    counted_discard, real_join = layer.group_discard, hub.join
+
+    async def held_discard(*args):
+        discarding.set()  # named point: the last watcher is leaving the group
+        await asyncio.wait_for(let_discard.wait(), WAIT)
+        return await counted_discard(*args)
+
+    async def noted_join(*args, **kwargs):
+        second_joining.set()  # runs on to where it waits for the leave, before this event is seen
+        return await real_join(*args, **kwargs)
+
+    monkeypatch.setattr(layer, "group_discard", held_discard)
+    monkeypatch.setattr(hub, "join", noted_join)
     ws, _ = await open_socket(run.id, headers=token_headers(token))
+    second_joining.clear()
     # The first watcher leaves (its group_discard is under way) while a second arrives.
-    leaving = asyncio.create_task(ws.disconnect())
-    await asyncio.sleep(0)
-    ws2, connected = await open_socket(run.id, headers=token_headers(token))
-    await leaving
+    leaving = asyncio.create_task(ws.disconnect(timeout=WAIT))
+    arriving = asyncio.create_task(open_socket(run.id, headers=token_headers(token)))
+    try:
+        await asyncio.wait_for(discarding.wait(), WAIT)
+        await asyncio.wait_for(second_joining.wait(), WAIT)
+        assert len(layer_calls["group_add"]) == 1  # the second waits for the leave
+        let_discard.set()
+        await leaving
+        ws2, connected = await arriving
+    finally:
+        let_discard.set()
+        await asyncio.gather(leaving, return_exceptions=True)
+        if not arriving.done():
+            arriving.cancel()
+    assert len(layer_calls["group_discard"]) == 1
     assert len(layer_calls["group_add"]) == 2  # joined again after the leave, not before it
     await sync_to_async(_finish)(run.id, 3)
     frames, code = await receive_until_close(ws2)

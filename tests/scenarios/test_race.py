@@ -3,7 +3,8 @@
 Two ways: the two dangerous moments forced deterministically (an event that
 commits between joining the group and reading the snapshot, and one that
 commits between the snapshot and `connected`), and a writer thread committing
-a long run's events while clients keep connecting.
+a long run's events while clients keep connecting — each of its batches forced
+into one of those two moments of some client's connect.
 """
 
 import asyncio
@@ -14,8 +15,10 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from realtime import selectors
+from realtime.consumers import BaseRunConsumer
 from runs import services
 from tests.realtime.support import (
+    WAIT,
     apply_events,
     check_frames,
     fresh_snapshot,
@@ -38,22 +41,39 @@ def _new_run(user, steps: int):
 
 
 async def test_events_committed_around_the_snapshot_are_sent_once(user, token, monkeypatch):
+    """Also kills: `connected` and the backlog sent without holding the delivery lock.
+
+    The snapshot read waits (a named point) until the hub has handed seq 2 to
+    this watcher: a delivery that does not wait for `connected` has gone out by then.
+    """
     run = await sync_to_async(_new_run)(user, 2)  # seq 1
     original = selectors.connect_state
+    handed = threading.Event()
+    real_deliver = BaseRunConsumer.deliver
+
+    async def deliver_noting_the_hand_over(self, seq, text, *, final):
+        if self.deliver_lock.locked():
+            handed.set()  # it waits for `connected`
+            await real_deliver(self, seq, text, final=final)
+        else:
+            await real_deliver(self, seq, text, final=final)  # nothing holds it back: it goes out now
+            handed.set()
 
     def racing_connect_state(*, run_id, since, **who):
         # Joined, not yet read: this event is relayed AND in the snapshot.
         services.step_start(run_id=run.id, index=0)  # seq 2
+        assert handed.wait(WAIT), "the hub never handed seq 2 to the connecting watcher"
         state = original(run_id=run_id, since=since, **who)
         # Read, `connected` not yet sent: relayed only, after `connected`.
         services.step_succeed(run_id=run.id, index=0, output=None)  # seq 3
         return state
 
+    monkeypatch.setattr(BaseRunConsumer, "deliver", deliver_noting_the_hand_over)
     monkeypatch.setattr(selectors, "connect_state", racing_connect_state)
     ws, connected = await open_socket(run.id, headers=token_headers(token))
     monkeypatch.setattr(selectors, "connect_state", original)
     try:
-        assert connected["seq"] == 2
+        assert (connected["type"], connected["seq"]) == ("connected", 2)
         assert connected["payload"]["run"]["steps"][0]["status"] == "running"
         await sync_to_async(services.step_start)(run_id=run.id, index=1)  # seq 4
         frames = [await receive(ws) for _ in range(2)]
@@ -67,17 +87,19 @@ STEPS = 15  # 1 run_status + 2 per step + 1 run_completed = 32 events
 CLIENTS = 8
 
 
-def _writer(run_id, turns: threading.Semaphore, done: threading.Event) -> None:
-    """Commit the run's events a few at a time, each batch when the test says so."""
+def _writer(run_id, turns: threading.Semaphore, committed: threading.Semaphore) -> None:
+    """Commit the run's events a batch at a time, each when a connecting client asks for it."""
     try:
         for index in range(STEPS):
-            turns.acquire()
+            assert turns.acquire(timeout=WAIT), "no client asked for the next batch"
             services.step_start(run_id=run_id, index=index)
             services.step_succeed(run_id=run_id, index=index, output={"n": index})
+            committed.release()
+        assert turns.acquire(timeout=WAIT), "no client asked for the last batch"
         services.run_succeed(run_id=run_id, output=[{"n": i} for i in range(STEPS)])
+        committed.release()
     finally:
         connection.close()  # this thread's own connection
-        done.set()
 
 
 async def _client(run_id, token) -> tuple[dict, list[dict], int]:
@@ -89,24 +111,33 @@ async def _client(run_id, token) -> tuple[dict, list[dict], int]:
     return connected, frames, code
 
 
-async def test_clients_connecting_while_a_writer_commits_see_every_seq_once(user, token):
+async def test_clients_connecting_while_a_writer_commits_see_every_seq_once(user, token, monkeypatch):
     run = await sync_to_async(_new_run)(user, STEPS)
-    turns, done = threading.Semaphore(0), threading.Event()
-    writer = threading.Thread(target=_writer, args=(run.id, turns, done))
+    turns, committed = threading.Semaphore(0), threading.Semaphore(0)
+    original = selectors.connect_state
+
+    def commit_a_batch() -> None:
+        turns.release()
+        assert committed.acquire(timeout=WAIT), "the writer did not commit its batch"
+
+    def connect_state_between_batches(**kwargs):
+        # The two dangerous moments of every connect, each with a batch committed in it:
+        commit_a_batch()  # joined, snapshot not read yet
+        state = original(**kwargs)
+        commit_a_batch()  # snapshot read, `connected` not sent yet
+        return state
+
+    monkeypatch.setattr(selectors, "connect_state", connect_state_between_batches)
+    writer = threading.Thread(target=_writer, args=(run.id, turns, committed))
     writer.start()
-    clients = []
     try:
-        for _ in range(CLIENTS):
-            # Let the writer commit the next steps while this client connects.
-            clients.append(asyncio.create_task(_client(run.id, token)))
-            turns.release()
-            turns.release()
-            await asyncio.sleep(0)
+        # 8 clients x 2 moments = the writer's 16 batches (15 steps and run_completed).
+        results = await asyncio.gather(*(_client(run.id, token) for _ in range(CLIENTS)))
     finally:
-        for _ in range(STEPS):
-            turns.release()
-        await asyncio.get_running_loop().run_in_executor(None, writer.join)
-    results = await asyncio.gather(*clients)
+        for _ in range(STEPS + 1):
+            turns.release()  # a failed client must not leave the writer waiting
+        await asyncio.get_running_loop().run_in_executor(None, writer.join, WAIT)
+    assert not writer.is_alive()
 
     total = 2 + 2 * STEPS
     final = await fresh_snapshot(run.id)
