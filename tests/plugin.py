@@ -6,8 +6,11 @@ on a person's machine the suite falls back to SQLite / no Redis and skips the
 tests marked ``postgres`` / ``redis`` with a one-line reason.
 """
 
+import faulthandler
 import os
 import socket
+import sys
+import threading
 import uuid
 from urllib.parse import urlparse
 
@@ -67,3 +70,34 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (not answering at DATABASE_URL)"))
         if "redis" in item.keywords and not REDIS_UP:
             item.add_marker(pytest.mark.skip(reason="needs Redis (not answering at REDIS_URL)"))
+
+
+# How long the interpreter may take to exit after the session (env: QUIKDAY_TEST_EXIT_GRACE).
+EXIT_GRACE_SECONDS = float(os.environ.get("QUIKDAY_TEST_EXIT_GRACE", "30"))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """End the process if a thread outlives the session (a test timed out while it waited).
+
+    pytest-timeout's signal method fails a hung test in the main thread, but a
+    worker thread it was waiting on (sync_to_async, a read thread) stays stuck,
+    and Python joins those threads at exit: the run would hang after its summary.
+    A daemon timer ends the process with the session's status, after printing
+    the stuck threads' stacks, if the normal exit has not happened by then.
+    """
+    status = getattr(config, "_quikday_exitstatus", 1) or 1
+
+    def force_exit() -> None:
+        sys.stderr.write(f"\nthreads still running {EXIT_GRACE_SECONDS:g}s after the session; ending it\n")
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(status)
+
+    watchdog = threading.Timer(EXIT_GRACE_SECONDS, force_exit)
+    watchdog.daemon = True
+    watchdog.start()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    session.config._quikday_exitstatus = int(exitstatus)
