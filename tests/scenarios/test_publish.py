@@ -200,7 +200,7 @@ async def test_a_failed_last_publish_is_retried_so_push_watchers_still_finish(
         else:
             frames = [await receive(ws) for _ in range(3)]
             assert [f["seq"] for f in frames] == [1, 2, 3]
-            assert events.discard_pending_retries() == 0  # nothing will publish seq 4 again
+            assert publisher.discard_pending_retries() == 0  # nothing will publish seq 4 again
             await ws.send_to(text_data='{"type": "ping"}')  # a marker: nothing came before its answer
             assert (await receive(ws))["type"] == "pong"
     finally:
