@@ -7,7 +7,7 @@ PORT ?= 8000
 
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: venv venv-prod constraints test run serve dev bench bench-quick lint fmt clean
+.PHONY: venv venv-prod constraints test run serve dev bench bench-quick mutate lint fmt clean
 
 # Production's packages only (what `make run` needs), at constraints.txt's versions.
 $(BIN)/.installed-prod: requirements.txt constraints.txt
@@ -61,6 +61,13 @@ bench: venv  ## all five modes, medians of 3: table, bench/results/<date>.json, 
 bench-quick: venv  ## the same workloads, small and once (< 2 min): a smoke test, no timing goals
 	$(BIN)/python bench/run.py --quick
 
+# Mutation testing (docs/testing.md): cosmic-ray over realtime/ and runs' services and
+# executor, each module against its own curated tests; reports in build/mutation/.
+# Not part of `make test` or CI (an hour or more). MODULES=realtime/hub.py limits it.
+mutate: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/quikday_mutate
+mutate: venv  ## mutation score of the guarantee-holding modules: build/mutation/summary.md
+	nice -n 15 $(BIN)/python mutation/run.py $(MODULES)
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -70,4 +77,4 @@ fmt: venv
 	$(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache
+	rm -rf $(VENV) staticfiles .pytest_cache build

@@ -1,0 +1,268 @@
+"""`make mutate`: cosmic-ray over the modules that hold the guarantees, each against its own tests.
+
+For each module in TARGETS: a copy of the working tree (so a mutant on disk is
+never seen by anything else running from the checkout), a cosmic-ray session
+whose test command is that module's curated test selection (``pytest -x``: a
+mutant dies at its first red test), the operators in EXCLUDED_OPERATORS
+skipped, a baseline run (the unmutated module must pass its selection), then
+every mutant. Writes build/mutation/<module>.txt (cr-report) and
+build/mutation/summary.md (score per module, every survivor with its diff).
+docs/testing.md says how to read them.
+
+    python mutation/run.py                      # every module in TARGETS (hours)
+    python mutation/run.py realtime/hub.py ...  # some modules
+    python mutation/run.py --list               # the modules and their tests
+
+Use a database of its own (DATABASE_URL=.../quikday_mutate): the test runs
+reuse their test database (--reuse-db) between mutants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+# module → the pytest arguments whose tests must catch a change to it: a curated,
+# fast selection (seconds, not minutes; one layer/mode where the module does not
+# depend on them), in the order worth running (the guarantees first).
+ONE_LAYER_PUSH = ["-k", "not redis and not hybrid and not poll"]
+TARGETS: dict[str, list[str]] = {
+    "runs/services.py": [
+        "tests/runs/test_services.py",
+        "tests/runs/test_redelivery.py",
+        "tests/runs/test_executor.py",
+        "tests/runs/test_reaper.py",
+    ],
+    "runs/executor.py": ["tests/runs/test_executor.py", "tests/runs/test_redelivery.py"],
+    "realtime/log.py": [
+        "tests/realtime/test_guarantees.py",
+        "tests/realtime/test_signals.py",
+        "tests/realtime/test_retention.py",
+        "tests/realtime/test_race.py",
+        "tests/realtime/test_events.py",
+        *ONE_LAYER_PUSH,
+    ],
+    "realtime/signals.py": [
+        "tests/realtime/test_signals.py",
+        "tests/realtime/test_events.py",
+        *ONE_LAYER_PUSH,
+    ],
+    "realtime/hub.py": [
+        "tests/realtime/test_hub.py",
+        "tests/realtime/test_guarantees.py",
+        "tests/realtime/test_race.py",
+    ],
+    "realtime/poller.py": [
+        "tests/realtime/test_guarantees.py",
+        "tests/realtime/test_poller.py",
+        "tests/realtime/test_poller_grid.py",
+        "tests/realtime/test_modes.py",
+    ],
+    "realtime/consumers/poll.py": ["tests/realtime/test_poller.py", "tests/realtime/test_modes.py"],
+    "realtime/consumers/push.py": [
+        "tests/realtime/test_guarantees.py",
+        "tests/realtime/test_hub.py",
+        "tests/realtime/test_failover.py",
+    ],
+    "realtime/retention.py": ["tests/realtime/test_retention.py", "tests/realtime/test_guarantees.py"],
+    "realtime/consumers/base.py": [
+        "tests/realtime/test_guarantees.py",
+        "tests/realtime/test_race.py",
+        "tests/realtime/test_resume.py",
+        "tests/realtime/test_consumer.py",
+        "-k",
+        "not redis and not hybrid",
+    ],
+    "realtime/publisher.py": ["tests/realtime/test_publish.py", "tests/realtime/test_guarantees.py"],
+    "realtime/frames.py": ["tests/realtime/test_events.py", "tests/realtime/test_poller.py", *ONE_LAYER_PUSH],
+    "realtime/failover.py": ["tests/realtime/test_failover.py", "tests/realtime/test_hybrid.py"],
+    "realtime/consumers/hybrid.py": ["tests/realtime/test_hybrid.py"],
+    "realtime/selectors.py": [
+        "tests/realtime/test_selectors.py",
+        "tests/realtime/test_resume.py",
+        "tests/realtime/test_poller.py",
+    ],
+    "realtime/db.py": ["tests/realtime/test_db.py"],
+    "realtime/auth.py": ["tests/realtime/test_consumer.py", "-k", "not redis and not hybrid"],
+    "realtime/routing.py": ["tests/realtime/test_poller.py", "tests/realtime/test_modes.py"],
+    "realtime/api.py": ["tests/realtime/test_selectors.py", "tests/runs/test_api.py"],
+    "realtime/daphne_tuning.py": ["tests/realtime/test_daphne_tuning.py"],
+}
+
+# Skipped operators, and why (docs/testing.md repeats this):
+# - every binary-operator swap but the four arithmetic ones: `X | None` in
+#   annotations (never evaluated here: `from __future__ import annotations`)
+#   would otherwise give ten equivalent mutants per annotation;
+# - comparison swaps other than negation and the off-by-one boundary (==/!=,
+#   </<=, >/>=, is/is not): the others mostly repeat what these find.
+EXCLUDED_OPERATORS = [
+    r"core/ReplaceBinaryOperator_(?!Add_Sub$|Sub_Add$|Mul_Div$|Div_Mul$).*",
+    r"core/ReplaceComparisonOperator_(?!Eq_NotEq$|NotEq_Eq$|Lt_LtE$|LtE_Lt$|Gt_GtE$|GtE_Gt$|Is_IsNot$|IsNot_Is$).*",
+    r"core/VariableReplacer",
+    r"core/VariableInserter",
+]
+
+PER_MUTANT_TIMEOUT = 240.0  # a mutant that makes its tests hang counts as killed (timeout)
+
+
+def copy_tree(dest: Path) -> None:
+    """The working tree as it is (tracked and new files, not ignored ones)."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split("\n")
+    for name in filter(None, files):
+        source = ROOT / name
+        if source.is_file() and not name.startswith("build/"):
+            target = dest / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+
+
+def config_text(module: str, tests: list[str]) -> str:
+    command = [
+        str(BIN / "python"),
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--reuse-db",
+        *tests,
+    ]
+    excluded = ", ".join(json.dumps(pattern) for pattern in EXCLUDED_OPERATORS)
+    return (
+        "[cosmic-ray]\n"
+        f"module-path = {json.dumps(module)}\n"
+        f"timeout = {PER_MUTANT_TIMEOUT}\n"
+        "excluded-modules = []\n"
+        f"test-command = {json.dumps(shlex.join(command))}\n\n"
+        "[cosmic-ray.distributor]\n"
+        'name = "local"\n\n'
+        "[cosmic-ray.filters.operators-filter]\n"
+        f"exclude-operators = [{excluded}]\n"
+    )
+
+
+def run_module(module: str, tests: list[str], out: Path) -> dict:
+    slug = module.replace("/", ".").removesuffix(".py")
+    tree = out / "tree"
+    config, session = out / f"{slug}.toml", out / f"{slug}.sqlite"
+    config.write_text(config_text(module, tests))
+    session.unlink(missing_ok=True)
+    started = time.monotonic()
+
+    def cr(*args: str, **kwargs) -> subprocess.CompletedProcess:
+        return subprocess.run([*args], cwd=tree, text=True, **kwargs)
+
+    cr(str(BIN / "cosmic-ray"), "init", str(config), str(session), check=True)
+    cr(str(BIN / "cr-filter-operators"), str(session), str(config), check=True)
+    baseline = cr(str(BIN / "cosmic-ray"), "baseline", str(config), capture_output=True)
+    if baseline.returncode != 0:
+        (out / f"{slug}.txt").write_text(
+            "BASELINE FAILED: the unmutated module fails its tests\n" + baseline.stdout
+        )
+        return {"module": module, "baseline": "failed"}
+    cr(str(BIN / "cosmic-ray"), "exec", str(config), str(session), check=True)
+    report = cr(str(BIN / "cr-report"), str(session), capture_output=True).stdout
+    (out / f"{slug}.txt").write_text(report)
+    return summarise(module, session, time.monotonic() - started)
+
+
+def summarise(module: str, session: Path, seconds: float) -> dict:
+    dump = subprocess.run(
+        [str(BIN / "cosmic-ray"), "dump", str(session)], capture_output=True, text=True, check=True
+    ).stdout
+    counts = {"killed": 0, "survived": 0, "incompetent": 0, "skipped": 0, "timeout": 0}
+    survivors = []
+    for line in filter(None, dump.split("\n")):
+        item, result = json.loads(line)
+        if result is None:
+            continue
+        if result["worker_outcome"] == "skipped":
+            counts["skipped"] += 1
+            continue
+        if result["worker_outcome"] == "abnormal":
+            counts["timeout"] += 1  # killed: the tests did not finish
+            continue
+        outcome = result["test_outcome"]
+        counts[outcome] += 1
+        if outcome == "survived":
+            mutation = item["mutations"][0]
+            survivors.append(
+                {
+                    "where": f"{mutation['module_path']}:{mutation['start_pos'][0]}",
+                    "operator": mutation["operator_name"].removeprefix("core/"),
+                    "diff": "\n".join(
+                        ln
+                        for ln in result["diff"].split("\n")
+                        if ln.startswith(("+", "-")) and ln[:3] not in ("+++", "---")
+                    ),
+                }
+            )
+    return {"module": module, "seconds": round(seconds), **counts, "survivors": survivors}
+
+
+def write_summary(results: list[dict], out: Path) -> None:
+    lines = [
+        "# Mutation run",
+        "",
+        "| module | mutants run | killed | timeout | survived | score |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        if r.get("baseline") == "failed":
+            lines.append(f"| {r['module']} | baseline failed | | | | |")
+            continue
+        run = r["killed"] + r["timeout"] + r["survived"]
+        score = f"{100 * (r['killed'] + r['timeout']) / run:.0f} %" if run else "-"
+        lines.append(
+            f"| {r['module']} | {run} | {r['killed']} | {r['timeout']} | {r['survived']} | {score} |"
+        )
+    lines += ["", "## Survivors", ""]
+    for r in results:
+        for s in r.get("survivors", []):
+            lines += [f"- `{s['where']}` {s['operator']}", "", "```diff", s["diff"], "```", ""]
+    (out / "summary.md").write_text("\n".join(lines) + "\n")
+    (out / "summary.json").write_text(json.dumps(results, indent=1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("modules", nargs="*", help="modules to mutate (default: all of TARGETS)")
+    parser.add_argument("--out", type=Path, default=ROOT / "build" / "mutation")
+    parser.add_argument("--list", action="store_true", help="print the modules and their tests, and stop")
+    args = parser.parse_args()
+    if args.list:
+        for module, tests in TARGETS.items():
+            print(module, " ".join(tests))
+        return 0
+    unknown = [m for m in args.modules if m not in TARGETS]
+    if unknown:
+        parser.error(f"not in TARGETS: {', '.join(unknown)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    copy_tree(args.out / "tree")
+    results = []
+    for module in args.modules or list(TARGETS):
+        print(f"== {module}", flush=True)
+        results.append(run_module(module, TARGETS[module], args.out))
+        write_summary(results, args.out)  # after each module: a long run can be read as it goes
+    print((args.out / "summary.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
