@@ -38,6 +38,7 @@ ONE_LAYER_PUSH = ["-k", "not redis and not hybrid and not poll"]
 TARGETS: dict[str, list[str]] = {
     "runs/services.py": [
         "tests/runs/test_services.py",
+        "tests/runs/test_services_atomic.py",
         "tests/runs/test_redelivery.py",
         "tests/runs/test_executor.py",
         "tests/runs/test_reaper.py",
