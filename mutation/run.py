@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -34,7 +35,16 @@ BIN = Path(sys.executable).parent
 # module → the pytest arguments whose tests must catch a change to it: a curated,
 # fast selection (seconds, not minutes; one layer/mode where the module does not
 # depend on them), in the order worth running (the guarantees first).
-ONE_LAYER_PUSH = ["-k", "not redis and not hybrid and not poll"]
+# Selections that need one channel layer / one mode only (tests/realtime/conftest.py).
+ONE_LAYER = {"QUIKDAY_TEST_LAYERS": "pubsub"}
+ONE_LAYER_PUSH = {**ONE_LAYER, "QUIKDAY_TEST_MODES": "push"}
+ENV: dict[str, dict[str, str]] = {
+    "realtime/log.py": ONE_LAYER_PUSH,
+    "realtime/signals.py": ONE_LAYER_PUSH,
+    "realtime/frames.py": ONE_LAYER_PUSH,
+    "realtime/consumers/base.py": ONE_LAYER,
+    "realtime/auth.py": ONE_LAYER_PUSH,
+}
 TARGETS: dict[str, list[str]] = {
     "runs/services.py": [
         "tests/runs/test_services.py",
@@ -50,12 +60,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_retention.py",
         "tests/realtime/test_race.py",
         "tests/realtime/test_events.py",
-        *ONE_LAYER_PUSH,
     ],
     "realtime/signals.py": [
         "tests/realtime/test_signals.py",
         "tests/realtime/test_events.py",
-        *ONE_LAYER_PUSH,
     ],
     "realtime/hub.py": [
         "tests/realtime/test_hub.py",
@@ -80,11 +88,9 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_race.py",
         "tests/realtime/test_resume.py",
         "tests/realtime/test_consumer.py",
-        "-k",
-        "not redis and not hybrid",
     ],
     "realtime/publisher.py": ["tests/realtime/test_publish.py", "tests/realtime/test_guarantees.py"],
-    "realtime/frames.py": ["tests/realtime/test_events.py", "tests/realtime/test_poller.py", *ONE_LAYER_PUSH],
+    "realtime/frames.py": ["tests/realtime/test_events.py", "tests/realtime/test_poller.py"],
     "realtime/failover.py": ["tests/realtime/test_failover.py", "tests/realtime/test_hybrid.py"],
     "realtime/consumers/hybrid.py": ["tests/realtime/test_hybrid.py"],
     "realtime/selectors.py": [
@@ -93,7 +99,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_poller.py",
     ],
     "realtime/db.py": ["tests/realtime/test_db.py"],
-    "realtime/auth.py": ["tests/realtime/test_consumer.py", "-k", "not redis and not hybrid"],
+    "realtime/auth.py": ["tests/realtime/test_consumer.py"],
     "realtime/routing.py": ["tests/realtime/test_poller.py", "tests/realtime/test_modes.py"],
     "realtime/api.py": ["tests/realtime/test_selectors.py", "tests/runs/test_api.py"],
     "realtime/daphne_tuning.py": ["tests/realtime/test_daphne_tuning.py"],
@@ -164,8 +170,10 @@ def run_module(module: str, tests: list[str], out: Path) -> dict:
     session.unlink(missing_ok=True)
     started = time.monotonic()
 
+    env = {**os.environ, **ENV.get(module, {})}
+
     def cr(*args: str, **kwargs) -> subprocess.CompletedProcess:
-        return subprocess.run([*args], cwd=tree, text=True, **kwargs)
+        return subprocess.run([*args], cwd=tree, text=True, env=env, **kwargs)
 
     cr(str(BIN / "cosmic-ray"), "init", str(config), str(session), check=True)
     cr(str(BIN / "cr-filter-operators"), str(session), str(config), check=True)
@@ -249,7 +257,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.list:
         for module, tests in TARGETS.items():
-            print(module, " ".join(tests))
+            env = " ".join(f"{k}={v}" for k, v in ENV.get(module, {}).items())
+            print(module, env, " ".join(tests))
         return 0
     unknown = [m for m in args.modules if m not in TARGETS]
     if unknown:

@@ -1,15 +1,18 @@
 """Fixtures of the realtime tests: the channel-layer backend, and connection hygiene."""
 
+import os
 import uuid
 
 import pytest
 from asgiref.sync import SyncToAsync
 from channels.layers import channel_layers
+from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.db import connections
 
 from realtime import db, publisher
 from tests.plugin import REDIS_UP
+from tests.realtime.support import close_socket
 
 # A prefix of this session's own: the core layer keeps groups in Redis keys,
 # and the shared Redis serves other test sessions too.
@@ -90,6 +93,28 @@ def _close_sync_thread_connections():
     db.close_connections()  # and those of realtime.db's read threads
 
 
+@pytest.fixture(autouse=True)
+async def _close_open_sockets(monkeypatch):
+    """Every WebsocketCommunicator a test opened and left open is closed after it.
+
+    Tests close their sockets in finally blocks; this catches the ones a failed
+    assertion or a forgotten close left behind, so a failing test cannot leave
+    a consumer (and its hub membership, poller watch, probe) running into the next.
+    """
+    opened: list[WebsocketCommunicator] = []
+    real_init = WebsocketCommunicator.__init__
+
+    def tracked_init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        opened.append(self)
+
+    monkeypatch.setattr(WebsocketCommunicator, "__init__", tracked_init)
+    yield
+    for ws in opened:
+        if not ws.future.done():
+            await close_socket(ws)
+
+
 # Short intervals so that poll-delivered events arrive quickly in tests.
 TEST_POLL_INTERVAL = 0.05
 TEST_FALLBACK_INTERVAL = 0.2
@@ -115,15 +140,27 @@ def _fast_password_hasher(settings):
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
+# Mutation runs (mutation/run.py) of a module that does not depend on the layer or
+# the mode run one variant: QUIKDAY_TEST_LAYERS=pubsub, QUIKDAY_TEST_MODES=push.
+ONLY_LAYERS = set(filter(None, os.environ.get("QUIKDAY_TEST_LAYERS", "").split(",")))
+ONLY_MODES = set(filter(None, os.environ.get("QUIKDAY_TEST_MODES", "").split(",")))
+
+
+def _wanted(params: dict) -> bool:
+    layer, mode = params.get("layer"), params.get("realtime_mode")
+    if mode == "poll" and layer not in (None, "memory"):
+        return False  # poll mode uses no channel layer: its layer variants once (the in-memory one)
+    if ONLY_LAYERS and layer is not None and layer not in ONLY_LAYERS:
+        return False
+    return not (ONLY_MODES and mode is not None and mode not in ONLY_MODES)
+
+
 def pytest_collection_modifyitems(config, items):
-    """Poll mode uses no channel layer: run its ``layer`` variants once (the in-memory one)."""
+    """Run each test's layer/mode variants that apply (see _wanted)."""
     kept, dropped = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if params.get("realtime_mode") == "poll" and params.get("layer") not in (None, "memory"):
-            dropped.append(item)
-        else:
-            kept.append(item)
+        (kept if _wanted(params) else dropped).append(item)
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
