@@ -15,10 +15,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from realtime import retention, selectors
+from realtime import log, publisher, retention, selectors
 from realtime.models import RunEvent
 from realtime.poller import Poller
 from runs import services
+from runs.models import Run
 from tests.realtime.support import (
     WAIT,
     check_frames,
@@ -219,3 +220,43 @@ async def test_a_poll_watcher_behind_another_of_its_run_gets_what_it_missed(user
         poller.unwatch(ahead)
         if task is not None:
             await asyncio.wait_for(task, WAIT)
+
+
+# --- The log's writer: no hole in seq, no publish lost to another's failure ----------
+
+
+@pytest.mark.usefixtures("dispatched")
+def test_an_append_that_fails_outside_a_transaction_leaves_no_hole_in_seq(user):
+    """Kills: append() skipping its own transaction when called outside one.
+
+    The seq is allocated before the event is written: both must go together,
+    or a failed write leaves the run's counter one past its log.
+    """
+    run = services.run_create(owner=user, steps=[{"tool": "echo", "args": {}}])
+    with pytest.raises(TypeError):
+        log.append(run_id=run.id, type="run_status", payload={"status": object()})
+    assert Run.objects.get(pk=run.id).seq == 0
+    services.run_start(run_id=run.id)
+    assert list(RunEvent.objects.filter(run_id=run.id).values_list("seq", flat=True)) == [1]
+
+
+@pytest.mark.usefixtures("dispatched")
+def test_a_publish_that_raises_neither_fails_the_writer_nor_drops_the_next_publishes(user, monkeypatch):
+    """Kills: the after-commit publish registered with robust=False.
+
+    publish() is written never to raise; if it ever does, the writer has
+    committed already, and the transaction's later events must still be sent.
+    """
+    run = services.run_create(owner=user, steps=[{"tool": "echo", "args": {}}] * 2)
+    published = []
+
+    def publish_raising_first(event):
+        published.append(event.seq)
+        if event.seq == 1:
+            raise RuntimeError("a publish that raised")
+        return True
+
+    monkeypatch.setattr(publisher, "publish", publish_raising_first)
+    services.run_fail(run_id=run.id, error="stopped")  # one transaction: 2 step_skipped + run_completed
+    assert published == [1, 2, 3]
+    assert Run.objects.get(pk=run.id).status == "failed"
