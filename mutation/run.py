@@ -162,8 +162,12 @@ def config_text(module: str, tests: list[str]) -> str:
     )
 
 
+def _slug(module: str) -> str:
+    return module.replace("/", ".").removesuffix(".py")
+
+
 def run_module(module: str, tests: list[str], out: Path) -> dict:
-    slug = module.replace("/", ".").removesuffix(".py")
+    slug = _slug(module)
     tree = out / "tree"
     config, session = out / f"{slug}.toml", out / f"{slug}.sqlite"
     config.write_text(config_text(module, tests))
@@ -193,11 +197,12 @@ def summarise(module: str, session: Path, seconds: float) -> dict:
     dump = subprocess.run(
         [str(BIN / "cosmic-ray"), "dump", str(session)], capture_output=True, text=True, check=True
     ).stdout
-    counts = {"killed": 0, "survived": 0, "incompetent": 0, "skipped": 0, "timeout": 0}
+    counts = {"killed": 0, "survived": 0, "incompetent": 0, "skipped": 0, "timeout": 0, "pending": 0}
     survivors = []
     for line in filter(None, dump.split("\n")):
         item, result = json.loads(line)
         if result is None:
+            counts["pending"] += 1  # not run yet (an interrupted run)
             continue
         if result["worker_outcome"] == "skipped":
             counts["skipped"] += 1
@@ -227,18 +232,17 @@ def write_summary(results: list[dict], out: Path) -> None:
     lines = [
         "# Mutation run",
         "",
-        "| module | mutants run | killed | timeout | survived | score |",
-        "|---|---|---|---|---|---|",
+        "| module | mutants run | killed | timeout | survived | not run yet | score |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r.get("baseline") == "failed":
-            lines.append(f"| {r['module']} | baseline failed | | | | |")
+            lines.append(f"| {r['module']} | baseline failed | | | | | |")
             continue
         run = r["killed"] + r["timeout"] + r["survived"]
         score = f"{100 * (r['killed'] + r['timeout']) / run:.0f} %" if run else "-"
-        lines.append(
-            f"| {r['module']} | {run} | {r['killed']} | {r['timeout']} | {r['survived']} | {score} |"
-        )
+        counts = f"{r['killed']} | {r['timeout']} | {r['survived']} | {r['pending']}"
+        lines.append(f"| {r['module']} | {run} | {counts} | {score} |")
     lines += ["", "## Survivors", ""]
     for r in results:
         for s in r.get("survivors", []):
@@ -254,11 +258,21 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", help="modules to mutate (default: all of TARGETS)")
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "mutation")
     parser.add_argument("--list", action="store_true", help="print the modules and their tests, and stop")
+    parser.add_argument(
+        "--report",
+        action="store_true",
+        help="only rewrite summary.md from the sessions in --out (also partial ones)",
+    )
     args = parser.parse_args()
     if args.list:
         for module, tests in TARGETS.items():
             env = " ".join(f"{k}={v}" for k, v in ENV.get(module, {}).items())
             print(module, env, " ".join(tests))
+        return 0
+    if args.report:
+        modules = [m for m in TARGETS if (args.out / f"{_slug(m)}.sqlite").exists()]
+        write_summary([summarise(m, args.out / f"{_slug(m)}.sqlite", 0) for m in modules], args.out)
+        print((args.out / "summary.md").read_text())
         return 0
     unknown = [m for m in args.modules if m not in TARGETS]
     if unknown:

@@ -13,9 +13,12 @@ from datetime import timedelta
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from realtime import log, publisher, retention, selectors
+from realtime.frames import group_name
+from realtime.hub import get_hub
 from realtime.models import RunEvent
 from realtime.poller import Poller
 from runs import services
@@ -260,3 +263,66 @@ def test_a_publish_that_raises_neither_fails_the_writer_nor_drops_the_next_publi
     services.run_fail(run_id=run.id, error="stopped")  # one transaction: 2 step_skipped + run_completed
     assert published == [1, 2, 3]
     assert Run.objects.get(pk=run.id).status == "failed"
+
+
+# --- The hub's channel outlives a leave while another run's join is under way -----------
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_a_join_under_way_keeps_the_channel_when_the_last_other_watcher_leaves(
+    user, token, monkeypatch
+):
+    """Kills: the hub closing its channel when no watcher is left although a join is under way.
+
+    Watcher A (run 1) leaves, the process's last watcher, while watcher B's join
+    of run 2 is held inside group_add (a named point): B's membership is on the
+    hub's channel, so the channel must stay, and B must get run 2's events.
+    """
+    first = await sync_to_async(_started_run)(user, steps=1)
+    second = await sync_to_async(_started_run)(user, steps=1)
+    layer = get_channel_layer()
+    hub = get_hub(layer)
+    adding, let_add = asyncio.Event(), asyncio.Event()
+    real_group_add = layer.group_add
+
+    async def held_group_add(group, channel):
+        if group == group_name(second.id):
+            adding.set()
+            await asyncio.wait_for(let_add.wait(), WAIT)
+        return await real_group_add(group, channel)
+
+    monkeypatch.setattr(layer, "group_add", held_group_add)
+    a, _ = await open_socket(first.id, headers=token_headers(token))
+    arriving = asyncio.create_task(open_socket(second.id, headers=token_headers(token)))
+    b = None
+    try:
+        await asyncio.wait_for(adding.wait(), WAIT)
+        await a.disconnect(timeout=WAIT)  # the last watcher of the process leaves its group
+        let_add.set()
+        b, connected = await arriving
+        assert connected["seq"] == 1
+        assert hub.channel is not None
+        await sync_to_async(_do_step)(second.id, 0)
+        await sync_to_async(services.run_succeed)(run_id=second.id, output=[{"n": 0}])
+        frames, code = await receive_until_close(b)
+        assert frames == await logged_frames(second.id, after=1) and code == 1000
+    finally:
+        let_add.set()
+        if b is None and not arriving.done():
+            arriving.cancel()
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_the_last_watcher_out_closes_the_hubs_channel(user, token):
+    """Kills: the hub not cancelling its parked receive when no run is watched any more.
+
+    Left running, it keeps the process subscribed (pub/sub) to a channel nobody reads.
+    """
+    run = await sync_to_async(_started_run)(user, steps=1)
+    ws, _ = await open_socket(run.id, headers=token_headers(token))
+    hub = get_hub(get_channel_layer())
+    assert hub.channel is not None
+    await ws.disconnect(timeout=WAIT)
+    assert hub.watchers == {} and hub.channel is None
