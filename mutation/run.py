@@ -146,6 +146,8 @@ def config_text(module: str, tests: list[str]) -> str:
         "-p",
         "no:cacheprovider",
         "--reuse-db",
+        "-o",
+        "timeout=30",  # a mutant that hangs a test costs 30 s, not the suite's 180
         *tests,
     ]
     excluded = ", ".join(json.dumps(pattern) for pattern in EXCLUDED_OPERATORS)
