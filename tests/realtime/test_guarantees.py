@@ -326,3 +326,30 @@ async def test_the_last_watcher_out_closes_the_hubs_channel(user, token):
     assert hub.channel is not None
     await ws.disconnect(timeout=WAIT)
     assert hub.watchers == {} and hub.channel is None
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_a_failing_group_discard_neither_fails_the_leave_nor_blocks_the_next_join(
+    user, token, monkeypatch
+):
+    """Kills: the hub's leave letting a layer error out (Redis gone as the last watcher leaves)."""
+    run = await sync_to_async(_started_run)(user, steps=1)
+    layer = get_channel_layer()
+    real_group_discard = layer.group_discard
+
+    async def failing_group_discard(group, channel):
+        raise ConnectionError("the layer went away")
+
+    ws, _ = await open_socket(run.id, headers=token_headers(token))
+    monkeypatch.setattr(layer, "group_discard", failing_group_discard)
+    await ws.disconnect(timeout=WAIT)  # raises what the consumer raised
+    assert ws.future.done() and ws.future.exception() is None
+    monkeypatch.setattr(layer, "group_discard", real_group_discard)
+
+    again, connected = await open_socket(run.id, headers=token_headers(token))
+    assert connected["seq"] == 1
+    await sync_to_async(_do_step)(run.id, 0)
+    await sync_to_async(services.run_succeed)(run_id=run.id, output=[{"n": 0}])
+    frames, code = await receive_until_close(again)
+    assert frames == await logged_frames(run.id, after=1) and code == 1000
