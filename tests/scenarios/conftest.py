@@ -1,6 +1,7 @@
 """Whole-system scenarios share the realtime tests' fixtures (channel layers, modes, connection hygiene)."""
 
 from tests.realtime.conftest import (  # noqa: F401 - fixtures and the collection hook, used by name
+    _close_open_sockets,
     _close_sync_thread_connections,
     _fast_password_hasher,
     layer,
