@@ -26,6 +26,7 @@ from runs.models import Run
 from tests.realtime.support import (
     WAIT,
     check_frames,
+    close_socket,
     logged_frames,
     open_socket,
     receive,
@@ -353,3 +354,26 @@ async def test_a_failing_group_discard_neither_fails_the_leave_nor_blocks_the_ne
     await sync_to_async(services.run_succeed)(run_id=run.id, output=[{"n": 0}])
     frames, code = await receive_until_close(again)
     assert frames == await logged_frames(run.id, after=1) and code == 1000
+
+
+@pytest.mark.redis
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_one_watchers_failing_delivery_does_not_stop_the_others_events(user, token, monkeypatch):
+    """Kills: the hub's receive loop letting one watcher's delivery error end it for every watcher."""
+    run = await sync_to_async(_started_run)(user, steps=1)
+    hub = get_hub(get_channel_layer())
+    await open_socket(run.id, headers=token_headers(token))  # closed by the autouse fixture
+    (failing,) = hub.watchers[group_name(run.id)]
+
+    async def deliver_raising(seq, text, *, final):
+        raise RuntimeError("this watcher's socket broke")
+
+    monkeypatch.setattr(failing, "deliver", deliver_raising)
+    healthy, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        await sync_to_async(_do_step)(run.id, 0)
+        await sync_to_async(services.run_succeed)(run_id=run.id, output=[{"n": 0}])
+        frames, code = await receive_until_close(healthy)
+        assert frames == await logged_frames(run.id, after=connected["seq"]) and code == 1000
+    finally:
+        await close_socket(healthy)
