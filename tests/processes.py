@@ -9,6 +9,8 @@ The small, stable API other tests (and bench/) build on:
   ``Worker`` once its log says "ready." (``.pid``, ``.child_pids()``,
   ``.signal(sig)`` to the main process, ``.kill(sig=SIGKILL)`` to the whole
   process group, ``.stop()``, ``.log()``).
+- ``procfile_worker(env=None)``: the same, but the Procfile's ``worker`` command
+  line exactly as deployed.
 - ``daphne_server(env=None, port=None)``: context manager; yields a ``Server``
   once its port accepts connections (``.url``, ``.ws_url``, ``.port``,
   ``.pid``, ``.signal(sig)``, ``.kill(sig=SIGKILL)``, ``.stop()``, ``.log()``).
@@ -29,6 +31,8 @@ A test using them must commit its data for the child to see it:
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -263,6 +267,30 @@ def celery_worker(
         *extra_args,
     ]
     worker = Worker(args, env)
+    with _running(worker):
+        worker.wait_until(lambda: "ready." in worker.log(), ready_timeout, "ready")
+        yield worker
+
+
+def procfile_command(process: str) -> list[str]:
+    """The Procfile's command line for ``process`` (its ``exec`` part), with defaults filled in."""
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            command = command.rpartition("&& exec ")[2] if "&& exec " in command else command
+            command = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", command)
+            args = shlex.split(command)
+            return [str(BIN / args[0]), *args[1:]]
+    raise LookupError(f"no {process!r} process in the Procfile")
+
+
+@contextmanager
+def procfile_worker(
+    env: dict[str, str] | None = None, *, ready_timeout: float = READY_TIMEOUT
+) -> Iterator[Worker]:
+    """The Procfile's ``worker`` exactly as deployed (gossip, mingle and heartbeats on), on $CELERY_QUEUE."""
+    env = subprocess_env() if env is None else env
+    worker = Worker(procfile_command("worker"), env)
     with _running(worker):
         worker.wait_until(lambda: "ready." in worker.log(), ready_timeout, "ready")
         yield worker

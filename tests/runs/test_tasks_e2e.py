@@ -8,13 +8,13 @@ executes it against the committed test database.
 import os
 import re
 import signal
-import time
 
 import pytest
 
 from runs import reaper
 from runs.models import Run
 from tests.processes import celery_worker
+from tests.waiting import wait_for
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -22,20 +22,6 @@ pytestmark = [
     pytest.mark.redis,
     pytest.mark.e2e,
 ]
-
-WAIT = 60.0  # generous: a bound for a wait loop, not a timing assertion
-
-
-def wait_for(predicate, *, timeout: float = WAIT, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def run_in(run_id, *statuses):
