@@ -56,7 +56,7 @@ class RunChangeForm(forms.ModelForm):
         status = self.cleaned_data["status"]
         if status != self.instance.status:
             try:
-                services.check_run_transition(self.instance.status, status)
+                services.check_operator_transition(self.instance.status, status)
             except services.TransitionError as error:
                 raise forms.ValidationError(error.message) from None
         return status

@@ -160,7 +160,21 @@ def test_an_illegal_status_edit_is_a_form_error_and_changes_nothing(admin_client
     before = Run.objects.filter(pk=run.id).values().get()
     response = admin_client.post(change_url(run), {"status": "processing", **inline_management(run)})
     assert response.status_code == 200  # the form again, with its error
-    assert "a run cannot go from succeeded to processing" in response.content.decode()
+    assert "an operator may only cancel a run or fail it, not set it processing" in response.content.decode()
+    assert Run.objects.filter(pk=run.id).values().get() == before
+
+
+@pytest.mark.parametrize("requested", ["succeeded", "queued"])
+def test_an_operator_cannot_end_a_processing_run_as_succeeded(admin_client, make_run, requested):
+    # Issue 11 #3: accepted before, and the worker's next step event then followed run_completed.
+    run = make_run("processing")
+    services.step_start(run_id=run.id, index=0)
+    before = Run.objects.filter(pk=run.id).values().get()
+    response = admin_client.post(change_url(run), {"status": requested, **inline_management(run)})
+    assert response.status_code == 200  # the form again, with its error
+    assert (
+        f"an operator may only cancel a run or fail it, not set it {requested}" in response.content.decode()
+    )
     assert Run.objects.filter(pk=run.id).values().get() == before
 
 
