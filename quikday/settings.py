@@ -236,7 +236,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # A message whose worker died unacknowledged comes back after this long.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=10),
 }
+# A run whose worker was lost is taken over within this long (runs/takeover.py).
+RUNS_TAKEOVER_INTERVAL_SECONDS = env_float("RUNS_TAKEOVER_INTERVAL_SECONDS", 10.0, minimum=1.0)
+# A take-over message not started by then is dropped (the next sweep sends another).
+RUNS_TAKEOVER_MESSAGE_EXPIRES = 3 * RUNS_TAKEOVER_INTERVAL_SECONDS
 CELERY_BEAT_SCHEDULE = {
+    "take-over-runs": {
+        "task": "runs.tasks.take_over_runs",
+        "schedule": RUNS_TAKEOVER_INTERVAL_SECONDS,
+        "options": {"expires": RUNS_TAKEOVER_INTERVAL_SECONDS},
+    },
     "reap-stuck-runs": {"task": "runs.tasks.reap_stuck_runs", "schedule": 60.0},
     "prune-run-events": {"task": "realtime.tasks.prune_run_events", "schedule": 3600.0},
 }
@@ -245,6 +254,8 @@ CELERY_BEAT_SCHEDULE = {
 RUNS_MAX_STEPS = env_int("RUNS_MAX_STEPS", 50, minimum=1)
 RUNS_WAIT_MAX_SECONDS = env_float("RUNS_WAIT_MAX_SECONDS", 60.0)
 RUNS_STALE_AFTER_SECONDS = env_float("RUNS_STALE_AFTER_SECONDS", 600.0, minimum=1.0)
+# A step whose executor was lost this many times fails instead of being tried again.
+RUNS_MAX_STEP_ATTEMPTS = env_int("RUNS_MAX_STEP_ATTEMPTS", 3, minimum=1)
 RUNS_TOOL_MODULES = ["runs.tools.builtin", *env_list("RUNS_TOOL_MODULES", [])]
 # Embedded mode (RUNS_EXECUTOR=inline): how many runs execute at once in the
 # web process, and how often its in-process reaper looks for stuck runs.

@@ -277,3 +277,23 @@ def step_fail(*, run_id: uuid.UUID, index: int, error: str) -> Step:
     step.save(update_fields=["status", "error", "finished_at"])
     run_fail(run_id=run_id, error=f"step {index} ({step.tool}) failed: {error}")
     return step
+
+
+@transaction.atomic
+def step_retry(*, run_id: uuid.UUID, index: int) -> Step:
+    """A running step whose executor was lost is started again: one more attempt.
+
+    Its status stays running (clients saw it start; no event), ``started_at``
+    is the new attempt's.
+    """
+    step = _locked_step(run_id, index, requested=StepStatus.RUNNING)
+    if step.status != StepStatus.RUNNING:
+        raise TransitionError(
+            f"only a running step is retried, not a {step.status} one",
+            current=step.status,
+            requested=StepStatus.RUNNING,
+        )
+    step.attempts += 1
+    step.started_at = timezone.now()
+    step.save(update_fields=["attempts", "started_at"])
+    return step

@@ -6,7 +6,7 @@ import uuid
 from celery import shared_task
 from django.db import DatabaseError, InterfaceError
 
-from runs import executor, reaper
+from runs import executor, reaper, takeover
 
 logger = logging.getLogger(__name__)
 
@@ -48,3 +48,10 @@ def reap_stuck_runs() -> dict[str, int]:
         "redispatched": len(report.redispatched),
         "cancelled": len(report.cancelled),
     }
+
+
+@shared_task
+def take_over_runs() -> dict[str, int]:
+    """Periodic (Celery beat, every few seconds): runs whose executor was lost, messages the broker lost."""
+    report = takeover.take_over_runs()
+    return {"taken_over": len(report.taken_over), "redispatched": len(report.redispatched)}

@@ -11,6 +11,7 @@ The small, stable API other tests (and bench/) build on:
   process group, ``.stop()``, ``.log()``).
 - ``procfile_worker(env=None)``: the same, but the Procfile's ``worker`` command
   line exactly as deployed.
+- ``celery_beat(env=None)``: the Procfile's ``beat`` (its own schedule file).
 - ``daphne_server(env=None, port=None)``: context manager; yields a ``Server``
   once its port accepts connections (``.url``, ``.ws_url``, ``.port``,
   ``.pid``, ``.signal(sig)``, ``.kill(sig=SIGKILL)``, ``.stop()``, ``.log()``).
@@ -294,6 +295,25 @@ def procfile_worker(
     with _running(worker):
         worker.wait_until(lambda: "ready." in worker.log(), ready_timeout, "ready")
         yield worker
+
+
+class Beat(_Process):
+    """Celery beat: the periodic tasks (take-over sweep, reaper) on $CELERY_QUEUE."""
+
+    name = "celery-beat"
+
+
+@contextmanager
+def celery_beat(env: dict[str, str] | None = None, *, ready_timeout: float = READY_TIMEOUT) -> Iterator[Beat]:
+    """The Procfile's ``beat``, with a schedule file of its own; yields once it has started."""
+    env = subprocess_env() if env is None else env
+    with tempfile.TemporaryDirectory(prefix="quikday-beat-") as directory:
+        args = procfile_command("beat")
+        args[args.index("--schedule") + 1] = str(Path(directory) / "schedule")
+        beat = Beat(args, env)
+        with _running(beat):
+            beat.wait_until(lambda: "beat: Starting..." in beat.log(), ready_timeout, "started")
+            yield beat
 
 
 @contextmanager

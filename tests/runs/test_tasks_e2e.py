@@ -8,12 +8,13 @@ executes it against the committed test database.
 import os
 import re
 import signal
+import time
 
 import pytest
 
 from runs import reaper
 from runs.models import Run
-from tests.processes import celery_worker
+from tests.processes import celery_beat, celery_worker
 from tests.waiting import wait_for
 
 pytestmark = [
@@ -98,7 +99,38 @@ def test_pool_process_killed_mid_step_is_redelivered_and_finishes(api, worker_pr
     assert max(received.count(task_id) for task_id in received) == 2, log
 
 
-def test_whole_worker_killed_mid_step_is_failed_by_the_reaper(api):
+def test_whole_worker_killed_mid_step_is_taken_over_within_30_seconds(api):
+    # Issue 11 #4: the run stayed processing until the reaper failed it (10 minutes),
+    # its message coming back only after the visibility timeout (an hour).
+    with celery_beat(), celery_worker() as first:
+        response = api.post(
+            "/api/runs/",
+            {
+                "steps": [
+                    {"tool": "wait", "args": {"seconds": 3}},
+                    {"tool": "echo", "args": {"after": "wait"}},
+                ]
+            },
+            format="json",
+        )
+        assert response.status_code == 201, response.content
+        run_id = response.json()["id"]
+        wait_for(lambda: step_running(run_id, 0), what="step 0 to start")
+        first.kill()  # main process and pool: nothing is left to requeue the message
+        lost_at = time.monotonic()
+        with celery_worker():
+            run = wait_for(
+                lambda: run_in(run_id, "succeeded", "failed", "cancelled"), timeout=30, what="the take-over"
+            )
+        taken_over_in = time.monotonic() - lost_at
+
+    assert run.status == "succeeded", run.error
+    assert run.output == [{"waited": 3}, {"after": "wait"}]
+    assert list(run.steps.order_by("index").values_list("attempts", flat=True)) == [2, 1]
+    assert taken_over_in < 30
+
+
+def test_whole_worker_killed_mid_step_is_failed_by_the_reaper_when_nobody_takes_it_over(api):
     with celery_worker() as worker:
         response = api.post(
             "/api/runs/", {"steps": [{"tool": "wait", "args": {"seconds": 30}}]}, format="json"
