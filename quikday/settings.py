@@ -48,9 +48,11 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "quikday.middleware.DatabaseUnavailableMiddleware",
+    "quikday.middleware.chunked_body_middleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "quikday.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -253,6 +255,8 @@ CELERY_BEAT_SCHEDULE = {
 # --- Runs -------------------------------------------------------------------------
 RUNS_MAX_STEPS = env_int("RUNS_MAX_STEPS", 50, minimum=1)
 RUNS_WAIT_MAX_SECONDS = env_float("RUNS_WAIT_MAX_SECONDS", 60.0)
+# How deeply a step's arguments may nest (objects and arrays); deeper plans are refused with a 400.
+RUNS_MAX_ARGS_DEPTH = env_int("RUNS_MAX_ARGS_DEPTH", 32, minimum=1)
 RUNS_STALE_AFTER_SECONDS = env_float("RUNS_STALE_AFTER_SECONDS", 600.0, minimum=1.0)
 # A step whose executor was lost this many times fails instead of being tried again.
 RUNS_MAX_STEP_ATTEMPTS = env_int("RUNS_MAX_STEP_ATTEMPTS", 3, minimum=1)

@@ -241,34 +241,41 @@ def _validate_step(spec: Any) -> dict[str, Any]:
     if found is None:
         raise PlanError(f"unknown tool '{name}'", field="tool")
     args = found.validate(spec.get("args", {}))
-    problem = _unstorable(args)
+    problem = _unstorable(args, max_depth=settings.RUNS_MAX_ARGS_DEPTH)
     if problem:
         raise PlanError(problem, field="args")
     return {"tool": name, "args": args}
 
 
-def _unstorable(value: Any, path: str = "args") -> str | None:
-    """Why PostgreSQL's jsonb could not hold ``value`` (NUL characters, NaN/Infinity), else None.
+def _unstorable(value: Any, *, max_depth: int) -> str | None:
+    """Why ``value`` cannot be stored and executed, else None.
 
-    Caught here, at creation, so such a plan is a 400, not a database error
-    when the run or its step output is saved.
+    PostgreSQL's jsonb refuses NUL characters and NaN/Infinity, and a value
+    nested deeper than ``max_depth`` would exhaust Python's recursion limit
+    when the run is encoded, decoded or streamed (a run that could never
+    execute). Caught here, at creation, so such a plan is a 400, not a failure
+    later. Walked without recursion, so no depth can break the check itself.
     """
-    if isinstance(value, str):
-        return f"{path} must not contain NUL characters" if "\x00" in value else None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{path} must be a finite number"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and "\x00" in key:
-                return f"{path} must not contain NUL characters in its keys"
-            problem = _unstorable(item, f"{path}.{key}")
-            if problem:
-                return problem
-    if isinstance(value, list):
-        for position, item in enumerate(value):
-            problem = _unstorable(item, f"{path}[{position}]")
-            if problem:
-                return problem
+    pending: list[tuple[Any, str, int]] = [(value, "args", 0)]
+    while pending:
+        item, path, depth = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return f"{path} must not contain NUL characters"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{path} must be a finite number"
+        elif isinstance(item, (dict, list)):
+            if depth >= max_depth:
+                return f"{path} is nested more than {max_depth} levels deep"
+            if isinstance(item, dict):
+                for key, inner in reversed(list(item.items())):
+                    if isinstance(key, str) and "\x00" in key:
+                        return f"{path} must not contain NUL characters in its keys"
+                    pending.append((inner, f"{path}.{key}", depth + 1))
+            else:
+                for position in reversed(range(len(item))):
+                    pending.append((item[position], f"{path}[{position}]", depth + 1))
     return None
 
 
