@@ -32,8 +32,13 @@ class Outcome:
     CANCELLED = RunStatus.CANCELLED
 
 
-def execute_run(*, run_id: uuid.UUID) -> str:
-    """Run the plan of ``run_id`` to its end; return what happened."""
+def execute_run(*, run_id: uuid.UUID, after_error: bool = False) -> str:
+    """Run the plan of ``run_id`` to its end; return what happened.
+
+    ``after_error``: the previous execution stopped on a database error, not
+    with a lost executor; its interrupted step is retried without counting
+    towards RUNS_MAX_STEP_ATTEMPTS.
+    """
     with run_lease(run_id) as acquired:
         if not acquired:
             logger.info("run %s is being executed elsewhere; nothing to do", run_id)
@@ -46,14 +51,14 @@ def execute_run(*, run_id: uuid.UUID) -> str:
         if run.status == RunStatus.QUEUED and services.run_start(run_id=run_id) is None:
             return Outcome.SKIPPED_FINISHED
         try:
-            return _execute_steps(run_id)
+            return _execute_steps(run_id, after_error=after_error)
         except services.TransitionError as error:
             # Someone else (an operator, the reaper) finished the run meanwhile.
             logger.info("run %s was finished elsewhere during execution: %s", run_id, error)
             return Outcome.SKIPPED_FINISHED
 
 
-def _execute_steps(run_id: uuid.UUID) -> str:
+def _execute_steps(run_id: uuid.UUID, *, after_error: bool) -> str:
     run = selectors.run_get(run_id=run_id)
     steps = {step.index: step for step in selectors.run_steps(run_id=run_id)}
     outputs: list[Any] = []
@@ -69,7 +74,7 @@ def _execute_steps(run_id: uuid.UUID) -> str:
             step = services.step_start(run_id=run_id, index=index)
         elif step.status == StepStatus.RUNNING:
             # Its executor was lost mid-step: execute it again, unless it kept losing them.
-            if step.attempts >= settings.RUNS_MAX_STEP_ATTEMPTS:
+            if not after_error and step.attempts >= settings.RUNS_MAX_STEP_ATTEMPTS:
                 error = f"its executor was lost during each of its {step.attempts} attempts"
                 services.step_fail(run_id=run_id, index=index, error=error)
                 return Outcome.FAILED

@@ -134,3 +134,36 @@ def test_a_plain_tool_with_an_execution_argument_in_its_plan_still_runs(make_run
     run = make_run(steps=[{"tool": "echo", "args": {"execution": "theirs"}}])
     assert executor.execute_run(run_id=run.id) == "succeeded"
     assert Run.objects.get(pk=run.id).output == [{"execution": "theirs"}]
+
+
+def test_a_retry_after_a_database_error_does_not_count_as_a_lost_executor(make_run, settings):
+    # Terminated connections made the task retry three times in one step, which then failed the run.
+    settings.RUNS_MAX_STEP_ATTEMPTS = 2
+    run = make_run("processing")
+    services.step_start(run_id=run.id, index=0)
+    services.step_retry(run_id=run.id, index=0)
+
+    assert executor.execute_run(run_id=run.id, after_error=True) == "succeeded"
+    assert Step.objects.get(run=run, index=0).attempts == 3
+
+
+def test_the_task_retries_a_database_error_as_after_error(make_run, monkeypatch):
+    from celery.exceptions import Retry
+    from django.db import OperationalError
+
+    from runs import tasks
+
+    run = make_run()
+    calls = []
+
+    def flaky(*, run_id, after_error):
+        calls.append(after_error)
+        raise OperationalError("terminating connection due to administrator command")
+
+    monkeypatch.setattr(executor, "execute_run", flaky)
+    retried = {}
+    monkeypatch.setattr(tasks.execute_run, "retry", lambda **kw: retried.update(kw) or Retry())
+    with pytest.raises(Retry):
+        tasks.execute_run.run(str(run.id))
+    assert calls == [False]
+    assert retried["kwargs"] == {"after_error": True} and retried["args"] == (str(run.id),)
