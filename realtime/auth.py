@@ -2,7 +2,10 @@
 
 Browsers authenticate with the session cookie (AuthMiddlewareStack); other
 clients send ``Authorization: Token <key>`` (DRF's authtoken). A present
-Origin header must name one of ALLOWED_HOSTS; a missing one (non-browser
+Origin header must name one of ALLOWED_HOSTS *and* be the origin the socket
+was opened on (its host and port equal the handshake's Host), or be one of
+CSRF_TRUSTED_ORIGINS: another site on the same host name but another port is
+another origin (cross-site WebSocket hijacking). A missing Origin (non-browser
 clients, which carry no ambient cookies to abuse) is allowed.
 """
 
@@ -12,7 +15,7 @@ from channels.auth import AuthMiddlewareStack
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 
 from runs.api.auth import is_well_formed_key
 
@@ -59,6 +62,9 @@ class RealtimeAuthMiddleware:
         return await self.session_app(scope, receive, send)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 class OriginCheckMiddleware:
     """Refuses a handshake whose Origin is not one of ALLOWED_HOSTS."""
 
@@ -68,16 +74,30 @@ class OriginCheckMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket":
             origin = _header(scope, b"origin")
-            if origin is not None and not self.allowed(origin.decode("latin-1")):
+            host = _header(scope, b"host")
+            if origin is not None and not self.allowed(
+                origin.decode("latin-1"), (host or b"").decode("latin-1")
+            ):
                 return await WebsocketDenier()(scope, receive, send)
         return await self.app(scope, receive, send)
 
     @staticmethod
-    def allowed(origin: str) -> bool:
-        host = urlparse(origin).hostname
-        if not host:
+    def allowed(origin: str, host_header: str) -> bool:
+        if origin in settings.CSRF_TRUSTED_ORIGINS:
+            return True
+        parsed = urlparse(origin)
+        try:
+            host, port = parsed.hostname, parsed.port
+        except ValueError:  # a port that is not a number
             return False
+        if not host or parsed.scheme not in _DEFAULT_PORTS:
+            return False
+        host = host if ":" not in host else f"[{host}]"  # an IPv6 literal, as Host writes it
+        default_port = _DEFAULT_PORTS[parsed.scheme]
+        socket_host, socket_port = split_domain_port(host_header)
+        if (host, port or default_port) != (socket_host, int(socket_port or default_port)):
+            return False  # another origin: same name and another port, or another name
         hosts = list(settings.ALLOWED_HOSTS)
         if settings.DEBUG and not hosts:
             hosts = [".localhost", "127.0.0.1", "[::1]"]
-        return validate_host(host if ":" not in host else f"[{host}]", hosts)
+        return validate_host(host, hosts)
