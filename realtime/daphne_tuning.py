@@ -67,7 +67,15 @@ CLOSE_HANDSHAKE_TIMEOUT = 30.0
 
 
 def wait_longer_for_close_replies() -> bool:
-    """Daphne's WebSocket factory, made with ``closeHandshakeTimeout`` = CLOSE_HANDSHAKE_TIMEOUT."""
+    """Daphne's WebSocket factory, made with ``closeHandshakeTimeout`` = CLOSE_HANDSHAKE_TIMEOUT
+    and ``failByDrop`` off.
+
+    With ``failByDrop`` on (autobahn's default) a client's protocol error — a
+    text frame that is not UTF-8 above all — aborted the TCP connection: the
+    client saw a reset (1006), not a reason. Off, autobahn closes properly
+    with the code the RFC gives (1007 for invalid UTF-8, 1002 for a protocol
+    violation).
+    """
     try:
         from daphne.ws_protocol import WebSocketFactory
     except ImportError:
@@ -78,7 +86,7 @@ def wait_longer_for_close_replies() -> bool:
 
     def __init__(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        self.setProtocolOptions(closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT)
+        self.setProtocolOptions(closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT, failByDrop=False)
 
     __init__.realtime_tuned = True
     WebSocketFactory.__init__ = __init__

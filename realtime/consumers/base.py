@@ -26,6 +26,11 @@ from django.utils import timezone
 from realtime import db, frames, publisher, selectors
 from realtime.selectors import Refused
 
+try:  # Daphne's WebSocket layer; absent under other ASGI servers and in unit tests' communicator
+    from autobahn.exception import Disconnected as _SocketGone
+except ImportError:  # pragma: no cover
+    _SocketGone = ConnectionError
+
 logger = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
@@ -223,9 +228,24 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         await self.unsubscribe()
         await self.close(code=CLOSE_NORMAL)
 
+    async def send(self, text_data=None, bytes_data=None, close=False) -> None:
+        """Channels' send; a frame for a client that is already gone is dropped, not an error.
+
+        A client may close (or lose) its connection while a frame is on its way
+        to it — a pong for a ping it sent just before closing, an event — and
+        Daphne then raises from the send: a traceback in the log for ordinary
+        client behaviour. The disconnect that follows ends this consumer.
+        """
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except _SocketGone:
+            self.finished = True
+
     # --- Client frames -----------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.finished:
+            return  # closing (refused, too big, run finished): nothing more is answered
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
         if size > settings.REALTIME_MAX_CLIENT_FRAME:
             await self._refuse(
