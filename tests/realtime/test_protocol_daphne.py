@@ -17,6 +17,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from runs import executor, services
+from tests.realtime.test_e2e import read_frames
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -44,14 +45,8 @@ def open_socket(server, path, *, token=None, headers=None):
 
 
 async def frames_until_close(ws) -> tuple[list[dict], int | None]:
-    frames = []
-    try:
-        async with asyncio.timeout(WAIT):
-            async for message in ws:
-                frames.append(json.loads(message))
-    except ConnectionClosed:
-        pass
-    return frames, ws.close_code
+    frames: list[dict] = []
+    return frames, await read_frames(ws, frames)
 
 
 async def refused(server, path, **kwargs) -> tuple[list[dict], int | None]:
