@@ -200,6 +200,9 @@ REALTIME_GROUP_EXPIRY = env_int("REALTIME_GROUP_EXPIRY", 900, minimum=60)
 REALTIME_DB_THREADS = env_int("REALTIME_DB_THREADS", 4, minimum=1)
 REALTIME_EVENT_RETENTION_DAYS = env_float("REALTIME_EVENT_RETENTION_DAYS", 7.0, minimum=0.0)
 REALTIME_MAX_CLIENT_FRAME = 64 * 1024
+# An open socket's credentials (token, user, session) are checked again this often:
+# a revoked one closes the socket with 4401 within this long.
+REALTIME_ACCESS_RECHECK_SECONDS = env_float("REALTIME_ACCESS_RECHECK_SECONDS", 60.0, minimum=0.05)
 REALTIME_PUBLISH_TIMEOUT = env_float("REALTIME_PUBLISH_TIMEOUT", 2.0, minimum=0.01)
 # A publish that fails is retried in the background for this long (0 = never).
 REALTIME_PUBLISH_RETRY_SECONDS = env_float("REALTIME_PUBLISH_RETRY_SECONDS", 300.0)

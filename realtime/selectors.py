@@ -105,6 +105,21 @@ def user_for_token(*, key: str):
     return token.user
 
 
+def credentials_still_valid(*, token_key: str | None, user_id: int | None, session_key: str | None) -> bool:
+    """Whether a watcher's credentials still hold: its token exists (of an active user), or its
+    user is active and its session still exists. Checked again while a socket is open."""
+    from django.contrib.sessions.models import Session
+    from rest_framework.authtoken.models import Token
+
+    if token_key is not None:
+        return Token.objects.filter(key=token_key, user__is_active=True).exists()
+    if user_id is None or not get_user_model().objects.filter(pk=user_id, is_active=True).exists():
+        return False
+    if session_key is None:
+        return True
+    return Session.objects.filter(session_key=session_key, expire_date__gt=timezone.now()).exists()
+
+
 # --- The connect read on PostgreSQL ---------------------------------------------------
 # Profiled (docs/benchmarks.md): with the ORM and DRF a connect cost ~8 ms of the
 # database thread — 20 % of it compiling the token query, 45 % the run, its steps

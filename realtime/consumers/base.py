@@ -82,6 +82,8 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             # process's hub, poller and probe must not keep this watcher.
             # (unsubscribe is idempotent; after a normal disconnect it is a no-op.)
             self.finished = True
+            if self.access_checks is not None:
+                self.access_checks.cancel()
             await self.unsubscribe()
 
     async def dispatch(self, message: dict) -> None:
@@ -113,6 +115,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         self.run_id: uuid.UUID | None = None
         self.last_seq = 0
         self.finished = False
+        self.access_checks: asyncio.Task | None = None
         # deliver() is entered from the consumer's own dispatch loop (push)
         # and from the process's poller (poll, hybrid, failover): one at a time.
         self.deliver_lock = asyncio.Lock()
@@ -163,6 +166,37 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             await self._finish()
             return
         await self.follow()
+        self.access_checks = asyncio.create_task(
+            self._check_access_periodically(user=user, token_key=token_key)
+        )
+
+    async def _check_access_periodically(self, *, user, token_key: str | None) -> None:
+        """Close 4401 once the credentials the socket opened with are gone.
+
+        Channels checks them only at the handshake; a token deleted, a user
+        deactivated or a session ended meanwhile must not keep a socket that
+        streams a long run's every event.
+        """
+        session = self.scope.get("session")
+        checked = {
+            "token_key": token_key,
+            "user_id": None if token_key is not None else getattr(user, "pk", None),
+            "session_key": None if token_key is not None else getattr(session, "session_key", None),
+        }
+        while not self.finished:
+            await asyncio.sleep(settings.REALTIME_ACCESS_RECHECK_SECONDS)
+            if self.finished:
+                return
+            try:
+                valid = await db.read(selectors.credentials_still_valid, **checked)
+            except Exception as error:  # noqa: BLE001 - the database is away: look again next time
+                logger.warning("could not re-check a watcher's credentials: %s", error)
+                continue
+            if not valid:
+                async with self.deliver_lock:
+                    if not self.finished:
+                        await self._refuse(CLOSE_UNAUTHENTICATED, "the credentials were revoked")
+                return
 
     def _since(self) -> int | None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))

@@ -13,6 +13,7 @@ import json
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -193,3 +194,38 @@ def test_generated_frames_through_daphne_never_break_anything(daphne_process, us
 
     asyncio.run(bystander_then(check))
     assert_clean_log(server)
+
+
+@pytest.mark.parametrize("revoke", ["delete the token", "deactivate the user"])
+def test_revoked_credentials_close_an_open_socket_4401(user, token, revoke):
+    # Issue 11 #7: access was checked only at connect; the socket kept streaming.
+    from tests.processes import daphne_server, subprocess_env
+
+    run = make_run(user)
+
+    def revoke_credentials():
+        from django.db import connection
+
+        try:
+            if revoke == "delete the token":
+                Token.objects.filter(key=token).delete()
+            else:
+                type(user).objects.filter(pk=user.pk).update(is_active=False)
+        finally:
+            connection.close()  # this thread's
+
+    with daphne_server(env=subprocess_env(REALTIME_ACCESS_RECHECK_SECONDS="0.5")) as server:
+
+        async def scenario():
+            async with open_socket(server, f"/ws/runs/{run.id}/", token=token) as ws:
+                assert json.loads(await ws.recv())["type"] == "connected"
+                await ping_pong(ws)  # open and served
+                await asyncio.to_thread(revoke_credentials)
+                return await frames_until_close(ws)
+
+        frames, close = asyncio.run(scenario())
+        assert close == 4401
+        assert [(f["type"], f["payload"]) for f in frames] == [
+            ("error", {"code": "4401", "message": "the credentials were revoked"})
+        ]
+        assert_clean_log(server)
