@@ -172,6 +172,10 @@ if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
 
 SPECTACULAR_SETTINGS = {
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "runs.api.schema.add_error_responses",
+    ],
     "TITLE": "Quik.day Realtime API",
     "DESCRIPTION": "Create multi-step runs, follow them live over /ws/runs/<id>/.",
     "VERSION": "1.0.0",
