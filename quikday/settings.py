@@ -277,7 +277,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"layer_connection_failures": {"()": "realtime.outage_logging.LayerConnectionFailureFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # One warning per Redis outage comes from realtime.failover instead.
+        "channels_redis.pubsub": {"filters": ["layer_connection_failures"]},
+        "channels_redis.core": {"filters": ["layer_connection_failures"]},
+    },
 }

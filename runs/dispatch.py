@@ -36,6 +36,10 @@ def _send(run_id: uuid.UUID, *, expires: float | None = None) -> None:
             from runs import inline
 
             inline.submit(run_id)
-    except Exception:
-        # The run is committed as queued; the reaper dispatches it again.
-        logger.exception("could not enqueue run %s; the reaper will retry", run_id)
+    except Exception as error:  # noqa: BLE001 - the broker is unreachable, whatever the client raised
+        # The run is committed as queued; the take-over sweep dispatches it again
+        # if the broker comes back empty, the reaper after RUNS_STALE_AFTER_SECONDS
+        # otherwise. One line: during an outage every create would log a traceback.
+        logger.warning(
+            "could not enqueue run %s (%s); it stays queued and is dispatched again later", run_id, error
+        )

@@ -273,13 +273,16 @@ def celery_worker(
         yield worker
 
 
-def procfile_command(process: str) -> list[str]:
-    """The Procfile's command line for ``process`` (its ``exec`` part), with defaults filled in."""
+def procfile_command(process: str, env: dict[str, str] | None = None) -> list[str]:
+    """The Procfile's command line for ``process`` (its ``exec`` part), ${VAR:-default} from ``env``."""
+    env = {} if env is None else env
     for line in (ROOT / "Procfile").read_text().splitlines():
         name, _, command = line.partition(":")
         if name.strip() == process:
             command = command.rpartition("&& exec ")[2] if "&& exec " in command else command
-            command = re.sub(r"\$\{[A-Z_]+:-([^}]*)\}", r"\1", command)
+            command = re.sub(
+                r"\$\{([A-Z_]+):-([^}]*)\}", lambda m: env.get(m.group(1)) or m.group(2), command
+            )
             args = shlex.split(command)
             return [str(BIN / args[0]), *args[1:]]
     raise LookupError(f"no {process!r} process in the Procfile")
@@ -291,7 +294,7 @@ def procfile_worker(
 ) -> Iterator[Worker]:
     """The Procfile's ``worker`` exactly as deployed (gossip, mingle and heartbeats on), on $CELERY_QUEUE."""
     env = subprocess_env() if env is None else env
-    worker = Worker(procfile_command("worker"), env)
+    worker = Worker(procfile_command("worker", env), env)
     with _running(worker):
         worker.wait_until(lambda: "ready." in worker.log(), ready_timeout, "ready")
         yield worker
@@ -308,7 +311,7 @@ def celery_beat(env: dict[str, str] | None = None, *, ready_timeout: float = REA
     """The Procfile's ``beat``, with a schedule file of its own; yields once it has started."""
     env = subprocess_env() if env is None else env
     with tempfile.TemporaryDirectory(prefix="quikday-beat-") as directory:
-        args = procfile_command("beat")
+        args = procfile_command("beat", env)
         args[args.index("--schedule") + 1] = str(Path(directory) / "schedule")
         beat = Beat(args, env)
         with _running(beat):

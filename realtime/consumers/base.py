@@ -108,7 +108,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
 
     async def layer_failed(self, error: Exception) -> None:
         """The channel layer raised for this connection (push modes fail over)."""
-        logger.warning("channel layer receive failed: %s", error)
+        logger.debug("channel layer receive failed: %s", error)
 
     def init_state(self) -> None:
         """Set before any message is handled: the layer may fail before connect() runs."""

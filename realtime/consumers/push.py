@@ -53,7 +53,8 @@ class RunConsumer(BaseRunConsumer):
                 self, frames.group_name(self.run_id), refresh=self.joined_once
             )
         except Exception as error:  # noqa: BLE001 - any layer failure means "fail over"
-            logger.warning("joining the group of run %s failed: %s", self.run_id, error)
+            # Debug: the layer probe reports an outage once for every watcher.
+            logger.debug("joining the group of run %s failed: %s", self.run_id, error)
             self.subscribed = False
             return False
         self.subscribed = self.joined_once = True
