@@ -114,3 +114,69 @@ def test_terminated_connections_give_no_500_and_leave_no_run_stuck(token):
         assert "Traceback" not in web.log(), web.log()[-3000:]
         assert worker.alive()
     print(f"{len(load.answers)} requests, {len(unavailable)} answered 503, {terminated} backends terminated")
+
+
+def test_a_restarted_postgresql_gives_no_500_and_leaves_no_run_stuck():
+    import subprocess
+    import sys
+
+    from tests.own_postgres import OwnPostgres
+    from tests.processes import ROOT
+
+    cluster = OwnPostgres()
+    try:
+        cluster.create()
+        env = subprocess_env(DATABASE_URL=cluster.url(), RUNS_TAKEOVER_INTERVAL_SECONDS="2")
+
+        def manage(*args: str) -> str:
+            done = subprocess.run(
+                [sys.executable, "manage.py", *args],
+                cwd=ROOT,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert done.returncode == 0, done.stderr[-3000:]
+            return done.stdout
+
+        manage("migrate", "--noinput")
+        key = manage(
+            "shell",
+            "-c",
+            "from django.contrib.auth.models import User; from rest_framework.authtoken.models import Token; "
+            "print(Token.objects.create(user=User.objects.create_user('pg-fault')).key)",
+        ).split()[-1]  # after the shell's own banner
+
+        with (
+            daphne_server(env=env) as web,
+            celery_worker(env=env, concurrency=2) as worker,
+            celery_beat(env=env),
+        ):
+            with Load(web, key) as load:
+                wait_for(lambda: len(load.created) >= 3, what="runs to flow")
+                for _ in range(2):
+                    before = len(load.answers)
+                    cluster.restart()
+                    wait_for(
+                        lambda before=before: len(load.answers) >= before + 10,
+                        what="answers after the restart",
+                    )
+
+            statuses = [status for _, status, _, _ in load.answers]
+            assert 500 not in statuses, [a for a in load.answers if a[1] >= 500][:3]
+            assert set(statuses) <= {200, 201, 503}, set(statuses)
+
+            def all_succeeded():
+                done = 0
+                for run_id in load.created:
+                    status, _, body = request(web, "GET", f"/api/runs/{run_id}/", key)
+                    done += status == 200 and body["status"] == "succeeded"
+                return done == len(load.created)
+
+            wait_for(all_succeeded, timeout=120, what="every run created across the restarts to succeed")
+            assert "Traceback" not in web.log(), web.log()[-3000:]
+            assert worker.alive()
+        print(f"{len(load.answers)} requests across 2 restarts, {statuses.count(503)} answered 503")
+    finally:
+        cluster.destroy()
