@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv test run serve dev bench bench-quick lint fmt clean
+.PHONY: venv test run serve dev bench bench-quick chaos lint fmt clean
 
 $(BIN)/.installed: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -48,6 +48,15 @@ bench: venv  ## all five modes, medians of 3: table, bench/results/<date>.json, 
 
 bench-quick: venv  ## the same workloads, small and once (< 2 min): a smoke test, no timing goals
 	$(BIN)/python bench/run.py --quick
+
+# Faults against servers of the tests' own (a redis-server, a PostgreSQL cluster, Daphne,
+# workers, beat): the same tests as in `make test`, repeated CHAOS_ROUNDS times.
+CHAOS_ROUNDS ?= 3
+chaos: venv  ## the fault tests (Redis restarts, PostgreSQL restarts and terminated connections, lost workers), repeated
+	for round in $$(seq $(CHAOS_ROUNDS)); do \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_redis_outage_e2e.py tests/test_database_faults_e2e.py \
+	    tests/runs/test_redis_restart_e2e.py tests/runs/test_tasks_e2e.py tests/realtime/test_protocol_daphne.py || exit 1; \
+	done
 
 lint: venv
 	$(BIN)/ruff check .

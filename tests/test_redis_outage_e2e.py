@@ -128,5 +128,8 @@ def test_redis_restarted_empty_mid_runs_loses_nothing(token):
             assert "Traceback" not in web_log, web_log[web_log.find("Traceback") - 500 :][:4000]
             assert web_log.count("channel layer unreachable") == 1, web_log[-4000:]
             assert web_log.count("channel layer is back") == 1, web_log[-4000:]
+            # No credential in any log line of the whole run.
+            for log in (web_log, worker.log()):
+                assert token not in log
     finally:
         redis.stop()

@@ -194,6 +194,8 @@ def test_access_over_http(daphne_process, token, other_user, staff_user):
     assert status == 404
     assert call(daphne_process, "GET", "/api/runs/", token=other)[2]["count"] == 0
     assert call(daphne_process, "GET", "/api/runs/", token=staff)[2]["count"] == 1
+    for secret in (token, other, staff):
+        assert secret not in daphne_process.log()
 
 
 def session_opener(server, username, password):
@@ -257,6 +259,8 @@ def test_session_writes_need_the_csrf_token_and_the_admin_is_staff_only(
 
     with opener.open(daphne_process.url + "/admin/runs/run/", timeout=30) as response:
         assert response.url.endswith("/admin/runs/run/") and response.status == 200
+    log = daphne_process.log()
+    assert all(secret not in log for secret in (cookies["sessionid"], cookies["csrftoken"], "pw-root-123"))
     # Without a staff session the admin shows its login page, nothing else.
     with urllib.request.urlopen(daphne_process.url + "/admin/runs/run/", timeout=30) as response:
         assert "/admin/login/" in response.url
