@@ -204,6 +204,10 @@ REALTIME_GROUP_EXPIRY = env_int("REALTIME_GROUP_EXPIRY", 900, minimum=60)
 REALTIME_DB_THREADS = env_int("REALTIME_DB_THREADS", 4, minimum=1)
 REALTIME_EVENT_RETENTION_DAYS = env_float("REALTIME_EVENT_RETENTION_DAYS", 7.0, minimum=0.0)
 REALTIME_MAX_CLIENT_FRAME = 64 * 1024
+# Bytes a WebSocket client may leave unread (under Daphne) before the server stops
+# sending it events and pongs; once it has read most of them it gets a fresh
+# `connected` snapshot (a resync) instead of what it missed.
+REALTIME_MAX_CLIENT_BUFFER = env_int("REALTIME_MAX_CLIENT_BUFFER", 1024 * 1024, minimum=16 * 1024)
 # An open socket's credentials (token, user, session) are checked again this often:
 # a revoked one closes the socket with 4401 within this long.
 REALTIME_ACCESS_RECHECK_SECONDS = env_float("REALTIME_ACCESS_RECHECK_SECONDS", 60.0, minimum=0.05)

@@ -5,7 +5,9 @@ Applied once by quikday/asgi.py; each change is measured in docs/benchmarks.md.
 
 from __future__ import annotations
 
+import functools
 import gc
+from typing import Any
 
 
 class _Lazy:
@@ -91,6 +93,23 @@ def wait_longer_for_close_replies() -> bool:
     __init__.realtime_tuned = True
     WebSocketFactory.__init__ = __init__
     return True
+
+
+def unsent_bytes(send: Any) -> int | None:
+    """How many bytes written to a Daphne connection its client has not taken yet, or None.
+
+    ``send`` is the ASGI send callable Daphne gave the application, a partial of
+    its ``handle_reply`` on the connection's protocol; what the client's TCP
+    window did not take waits in Twisted's write buffer of that transport,
+    growing without bound for a client that stops reading. None under any other
+    server (or the test communicator): nothing to measure, nothing bounded.
+    """
+    protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
+    transport = getattr(protocol, "transport", None)
+    buffered = getattr(transport, "dataBuffer", None)
+    if buffered is None:
+        return None
+    return len(buffered) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
 
 def freeze_startup_heap() -> None:

@@ -23,7 +23,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from realtime import db, frames, publisher, selectors
+from realtime import daphne_tuning, db, frames, publisher, selectors
 from realtime.selectors import Refused
 
 try:  # Daphne's WebSocket layer; absent under other ASGI servers and in unit tests' communicator
@@ -41,6 +41,9 @@ CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+
+# How often a client that fell behind is looked at until it has drained.
+RESYNC_CHECK_SECONDS = 0.2
 
 # Every refusal of a watcher: its close code and the error frame's message.
 REFUSALS: dict[Refused, tuple[int, str]] = {
@@ -82,8 +85,9 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             # process's hub, poller and probe must not keep this watcher.
             # (unsubscribe is idempotent; after a normal disconnect it is a no-op.)
             self.finished = True
-            if self.access_checks is not None:
-                self.access_checks.cancel()
+            for task in (self.access_checks, self.resync):
+                if task is not None:
+                    task.cancel()
             await self.unsubscribe()
 
     async def dispatch(self, message: dict) -> None:
@@ -116,6 +120,9 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         self.last_seq = 0
         self.finished = False
         self.access_checks: asyncio.Task | None = None
+        # Set when the client fell more than REALTIME_MAX_CLIENT_BUFFER behind:
+        # events are dropped until it drains, then a fresh `connected` resyncs it.
+        self.resync: asyncio.Task | None = None
         # deliver() is entered from the consumer's own dispatch loop (push)
         # and from the process's poller (poll, hybrid, failover): one at a time.
         self.deliver_lock = asyncio.Lock()
@@ -227,7 +234,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
     async def deliver(self, seq: int, text: str, *, final: bool) -> None:
         """Send event ``seq`` once and in order, filling any gap from the log first."""
         async with self.deliver_lock:
-            if self.finished or seq <= self.last_seq:
+            if self.finished or seq <= self.last_seq or self.resync is not None:
                 return
             if seq > self.last_seq + 1:
                 missed = await db.read(
@@ -250,12 +257,46 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             )
 
     async def _send_event(self, seq: int, text: str, *, final: bool) -> None:
-        if seq <= self.last_seq or self.finished:
+        if seq <= self.last_seq or self.finished or self.resync is not None:
+            return
+        if self._client_behind():
+            # Its unread frames already fill the bound: drop this one and what
+            # follows, and resync it with a fresh snapshot once it has drained.
+            self.resync = asyncio.create_task(self._resync_when_drained())
             return
         await self.send(text_data=text)
         self.last_seq = seq
         if final:
             await self._finish()
+
+    def _client_behind(self) -> bool:
+        unsent = daphne_tuning.unsent_bytes(self.base_send)
+        return unsent is not None and unsent > settings.REALTIME_MAX_CLIENT_BUFFER
+
+    async def _resync_when_drained(self) -> None:
+        """Wait until the client has read most of what it was sent, then send it a fresh `connected`."""
+        low_water = settings.REALTIME_MAX_CLIENT_BUFFER // 4
+        while not self.finished:
+            unsent = daphne_tuning.unsent_bytes(self.base_send)
+            if unsent is None or unsent <= low_water:
+                break
+            await asyncio.sleep(RESYNC_CHECK_SECONDS)
+        async with self.deliver_lock:
+            if self.finished:
+                return
+            snapshot = await db.read(selectors.run_snapshot, run_id=self.run_id)
+            self.resync = None
+            if isinstance(snapshot, Refused):  # the run was deleted meanwhile
+                await self._refuse(*REFUSALS[snapshot])
+                return
+            self.last_seq = snapshot.seq
+            await self._send_frame(
+                "connected",
+                {"mode": self.mode, "recovered": False, "resync": True, "run": snapshot.run},
+                seq=snapshot.seq,
+            )
+            if snapshot.terminal:
+                await self._finish()
 
     async def _finish(self) -> None:
         self.finished = True
@@ -300,7 +341,8 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             return
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
-            await self._send_frame("pong", {}, seq=self.last_seq)
+            if not self._client_behind():  # a client that does not read gets no more pongs
+                await self._send_frame("pong", {}, seq=self.last_seq)
         elif not isinstance(kind, str):
             await self._error("malformed", 'a client frame is a JSON object with a "type"')
         else:

@@ -19,6 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from runs import executor, services
 from tests.realtime.test_e2e import read_frames
+from tests.waiting import wait_for
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -229,3 +230,110 @@ def test_revoked_credentials_close_an_open_socket_4401(user, token, revoke):
             ("error", {"code": "4401", "message": "the credentials were revoked"})
         ]
         assert_clean_log(server)
+
+
+def _raw_socket(server, path: str, token: str):
+    """A WebSocket opened by hand on a socket with a small receive buffer, so nothing reads for it."""
+    import socket
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(WAIT)
+    sock.connect(("127.0.0.1", server.port))
+    sock.sendall(
+        (
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+            f"Sec-WebSocket-Version: 13\r\nAuthorization: Token {token}\r\n\r\n"
+        ).encode()
+    )
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _read_frame(sock) -> tuple[int, bytes]:
+    def exactly(count: int) -> bytes:
+        data = b""
+        while len(data) < count:
+            chunk = sock.recv(count - len(data))
+            if not chunk:
+                raise ConnectionError("closed")
+            data += chunk
+        return data
+
+    first, second = exactly(2)
+    length = second & 0x7F
+    if length == 126:
+        length = int.from_bytes(exactly(2), "big")
+    elif length == 127:
+        length = int.from_bytes(exactly(8), "big")
+    return first & 0x0F, exactly(length)
+
+
+def _rss_kib(pid: int) -> int:
+    from pathlib import Path
+
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise LookupError("no VmRSS")
+
+
+PINGS = 200_000
+
+
+def _cpu_ticks(pid: int) -> int:
+    from pathlib import Path
+
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def _cpu_idle(pid: int) -> bool:
+    """The process used (almost) no CPU over the last half second: its backlog is worked off."""
+    import time
+
+    before = _cpu_ticks(pid)
+    time.sleep(0.5)
+    return _cpu_ticks(pid) - before <= 2
+
+
+def test_a_client_that_stops_reading_is_bounded_then_resynced(daphne_process, user, token):
+    # Issue 11 #8: unread pongs (and events) grew the web process without bound (~160 B each).
+    run = make_run(user)
+    server = daphne_process
+    sock = _raw_socket(server, f"/ws/runs/{run.id}/", token)
+    try:
+        payload = b'{"type":"ping"}'
+        mask = b"\x01\x02\x03\x04"
+        ping = (
+            bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        )
+        before = _rss_kib(server.pid)
+        sock.sendall(ping * PINGS)  # and never read
+        wait_for(lambda: _cpu_idle(server.pid), what="the server to have answered every ping")
+        grown = _rss_kib(server.pid) - before
+        executor.execute_run(run_id=run.id)  # its events, while the client is still not reading
+        # Read everything now: some pongs, then a fresh `connected` (the resync) and 1000.
+        seen: list[dict] = []
+        close_code = None
+        while close_code is None:
+            opcode, data = _read_frame(sock)
+            if opcode == 0x8:
+                close_code = int.from_bytes(data[:2], "big")
+            else:
+                seen.append(json.loads(data))
+    finally:
+        sock.close()
+    pongs = sum(1 for frame in seen if frame["type"] == "pong")
+    resync = [frame for frame in seen if frame["type"] == "connected" and frame["payload"].get("resync")]
+    kinds = sorted({frame["type"] for frame in seen})
+    print(f"{PINGS} unread pings: RSS +{grown} KiB, {pongs} pongs sent, frames {kinds}, {len(resync)} resync")
+    assert pongs < PINGS // 4  # the rest were dropped, not buffered
+    assert grown < 16 * 1024, grown  # unbounded, 200,000 pongs alone were ~32 MB
+    assert resync and resync[-1]["payload"]["run"]["status"] == "succeeded"
+    assert close_code == 1000
+    assert_clean_log(server)
