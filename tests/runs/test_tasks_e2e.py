@@ -151,3 +151,30 @@ def test_whole_worker_killed_mid_step_is_failed_by_the_reaper_when_nobody_takes_
     assert run.status == "failed"
     assert "no progress for more than 0.5 seconds" in run.error
     assert list(run.steps.values_list("status", flat=True)) == ["skipped"]
+
+
+def test_an_operator_ending_a_run_mid_step_gets_the_last_word(api, worker_process):
+    # Issue 11 #3: the worker's step_succeeded came after an operator's run_completed.
+    from realtime.models import RunEvent
+    from runs import services
+
+    response = api.post(
+        "/api/runs/", {"steps": [{"tool": "wait", "args": {"seconds": 2}}, {"tool": "echo"}]}, format="json"
+    )
+    run_id = response.json()["id"]
+    wait_for(lambda: step_running(run_id, 0), what="step 0 to start")
+
+    with pytest.raises(services.TransitionError):  # accepted before: the worker then contradicted it
+        services.run_set_status(run_id=run_id, status="succeeded")
+    services.run_set_status(run_id=run_id, status="failed")
+    ended = list(RunEvent.objects.filter(run_id=run_id).order_by("seq").values_list("seq", "type"))
+    assert ended[-1][1] == "run_completed"
+    # The worker finishes its step after that, and is refused: it logs so and records nothing.
+    wait_for(
+        lambda: "was finished elsewhere during execution" in worker_process.log(), what="the worker to stop"
+    )
+
+    assert list(RunEvent.objects.filter(run_id=run_id).order_by("seq").values_list("seq", "type")) == ended
+    run = Run.objects.get(pk=run_id)
+    assert (run.status, run.error) == ("failed", "marked failed by an operator")
+    assert list(run.steps.order_by("index").values_list("status", flat=True)) == ["skipped", "skipped"]
