@@ -7,7 +7,7 @@ PORT ?= 8000
 
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-.PHONY: venv venv-prod constraints test run serve dev bench bench-quick mutate lint fmt clean
+.PHONY: venv venv-prod constraints test run serve dev bench bench-quick mutate chaos lint fmt clean
 
 # Production's packages only (what `make run` needs), at constraints.txt's versions.
 $(BIN)/.installed-prod: requirements.txt constraints.txt
@@ -67,6 +67,14 @@ bench-quick: venv  ## the same workloads, small and once (< 2 min): a smoke test
 mutate: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/quikday_mutate
 mutate: venv  ## mutation score of the guarantee-holding modules: build/mutation/summary.md
 	nice -n 15 $(BIN)/python mutation/run.py $(MODULES)
+# Faults against servers of the tests' own (a redis-server, a PostgreSQL cluster, Daphne,
+# workers, beat): the same tests as in `make test`, repeated CHAOS_ROUNDS times.
+CHAOS_ROUNDS ?= 3
+chaos: venv  ## the fault tests (Redis restarts, PostgreSQL restarts and terminated connections, lost workers), repeated
+	for round in $$(seq $(CHAOS_ROUNDS)); do \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_redis_outage_e2e.py tests/test_database_faults_e2e.py \
+	    tests/runs/test_redis_restart_e2e.py tests/runs/test_tasks_e2e.py tests/realtime/test_protocol_daphne.py || exit 1; \
+	done
 
 lint: venv
 	$(BIN)/ruff check .

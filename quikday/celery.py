@@ -8,6 +8,11 @@ import os
 
 from celery import Celery
 
+from quikday import kombu_patch
+
+# Before any broker connection: a Redis restart must not end the worker (see the module).
+kombu_patch.apply()
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quikday.settings")
 
 app = Celery("quikday")

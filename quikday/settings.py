@@ -54,9 +54,11 @@ LOGOUT_REDIRECT_URL = "login"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "quikday.middleware.DatabaseUnavailableMiddleware",
+    "quikday.middleware.chunked_body_middleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
+    "quikday.middleware.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -176,6 +178,10 @@ if DEBUG:
     REST_FRAMEWORK["DEFAULT_RENDERER_CLASSES"].append("rest_framework.renderers.BrowsableAPIRenderer")
 
 SPECTACULAR_SETTINGS = {
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "runs.api.schema.add_error_responses",
+    ],
     "TITLE": "Quik.day Realtime API",
     "DESCRIPTION": "Create multi-step runs, follow them live over /ws/runs/<id>/.",
     "VERSION": "1.0.0",
@@ -213,6 +219,13 @@ REALTIME_TICKET_SECONDS = env_float("REALTIME_TICKET_SECONDS", 60.0, minimum=1.0
 # The user-level stream (/ws/runs/) re-reads its page of summaries this often in
 # push and hybrid modes: a summary lost in transit (pub/sub is at most once) shows up by then.
 REALTIME_LIST_REFRESH_INTERVAL = env_float("REALTIME_LIST_REFRESH_INTERVAL", 10.0, minimum=0.5)
+# Bytes a WebSocket client may leave unread (under Daphne) before the server stops
+# sending it events and pongs; once it has read most of them it gets a fresh
+# `connected` snapshot (a resync) instead of what it missed.
+REALTIME_MAX_CLIENT_BUFFER = env_int("REALTIME_MAX_CLIENT_BUFFER", 1024 * 1024, minimum=16 * 1024)
+# An open socket's credentials (token, user, session) are checked again this often:
+# a revoked one closes the socket with 4401 within this long.
+REALTIME_ACCESS_RECHECK_SECONDS = env_float("REALTIME_ACCESS_RECHECK_SECONDS", 60.0, minimum=0.05)
 REALTIME_PUBLISH_TIMEOUT = env_float("REALTIME_PUBLISH_TIMEOUT", 2.0, minimum=0.01)
 # A publish that fails is retried in the background for this long (0 = never).
 REALTIME_PUBLISH_RETRY_SECONDS = env_float("REALTIME_PUBLISH_RETRY_SECONDS", 300.0)
@@ -251,7 +264,16 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     # A message whose worker died unacknowledged comes back after this long.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=10),
 }
+# A run whose worker was lost is taken over within this long (runs/takeover.py).
+RUNS_TAKEOVER_INTERVAL_SECONDS = env_float("RUNS_TAKEOVER_INTERVAL_SECONDS", 10.0, minimum=1.0)
+# A take-over message not started by then is dropped (the next sweep sends another).
+RUNS_TAKEOVER_MESSAGE_EXPIRES = 3 * RUNS_TAKEOVER_INTERVAL_SECONDS
 CELERY_BEAT_SCHEDULE = {
+    "take-over-runs": {
+        "task": "runs.tasks.take_over_runs",
+        "schedule": RUNS_TAKEOVER_INTERVAL_SECONDS,
+        "options": {"expires": RUNS_TAKEOVER_INTERVAL_SECONDS},
+    },
     "reap-stuck-runs": {"task": "runs.tasks.reap_stuck_runs", "schedule": 60.0},
     "prune-run-events": {"task": "realtime.tasks.prune_run_events", "schedule": 3600.0},
 }
@@ -259,7 +281,11 @@ CELERY_BEAT_SCHEDULE = {
 # --- Runs -------------------------------------------------------------------------
 RUNS_MAX_STEPS = env_int("RUNS_MAX_STEPS", 50, minimum=1)
 RUNS_WAIT_MAX_SECONDS = env_float("RUNS_WAIT_MAX_SECONDS", 60.0)
+# How deeply a step's arguments may nest (objects and arrays); deeper plans are refused with a 400.
+RUNS_MAX_ARGS_DEPTH = env_int("RUNS_MAX_ARGS_DEPTH", 32, minimum=1)
 RUNS_STALE_AFTER_SECONDS = env_float("RUNS_STALE_AFTER_SECONDS", 600.0, minimum=1.0)
+# A step whose executor was lost this many times fails instead of being tried again.
+RUNS_MAX_STEP_ATTEMPTS = env_int("RUNS_MAX_STEP_ATTEMPTS", 3, minimum=1)
 RUNS_TOOL_MODULES = ["runs.tools.builtin", *env_list("RUNS_TOOL_MODULES", [])]
 # Embedded mode (RUNS_EXECUTOR=inline): how many runs execute at once in the
 # web process, and how often its in-process reaper looks for stuck runs.
@@ -270,7 +296,13 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "filters": {"layer_connection_failures": {"()": "realtime.outage_logging.LayerConnectionFailureFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # One warning per Redis outage comes from realtime.failover instead.
+        "channels_redis.pubsub": {"filters": ["layer_connection_failures"]},
+        "channels_redis.core": {"filters": ["layer_connection_failures"]},
+    },
 }

@@ -3,10 +3,14 @@
 Browsers authenticate with the session cookie (AuthMiddlewareStack); other
 clients send ``Authorization: Token <key>`` (DRF's authtoken); pages on
 another origin send ``?ticket=`` (realtime.tickets). A present Origin header
-must name one of ALLOWED_HOSTS; a missing one (non-browser clients, which
-carry no ambient cookies to abuse) is allowed, and so is any Origin with a
-ticket: a ticket is not an ambient credential (another site cannot make a
-browser send one), and a handshake with a ticket never looks at the cookie.
+must name one of ALLOWED_HOSTS *and* be the origin the socket was opened on
+(its host and port equal the handshake's Host), or be one of
+CSRF_TRUSTED_ORIGINS: another site on the same host name but another port is
+another origin (cross-site WebSocket hijacking). A missing Origin (non-browser
+clients, which carry no ambient cookies to abuse) is allowed, and so is any
+Origin with a ticket: a ticket is not an ambient credential (another site
+cannot make a browser send one), and a handshake with a ticket never looks at
+the cookie.
 """
 
 from urllib.parse import parse_qs, urlparse
@@ -16,7 +20,7 @@ from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.http.request import validate_host
+from django.http.request import split_domain_port, validate_host
 
 from realtime import tickets
 from runs.api.auth import is_well_formed_key
@@ -84,6 +88,9 @@ class RealtimeAuthMiddleware:
         return await self.session_app(scope, receive, send)
 
 
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
 class OriginCheckMiddleware:
     """Refuses a handshake whose Origin is not one of ALLOWED_HOSTS."""
 
@@ -93,17 +100,29 @@ class OriginCheckMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket":
             origin = _header(scope, b"origin")
+            host = _header(scope, b"host")
             checked = origin is not None and _ticket(scope) is None
-            if checked and not self.allowed(origin.decode("latin-1")):
+            if checked and not self.allowed(origin.decode("latin-1"), (host or b"").decode("latin-1")):
                 return await WebsocketDenier()(scope, receive, send)
         return await self.app(scope, receive, send)
 
     @staticmethod
-    def allowed(origin: str) -> bool:
-        host = urlparse(origin).hostname
-        if not host:
+    def allowed(origin: str, host_header: str) -> bool:
+        if origin in settings.CSRF_TRUSTED_ORIGINS:
+            return True
+        parsed = urlparse(origin)
+        try:
+            host, port = parsed.hostname, parsed.port
+        except ValueError:  # a port that is not a number
             return False
+        if not host or parsed.scheme not in _DEFAULT_PORTS:
+            return False
+        host = host if ":" not in host else f"[{host}]"  # an IPv6 literal, as Host writes it
+        default_port = _DEFAULT_PORTS[parsed.scheme]
+        socket_host, socket_port = split_domain_port(host_header)
+        if (host, port or default_port) != (socket_host, int(socket_port or default_port)):
+            return False  # another origin: same name and another port, or another name
         hosts = list(settings.ALLOWED_HOSTS)
         if settings.DEBUG and not hosts:
             hosts = [".localhost", "127.0.0.1", "[::1]"]
-        return validate_host(host if ":" not in host else f"[{host}]", hosts)
+        return validate_host(host, hosts)

@@ -9,8 +9,10 @@ stopped applying would lose its gain unnoticed).
 
 from __future__ import annotations
 
+import functools
 import gc
 from importlib import metadata
+from typing import Any
 
 # The major.minor releases each patched package was read against.
 VERIFIED = {"autobahn": ("26.10",), "daphne": ("4.2",)}
@@ -101,7 +103,15 @@ CLOSE_HANDSHAKE_TIMEOUT = 30.0
 
 
 def wait_longer_for_close_replies() -> bool:
-    """Daphne's WebSocket factory, made with ``closeHandshakeTimeout`` = CLOSE_HANDSHAKE_TIMEOUT."""
+    """Daphne's WebSocket factory, made with ``closeHandshakeTimeout`` = CLOSE_HANDSHAKE_TIMEOUT
+    and ``failByDrop`` off.
+
+    With ``failByDrop`` on (autobahn's default) a client's protocol error — a
+    text frame that is not UTF-8 above all — aborted the TCP connection: the
+    client saw a reset (1006), not a reason. Off, autobahn closes properly
+    with the code the RFC gives (1007 for invalid UTF-8, 1002 for a protocol
+    violation).
+    """
     try:
         from daphne import ws_protocol
     except ImportError:
@@ -116,11 +126,28 @@ def wait_longer_for_close_replies() -> bool:
 
     def __init__(self, *args, **kwargs):
         original(self, *args, **kwargs)
-        self.setProtocolOptions(closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT)
+        self.setProtocolOptions(closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT, failByDrop=False)
 
     __init__.realtime_tuned = True
     WebSocketFactory.__init__ = __init__
     return True
+
+
+def unsent_bytes(send: Any) -> int | None:
+    """How many bytes written to a Daphne connection its client has not taken yet, or None.
+
+    ``send`` is the ASGI send callable Daphne gave the application, a partial of
+    its ``handle_reply`` on the connection's protocol; what the client's TCP
+    window did not take waits in Twisted's write buffer of that transport,
+    growing without bound for a client that stops reading. None under any other
+    server (or the test communicator): nothing to measure, nothing bounded.
+    """
+    protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
+    transport = getattr(protocol, "transport", None)
+    buffered = getattr(transport, "dataBuffer", None)
+    if buffered is None:
+        return None
+    return len(buffered) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
 
 
 def freeze_startup_heap() -> None:

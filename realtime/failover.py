@@ -77,6 +77,8 @@ class LayerProbe:
         self._channel: str | None = None
         self._layer: BaseChannelLayer | None = None
         self._refreshed_at = loop.time()
+        # When the layer was first seen down: the outage is logged once, and once when it ends.
+        self._down_since: float | None = None
 
     def register(self, consumer: PushWatcher, layer: BaseChannelLayer) -> None:
         self.consumers.add(consumer)
@@ -112,10 +114,14 @@ class LayerProbe:
 
     async def check(self) -> None:
         """One health check; degrade or recover the connections accordingly."""
-        if not await self._round_trip():
-            if self.healthy:
+        error = await self._round_trip()
+        if error is not None:
+            if self._down_since is None:
+                self._down_since = self.loop.time()
                 logger.warning(
-                    "channel layer unreachable; %d watchers fall back to polling", len(self.consumers)
+                    "channel layer unreachable (%s); %d watchers fall back to polling until it is back",
+                    error,
+                    len(self.consumers),
                 )
             self.healthy = False
             for consumer in list(self.consumers):
@@ -123,6 +129,13 @@ class LayerProbe:
                     consumer.degrade()
             return
         self.healthy = True
+        if self._down_since is not None:
+            logger.warning(
+                "channel layer is back after %.1f s; %d watchers return to push",
+                self.loop.time() - self._down_since,
+                sum(1 for c in self.consumers if c.degraded),
+            )
+            self._down_since = None
         for consumer in [c for c in self.consumers if c.degraded]:
             try:
                 await consumer.recover()
@@ -130,7 +143,8 @@ class LayerProbe:
                 logger.warning("run %s watcher could not return to push", consumer.run_id, exc_info=True)
         await self._refresh_memberships()
 
-    async def _round_trip(self) -> bool:
+    async def _round_trip(self) -> Exception | None:
+        """Send a message to the probe's own channel and receive it; the error, or None when healthy."""
         layer = self._layer
         timeout = settings.REALTIME_PUBLISH_TIMEOUT
         token = uuid.uuid4().hex
@@ -144,11 +158,11 @@ class LayerProbe:
                 while (await layer.receive(self._channel)).get("token") != token:
                     pass  # a late answer to an earlier probe
         except Exception as error:  # noqa: BLE001 - any failure means "unhealthy"
-            logger.info("channel layer probe failed: %r", error)
+            logger.debug("channel layer probe failed: %r", error)
             # A cancelled receive may drop the channel's subscription: start afresh.
             self._channel = None
-            return False
-        return True
+            return error
+        return None
 
     async def _refresh_memberships(self) -> None:
         expiry = getattr(self._layer, "group_expiry", None)

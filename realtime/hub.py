@@ -131,8 +131,8 @@ class RunHub:
             done = self._leaving[group] = self.loop.create_future()
             try:
                 await self.layer.group_discard(group, self.channel)
-            except Exception:  # leaving must not fail; the group expires or dies with Redis
-                logger.warning("group_discard of %s failed", group, exc_info=True)
+            except Exception as error:  # noqa: BLE001 - leaving must not fail; the group expires or dies with Redis
+                logger.debug("group_discard of %s failed: %s", group, error)
             finally:
                 del self._leaving[group]
                 done.set_result(None)
@@ -164,7 +164,8 @@ class RunHub:
             try:
                 message = await self.layer.receive(self.channel)
             except Exception as error:  # noqa: BLE001 - any layer failure means "fail over"
-                logger.warning("channel layer receive failed: %s", error)
+                # Debug only: the layer probe logs the outage once and its end once.
+                logger.debug("channel layer receive failed: %s", error)
                 for members in list(self.watchers.values()):
                     for consumer in list(members):
                         await consumer.layer_failed(error)

@@ -10,8 +10,10 @@ import uuid
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Q, prefetch_related_objects
+from django.utils import timezone
 
 from realtime.fast_snapshot import fast_snapshot
 from realtime.frames import TS_FORMAT_POSTGRES, format_ts
@@ -80,6 +82,21 @@ def user_for_token(*, key: str):
     if token is None or not token.user.is_active:
         return None
     return token.user
+
+
+def credentials_still_valid(*, token_key: str | None, user_id: int | None, session_key: str | None) -> bool:
+    """Whether a watcher's credentials still hold: its token exists (of an active user), or its
+    user is active and its session still exists. Checked again while a socket is open."""
+    from django.contrib.sessions.models import Session
+    from rest_framework.authtoken.models import Token
+
+    if token_key is not None:
+        return Token.objects.filter(key=token_key, user__is_active=True).exists()
+    if user_id is None or not get_user_model().objects.filter(pk=user_id, is_active=True).exists():
+        return False
+    if session_key is None:
+        return True
+    return Session.objects.filter(session_key=session_key, expire_date__gt=timezone.now()).exists()
 
 
 def events_between(

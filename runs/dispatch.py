@@ -14,21 +14,32 @@ from django.db import transaction
 logger = logging.getLogger(__name__)
 
 
-def dispatch_run(*, run_id: uuid.UUID) -> None:
-    """Enqueue the run's execution once the current transaction commits."""
-    transaction.on_commit(lambda: _send(run_id))
+def dispatch_run(*, run_id: uuid.UUID, expires: float | None = None) -> None:
+    """Enqueue the run's execution once the current transaction commits.
+
+    ``expires`` (seconds): a Celery message not started by then is dropped, so
+    repeated take-over dispatches of a run waiting for a free worker don't pile up.
+    """
+    if expires is None:
+        transaction.on_commit(lambda: _send(run_id))
+    else:
+        transaction.on_commit(lambda: _send(run_id, expires=expires))
 
 
-def _send(run_id: uuid.UUID) -> None:
+def _send(run_id: uuid.UUID, *, expires: float | None = None) -> None:
     try:
         if settings.RUNS_EXECUTOR == "celery":
             from runs.tasks import execute_run
 
-            execute_run.delay(str(run_id))
+            execute_run.apply_async((str(run_id),), expires=expires)
         else:
             from runs import inline
 
             inline.submit(run_id)
-    except Exception:
-        # The run is committed as queued; the reaper dispatches it again.
-        logger.exception("could not enqueue run %s; the reaper will retry", run_id)
+    except Exception as error:  # noqa: BLE001 - the broker is unreachable, whatever the client raised
+        # The run is committed as queued; the take-over sweep dispatches it again
+        # if the broker comes back empty, the reaper after RUNS_STALE_AFTER_SECONDS
+        # otherwise. One line: during an outage every create would log a traceback.
+        logger.warning(
+            "could not enqueue run %s (%s); it stays queued and is dispatched again later", run_id, error
+        )

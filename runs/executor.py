@@ -12,12 +12,13 @@ import logging
 import uuid
 from typing import Any
 
+from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
 from runs import selectors, services
 from runs.leases import run_lease
 from runs.models import RunStatus, StepStatus
-from runs.tools import get_tool
+from runs.tools import StepExecution, get_tool
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +32,13 @@ class Outcome:
     CANCELLED = RunStatus.CANCELLED
 
 
-def execute_run(*, run_id: uuid.UUID) -> str:
-    """Run the plan of ``run_id`` to its end; return what happened."""
+def execute_run(*, run_id: uuid.UUID, after_error: bool = False) -> str:
+    """Run the plan of ``run_id`` to its end; return what happened.
+
+    ``after_error``: the previous execution stopped on a database error, not
+    with a lost executor; its interrupted step is retried without counting
+    towards RUNS_MAX_STEP_ATTEMPTS.
+    """
     with run_lease(run_id) as acquired:
         if not acquired:
             logger.info("run %s is being executed elsewhere; nothing to do", run_id)
@@ -45,14 +51,14 @@ def execute_run(*, run_id: uuid.UUID) -> str:
         if run.status == RunStatus.QUEUED and services.run_start(run_id=run_id) is None:
             return Outcome.SKIPPED_FINISHED
         try:
-            return _execute_steps(run_id)
+            return _execute_steps(run_id, after_error=after_error)
         except services.TransitionError as error:
             # Someone else (an operator, the reaper) finished the run meanwhile.
             logger.info("run %s was finished elsewhere during execution: %s", run_id, error)
             return Outcome.SKIPPED_FINISHED
 
 
-def _execute_steps(run_id: uuid.UUID) -> str:
+def _execute_steps(run_id: uuid.UUID, *, after_error: bool) -> str:
     run = selectors.run_get(run_id=run_id)
     steps = {step.index: step for step in selectors.run_steps(run_id=run_id)}
     outputs: list[Any] = []
@@ -66,8 +72,16 @@ def _execute_steps(run_id: uuid.UUID) -> str:
             return Outcome.CANCELLED
         if step is None:
             step = services.step_start(run_id=run_id, index=index)
+        elif step.status == StepStatus.RUNNING:
+            # Its executor was lost mid-step: execute it again, unless it kept losing them.
+            if not after_error and step.attempts >= settings.RUNS_MAX_STEP_ATTEMPTS:
+                error = f"its executor was lost during each of its {step.attempts} attempts"
+                services.step_fail(run_id=run_id, index=index, error=error)
+                return Outcome.FAILED
+            step = services.step_retry(run_id=run_id, index=index)
+        execution = StepExecution(run_id=run_id, step_index=index, attempt=step.attempts)
         try:
-            output = _call_tool(spec["tool"], spec.get("args", {}))
+            output = _call_tool(spec["tool"], spec.get("args", {}), execution)
         except Exception as error:  # noqa: BLE001 - any tool failure fails the step
             services.step_fail(run_id=run_id, index=index, error=_describe(error))
             return Outcome.FAILED
@@ -77,11 +91,11 @@ def _execute_steps(run_id: uuid.UUID) -> str:
     return Outcome.SUCCEEDED
 
 
-def _call_tool(name: str, args: dict[str, Any]) -> Any:
+def _call_tool(name: str, args: dict[str, Any], execution: StepExecution) -> Any:
     tool = get_tool(name)
     if tool is None:
         raise LookupError(f"tool '{name}' is no longer registered")
-    output = tool(**args)
+    output = tool.execute(args, execution)
     # Fail the step, not the save, when a tool returns something JSON can't hold.
     json.dumps(output, cls=DjangoJSONEncoder)
     return output

@@ -72,6 +72,9 @@ class Step(models.Model):
     error = models.TextField(blank=True, default="")
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # 1 when first started; an executor that takes over a run whose executor was
+    # lost mid-step executes the step again and adds one (steps are at-least-once).
+    attempts = models.PositiveIntegerField(default=1)
 
     class Meta:
         ordering = ["run", "index"]

@@ -70,3 +70,17 @@ def runs_processing_without_progress(*, since: datetime) -> list[uuid.UUID]:
 
 def runs_queued_without_progress(*, since: datetime) -> list[uuid.UUID]:
     return runs_without_progress(status=RunStatus.QUEUED, since=since)
+
+
+def runs_processing_ids() -> list[uuid.UUID]:
+    """Every processing run, least recently changed first."""
+    return list(
+        Run.objects.filter(status=RunStatus.PROCESSING).order_by("updated_at").values_list("pk", flat=True)
+    )
+
+
+def runs_queued_ids() -> list[uuid.UUID]:
+    """Every queued run, oldest first."""
+    return list(
+        Run.objects.filter(status=RunStatus.QUEUED).order_by("created_at").values_list("pk", flat=True)
+    )

@@ -37,6 +37,12 @@ STEP_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
+# What an operator (the admin, a shell) may set by hand. processing and
+# succeeded belong to the executor alone: set by hand they would be contradicted
+# by the executor still working on the run (or by the one that never comes).
+OPERATOR_STATUSES = frozenset({RunStatus.CANCELLED, RunStatus.FAILED})
+
+
 class TransitionError(Exception):
     """A state change the current status does not allow."""
 
@@ -61,6 +67,17 @@ def check_step_transition(current: str, requested: str) -> None:
         raise TransitionError(
             f"a step cannot go from {current} to {requested}", current=current, requested=requested
         )
+
+
+def check_operator_transition(current: str, requested: str) -> None:
+    """Raise TransitionError unless an operator may set a run from ``current`` to ``requested``."""
+    if requested not in OPERATOR_STATUSES:
+        raise TransitionError(
+            f"an operator may only cancel a run or fail it, not set it {requested} (its executor does that)",
+            current=current,
+            requested=requested,
+        )
+    check_run_transition(current, requested)
 
 
 def _locked_run(run_id: uuid.UUID) -> Run:
@@ -156,16 +173,16 @@ def _cancel_now(run: Run) -> Run:
 
 @transaction.atomic
 def run_set_status(*, run_id: uuid.UUID, status: str) -> Run:
-    """An operator's status edit (the admin): the same rules as everywhere else."""
+    """An operator's status edit (the admin): cancelled or failed only, and only from an open run.
+
+    The run ends at once, its open steps skipped; an executor still working on
+    it then finds every further change refused (see ``_open_run``) and stops.
+    """
     run = _locked_run(run_id)
-    check_run_transition(run.status, status)
+    check_operator_transition(run.status, status)
     if status == RunStatus.CANCELLED:
         return _cancel_now(run)
-    if status == RunStatus.FAILED:
-        return run_fail(run_id=run_id, error="marked failed by an operator")
-    if status == RunStatus.PROCESSING:
-        return _set_run_status(run, RunStatus.PROCESSING, started_at=timezone.now())
-    return _set_run_status(run, status, finished_at=timezone.now())
+    return run_fail(run_id=run_id, error="marked failed by an operator")
 
 
 def _finish_open_steps(run: Run, *, error: str) -> None:
@@ -198,16 +215,27 @@ def _finish_open_steps(run: Run, *, error: str) -> None:
 # --- Steps ----------------------------------------------------------------------
 
 
-@transaction.atomic
-def step_start(*, run_id: uuid.UUID, index: int) -> Step:
-    """Create step ``index`` of a processing run as running (its plan entry)."""
+def _open_run(run_id: uuid.UUID, *, requested: str) -> Run:
+    """The run, locked, if its steps may still change: it is processing.
+
+    After the run's terminal event nothing may follow it, so a step change of
+    a run that ended meanwhile (an operator, the reaper) is refused here, at
+    the only writers, whoever asks.
+    """
     run = _locked_run(run_id)
     if run.status != RunStatus.PROCESSING:
         raise TransitionError(
-            f"a step cannot start while the run is {run.status}",
+            f"a step cannot become {requested} while the run is {run.status}",
             current=run.status,
-            requested=StepStatus.RUNNING,
+            requested=requested,
         )
+    return run
+
+
+@transaction.atomic
+def step_start(*, run_id: uuid.UUID, index: int) -> Step:
+    """Create step ``index`` of a processing run as running (its plan entry)."""
+    run = _open_run(run_id, requested=StepStatus.RUNNING)
     spec = run.plan[index]
     return Step.objects.create(
         run=run,
@@ -219,17 +247,17 @@ def step_start(*, run_id: uuid.UUID, index: int) -> Step:
     )
 
 
-def _locked_step(run_id: uuid.UUID, index: int) -> Step:
+def _locked_step(run_id: uuid.UUID, index: int, *, requested: str) -> Step:
     # Lock order everywhere: the run's row first, then its steps. The event
     # log takes the run's row lock too, so this order cannot deadlock.
-    _locked_run(run_id)
+    _open_run(run_id, requested=requested)
     return Step.objects.select_for_update().get(run_id=run_id, index=index)
 
 
 @transaction.atomic
 def step_succeed(*, run_id: uuid.UUID, index: int, output: Any) -> Step:
     """running → succeeded with the tool's output."""
-    step = _locked_step(run_id, index)
+    step = _locked_step(run_id, index, requested=StepStatus.SUCCEEDED)
     check_step_transition(step.status, StepStatus.SUCCEEDED)
     step.status = StepStatus.SUCCEEDED
     step.output = output
@@ -241,11 +269,31 @@ def step_succeed(*, run_id: uuid.UUID, index: int, output: Any) -> Step:
 @transaction.atomic
 def step_fail(*, run_id: uuid.UUID, index: int, error: str) -> Step:
     """running → failed; the run then fails with the same error, the rest skipped."""
-    step = _locked_step(run_id, index)
+    step = _locked_step(run_id, index, requested=StepStatus.FAILED)
     check_step_transition(step.status, StepStatus.FAILED)
     step.status = StepStatus.FAILED
     step.error = error
     step.finished_at = timezone.now()
     step.save(update_fields=["status", "error", "finished_at"])
     run_fail(run_id=run_id, error=f"step {index} ({step.tool}) failed: {error}")
+    return step
+
+
+@transaction.atomic
+def step_retry(*, run_id: uuid.UUID, index: int) -> Step:
+    """A running step whose executor was lost is started again: one more attempt.
+
+    Its status stays running (clients saw it start; no event), ``started_at``
+    is the new attempt's.
+    """
+    step = _locked_step(run_id, index, requested=StepStatus.RUNNING)
+    if step.status != StepStatus.RUNNING:
+        raise TransitionError(
+            f"only a running step is retried, not a {step.status} one",
+            current=step.status,
+            requested=StepStatus.RUNNING,
+        )
+    step.attempts += 1
+    step.started_at = timezone.now()
+    step.save(update_fields=["attempts", "started_at"])
     return step

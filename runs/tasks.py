@@ -6,31 +6,36 @@ import uuid
 from celery import shared_task
 from django.db import DatabaseError, InterfaceError
 
-from runs import executor, reaper
+from runs import executor, reaper, takeover
 
 logger = logging.getLogger(__name__)
 
 BUSY_RETRIES = 3
 BUSY_RETRY_SECONDS = 5
+DATABASE_RETRY_MAX_SECONDS = 30
 
 
-@shared_task(
-    acks_late=True,
-    reject_on_worker_lost=True,
-    autoretry_for=(DatabaseError, InterfaceError),
-    retry_backoff=True,
-    retry_backoff_max=30,
-    max_retries=8,
-    bind=True,
-)
-def execute_run(self, run_id: str) -> str:
-    """Execute one run. Redelivery is safe: see runs.executor."""
+@shared_task(acks_late=True, reject_on_worker_lost=True, max_retries=8, bind=True)
+def execute_run(self, run_id: str, after_error: bool = False) -> str:
+    """Execute one run. Redelivery is safe: see runs.executor.
+
+    ``after_error``: this is a retry after a database error of this task (not a
+    lost executor), so the interrupted step's attempt does not count towards
+    RUNS_MAX_STEP_ATTEMPTS.
+    """
     try:
         parsed = uuid.UUID(str(run_id))
     except ValueError:
         logger.error("execute_run got a malformed run id %r", run_id)
         return "malformed"
-    outcome = executor.execute_run(run_id=parsed)
+    try:
+        outcome = executor.execute_run(run_id=parsed, after_error=after_error)
+    except (DatabaseError, InterfaceError) as error:
+        # The database went away mid-run (a restart, a terminated connection): resume shortly.
+        countdown = min(DATABASE_RETRY_MAX_SECONDS, 2**self.request.retries)
+        raise self.retry(
+            exc=error, countdown=countdown, args=(str(parsed),), kwargs={"after_error": True}
+        ) from None
     if outcome == executor.Outcome.SKIPPED_BUSY and self.request.retries < BUSY_RETRIES:
         # Right after a pool process is killed its message comes back at once,
         # possibly before PostgreSQL has noticed the dead connection and freed
@@ -48,3 +53,10 @@ def reap_stuck_runs() -> dict[str, int]:
         "redispatched": len(report.redispatched),
         "cancelled": len(report.cancelled),
     }
+
+
+@shared_task
+def take_over_runs() -> dict[str, int]:
+    """Periodic (Celery beat, every few seconds): runs whose executor was lost, messages the broker lost."""
+    report = takeover.take_over_runs()
+    return {"taken_over": len(report.taken_over), "redispatched": len(report.redispatched)}

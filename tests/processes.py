@@ -9,6 +9,9 @@ The small, stable API other tests (and bench/) build on:
   ``Worker`` once its log says "ready." (``.pid``, ``.child_pids()``,
   ``.signal(sig)`` to the main process, ``.kill(sig=SIGKILL)`` to the whole
   process group, ``.stop()``, ``.log()``).
+- ``procfile_worker(env=None)``: the same, but the Procfile's ``worker`` command
+  line exactly as deployed.
+- ``celery_beat(env=None)``: the Procfile's ``beat`` (its own schedule file).
 - ``daphne_server(env=None, port=None)``: context manager; yields a ``Server``
   once its port accepts connections (``.url``, ``.ws_url``, ``.port``,
   ``.pid``, ``.signal(sig)``, ``.kill(sig=SIGKILL)``, ``.stop()``, ``.log()``).
@@ -29,6 +32,8 @@ A test using them must commit its data for the child to see it:
 from __future__ import annotations
 
 import os
+import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -266,6 +271,52 @@ def celery_worker(
     with _running(worker):
         worker.wait_until(lambda: "ready." in worker.log(), ready_timeout, "ready")
         yield worker
+
+
+def procfile_command(process: str, env: dict[str, str] | None = None) -> list[str]:
+    """The Procfile's command line for ``process`` (its ``exec`` part), ${VAR:-default} from ``env``."""
+    env = {} if env is None else env
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            command = command.rpartition("&& exec ")[2] if "&& exec " in command else command
+            command = re.sub(
+                r"\$\{([A-Z_]+):-([^}]*)\}", lambda m: env.get(m.group(1)) or m.group(2), command
+            )
+            args = shlex.split(command)
+            return [str(BIN / args[0]), *args[1:]]
+    raise LookupError(f"no {process!r} process in the Procfile")
+
+
+@contextmanager
+def procfile_worker(
+    env: dict[str, str] | None = None, *, ready_timeout: float = READY_TIMEOUT
+) -> Iterator[Worker]:
+    """The Procfile's ``worker`` exactly as deployed (gossip, mingle and heartbeats on), on $CELERY_QUEUE."""
+    env = subprocess_env() if env is None else env
+    worker = Worker(procfile_command("worker", env), env)
+    with _running(worker):
+        worker.wait_until(lambda: "ready." in worker.log(), ready_timeout, "ready")
+        yield worker
+
+
+class Beat(_Process):
+    """Celery beat: the periodic tasks (take-over sweep, reaper) on $CELERY_QUEUE."""
+
+    name = "celery-beat"
+
+
+@contextmanager
+def celery_beat(env: dict[str, str] | None = None, *, ready_timeout: float = READY_TIMEOUT) -> Iterator[Beat]:
+    """The Procfile's ``beat``, with a schedule file of its own; yields once it has started."""
+    env = subprocess_env() if env is None else env
+    with tempfile.TemporaryDirectory(prefix="quikday-beat-") as directory:
+        args = procfile_command("beat", env)
+        args[args.index("--schedule") + 1] = str(Path(directory) / "schedule")
+        beat = Beat(args, env)
+        with _running(beat):
+            beat.wait_until(lambda: "beat: Starting..." in beat.log(), ready_timeout, "started")
+            yield beat
 
 
 @contextmanager

@@ -23,17 +23,27 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
-from realtime import db, frames, publisher, selectors
+from realtime import daphne_tuning, db, frames, publisher, selectors
 from realtime.snapshot import Refused
+
+try:  # Daphne's WebSocket layer; absent under other ASGI servers and in unit tests' communicator
+    from autobahn.exception import Disconnected as _SocketGone
+except ImportError:  # pragma: no cover
+    _SocketGone = ConnectionError
 
 logger = logging.getLogger(__name__)
 
 CLOSE_NORMAL = 1000
-CLOSE_TOO_BIG = 1009
+# Not 1009: autobahn (under Daphne) lets a server close only with 1000 or
+# 3000-4999, and turned 1009 into an exception and a 1011 close.
+CLOSE_TOO_BIG = 4009
 CLOSE_BAD_REQUEST = 4400
 CLOSE_UNAUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403
 CLOSE_NOT_FOUND = 4404
+
+# How often a client that fell behind is looked at until it has drained.
+RESYNC_CHECK_SECONDS = 0.2
 
 # Every refusal of a watcher: its close code and the error frame's message.
 REFUSALS: dict[Refused, tuple[int, str]] = {
@@ -75,6 +85,9 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             # process's hub, poller and probe must not keep this watcher.
             # (unsubscribe is idempotent; after a normal disconnect it is a no-op.)
             self.finished = True
+            for task in (self.access_checks, self.resync):
+                if task is not None:
+                    task.cancel()
             await self.unsubscribe()
 
     async def dispatch(self, message: dict) -> None:
@@ -94,13 +107,17 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
 
     async def layer_failed(self, error: Exception) -> None:
         """The channel layer raised for this connection (push modes fail over)."""
-        logger.warning("channel layer receive failed: %s", error)
+        logger.debug("channel layer receive failed: %s", error)
 
     def init_state(self) -> None:
         """Set before any message is handled: the layer may fail before connect() runs."""
         self.run_id: uuid.UUID | None = None
         self.last_seq = 0
         self.finished = False
+        self.access_checks: asyncio.Task | None = None
+        # Set when the client fell more than REALTIME_MAX_CLIENT_BUFFER behind:
+        # events are dropped until it drains, then a fresh `connected` resyncs it.
+        self.resync: asyncio.Task | None = None
         # deliver() is entered from the consumer's own dispatch loop (push)
         # and from the process's poller (poll, hybrid, failover): one at a time.
         self.deliver_lock = asyncio.Lock()
@@ -109,6 +126,10 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         await self.accept()
         try:
             self.run_id = uuid.UUID(self.scope["url_route"]["kwargs"]["run_id"])
+        except ValueError:
+            await self._refuse(CLOSE_BAD_REQUEST, "the run id is not a UUID")
+            return
+        try:
             since = self._since()
         except ValueError as error:
             await self._refuse(CLOSE_BAD_REQUEST, str(error))
@@ -147,6 +168,37 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             await self._finish()
             return
         await self.follow()
+        self.access_checks = asyncio.create_task(
+            self._check_access_periodically(user=user, token_key=token_key)
+        )
+
+    async def _check_access_periodically(self, *, user, token_key: str | None) -> None:
+        """Close 4401 once the credentials the socket opened with are gone.
+
+        Channels checks them only at the handshake; a token deleted, a user
+        deactivated or a session ended meanwhile must not keep a socket that
+        streams a long run's every event.
+        """
+        session = self.scope.get("session")
+        checked = {
+            "token_key": token_key,
+            "user_id": None if token_key is not None else getattr(user, "pk", None),
+            "session_key": None if token_key is not None else getattr(session, "session_key", None),
+        }
+        while not self.finished:
+            await asyncio.sleep(settings.REALTIME_ACCESS_RECHECK_SECONDS)
+            if self.finished:
+                return
+            try:
+                valid = await db.read(selectors.credentials_still_valid, **checked)
+            except Exception as error:  # noqa: BLE001 - the database is away: look again next time
+                logger.warning("could not re-check a watcher's credentials: %s", error)
+                continue
+            if not valid:
+                async with self.deliver_lock:
+                    if not self.finished:
+                        await self._refuse(CLOSE_UNAUTHENTICATED, "the credentials were revoked")
+                return
 
     def _since(self) -> int | None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
@@ -177,7 +229,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
     async def deliver(self, seq: int, text: str, *, final: bool) -> None:
         """Send event ``seq`` once and in order, filling any gap from the log first."""
         async with self.deliver_lock:
-            if self.finished or seq <= self.last_seq:
+            if self.finished or seq <= self.last_seq or self.resync is not None:
                 return
             if seq > self.last_seq + 1:
                 missed = await db.read(
@@ -204,24 +256,75 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             )
 
     async def _send_event(self, seq: int, text: str, *, final: bool) -> None:
-        if seq <= self.last_seq or self.finished:
+        if seq <= self.last_seq or self.finished or self.resync is not None:
+            return
+        if self._client_behind():
+            # Its unread frames already fill the bound: drop this one and what
+            # follows, and resync it with a fresh snapshot once it has drained.
+            self.resync = asyncio.create_task(self._resync_when_drained())
             return
         await self.send(text_data=text)
         self.last_seq = seq
         if final:
             await self._finish()
 
+    def _client_behind(self) -> bool:
+        unsent = daphne_tuning.unsent_bytes(self.base_send)
+        return unsent is not None and unsent > settings.REALTIME_MAX_CLIENT_BUFFER
+
+    async def _resync_when_drained(self) -> None:
+        """Wait until the client has read most of what it was sent, then send it a fresh `connected`."""
+        low_water = settings.REALTIME_MAX_CLIENT_BUFFER // 4
+        while not self.finished:
+            unsent = daphne_tuning.unsent_bytes(self.base_send)
+            if unsent is None or unsent <= low_water:
+                break
+            await asyncio.sleep(RESYNC_CHECK_SECONDS)
+        async with self.deliver_lock:
+            if self.finished:
+                return
+            snapshot = await db.read(selectors.run_snapshot, run_id=self.run_id)
+            self.resync = None
+            if isinstance(snapshot, Refused):  # the run was deleted meanwhile
+                await self._refuse(*REFUSALS[snapshot])
+                return
+            self.last_seq = snapshot.seq
+            await self._send_frame(
+                "connected",
+                {"mode": self.mode, "recovered": False, "resync": True, "run": snapshot.run},
+                seq=snapshot.seq,
+            )
+            if snapshot.terminal:
+                await self._finish()
+
     async def _finish(self) -> None:
         self.finished = True
         await self.unsubscribe()
         await self.close(code=CLOSE_NORMAL)
 
+    async def send(self, text_data=None, bytes_data=None, close=False) -> None:
+        """Channels' send; a frame for a client that is already gone is dropped, not an error.
+
+        A client may close (or lose) its connection while a frame is on its way
+        to it — a pong for a ping it sent just before closing, an event — and
+        Daphne then raises from the send: a traceback in the log for ordinary
+        client behaviour. The disconnect that follows ends this consumer.
+        """
+        try:
+            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
+        except _SocketGone:
+            self.finished = True
+
     # --- Client frames -----------------------------------------------------------------
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.finished:
+            return  # closing (refused, too big, run finished): nothing more is answered
         size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
         if size > settings.REALTIME_MAX_CLIENT_FRAME:
-            await self.close(code=CLOSE_TOO_BIG)
+            await self._refuse(
+                CLOSE_TOO_BIG, f"a client frame is at most {settings.REALTIME_MAX_CLIENT_FRAME} bytes"
+            )
             return
         if text_data is None:
             await self._error("binary_not_supported", "send JSON text frames")
@@ -231,9 +334,14 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         except ValueError:
             await self._error("malformed", "the frame is not valid JSON")
             return
+        except RecursionError:
+            # json raises this, not a ValueError, for deeply nested arrays or objects.
+            await self._error("malformed", "the frame's JSON is nested too deeply")
+            return
         kind = frame.get("type") if isinstance(frame, dict) else None
         if kind == "ping":
-            await self._send_frame("pong", {}, seq=self.last_seq)
+            if not self._client_behind():  # a client that does not read gets no more pongs
+                await self._send_frame("pong", {}, seq=self.last_seq)
         elif not isinstance(kind, str):
             await self._error("malformed", 'a client frame is a JSON object with a "type"')
         else:

@@ -56,7 +56,8 @@ class RunConsumer(BaseRunConsumer):
                 self, frames.group_name(self.run_id), refresh=self.joined_once
             )
         except Exception as error:  # noqa: BLE001 - any layer failure means "fail over"
-            logger.warning("joining the group of run %s failed: %s", self.run_id, error)
+            # Debug: the layer probe reports an outage once for every watcher.
+            logger.debug("joining the group of run %s failed: %s", self.run_id, error)
             self.subscribed = False
             return False
         self.subscribed = self.joined_once = True
@@ -78,7 +79,7 @@ class RunConsumer(BaseRunConsumer):
     def degrade(self) -> None:
         """The layer failed this connection: read its run from the log until the layer is back."""
         if not self.degraded:
-            logger.info("run %s watcher falls back to polling", self.run_id)
+            logger.debug("run %s watcher falls back to polling", self.run_id)
         self.degraded = True
         self._sync_watch()
         get_probe().suspect()
@@ -89,7 +90,7 @@ class RunConsumer(BaseRunConsumer):
             return False
         self.degraded = False
         self._sync_watch()
-        logger.info("run %s watcher is back on push", self.run_id)
+        logger.debug("run %s watcher is back on push", self.run_id)
         await self.catch_up()
         return True
 

@@ -5,11 +5,13 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
+from django.db import close_old_connections
 from django.http import JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
+from quikday.middleware import DATABASE_RETRY_AFTER_SECONDS, DATABASE_UNAVAILABLE, is_lost_connection
 from runs.services import TransitionError
 from runs.tools import PlanError
 
@@ -59,6 +61,14 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         )
     if isinstance(exc, SuspiciousOperation):
         return Response({"error": "bad_request", "message": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+    if is_lost_connection(exc):
+        logger.warning("database unavailable in the API: %s", exc)
+        close_old_connections()
+        return Response(
+            DATABASE_UNAVAILABLE,
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         logger.exception("unhandled API error", exc_info=exc)

@@ -7,6 +7,7 @@ arguments let a plan be validated when the run is created, not at run time.
 from runs.tools.registry import (
     Arg,
     PlanError,
+    StepExecution,
     Tool,
     ToolError,
     get_tool,
@@ -19,6 +20,7 @@ from runs.tools.registry import (
 __all__ = [
     "Arg",
     "PlanError",
+    "StepExecution",
     "Tool",
     "ToolError",
     "get_tool",

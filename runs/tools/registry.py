@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,17 +87,57 @@ class Arg:
 
 
 @dataclass(frozen=True)
+class StepExecution:
+    """Which execution of which step a tool call is: what a tool needs to be idempotent.
+
+    Steps run at least once: a step whose executor was lost is executed again
+    (``attempt`` 2, 3 …). ``key`` is the same for every attempt of a step (an
+    idempotency key for an external API); ``attempt_id`` differs per attempt.
+    A tool receives it when its function takes an ``execution`` keyword argument.
+    """
+
+    run_id: uuid.UUID
+    step_index: int
+    attempt: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.run_id}:{self.step_index}"
+
+    @property
+    def attempt_id(self) -> str:
+        return f"{self.key}:{self.attempt}"
+
+
+EXECUTION_ARG = "execution"
+
+
+def _takes_execution(func: Callable[..., Any]) -> bool:
+    parameter = inspect.signature(func).parameters.get(EXECUTION_ARG)
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )
+
+
+@dataclass(frozen=True)
 class Tool:
     name: str
     func: Callable[..., Any]
     args: dict[str, Arg] = field(default_factory=dict)
     description: str = ""
     accepts_any_args: bool = False
+    takes_execution: bool = False
 
     def validate(self, args: Any) -> dict[str, Any]:
         """Return the arguments with defaults filled in, or raise PlanError."""
         if not isinstance(args, dict):
             raise PlanError(f"args of tool '{self.name}' must be an object, got {_json_type(args)}")
+        if self.takes_execution and EXECUTION_ARG in args:
+            raise PlanError(
+                f"tool '{self.name}' has no argument '{EXECUTION_ARG}' (the executor passes it)",
+                field=EXECUTION_ARG,
+            )
         if not self.accepts_any_args:
             unknown = sorted(set(args) - set(self.args))
             if unknown:
@@ -123,6 +165,12 @@ class Tool:
     def __call__(self, **kwargs: Any) -> Any:
         return self.func(**kwargs)
 
+    def execute(self, args: dict[str, Any], execution: StepExecution) -> Any:
+        """Call the tool for one attempt of a step; ``execution`` only if it takes one."""
+        if self.takes_execution:
+            return self.func(**args, execution=execution)
+        return self.func(**args)
+
 
 _registry: dict[str, Tool] = {}
 
@@ -142,6 +190,7 @@ def tool(
             args=dict(args or {}),
             description=description,
             accepts_any_args=accepts_any_args,
+            takes_execution=_takes_execution(func),
         )
         return func
 
@@ -192,34 +241,41 @@ def _validate_step(spec: Any) -> dict[str, Any]:
     if found is None:
         raise PlanError(f"unknown tool '{name}'", field="tool")
     args = found.validate(spec.get("args", {}))
-    problem = _unstorable(args)
+    problem = _unstorable(args, max_depth=settings.RUNS_MAX_ARGS_DEPTH)
     if problem:
         raise PlanError(problem, field="args")
     return {"tool": name, "args": args}
 
 
-def _unstorable(value: Any, path: str = "args") -> str | None:
-    """Why PostgreSQL's jsonb could not hold ``value`` (NUL characters, NaN/Infinity), else None.
+def _unstorable(value: Any, *, max_depth: int) -> str | None:
+    """Why ``value`` cannot be stored and executed, else None.
 
-    Caught here, at creation, so such a plan is a 400, not a database error
-    when the run or its step output is saved.
+    PostgreSQL's jsonb refuses NUL characters and NaN/Infinity, and a value
+    nested deeper than ``max_depth`` would exhaust Python's recursion limit
+    when the run is encoded, decoded or streamed (a run that could never
+    execute). Caught here, at creation, so such a plan is a 400, not a failure
+    later. Walked without recursion, so no depth can break the check itself.
     """
-    if isinstance(value, str):
-        return f"{path} must not contain NUL characters" if "\x00" in value else None
-    if isinstance(value, float):
-        return None if math.isfinite(value) else f"{path} must be a finite number"
-    if isinstance(value, dict):
-        for key, item in value.items():
-            if isinstance(key, str) and "\x00" in key:
-                return f"{path} must not contain NUL characters in its keys"
-            problem = _unstorable(item, f"{path}.{key}")
-            if problem:
-                return problem
-    if isinstance(value, list):
-        for position, item in enumerate(value):
-            problem = _unstorable(item, f"{path}[{position}]")
-            if problem:
-                return problem
+    pending: list[tuple[Any, str, int]] = [(value, "args", 0)]
+    while pending:
+        item, path, depth = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return f"{path} must not contain NUL characters"
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                return f"{path} must be a finite number"
+        elif isinstance(item, (dict, list)):
+            if depth >= max_depth:
+                return f"{path} is nested more than {max_depth} levels deep"
+            if isinstance(item, dict):
+                for key, inner in reversed(list(item.items())):
+                    if isinstance(key, str) and "\x00" in key:
+                        return f"{path} must not contain NUL characters in its keys"
+                    pending.append((inner, f"{path}.{key}", depth + 1))
+            else:
+                for position in reversed(range(len(item))):
+                    pending.append((item[position], f"{path}[{position}]", depth + 1))
     return None
 
 

@@ -114,19 +114,33 @@ async def test_session_cookie_authenticates(track, user):
     run = await make_run(user)
     cookie = await sync_to_async(_session_cookie)(user)
     ws, frame = await open_socket(
-        run.id, headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000")]
+        run.id,
+        headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000")],
     )
     track(ws)
     assert frame["type"] == "connected" and frame["payload"]["run"]["id"] == str(run.id)
 
 
-@pytest.mark.parametrize("origin", [b"http://evil.example", b"null", b"http://localhost.evil.example"])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        b"http://evil.example",
+        b"null",
+        b"http://localhost.evil.example",
+        # Issue 11 #10: the same host name on another port is another origin; it passed.
+        b"http://localhost:9999",
+        b"http://localhost",
+        b"http://localhost:abc",
+    ],
+)
 async def test_an_origin_not_in_allowed_hosts_is_refused(track, user, origin):
     run = await make_run(user)
     cookie = await sync_to_async(_session_cookie)(user)
     ws = track(
         WebsocketCommunicator(
-            application, f"/ws/runs/{run.id}/", headers=[(b"cookie", cookie), (b"origin", origin)]
+            application,
+            f"/ws/runs/{run.id}/",
+            headers=[(b"cookie", cookie), (b"origin", origin), (b"host", b"localhost:8000")],
         )
     )
     connected, _ = await ws.connect(timeout=WAIT)
@@ -199,10 +213,19 @@ async def test_a_binary_frame_gets_an_error(socket):
 
 
 @pytest.mark.parametrize("kind", ["text", "bytes"])
-async def test_a_frame_over_64_kib_closes_1009(socket, kind):
+async def test_a_frame_over_64_kib_closes_4009_after_an_error_frame(socket, kind):
     big = "x" * (64 * 1024 + 1)
     if kind == "text":
         await socket.send_to(text_data=big)
     else:
         await socket.send_to(bytes_data=big.encode())
-    assert await receive_close(socket) == 1009
+    frame = await receive(socket)
+    assert (frame["type"], frame["payload"]["code"]) == ("error", "4009")
+    assert await receive_close(socket) == 4009
+
+
+async def test_deeply_nested_json_is_an_error_frame_and_the_socket_stays_open(socket):
+    await socket.send_to(text_data="[" * 5000)
+    frame = await receive(socket)
+    assert (frame["type"], frame["payload"]["code"]) == ("error", "malformed")
+    await _ping_pong(socket)

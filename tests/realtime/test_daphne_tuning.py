@@ -40,6 +40,7 @@ def test_daphne_waits_for_a_slow_client_to_answer_its_close():
     factory = WebSocketFactory(server_class=None)
     factory.setProtocolOptions(autoPingTimeout=30, allowNullOrigin=True)  # as daphne.server does
     assert factory.closeHandshakeTimeout == daphne_tuning.CLOSE_HANDSHAKE_TIMEOUT
+    assert factory.failByDrop is False  # a protocol error is a close frame (1007, 1002), not a reset
 
 
 def test_an_unverified_version_fails_loudly(monkeypatch):

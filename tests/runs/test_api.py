@@ -454,7 +454,7 @@ def test_a_broker_failure_at_dispatch_still_answers_201_and_leaves_the_run_queue
         raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
 
     monkeypatch.setattr("runs.dispatch._send", REAL_SEND)  # the real one, around a failing broker
-    monkeypatch.setattr(tasks.execute_run, "delay", broker_down)
+    monkeypatch.setattr(tasks.execute_run, "apply_async", broker_down)
     monkeypatch.setattr("django.conf.settings.RUNS_EXECUTOR", "celery")
     response = post_json(api, "/api/runs/", {"steps": ECHO3})
     assert response.status_code == 201

@@ -186,7 +186,9 @@ def test_execute_run_task_looks_again_when_the_lease_is_busy(make_run, hold_leas
     calls = []
     real = tasks.executor.execute_run
     monkeypatch.setattr(
-        tasks.executor, "execute_run", lambda run_id: calls.append(run_id) or real(run_id=run_id)
+        tasks.executor,
+        "execute_run",
+        lambda run_id, after_error: calls.append(run_id) or real(run_id=run_id, after_error=after_error),
     )
 
     result = tasks.execute_run.apply(args=[str(run.id)])

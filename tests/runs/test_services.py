@@ -78,20 +78,32 @@ def test_check_step_transition_refuses_illegal(current, requested):
 # --- The writers apply the same table ---------------------------------------------
 
 
-@pytest.mark.parametrize(("current", "requested"), LEGAL_RUN)
+OPERATOR_LEGAL = [(a, b) for a, b in LEGAL_RUN if b in ("cancelled", "failed")]
+OPERATOR_ILLEGAL = [(a, b) for a, b in RUN_PAIRS if (a, b) not in OPERATOR_LEGAL]
+
+
+@pytest.mark.parametrize(("current", "requested"), OPERATOR_LEGAL)
 def test_run_set_status_applies_legal(make_run, current, requested):
     run = make_run(current)
     services.run_set_status(run_id=run.id, status=requested)
     run = Run.objects.get(pk=run.id)
     assert run.status == requested
-    if requested in ("succeeded", "failed", "cancelled"):
-        assert run.finished_at is not None
-        assert run.steps.exclude(status__in=["succeeded", "failed", "skipped"]).count() == 0
-    if requested == "processing":
-        assert run.started_at is not None
+    assert run.finished_at is not None
+    assert run.steps.exclude(status__in=["succeeded", "failed", "skipped"]).count() == 0
 
 
-@pytest.mark.parametrize(("current", "requested"), ILLEGAL_RUN)
+def test_an_operator_may_only_cancel_or_fail_an_open_run():
+    # processing and succeeded are the executor's to set (issue 11 #3: an operator's
+    # "succeeded" while a step ran was followed by that step's event after run_completed).
+    assert OPERATOR_LEGAL == [
+        ("queued", "failed"),
+        ("queued", "cancelled"),
+        ("processing", "failed"),
+        ("processing", "cancelled"),
+    ]
+
+
+@pytest.mark.parametrize(("current", "requested"), OPERATOR_ILLEGAL)
 def test_run_set_status_refuses_illegal_and_changes_nothing(make_run, current, requested):
     run = make_run(current)
     before = Run.objects.filter(pk=run.id).values().get()
@@ -156,7 +168,7 @@ def test_step_lifecycle_running_then_succeeded(make_run):
 def test_step_start_needs_a_processing_run(make_run, status):
     run = make_run(status)
     count = run.steps.count()
-    with pytest.raises(TransitionError, match=f"a step cannot start while the run is {status}"):
+    with pytest.raises(TransitionError, match=f"a step cannot become running while the run is {status}"):
         services.step_start(run_id=run.id, index=0)
     assert run.steps.count() == count
 
@@ -188,6 +200,51 @@ def test_a_finished_step_cannot_finish_again(make_run, finish):
     step = Step.objects.get(run=run, index=0)
     assert (step.status, step.output) == ("succeeded", 1)
     assert Run.objects.get(pk=run.id).status == "processing"
+
+
+@pytest.mark.parametrize("operator_sets", ["failed", "cancelled"])
+@pytest.mark.parametrize("finish", ["succeed", "fail"])
+def test_a_step_finishing_after_an_operator_ended_the_run_changes_and_emits_nothing(
+    make_run, operator_sets, finish
+):
+    from realtime.models import RunEvent
+
+    run = make_run("processing")
+    services.step_start(run_id=run.id, index=0)
+    services.run_set_status(run_id=run.id, status=operator_sets)
+    log = list(RunEvent.objects.filter(run=run).order_by("seq").values_list("seq", "type"))
+    assert log[-1][1] == "run_completed"
+
+    with pytest.raises(TransitionError, match=f"while the run is {operator_sets}"):
+        if finish == "succeed":
+            services.step_succeed(run_id=run.id, index=0, output={"late": True})
+        else:
+            services.step_fail(run_id=run.id, index=0, error="late")
+
+    assert list(RunEvent.objects.filter(run=run).order_by("seq").values_list("seq", "type")) == log
+    assert list(Run.objects.get(pk=run.id).steps.values_list("status", flat=True)) == ["skipped"] * 3
+
+
+def test_no_writer_changes_a_finished_run_or_its_steps(make_run):
+    from realtime.models import RunEvent
+
+    run = make_run("succeeded")
+    seq = Run.objects.get(pk=run.id).seq
+    attempts = [
+        lambda: services.run_succeed(run_id=run.id, output=[]),
+        lambda: services.run_fail(run_id=run.id, error="late"),
+        lambda: services.run_cancel(run_id=run.id),
+        lambda: services.run_cancel_finish(run_id=run.id),
+        lambda: services.step_start(run_id=run.id, index=0),
+        lambda: services.step_succeed(run_id=run.id, index=0, output=1),
+        lambda: services.step_fail(run_id=run.id, index=0, error="late"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(TransitionError):
+            attempt()
+    assert services.run_start(run_id=run.id) is None
+    assert Run.objects.get(pk=run.id).seq == seq
+    assert RunEvent.objects.filter(run=run, seq__gt=seq).count() == 0
 
 
 # --- Cancel -------------------------------------------------------------------------

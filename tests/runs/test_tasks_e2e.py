@@ -14,7 +14,8 @@ import pytest
 
 from runs import reaper
 from runs.models import Run
-from tests.processes import celery_worker
+from tests.processes import celery_beat, celery_worker
+from tests.waiting import wait_for
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -22,20 +23,6 @@ pytestmark = [
     pytest.mark.redis,
     pytest.mark.e2e,
 ]
-
-WAIT = 60.0  # generous: a bound for a wait loop, not a timing assertion
-
-
-def wait_for(predicate, *, timeout: float = WAIT, what: str = "condition"):
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def run_in(run_id, *statuses):
@@ -112,7 +99,38 @@ def test_pool_process_killed_mid_step_is_redelivered_and_finishes(api, worker_pr
     assert max(received.count(task_id) for task_id in received) == 2, log
 
 
-def test_whole_worker_killed_mid_step_is_failed_by_the_reaper(api):
+def test_whole_worker_killed_mid_step_is_taken_over_within_30_seconds(api):
+    # Issue 11 #4: the run stayed processing until the reaper failed it (10 minutes),
+    # its message coming back only after the visibility timeout (an hour).
+    with celery_beat(), celery_worker() as first:
+        response = api.post(
+            "/api/runs/",
+            {
+                "steps": [
+                    {"tool": "wait", "args": {"seconds": 3}},
+                    {"tool": "echo", "args": {"after": "wait"}},
+                ]
+            },
+            format="json",
+        )
+        assert response.status_code == 201, response.content
+        run_id = response.json()["id"]
+        wait_for(lambda: step_running(run_id, 0), what="step 0 to start")
+        first.kill()  # main process and pool: nothing is left to requeue the message
+        lost_at = time.monotonic()
+        with celery_worker():
+            run = wait_for(
+                lambda: run_in(run_id, "succeeded", "failed", "cancelled"), timeout=30, what="the take-over"
+            )
+        taken_over_in = time.monotonic() - lost_at
+
+    assert run.status == "succeeded", run.error
+    assert run.output == [{"waited": 3}, {"after": "wait"}]
+    assert list(run.steps.order_by("index").values_list("attempts", flat=True)) == [2, 1]
+    assert taken_over_in < 30
+
+
+def test_whole_worker_killed_mid_step_is_failed_by_the_reaper_when_nobody_takes_it_over(api):
     with celery_worker() as worker:
         response = api.post(
             "/api/runs/", {"steps": [{"tool": "wait", "args": {"seconds": 30}}]}, format="json"
@@ -133,3 +151,30 @@ def test_whole_worker_killed_mid_step_is_failed_by_the_reaper(api):
     assert run.status == "failed"
     assert "no progress for more than 0.5 seconds" in run.error
     assert list(run.steps.values_list("status", flat=True)) == ["skipped"]
+
+
+def test_an_operator_ending_a_run_mid_step_gets_the_last_word(api, worker_process):
+    # Issue 11 #3: the worker's step_succeeded came after an operator's run_completed.
+    from realtime.models import RunEvent
+    from runs import services
+
+    response = api.post(
+        "/api/runs/", {"steps": [{"tool": "wait", "args": {"seconds": 2}}, {"tool": "echo"}]}, format="json"
+    )
+    run_id = response.json()["id"]
+    wait_for(lambda: step_running(run_id, 0), what="step 0 to start")
+
+    with pytest.raises(services.TransitionError):  # accepted before: the worker then contradicted it
+        services.run_set_status(run_id=run_id, status="succeeded")
+    services.run_set_status(run_id=run_id, status="failed")
+    ended = list(RunEvent.objects.filter(run_id=run_id).order_by("seq").values_list("seq", "type"))
+    assert ended[-1][1] == "run_completed"
+    # The worker finishes its step after that, and is refused: it logs so and records nothing.
+    wait_for(
+        lambda: "was finished elsewhere during execution" in worker_process.log(), what="the worker to stop"
+    )
+
+    assert list(RunEvent.objects.filter(run_id=run_id).order_by("seq").values_list("seq", "type")) == ended
+    run = Run.objects.get(pk=run_id)
+    assert (run.status, run.error) == ("failed", "marked failed by an operator")
+    assert list(run.steps.order_by("index").values_list("status", flat=True)) == ["skipped", "skipped"]

@@ -97,10 +97,10 @@ async def test_daphne_fails_over_to_polling_and_back(own_redis, user):
             own_redis.stop()
             await step(run.id, 1)
             frames += await _frames(ws, 2)
-            await _log_says(server, "falls back to polling")
+            await _log_says(server, "channel layer unreachable")
 
             own_redis.start()
-            await _log_says(server, "is back on push")
+            await _log_says(server, "channel layer is back")
             for index in range(2, STEPS):
                 await step(run.id, index)
             await sync_to_async(services.run_succeed)(run_id=run.id, output={"done": True})

@@ -161,7 +161,9 @@ async def test_ping_pong_errors_and_oversize(mode, user, token):
     error = await receive(ws)
     assert error["type"] == "error" and error["payload"]["code"] == "unknown_type"
     await ws.send_to(text_data=json.dumps({"type": "ping", "pad": "x" * 70_000}))
-    assert await receive_close(ws) == 1009
+    error = await receive(ws)
+    assert (error["type"], error["payload"]["code"]) == ("error", "4009")
+    assert await receive_close(ws) == 4009
     await ws.disconnect()
 
 

@@ -1,0 +1,65 @@
+"""The Procfile's Celery worker rides out a restart of its Redis (a redis-server of the test's own).
+
+Kills the regression of issue 11 #1: kombu's Redis transport raised
+AttributeError ('NoneType' object has no attribute 'hostname') while restoring
+the in-flight message after the connection dropped, and the worker exited
+(quikday/kombu_patch.py). Only the Procfile's command line (gossip, mingle and
+heartbeats on) showed it; the suite's usual worker runs without them.
+"""
+
+import time
+
+import pytest
+
+from runs import services
+from runs.models import Run
+from tests.processes import procfile_worker, subprocess_env
+from tests.realtime.own_redis import OwnRedis
+from tests.waiting import wait_for
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.e2e,
+]
+
+
+def finished(run_id):
+    run = Run.objects.get(pk=run_id)
+    return run if run.is_terminal else None
+
+
+def send(broker_url, run_id, queue):
+    from runs.tasks import execute_run
+
+    with execute_run.app.connection_for_write(broker_url) as conn:
+        execute_run.apply_async((str(run_id),), connection=conn, queue=queue)
+
+
+def test_worker_survives_a_redis_restart_with_a_run_in_flight(user, monkeypatch):
+    monkeypatch.setattr("runs.dispatch._send", lambda run_id: None)
+    redis = OwnRedis()
+    redis.start()
+    try:
+        env = subprocess_env(REDIS_URL=redis.url, CELERY_BROKER_URL=redis.url)
+        with procfile_worker(env=env) as worker:
+            first = services.run_create(owner=user, steps=[{"tool": "wait", "args": {"seconds": 4}}])
+            send(redis.url, first.id, env["CELERY_QUEUE"])
+            wait_for(lambda: first.steps.filter(status="running").exists(), what="the step to start")
+            redis.stop()
+            time.sleep(6)  # the outage itself (not an interleaving): Redis is away this long
+            redis.start()
+            run = wait_for(lambda: finished(first.id), what="the in-flight run to finish")
+            assert run.status == "succeeded", run.error
+
+            second = services.run_create(owner=user, steps=[{"tool": "echo", "args": {"n": 1}}])
+            send(redis.url, second.id, env["CELERY_QUEUE"])
+            run = wait_for(lambda: finished(second.id), what="a run sent after the restart to finish")
+            assert run.status == "succeeded", run.error
+            assert worker.alive(), worker.log()
+            log = worker.log()
+            assert "Unrecoverable error" not in log
+            assert log.count("Connected to redis://") == 2, log  # it reconnected by itself
+    finally:
+        redis.stop()
