@@ -72,8 +72,8 @@ mutate: venv  ## mutation score of the guarantee-holding modules: build/mutation
 CHAOS_ROUNDS ?= 3
 chaos: venv  ## the fault tests (Redis restarts, PostgreSQL restarts and terminated connections, lost workers), repeated
 	for round in $$(seq $(CHAOS_ROUNDS)); do \
-	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_redis_outage_e2e.py tests/test_database_faults_e2e.py \
-	    tests/runs/test_redis_restart_e2e.py tests/runs/test_tasks_e2e.py tests/realtime/test_protocol_daphne.py || exit 1; \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/scenarios/test_redis_outage_e2e.py tests/scenarios/test_database_faults_e2e.py \
+	    tests/runs/test_redis_restart_e2e.py tests/runs/test_tasks_e2e.py tests/scenarios/test_protocol_daphne.py || exit 1; \
 	done
 
 lint: venv
