@@ -111,6 +111,7 @@ def machine(env: dict[str, str], admin_dsn: str) -> dict[str, str]:
     }
     return {
         "cores": str(os.cpu_count()),
+        "web processes (Daphne, WEB_CONCURRENCY)": str(stack.web_processes(env)),
         "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
         "cpu": cpu,
         "kernel": platform.release(),
@@ -138,6 +139,8 @@ def cleanup_redis(env: dict[str, str], queue: str) -> None:
 def run(args: argparse.Namespace) -> dict:
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     env = base_env(queue)
+    if args.web_processes:
+        env["WEB_CONCURRENCY"] = str(args.web_processes)
     os.environ.update(env)
     admin_dsn, dbname = stack.pg_admin_dsn(env["DATABASE_URL"])
     prepare_database(env, admin_dsn, dbname)
@@ -263,6 +266,13 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=0, help="default 3 (push modes; polling modes once)")
     parser.add_argument("--all-repeats", action="store_true", help="repeat the polling modes too")
     parser.add_argument("--logs", default="", help="directory for the processes' logs")
+    parser.add_argument(
+        "--web-processes",
+        type=int,
+        default=0,
+        help="Daphne processes of the web command (default: WEB_CONCURRENCY, else the cores;"
+        " 1 gives the per-process figures)",
+    )
     parser.add_argument(
         "--from-json", default="", help="measure nothing: re-judge a results file and rewrite --docs from it"
     )

@@ -220,7 +220,7 @@ def per_mode(ctx: Ctx, mode: Mode, *, with_fanout: bool) -> dict:
     """Latency (1), idle DB load (2), burst to one run, connect storm (6), fan-out (4) — one Daphne."""
     s = ctx.sizes
     procs = ctx.procs
-    daphne, port = stack.start_daphne(procs, mode_env(ctx, mode), mode.asgi_app)
+    web, port = stack.start_web(procs, mode_env(ctx, mode), mode.asgi_app)
     try:
         ctx.client.call(
             "open",
@@ -269,12 +269,12 @@ def per_mode(ctx: Ctx, mode: Mode, *, with_fanout: bool) -> dict:
         )
         if with_fanout:
             out.update(fanout(ctx, mode, port))
-        out["daphne_rss_mb"] = round(stack.rss_kb(daphne.pid) / 1024, 1)
+        out["daphne_rss_mb"] = round(sum(map(stack.rss_kb, stack.web_pids(web))) / 1024, 1)
         # Last: a collapsed storm leaves the process busy with dead handshakes for a while.
         out.update(storm(ctx, port))
         return out
     finally:
-        procs.stop(daphne)
+        procs.stop(web)
 
 
 def storm(ctx: Ctx, port: int) -> dict:
@@ -344,7 +344,8 @@ def fanout(ctx: Ctx, mode: Mode, port: int) -> dict:
 def connections(ctx: Ctx, mode: Mode) -> dict:
     """(3) Idle WebSockets one Daphne holds, RSS per connection, idle CPU."""
     s = ctx.sizes
-    daphne, port = stack.start_daphne(ctx.procs, mode_env(ctx, mode), mode.asgi_app)
+    web, port = stack.start_web(ctx.procs, mode_env(ctx, mode), mode.asgi_app)
+    pids = stack.web_pids(web)
     try:
         run_ids = ctx.fixtures.make_runs(s.hold_runs, steps=1)
         url = f"ws://127.0.0.1:{port}"
@@ -352,7 +353,7 @@ def connections(ctx: Ctx, mode: Mode) -> dict:
         ctx.client.call("open", url=url, token=ctx.token, runs=run_ids[:1], per_run=20)
         ctx.client.call("close")
         time.sleep(1.0)
-        base = stack.rss_kb(daphne.pid)
+        base = sum(map(stack.rss_kb, pids))
         tx_before = stack.pg_transactions(ctx.admin_dsn, ctx.dbname)
         began = time.perf_counter()
         opened = ctx.client.call(
@@ -369,9 +370,9 @@ def connections(ctx: Ctx, mode: Mode) -> dict:
         tx_per_connect = (stack.pg_transactions(ctx.admin_dsn, ctx.dbname) - tx_before) / max(
             1, opened["connected"]
         )
-        cpu = stack.cpu_percent(daphne.pid, ctx.sizes.idle_window)
+        cpu = stack.cpu_percent(pids, ctx.sizes.idle_window)
         held = ctx.client.call("stats")["open"]
-        after = stack.rss_kb(daphne.pid)
+        after = sum(map(stack.rss_kb, pids))
         ctx.client.call("close")
         return {
             "held": held,
@@ -382,7 +383,7 @@ def connections(ctx: Ctx, mode: Mode) -> dict:
             "db_tx_per_connect": round(tx_per_connect, 2),
         }
     finally:
-        ctx.procs.stop(daphne)
+        ctx.procs.stop(web)
 
 
 def publish_cost(ctx: Ctx, layer: str) -> dict:
