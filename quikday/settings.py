@@ -202,13 +202,17 @@ REALTIME_PUBLISH_TIMEOUT = env_float("REALTIME_PUBLISH_TIMEOUT", 2.0, minimum=0.
 # A publish that fails is retried in the background for this long (0 = never).
 REALTIME_PUBLISH_RETRY_SECONDS = env_float("REALTIME_PUBLISH_RETRY_SECONDS", 300.0)
 REALTIME_PUBLISH_RETRY_DELAY = env_float("REALTIME_PUBLISH_RETRY_DELAY", 0.5, minimum=0.01)
+# The channel layer's Redis servers: channels-redis hashes each run's group over
+# them (realtime/shards.py), so adding servers adds publish and fan-out capacity.
+# The broker (Celery) stays on REDIS_URL.
+REALTIME_REDIS_URLS = env_list("REALTIME_REDIS_URLS", [REDIS_URL] if REDIS_URL else [])
 
 if REDIS_URL:
     if REALTIME_CHANNEL_LAYER == "pubsub":
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                "CONFIG": {"hosts": [REDIS_URL]},
+                "CONFIG": {"hosts": REALTIME_REDIS_URLS},
             }
         }
     else:
@@ -217,7 +221,11 @@ if REDIS_URL:
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
                 # capacity: each server process receives every run's events on one
                 # channel (realtime/hub.py), so its queue is shared by all of them.
-                "CONFIG": {"hosts": [REDIS_URL], "group_expiry": REALTIME_GROUP_EXPIRY, "capacity": 10_000},
+                "CONFIG": {
+                    "hosts": REALTIME_REDIS_URLS,
+                    "group_expiry": REALTIME_GROUP_EXPIRY,
+                    "capacity": 10_000,
+                },
             }
         }
 else:

@@ -2,14 +2,18 @@
 
 Push connections (push and hybrid modes) register with their event loop's
 ``LayerProbe``. The probe checks the channel layer end to end every
-REALTIME_POLL_INTERVAL: it sends a message to a channel of its own and waits
-for it to come back (publish and subscription both work — with the pub/sub
-layer that also proves the subscriber connection has re-subscribed after a
-Redis restart). It is also woken at once when a consumer's group_add or
-receive raises, or a publish from this process fails.
+REALTIME_POLL_INTERVAL, each of its Redis servers on its own (a sharded
+layer, realtime/shards.py): it sends a message to a group of its own on that
+server and waits for it to come back on a channel of this process (publish
+and subscription both work — with the pub/sub layer that also proves the
+subscriber connection has re-subscribed after a Redis restart). It is also
+woken at once when a consumer's group_add or receive raises, or a publish
+from this process fails.
 
-- Layer down: every registered connection is "degraded": the process's
-  poller (realtime/poller.py) reads its run's log every REALTIME_POLL_INTERVAL.
+- A server down: every registered connection whose run needs that server is
+  "degraded": the process's poller (realtime/poller.py) reads its run's log
+  every REALTIME_POLL_INTERVAL. Watchers of runs on the other servers stay
+  on push.
 - Layer back: each degraded connection joins its group again
   (``resubscribe``: the pub/sub layer re-subscribes, the core layer's
   memberships may be gone with a restarted Redis), leaves the poller (hybrid
@@ -31,7 +35,9 @@ from typing import Any
 
 from django.conf import settings
 
-from realtime import publisher
+from realtime import publisher, shards
+from realtime.frames import group_name
+from realtime.hub import get_hub
 from realtime.poller import get_poller
 
 logger = logging.getLogger(__name__)
@@ -83,6 +89,8 @@ class LayerProbe:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._channel: str | None = None
+        self._stem: str | None = None
+        self._groups: dict[int, str] = {}  # Redis server → the probe's group on it
         self._layer: Any = None
         self._refreshed_at = loop.time()
 
@@ -114,41 +122,49 @@ class LayerProbe:
             self._task = None
 
     async def check(self) -> None:
-        """One health check; degrade or recover the connections accordingly."""
-        if not await self._round_trip():
-            if self.healthy:
-                logger.warning(
-                    "channel layer unreachable; %d watchers fall back to polling", len(self.consumers)
-                )
-            self.healthy = False
-            for consumer in list(self.consumers):
+        """One health check of each Redis server; degrade or recover the connections that need it."""
+        down = {index for index in range(shards.count(self._layer)) if not await self._round_trip(index)}
+        if down and self.healthy:
+            logger.warning(
+                "channel layer unreachable (Redis server %s of %d); their watchers fall back to polling",
+                ",".join(map(str, sorted(down))),
+                shards.count(self._layer),
+            )
+        process_channel = get_hub(self._layer).channel
+        for consumer in list(self.consumers):
+            needs = shards.watcher_shards(self._layer, group_name(consumer.run_id), process_channel)
+            if needs & down:
                 if not consumer.degraded:
                     degrade(consumer)
-            return
-        self.healthy = True
-        for consumer in [c for c in self.consumers if c.degraded]:
-            try:
-                await recover(consumer)
-            except Exception:
-                logger.warning("run %s watcher could not return to push", consumer.run_id, exc_info=True)
-        await self._refresh_memberships()
+            elif consumer.degraded:
+                try:
+                    await recover(consumer)
+                except Exception:
+                    logger.warning("run %s watcher could not return to push", consumer.run_id, exc_info=True)
+        self.healthy = not down
+        if self.healthy:
+            await self._refresh_memberships()
 
-    async def _round_trip(self) -> bool:
+    async def _round_trip(self, index: int) -> bool:
+        """A message through Redis server ``index`` of the layer and back, as a run's events travel:
+        a group on that server, received on a channel of this process."""
         layer = self._layer
-        timeout = settings.REALTIME_PUBLISH_TIMEOUT
         token = uuid.uuid4().hex
+        if self._stem is None:
+            self._stem = f"realtime.probe.{uuid.uuid4().hex[:12]}"
+        group = self._groups.setdefault(index, shards.group_on(layer, index, self._stem))
         try:
-            if self._channel is None:
-                self._channel = await asyncio.wait_for(layer.new_channel(), timeout)
-            await asyncio.wait_for(
-                layer.send(self._channel, {"type": PROBE_MESSAGE_TYPE, "token": token}), timeout
-            )
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(settings.REALTIME_PUBLISH_TIMEOUT):
+                if self._channel is None:
+                    self._channel = await shards.new_receiving_channel(layer)
+                # Added every time: a restarted Redis (or the core layer's expiry) forgets it.
+                await layer.group_add(group, self._channel)
+                await layer.group_send(group, {"type": PROBE_MESSAGE_TYPE, "token": token})
                 while (await layer.receive(self._channel)).get("token") != token:
                     pass  # a late answer to an earlier probe
         except Exception as error:  # noqa: BLE001 - any failure means "unhealthy"
-            logger.info("channel layer probe failed: %r", error)
-            # A cancelled receive may drop the channel's subscription: start afresh.
+            logger.info("channel layer probe of Redis server %d failed: %r", index, error)
+            # A cancelled receive may drop the channel: start afresh.
             self._channel = None
             return False
         return True

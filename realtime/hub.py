@@ -23,6 +23,8 @@ from typing import Any
 
 from django.conf import settings
 
+from realtime import shards
+
 logger = logging.getLogger(__name__)
 
 
@@ -75,7 +77,7 @@ class RunHub:
                 continue
             opening = self._opening = self.loop.create_future()
             try:
-                self.channel = await asyncio.wait_for(self.layer.new_channel(), timeout)
+                self.channel = await asyncio.wait_for(shards.new_receiving_channel(self.layer), timeout)
             except BaseException as error:
                 opening.set_exception(error)
                 opening.exception()  # retrieved: no warning when nobody waits

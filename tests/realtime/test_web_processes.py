@@ -16,12 +16,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from quikday import web
 from runs import services
 from tests.processes import serving_pid, subprocess_env, web_servers
-from tests.realtime.support import check_frames, logged_frames
+from tests.realtime.support import LiveClient, check_frames, logged_frames
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -36,30 +35,15 @@ PER_PROCESS = 3
 MAX_CONNECTS = 80  # the kernel hashes each connection to a process: 2 processes are both hit long before
 
 
-class Client:
-    """One WebSocket client: every frame it got, over however many connections."""
+class Client(LiveClient):
+    """A client, and the pid of the web process serving its socket now."""
 
     def __init__(self, ws, pid: int, first: dict) -> None:
-        self.ws, self.pid, self.frames = ws, pid, [first]
-
-    def events(self) -> list[dict]:
-        return [f for f in self.frames if f["type"] != "connected"]
+        super().__init__(ws, [first])
+        self.pid = pid
 
     def last_seq(self) -> int:
         return self.frames[-1]["seq"] if self.events() else 0
-
-    async def read(self, count: int) -> None:
-        for _ in range(count):
-            self.frames.append(json.loads(await asyncio.wait_for(self.ws.recv(), WAIT)))
-
-    async def read_to_close(self) -> int | None:
-        try:
-            async with asyncio.timeout(WAIT):
-                async for message in self.ws:
-                    self.frames.append(json.loads(message))
-        except ConnectionClosed:
-            pass
-        return self.ws.close_code
 
 
 async def _open(stack: AsyncExitStack, server, run_id, token: str, since: int | None = None) -> Client:
