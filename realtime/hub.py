@@ -70,7 +70,7 @@ class RunHub:
         self._ensure_receiving()
 
     async def _open_channel(self, timeout: float) -> None:
-        """This process's channel; concurrent first joins share one ``new_channel()``."""
+        """This process's channel; concurrent first joins share one (``shards.new_receiving_channel``)."""
         while self.channel is None:
             if self._opening is not None:
                 await asyncio.shield(self._opening)  # raises if that attempt failed

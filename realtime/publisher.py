@@ -62,8 +62,11 @@ class PublishError(Exception):
     """The channel layer did not take the message."""
 
 
-def publish(event: RunEvent) -> bool:
-    """Send one committed event to its run's group. Never raises; False on failure."""
+def publish(event: RunEvent, *, text: str | None = None) -> bool:
+    """Send one committed event to its run's group. Never raises; False on failure.
+
+    ``text``: the event's frame, when the writer has it already (realtime.log).
+    """
     if settings.REALTIME_MODE == "poll":
         return False  # no channel layer in polling mode; pollers read the log
     group = frames.group_name(event.run_id)
@@ -72,7 +75,7 @@ def publish(event: RunEvent) -> bool:
         "group": group,  # a process's RunHub receives every run's events on one channel
         "seq": event.seq,
         "final": frames.is_final(event.type),
-        "text": frames.encode_event(event),
+        "text": frames.encode_event(event) if text is None else text,
     }
     try:
         group_send(group, message)

@@ -16,7 +16,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from runs import selectors, services
 from runs.leases import run_lease
-from runs.models import RunStatus, StepStatus
+from runs.models import Run, RunStatus, StepStatus
 from runs.tools import get_tool
 
 logger = logging.getLogger(__name__)
@@ -45,15 +45,15 @@ def execute_run(*, run_id: uuid.UUID) -> str:
         if run.status == RunStatus.QUEUED and services.run_start(run_id=run_id) is None:
             return Outcome.SKIPPED_FINISHED
         try:
-            return _execute_steps(run_id)
+            return _execute_steps(run)
         except services.TransitionError as error:
             # Someone else (an operator, the reaper) finished the run meanwhile.
             logger.info("run %s was finished elsewhere during execution: %s", run_id, error)
             return Outcome.SKIPPED_FINISHED
 
 
-def _execute_steps(run_id: uuid.UUID) -> str:
-    run = selectors.run_get(run_id=run_id)
+def _execute_steps(run: Run) -> str:
+    run_id = run.id
     steps = {step.index: step for step in selectors.run_steps(run_id=run_id)}
     outputs: list[Any] = []
     for index, spec in enumerate(run.plan):
@@ -61,11 +61,16 @@ def _execute_steps(run_id: uuid.UUID) -> str:
         if step is not None and step.status == StepStatus.SUCCEEDED:
             outputs.append(step.output)
             continue
-        if selectors.run_cancel_requested(run_id=run_id):
-            services.run_cancel_finish(run_id=run_id)
-            return Outcome.CANCELLED
+        # A cancel request stops the run before its next step: step_start
+        # refuses under the run's lock; a step found running (a resumed run) is
+        # checked here.
         if step is None:
             step = services.step_start(run_id=run_id, index=index)
+        elif selectors.run_cancel_requested(run_id=run_id):
+            step = None
+        if step is None:
+            services.run_cancel_finish(run_id=run_id)
+            return Outcome.CANCELLED
         try:
             output = _call_tool(spec["tool"], spec.get("args", {}))
         except Exception as error:  # noqa: BLE001 - any tool failure fails the step

@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from runs.dispatch import dispatch_run
@@ -199,9 +199,15 @@ def _finish_open_steps(run: Run, *, error: str) -> None:
 
 
 @transaction.atomic
-def step_start(*, run_id: uuid.UUID, index: int) -> Step:
-    """Create step ``index`` of a processing run as running (its plan entry)."""
+def step_start(*, run_id: uuid.UUID, index: int) -> Step | None:
+    """Create step ``index`` of a processing run as running (its plan entry).
+
+    Returns None, starting nothing, when a cancel of the run has been asked
+    for: no step starts after that (the executor then finishes the cancel).
+    """
     run = _locked_run(run_id)
+    if run.status == RunStatus.PROCESSING and run.cancel_requested_at is not None:
+        return None
     if run.status != RunStatus.PROCESSING:
         raise TransitionError(
             f"a step cannot start while the run is {run.status}",
@@ -219,10 +225,22 @@ def step_start(*, run_id: uuid.UUID, index: int) -> Step:
     )
 
 
+def _lock_run_row(run_id: uuid.UUID) -> None:
+    """Lock the run's row without loading it (its plan and output can be large)."""
+    pk = Run._meta.pk.get_db_prep_value(run_id, connection)
+    lock = (
+        " FOR UPDATE" if connection.features.has_select_for_update else ""
+    )  # SQLite: the write lock is whole-file
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {Run._meta.db_table} WHERE id = %s{lock}", [pk])  # noqa: S608
+        if cursor.fetchone() is None:
+            raise Run.DoesNotExist(f"run {run_id} does not exist")
+
+
 def _locked_step(run_id: uuid.UUID, index: int) -> Step:
     # Lock order everywhere: the run's row first, then its steps. The event
     # log takes the run's row lock too, so this order cannot deadlock.
-    _locked_run(run_id)
+    _lock_run_row(run_id)
     return Step.objects.select_for_update().get(run_id=run_id, index=index)
 
 
