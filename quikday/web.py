@@ -4,7 +4,8 @@ One Daphne process runs one event loop on one core. This small parent binds
 the port once per child with SO_REUSEPORT (so the kernel spreads incoming
 connections evenly over the children), listens with the given backlog, and
 starts ``WEB_CONCURRENCY`` (default: the cores this process may use) children
-``daphne --endpoint fd:fileno=N``, each adopting its own listening socket.
+``daphne --endpoint fd:fileno=N``, each adopting its own listening socket (on
+uvloop by default: quikday/daphne_uvloop.py; ``--loop asyncio`` for the plain one).
 
 The parent keeps every listening socket open: connections the kernel queued
 on a child that dies wait in that socket's backlog until the replacement,
@@ -107,10 +108,23 @@ class Slot:
 class WebServer:
     stop_timeout = 25.0
 
-    def __init__(self, *, interface: str, port: int, backlog: int, processes: int, daphne_args: list[str]):
-        self.daphne = shutil.which("daphne", path=os.path.dirname(sys.executable)) or shutil.which("daphne")
-        if self.daphne is None:
-            raise SystemExit("daphne is not installed")
+    def __init__(
+        self,
+        *,
+        interface: str,
+        port: int,
+        backlog: int,
+        processes: int,
+        daphne_args: list[str],
+        loop: str = "uvloop",
+    ):
+        if loop == "uvloop":
+            self.daphne = [sys.executable, "-m", "quikday.daphne_uvloop"]
+        else:
+            found = shutil.which("daphne", path=os.path.dirname(sys.executable)) or shutil.which("daphne")
+            if found is None:
+                raise SystemExit("daphne is not installed")
+            self.daphne = [found]
         self.daphne_args = daphne_args
         self.slots = []
         for number in range(processes):
@@ -122,7 +136,7 @@ class WebServer:
 
     def start(self, slot: Slot) -> None:
         domain = ":domain=INET6" if slot.sock.family == socket.AF_INET6 else ""
-        argv = [self.daphne, "--endpoint", f"fd:fileno={slot.sock.fileno()}{domain}", *self.daphne_args]
+        argv = [*self.daphne, "--endpoint", f"fd:fileno={slot.sock.fileno()}{domain}", *self.daphne_args]
         slot.process = subprocess.Popen(argv, pass_fds=[slot.sock.fileno()], preexec_fn=_prepare_child)
         slot.started_at = time.monotonic()
         slot.restart_at = None
@@ -232,6 +246,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="Daphne processes (default: WEB_CONCURRENCY, else the number of cores)",
     )
     parser.add_argument("--stop-timeout", type=float, default=WebServer.stop_timeout)
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default=os.environ.get("WEB_EVENT_LOOP") or "uvloop",
+        help="the event loop under each Daphne's Twisted reactor (default: WEB_EVENT_LOOP, else uvloop)",
+    )
     parser.add_argument("daphne_args", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
     if args.daphne_args and args.daphne_args[0] == "--":
@@ -254,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         backlog=args.backlog,
         processes=args.processes,
         daphne_args=args.daphne_args,
+        loop=args.loop,
     )
     server.stop_timeout = args.stop_timeout
     return server.run()

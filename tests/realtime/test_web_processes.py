@@ -11,6 +11,7 @@ import json
 import os
 import signal
 from contextlib import AsyncExitStack
+from pathlib import Path
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -108,6 +109,8 @@ async def test_clients_on_each_web_process_get_every_event_once_in_order(user):
     with web_servers(subprocess_env(), processes=2) as server:
         pids = server.children()
         assert len(pids) == 2
+        for pid in pids:  # each on uvloop (quikday/daphne_uvloop.py), the web command's default
+            assert b"quikday.daphne_uvloop" in Path(f"/proc/{pid}/cmdline").read_bytes()
         async with AsyncExitStack() as stack:
             clients = await _clients_on_each(stack, server, run.id, token, pids)
             for client in clients:
