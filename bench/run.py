@@ -193,6 +193,8 @@ def run(args: argparse.Namespace) -> dict:
             results["publish"][layer] = median_dicts(
                 [scenarios.publish_cost(ctx, layer) for _ in range(repeats)]
             )
+        say("worker CPU per event (bench/write_cost.py)")
+        results["write_cost"] = median_dicts([scenarios.write_cost(ctx) for _ in range(repeats)])
         for workers in (1,) if args.quick else (1, 2):
             say(f"throughput · {workers} worker(s)")
             results["throughput"].update(
@@ -228,6 +230,9 @@ def write_docs(results: dict, path: Path) -> None:
             f"## Goals (issue 6) — run of {results['date']}, {kind}",
             "Judged on the default configuration, (d) push on RedisPubSubChannelLayer.\n\n"
             + report.goals_markdown(results["goals"]),
+            "## Goals (issue 13)\n\nJudged on the same configuration, with the web command's "
+            + f"{results['machine'].get('web processes (Daphne, WEB_CONCURRENCY)', '?')} processes.\n\n"
+            + report.goals_13_markdown(results),
             "## Results by mode\n\n" + report.mode_table(results),
             "## Publishing and workers\n\n" + report.other_table(results),
             "## Machine\n\n" + report.machine_markdown(results["machine"]),
