@@ -93,6 +93,14 @@ if DATABASE_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postg
         "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=1),
         "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "DATABASE_SERVER_SIDE_BINDING", True
+):
+    # Parameters sent apart from the statement (psycopg's server-side binding)
+    # instead of quoted into its text in Python: less client CPU on every query
+    # (docs/benchmarks.md, finding 16). Statements are not prepared (Django's
+    # default, which keeps connection poolers working).
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Embedded mode: the web process and its run threads share one file.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
