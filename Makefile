@@ -5,15 +5,27 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: venv test run serve dev bench bench-quick lint fmt clean
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
 
-$(BIN)/.installed: requirements.txt
+.PHONY: venv venv-prod constraints test run serve dev bench bench-quick lint fmt clean
+
+# Production's packages only (what `make run` needs), at constraints.txt's versions.
+$(BIN)/.installed-prod: requirements.txt constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
+	$(PIP) -r requirements.txt
 	touch $@
 
-venv: $(BIN)/.installed
+# And the tests' and tools' (requirements-dev.txt starts with requirements.txt).
+$(BIN)/.installed: $(BIN)/.installed-prod requirements-dev.txt
+	$(PIP) -r requirements-dev.txt
+	touch $@
+
+venv-prod: $(BIN)/.installed-prod
+
+venv: $(BIN)/.installed  ## production's packages plus the tests' and tools'
+
+constraints: venv  ## after changing requirements*.txt: pin every installed dependency in constraints.txt
+	$(BIN)/python .ci/constraints.py
 
 test: venv  ## the whole suite, against real PostgreSQL and Redis
 	$(BIN)/python -m pytest
@@ -22,7 +34,7 @@ test: venv  ## the whole suite, against real PostgreSQL and Redis
 # this process — no PostgreSQL, no Redis. DEBUG=1 unless set, so no SECRET_KEY
 # is needed on a laptop (production runs the Procfile, with DEBUG off).
 run serve: export DEBUG ?= 1
-run: venv  ## serve admin, API and WebSockets at http://$(HOST):$(PORT)
+run: venv-prod  ## serve admin, API and WebSockets at http://$(HOST):$(PORT)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py ensure_admin --url http://$(HOST):$(PORT)/
 	$(MAKE) --no-print-directory serve

@@ -41,10 +41,16 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "channels",
     "runs",
     "realtime",
+    "web",
 ]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "home"
+LOGOUT_REDIRECT_URL = "login"
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
@@ -182,6 +188,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Create multi-step runs, follow them live over /ws/runs/<id>/.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # /api/docs/ serves Swagger UI from drf-spectacular-sidecar's static files: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
     # Runs and steps both have a "status"; name their enums instead of hashing them.
     "ENUM_NAME_OVERRIDES": {
         "RunStatusEnum": "runs.models.RunStatus",
@@ -206,6 +216,11 @@ REALTIME_GROUP_EXPIRY = env_int("REALTIME_GROUP_EXPIRY", 900, minimum=60)
 REALTIME_DB_THREADS = env_int("REALTIME_DB_THREADS", 4, minimum=1)
 REALTIME_EVENT_RETENTION_DAYS = env_float("REALTIME_EVENT_RETENTION_DAYS", 7.0, minimum=0.0)
 REALTIME_MAX_CLIENT_FRAME = 64 * 1024
+# How long a WebSocket connection ticket (POST /api/ws-tickets/) stays usable.
+REALTIME_TICKET_SECONDS = env_float("REALTIME_TICKET_SECONDS", 60.0, minimum=1.0)
+# The user-level stream (/ws/runs/) re-reads its page of summaries this often in
+# push and hybrid modes: a summary lost in transit (pub/sub is at most once) shows up by then.
+REALTIME_LIST_REFRESH_INTERVAL = env_float("REALTIME_LIST_REFRESH_INTERVAL", 10.0, minimum=0.5)
 REALTIME_PUBLISH_TIMEOUT = env_float("REALTIME_PUBLISH_TIMEOUT", 2.0, minimum=0.01)
 # A publish that fails is retried in the background for this long (0 = never).
 REALTIME_PUBLISH_RETRY_SECONDS = env_float("REALTIME_PUBLISH_RETRY_SECONDS", 300.0)

@@ -1,8 +1,9 @@
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from realtime.api import RunEventsView
+from realtime.stream_api import RunSummaryListView, WsTicketView
 from runs.health import healthz
 
 urlpatterns = [
@@ -11,6 +12,10 @@ urlpatterns = [
     path("api/", include("runs.api.urls")),
     path("api/runs/<uuid:run_id>/events/", RunEventsView.as_view(), name="run-events"),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/ws-tickets/", WsTicketView.as_view(), name="ws-tickets"),
+    path("api/run-summaries/", RunSummaryListView.as_view(), name="run-summaries"),
+    path("", include("web.urls")),
 ]
 
 handler400 = "runs.api.errors.json_bad_request"

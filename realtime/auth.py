@@ -1,19 +1,24 @@
 """WebSocket authentication and origin checks (ASGI middleware).
 
 Browsers authenticate with the session cookie (AuthMiddlewareStack); other
-clients send ``Authorization: Token <key>`` (DRF's authtoken). A present
-Origin header must name one of ALLOWED_HOSTS; a missing one (non-browser
-clients, which carry no ambient cookies to abuse) is allowed.
+clients send ``Authorization: Token <key>`` (DRF's authtoken); pages on
+another origin send ``?ticket=`` (realtime.tickets). A present Origin header
+must name one of ALLOWED_HOSTS; a missing one (non-browser clients, which
+carry no ambient cookies to abuse) is allowed, and so is any Origin with a
+ticket: a ticket is not an ambient credential (another site cannot make a
+browser send one), and a handshake with a ticket never looks at the cookie.
 """
 
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
 from channels.security.websocket import WebsocketDenier
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.http.request import validate_host
 
+from realtime import tickets
 from runs.api.auth import is_well_formed_key
 
 
@@ -22,6 +27,23 @@ def _header(scope, name: bytes) -> bytes | None:
         if key == name:
             return value
     return None
+
+
+def _ticket(scope) -> str | None:
+    values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(tickets.QUERY_PARAMETER)
+    return values[-1] if values else None
+
+
+class TicketAuthMiddleware:
+    """Consumes ``?ticket=`` (once, whatever happens next); its user, or anonymous (→ 4401)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        user = await database_sync_to_async(tickets.consume_ticket)(ticket=_ticket(scope))
+        scope = dict(scope, user=user or AnonymousUser(), auth_ticket=True)
+        return await self.app(scope, receive, send)
 
 
 class TokenAuthMiddleware:
@@ -47,13 +69,16 @@ class TokenAuthMiddleware:
 
 
 class RealtimeAuthMiddleware:
-    """Token clients skip the session stack (and its database hop); browsers use it."""
+    """Ticket and token clients skip the session stack (and its database hop); browsers use it."""
 
     def __init__(self, app):
+        self.ticket_app = TicketAuthMiddleware(app)
         self.token_app = TokenAuthMiddleware(app)
         self.session_app = AuthMiddlewareStack(app)
 
     async def __call__(self, scope, receive, send):
+        if _ticket(scope) is not None:
+            return await self.ticket_app(scope, receive, send)
         if _header(scope, b"authorization") is not None:
             return await self.token_app(scope, receive, send)
         return await self.session_app(scope, receive, send)
@@ -68,7 +93,8 @@ class OriginCheckMiddleware:
     async def __call__(self, scope, receive, send):
         if scope["type"] == "websocket":
             origin = _header(scope, b"origin")
-            if origin is not None and not self.allowed(origin.decode("latin-1")):
+            checked = origin is not None and _ticket(scope) is None
+            if checked and not self.allowed(origin.decode("latin-1")):
                 return await WebsocketDenier()(scope, receive, send)
         return await self.app(scope, receive, send)
 

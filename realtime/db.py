@@ -2,10 +2,10 @@
 
 Channels' ``database_sync_to_async`` runs every call on the process's one
 sync thread and calls ``close_old_connections()`` before and after it; with
-``CONN_HEALTH_CHECKS`` that is a ``SELECT 1`` before each read — 13 % of the
-web process's CPU in a 1,000-client connect storm, and half the transactions
-of every poller tick. And on one thread, every connect's snapshot query waits
-for the one before it (about 1 ms each, most of it PostgreSQL's own time).
+``CONN_HEALTH_CHECKS`` that is a ``SELECT 1`` before each read (a large share
+of a connect storm's CPU, docs/benchmarks.md), and half the transactions of
+every poller tick. And on one thread, every connect's snapshot query waits for
+the one before it, most of that wait PostgreSQL's own time.
 
 ``read`` runs a selector on one of REALTIME_DB_THREADS threads (each with its
 own long-lived connection, in turn), so reads overlap; if the server dropped

@@ -1,7 +1,9 @@
 """Automatic failover from push to polling, and back, per server process.
 
 Push connections (push and hybrid modes) register with their event loop's
-``LayerProbe``. The probe checks the channel layer end to end every
+``LayerProbe``. Each connection owns its state and makes its own switch
+between push and the poller (``RunConsumer.degrade`` / ``recover``); the
+probe decides when. It checks the channel layer end to end every
 REALTIME_POLL_INTERVAL, each of its Redis servers on its own (a sharded
 layer, realtime/shards.py): it sends a message to a group of its own on that
 server and waits for it to come back on a channel of this process (publish
@@ -31,52 +33,42 @@ import asyncio
 import logging
 import uuid
 import weakref
-from typing import Any
+from typing import Protocol
 
+from channels.layers import BaseChannelLayer
 from django.conf import settings
 
 from realtime import publisher, shards
 from realtime.frames import group_name
 from realtime.hub import get_hub
-from realtime.poller import get_poller
 
 logger = logging.getLogger(__name__)
 
 PROBE_MESSAGE_TYPE = "realtime.probe"
 
 
-def sync_watch(consumer: Any) -> None:
-    """Register ``consumer`` with the poller at the interval its state needs (or none)."""
-    if not consumer.following or consumer.finished:
-        return
-    poller = get_poller()
-    interval = settings.REALTIME_POLL_INTERVAL if consumer.degraded else consumer.fallback_interval()
-    if interval is None:
-        poller.unwatch(consumer)
-    else:
-        poller.watch(consumer, interval=interval)
+class PushWatcher(Protocol):
+    """What the probe needs of a push connection (realtime.consumers.push.RunConsumer).
 
+    The connection keeps its own state; the probe only reads it and asks the
+    connection to change it through these methods.
+    """
 
-def degrade(consumer: Any) -> None:
-    """The layer failed this connection: read its run from the log until the layer is back."""
-    if not consumer.degraded:
-        logger.info("run %s watcher falls back to polling", consumer.run_id)
-    consumer.degraded = True
-    sync_watch(consumer)
-    probe = get_probe()
-    probe.healthy = False
-    probe.wake()
+    @property
+    def run_id(self) -> uuid.UUID | None: ...
+    @property
+    def degraded(self) -> bool: ...
+    @property
+    def subscribed(self) -> bool: ...
 
+    def degrade(self) -> None:
+        """Read the run from the log until the layer is back."""
 
-async def recover(consumer: Any) -> bool:
-    """Rejoin the group; on success stop polling and fill from the log. True when back on push."""
-    if not await consumer.resubscribe():
-        return False
-    consumer.degraded = False
-    sync_watch(consumer)
-    logger.info("run %s watcher is back on push", consumer.run_id)
-    await consumer.catch_up()
-    return True
+    async def recover(self) -> bool:
+        """Rejoin the group, stop polling, fill from the log; True when back on push."""
+
+    async def resubscribe(self) -> bool:
+        """Join the run's group again; False when the layer fails."""
 
 
 class LayerProbe:
@@ -84,29 +76,34 @@ class LayerProbe:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.consumers: set[Any] = set()
+        self.consumers: set[PushWatcher] = set()
         self.healthy = True
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._channel: str | None = None
         self._stem: str | None = None
         self._groups: dict[int, str] = {}  # Redis server → the probe's group on it
-        self._layer: Any = None
+        self._layer: BaseChannelLayer | None = None
         self._refreshed_at = loop.time()
 
-    def register(self, consumer: Any) -> None:
+    def register(self, consumer: PushWatcher, layer: BaseChannelLayer) -> None:
         self.consumers.add(consumer)
-        self._layer = consumer.channel_layer
+        self._layer = layer
         if self._task is None:
             self._task = self.loop.create_task(self._run(), name="realtime-layer-probe")
 
-    def unregister(self, consumer: Any) -> None:
+    def unregister(self, consumer: PushWatcher) -> None:
         self.consumers.discard(consumer)
         if not self.consumers:
             self.wake()  # lets the task end now rather than after its sleep
 
     def wake(self) -> None:
         self._wake.set()
+
+    def suspect(self) -> None:
+        """A connection saw the layer fail: count it unhealthy and check now."""
+        self.healthy = False
+        self.wake()
 
     async def _run(self) -> None:
         try:
@@ -135,10 +132,10 @@ class LayerProbe:
             needs = shards.watcher_shards(self._layer, group_name(consumer.run_id), process_channel)
             if needs & down:
                 if not consumer.degraded:
-                    degrade(consumer)
+                    consumer.degrade()
             elif consumer.degraded:
                 try:
-                    await recover(consumer)
+                    await consumer.recover()
                 except Exception:
                     logger.warning("run %s watcher could not return to push", consumer.run_id, exc_info=True)
         self.healthy = not down
@@ -159,7 +156,7 @@ class LayerProbe:
                     self._channel = await shards.new_receiving_channel(layer)
                 # Added every time: a restarted Redis (or the core layer's expiry) forgets it.
                 await layer.group_add(group, self._channel)
-                await layer.group_send(group, {"type": PROBE_MESSAGE_TYPE, "token": token})
+                await publisher.send_probe(layer, group, {"type": PROBE_MESSAGE_TYPE, "token": token})
                 while (await layer.receive(self._channel)).get("token") != token:
                     pass  # a late answer to an earlier probe
         except Exception as error:  # noqa: BLE001 - any failure means "unhealthy"
@@ -176,7 +173,7 @@ class LayerProbe:
         self._refreshed_at = self.loop.time()
         for consumer in list(self.consumers):
             if consumer.subscribed and not await consumer.resubscribe():
-                degrade(consumer)
+                consumer.degrade()
 
 
 _probes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LayerProbe] = weakref.WeakKeyDictionary()

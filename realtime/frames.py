@@ -76,6 +76,16 @@ def group_name(run_id: uuid.UUID | str) -> str:
     return f"run.{uuid.UUID(str(run_id)).hex}"
 
 
+# The user-level stream (/ws/runs/): a run's summary, to its owner's and staff's list groups.
+RUN_SUMMARY = "run_summary"
+STAFF_GROUP = "runs.staff"
+
+
+def user_group_name(user_id: int) -> str:
+    """The channel-layer group of one user's run-list streams."""
+    return f"runs.user.{int(user_id)}"
+
+
 def format_ts(moment: datetime) -> str:
     """``moment`` in TS_FORMAT (converted to UTC)."""
     return moment.astimezone(UTC).strftime(TS_FORMAT)

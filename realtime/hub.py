@@ -19,8 +19,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from typing import Any
+from typing import Protocol
 
+from channels.layers import BaseChannelLayer
 from django.conf import settings
 
 from realtime import shards
@@ -28,14 +29,28 @@ from realtime import shards
 logger = logging.getLogger(__name__)
 
 
+class Member(Protocol):
+    """What the hub needs of a watcher (realtime.consumers.push.RunConsumer)."""
+
+    @property
+    def finished(self) -> bool: ...
+
+    def delivers_without_waiting(self, seq: int) -> bool:
+        """Whether ``deliver(seq)`` would send at once (not busy, no gap to fill first)."""
+
+    async def deliver(self, seq: int, text: str, *, final: bool) -> None: ...
+
+    async def layer_failed(self, error: Exception) -> None: ...
+
+
 class RunHub:
     """The run subscriptions of one event loop, on one channel layer."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, layer: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, layer: BaseChannelLayer) -> None:
         self.loop = loop
         self.layer = layer
         self.channel: str | None = None
-        self.watchers: dict[str, set[Any]] = {}  # group → consumers of this process
+        self.watchers: dict[str, set[Member]] = {}  # group → watchers of this process
         self._joined: set[str] = set()  # groups this process's channel is in
         self._joining: dict[str, asyncio.Future] = {}
         self._leaving: dict[str, asyncio.Future] = {}
@@ -46,7 +61,7 @@ class RunHub:
 
     # --- membership ------------------------------------------------------------------
 
-    async def join(self, consumer: Any, group: str, *, refresh: bool = False) -> None:
+    async def join(self, consumer: Member, group: str, *, refresh: bool = False) -> None:
         """Make ``consumer`` receive ``group``'s events. Raises when the layer fails.
 
         ``refresh`` re-adds the membership even if this process holds it (the
@@ -105,7 +120,7 @@ class RunHub:
         finally:
             del self._joining[group]
 
-    async def leave(self, consumer: Any, group: str) -> None:
+    async def leave(self, consumer: Member, group: str) -> None:
         """``consumer`` no longer receives ``group``; the last one out leaves the group. Never raises."""
         members = self.watchers.get(group)
         if members is not None:
@@ -172,20 +187,20 @@ class RunHub:
         for consumer in list(members):
             if consumer.finished:
                 continue
-            if consumer.deliver_lock.locked() or seq > consumer.last_seq + 1:
+            if consumer.delivers_without_waiting(seq):
+                await consumer.deliver(seq, text, final=final)  # sends without suspending
+            else:
                 # Busy, or a gap to fill from the log first: on its own task, so
                 # this run's other watchers (and other runs) are not kept waiting.
                 task = self.loop.create_task(consumer.deliver(seq, text, final=final))
                 self._deliveries.add(task)  # the loop keeps only weak references to tasks
                 task.add_done_callback(self._deliveries.discard)
-            else:
-                await consumer.deliver(seq, text, final=final)  # sends without suspending
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RunHub] = weakref.WeakKeyDictionary()
 
 
-def get_hub(layer: Any) -> RunHub:
+def get_hub(layer: BaseChannelLayer) -> RunHub:
     """The running event loop's hub on ``layer`` (one per server process)."""
     loop = asyncio.get_running_loop()
     hub = _hubs.get(loop)

@@ -1,5 +1,6 @@
 """The per-run event log: every observable change, with its sequence number."""
 
+from django.conf import settings
 from django.db import models
 
 
@@ -19,3 +20,17 @@ class RunEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.run_id}#{self.seq} {self.type}"
+
+
+class ConnectionTicket(models.Model):
+    """A single-use, short-lived credential for one WebSocket handshake (realtime.tickets).
+
+    Only the ticket's SHA-256 is stored: the table never holds a usable credential.
+    """
+
+    key_hash = models.CharField(max_length=64, primary_key=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    expires_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return f"ticket of user {self.user_id} until {self.expires_at:%H:%M:%S}"

@@ -23,6 +23,7 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
+from django.utils import timezone
 
 from realtime import frames
 from realtime.models import RunEvent
@@ -87,6 +88,36 @@ def publish(event: RunEvent, *, text: str | None = None) -> bool:
     return True
 
 
+# --- Run summaries for the user-level stream (/ws/runs/; realtime.list_feed reads them) ----
+
+SUMMARY_MESSAGE_TYPE = "run.summary"  # RunListConsumer.run_summary
+
+
+def publish_summary(summary: dict[str, Any]) -> bool:
+    """Send a run's summary to its owner's and staff's list groups. Never raises; False on failure."""
+    frame = frames.build_frame(
+        type=frames.RUN_SUMMARY,
+        run_id=summary["id"],
+        seq=summary["seq"],
+        ts=timezone.now(),
+        payload={"run": summary},
+    )
+    message = {
+        "type": SUMMARY_MESSAGE_TYPE,
+        "run_id": summary["id"],
+        "seq": summary["seq"],
+        "text": frames.encode_frame(frame),
+    }
+    try:
+        for group in (frames.user_group_name(summary["owner_id"]), frames.STAFF_GROUP):
+            group_send(group, message)
+    except Exception as error:  # noqa: BLE001 - a publish must never fail the writer
+        logger.warning("summary of run %s not published (%s); list streams re-read it", summary["id"], error)
+        _report_failure()
+        return False
+    return True
+
+
 # A group nobody joins: publishing to it opens the connection and reaches no one.
 WARM_UP_GROUP = "realtime.warm-up"
 
@@ -96,8 +127,8 @@ def connect_publisher() -> bool:
 
     Called as each Celery worker process starts (realtime.signals). Otherwise a
     fresh worker's first event also waits for the publisher thread to start and
-    for a Redis connection: 75 ms here, which was the whole p99 of the bench's
-    latency workloads. False (logged) when the layer is unreachable; the first
+    for a Redis connection, which dominated the p99 of the bench's latency
+    workloads (docs/benchmarks.md). False (logged) when the layer is unreachable; the first
     real publish then tries again.
     """
     layer = get_channel_layer()
@@ -161,6 +192,16 @@ async def _retry(group: str, message: dict[str, Any]) -> None:
     finally:
         with _loop_guard:
             _pending_retries -= 1
+
+
+async def send_probe(layer: Any, group: str, message: dict[str, Any]) -> None:
+    """The layer probe's message (realtime/failover.py), through ``group`` on the running loop.
+
+    Through a group, like a run's events, and on the layer the probe watches:
+    a group is kept on one Redis server of a sharded layer, so each server is
+    checked on its own (realtime/shards.py).
+    """
+    await layer.group_send(group, message)
 
 
 def group_send(group: str, message: dict[str, Any]) -> None:

@@ -1,48 +1,25 @@
-"""Reads of the event log and of consistent run snapshots."""
+"""Reads of the event log and of consistent run snapshots.
 
-import functools
+``run_snapshot`` is the connect read through the ORM and RunSerializer: the
+reference, and what SQLite uses; on PostgreSQL ``connect_state`` takes its fast
+path, realtime.fast_snapshot, which must answer the same.
+"""
+
 import json
 import uuid
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from enum import Enum
+from datetime import datetime
 from typing import Any, NamedTuple
 
-from django.contrib.auth import get_user_model
 from django.db import connection, transaction
 from django.db.models import Q, prefetch_related_objects
-from django.utils import timezone
-from rest_framework import serializers
 
+from realtime.fast_snapshot import fast_snapshot
 from realtime.frames import TS_FORMAT_POSTGRES, format_ts
 from realtime.models import RunEvent
-from runs.models import RUN_TERMINAL, Run, Step
+from realtime.snapshot import ConnectState, Refused, Snapshot
+from runs.models import Run
 from runs.selectors import may_see_run
 from runs.serializers import RunSerializer
-
-
-class Refused(Enum):
-    """Why a watcher gets no snapshot (realtime.consumers.base maps each to its close code)."""
-
-    UNAUTHENTICATED = "unauthenticated"
-    MISSING = "missing"
-    FORBIDDEN = "forbidden"
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    seq: int
-    run: dict
-    terminal: bool
-
-
-@dataclass(frozen=True)
-class ConnectState:
-    """What a new watcher is sent: the snapshot, and the events it missed."""
-
-    snapshot: Snapshot
-    recovered: bool
-    backlog: list[RunEvent]
 
 
 def run_snapshot(*, run_id: uuid.UUID, user=None) -> Snapshot | Refused:
@@ -76,10 +53,10 @@ def connect_state(
     With ``user`` (or ``token_key``, a token client's key, resolved here) access
     is checked in the same read and a ``Refused`` comes back instead. On
     PostgreSQL the token, the access check, the run and its steps are one
-    hand-written statement (see ``watch_sql``); elsewhere the ORM.
+    statement (realtime.fast_snapshot); elsewhere the ORM.
     """
     if connection.vendor == "postgresql":
-        snapshot = _snapshot_by_sql(run_id=run_id, user=user, token_key=token_key)
+        snapshot = fast_snapshot(run_id=run_id, user=user, token_key=token_key)
     else:
         if token_key is not None:
             user = user_for_token(key=token_key)
@@ -105,130 +82,6 @@ def user_for_token(*, key: str):
     return token.user
 
 
-# --- The connect read on PostgreSQL ---------------------------------------------------
-# Profiled (docs/benchmarks.md): with the ORM and DRF a connect cost ~8 ms of the
-# database thread — 20 % of it compiling the token query, 45 % the run, its steps
-# and the serializer — so 1,000 clients took 15 s to connect. One statement does
-# it all; a single statement sees one snapshot, so the run, its steps and its seq
-# agree (as REPEATABLE READ gave the ORM path). Step times travel as epoch
-# microseconds (exact) and are formatted as DRF formats them; the result must
-# equal RunSerializer's (tests/realtime/test_selectors.py checks it).
-
-
-@functools.cache
-def watch_sql() -> str:
-    """The connect read: token → user, the run, its owner's name and its steps, one statement.
-
-    Only model table and column names are interpolated; the token key and the
-    run id are parameters.
-    """
-    from rest_framework.authtoken.models import Token
-
-    User = get_user_model()
-    users, runs, steps, tokens = (m._meta.db_table for m in (User, Run, Step, Token))
-    username = User._meta.get_field(User.USERNAME_FIELD).column
-    us = "round(extract(epoch FROM s.{}) * 1000000)::bigint"  # epoch microseconds: exact
-    step_rows = (
-        "SELECT json_agg(json_build_array(s.index, s.tool, s.args, s.status, s.output, s.error, "  # noqa: S608
-        f"{us.format('started_at')}, {us.format('finished_at')}) ORDER BY s.index)"
-        f" FROM {steps} s WHERE s.run_id = r.id"
-    )
-    return (
-        f"SELECT who.user_id, who.is_staff, r.id, r.owner_id, o.{username}, r.status, r.prompt,"  # noqa: S608
-        f" r.plan, r.output, r.error, r.created_at, r.started_at, r.finished_at, r.seq, ({step_rows})"
-        " FROM (VALUES (1)) AS one (x)"
-        f" LEFT JOIN (SELECT t.user_id, u.is_staff FROM {tokens} t JOIN {users} u ON u.id = t.user_id"
-        "   WHERE t.key = %s AND u.is_active) AS who ON true"
-        f" LEFT JOIN {runs} r ON r.id = %s"
-        f" LEFT JOIN {users} o ON o.id = r.owner_id"
-    )
-
-
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_datetime_field = serializers.DateTimeField()
-
-
-@functools.cache
-def _time_format() -> str | None:
-    """DRF's DATETIME_FORMAT when it is a strftime format (this project's), else None."""
-    from rest_framework.settings import api_settings
-
-    fmt = api_settings.DATETIME_FORMAT
-    return fmt if isinstance(fmt, str) and fmt.lower() != "iso-8601" else None
-
-
-def _drf_time(value: datetime | int | None, tz) -> str | None:
-    """A time as DRF's DateTimeField renders it; an int is epoch microseconds.
-
-    DRF converts to the current time zone and applies DATETIME_FORMAT; doing
-    the same directly costs a tenth of calling the field (a snapshot has two
-    times per step).
-    """
-    if value is None:
-        return None
-    if isinstance(value, int):
-        value = _EPOCH + timedelta(microseconds=value)
-    fmt = _time_format()
-    if fmt is None:
-        return _datetime_field.to_representation(value)
-    return value.astimezone(tz).strftime(fmt)
-
-
-def _json(value: Any) -> Any:
-    # Django loads jsonb as text (JSONField decodes it); json comes decoded.
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _snapshot_by_sql(*, run_id: uuid.UUID, user, token_key: str | None) -> Snapshot | Refused:
-    with connection.cursor() as cursor:
-        cursor.execute(watch_sql(), [token_key, run_id])
-        row = cursor.fetchone()
-    who_id, who_staff, found, owner_id, owner, status, prompt, plan, output, error = row[:10]
-    created_at, started_at, finished_at, seq, steps = row[10:]
-    # Whose access is checked: the token's user, the session's, or nobody's.
-    if token_key is not None:
-        if who_id is None:
-            return Refused.UNAUTHENTICATED
-        viewer = (who_id, who_staff)
-    else:
-        viewer = None if user is None else (user.pk, user.is_staff)
-    if found is None:
-        return Refused.MISSING
-    if viewer is not None and not may_see_run(user_id=viewer[0], is_staff=viewer[1], owner_id=owner_id):
-        return Refused.FORBIDDEN
-    tz = timezone.get_current_timezone()
-    run = {
-        "id": str(found),
-        "owner": owner,
-        "status": status,
-        "prompt": prompt,
-        "plan": _json(plan),
-        "output": _json(output),
-        "error": error,
-        "created_at": _drf_time(created_at, tz),
-        "started_at": _drf_time(started_at, tz),
-        "finished_at": _drf_time(finished_at, tz),
-        "seq": seq,
-        "steps": [
-            {
-                "index": index,
-                "tool": tool,
-                "args": args,
-                "status": step_status,
-                "output": step_output,
-                "error": step_error,
-                "started_at": _drf_time(step_started, tz),
-                "finished_at": _drf_time(step_finished, tz),
-            }
-            for index, tool, args, step_status, step_output, step_error, step_started, step_finished in (
-                _json(steps) or []
-            )
-        ],
-        "ws_url": f"/ws/runs/{found}/",
-    }
-    return Snapshot(seq=seq, run=run, terminal=status in RUN_TERMINAL)
-
-
 def events_between(
     *, run_id: uuid.UUID, after: int, upto: int | None = None, limit: int | None = None
 ) -> list[RunEvent]:
@@ -245,12 +98,12 @@ def events_between(
 # The poll query on PostgreSQL (parameters: run ids, their cursors). Also run
 # under EXPLAIN ANALYZE by bench/explain_poll.py for docs/protocol.md.
 # A plain join of the cursors with the log lets the planner hash the whole
-# table (a seq scan: 250 ms at 200k events); LATERAL makes it one index range
+# table (a seq scan, growing with the log); LATERAL makes it one index range
 # scan on (run, seq) per watched run, whatever the table's size.
 # Only the model's own table name and frames' constant time format are interpolated.
 # The frame's ts is formatted by PostgreSQL (as frames.format_ts does): at
-# thousands of rows, loading tz-aware datetimes and model instances cost 7x the
-# query itself.
+# thousands of rows, loading tz-aware datetimes and model instances cost several
+# times the query itself (docs/benchmarks.md).
 POLL_SQL = (
     "SELECT e.run_id, e.seq, e.type, e.payload,"  # noqa: S608
     f" to_char(e.ts AT TIME ZONE 'UTC', '{TS_FORMAT_POSTGRES}')"
@@ -266,7 +119,8 @@ POLL_SQL = (
 def poll_params(cursors: dict[uuid.UUID, int]) -> list[str]:
     """POLL_SQL's parameters: the run ids and their cursors as array literals.
 
-    Literals, because psycopg adapting a list of UUID objects costs ~25 µs each.
+    Literals, because psycopg adapts a list of UUID objects one by one, at a cost
+    per id that dominates a large tick (docs/benchmarks.md).
     """
     run_ids = "{" + ",".join(str(uuid.UUID(str(run_id))) for run_id in cursors) + "}"
     afters = "{" + ",".join(str(int(after)) for after in cursors.values()) + "}"

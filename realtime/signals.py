@@ -9,7 +9,7 @@ A starting Celery worker process opens its publishing connection at once.
 from celery.signals import worker_process_init
 from django.db.models.signals import post_init, post_save
 
-from realtime import log, publisher
+from realtime import list_feed, log, publisher
 from runs.models import Run, Step
 
 _LOADED = "_realtime_loaded_status"
@@ -32,17 +32,22 @@ def run_saved(sender, instance: Run, created: bool, update_fields=None, raw=Fals
         instance.__dict__[_LOADED] = instance.status
         return
     if not created and _status_changed(instance, created, update_fields):
-        log.record_run_change(run=instance)
+        if log.record_run_change(run=instance) is not None:
+            list_feed.note_change(run_id=instance.pk)
     elif created:
         instance.__dict__[_LOADED] = instance.status
+        list_feed.note_change(run_id=instance.pk)  # a new line in the run lists
 
 
 def step_saved(sender, instance: Step, created: bool, update_fields=None, raw=False, **kwargs) -> None:
     if raw:
         instance.__dict__[_LOADED] = instance.status
         return
-    if _status_changed(instance, created, update_fields):
-        log.record_step_change(step=instance)
+    if (
+        _status_changed(instance, created, update_fields)
+        and log.record_step_change(step=instance) is not None
+    ):
+        list_feed.note_change(run_id=instance.run_id)
 
 
 def worker_process_started(**kwargs) -> None:

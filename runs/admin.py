@@ -1,36 +1,35 @@
-"""The Django admin for runs: watch and steer. Every change goes through services."""
+"""The Django admin for runs: watch and steer. Every change goes through services.
+
+Staff get only the transitions that make sense — cancel, and re-run as a new
+run — as buttons on a run's page and as list actions. There is no status
+field: marking a processing run succeeded behind its worker's back is not an
+operator's call. The change page and the change list update live: their
+templates (web/templates/admin/runs/run/) mount the realtime client on the
+run snapshot and the cells marked here with data-run-* attributes.
+"""
 
 import uuid
+from datetime import datetime
 
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ERROR_FLAG
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
+from django.urls import path, reverse
 from django.utils import timezone
+from django.utils.html import format_html
 
-from runs import services
-from runs.models import Run, Step, StepStatus
+from runs import selectors, services
+from runs.models import RUN_TERMINAL, Run, StepStatus
+from runs.serializers import RunSerializer
 from runs.tools import PlanError, validate_plan
 
 
-class StepInline(admin.TabularInline):
-    model = Step
-    extra = 0
-    can_delete = False
-    fields = ["index", "tool", "args", "status", "output", "error", "started_at", "finished_at"]
-    readonly_fields = fields
-    ordering = ["index"]
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        # Steps are the run's history: deleting one would break its event log.
-        return False
+def to_second(moment: datetime | None) -> str:
+    """A timestamp to the second (the admin's pages are read by people, not parsers)."""
+    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
 
 
 class RunAddForm(forms.ModelForm):
@@ -47,46 +46,21 @@ class RunAddForm(forms.ModelForm):
             raise forms.ValidationError(error.message) from None
 
 
-class RunChangeForm(forms.ModelForm):
-    class Meta:
-        model = Run
-        fields = ["status"]
-
-    def clean_status(self):
-        status = self.cleaned_data["status"]
-        if status != self.instance.status:
-            try:
-                services.check_run_transition(self.instance.status, status)
-            except services.TransitionError as error:
-                raise forms.ValidationError(error.message) from None
-        return status
-
-
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["id", "status", "owner", "progress", "created_at", "duration"]
+    list_display = ["id", "live_status", "owner", "progress", "created", "duration"]
     list_filter = ["status", "owner"]
     search_fields = ["prompt"]
     list_select_related = ["owner"]
     date_hierarchy = "created_at"
-    inlines = [StepInline]
     actions = ["cancel_runs", "rerun_runs"]
-    readonly_change_fields = [
-        "id",
-        "owner",
-        "prompt",
-        "plan",
-        "output",
-        "error",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "cancel_requested_at",
-        "seq",
-    ]
+    # Status, times, error and outputs are on the live panel above these (the
+    # template's); here only what never changes after creation, and the cancel request.
+    readonly_change_fields = ["id", "owner", "prompt", "plan", "created", "cancel_requested"]
 
     def get_form(self, request, obj=None, change=False, **kwargs):
-        kwargs["form"] = RunChangeForm if obj is not None else RunAddForm
+        if obj is None:
+            kwargs["form"] = RunAddForm
         return super().get_form(request, obj, change=change, **kwargs)
 
     def get_readonly_fields(self, request, obj=None):
@@ -95,11 +69,90 @@ class RunAdmin(admin.ModelAdmin):
     def get_fields(self, request, obj=None):
         if obj is None:
             return ["owner", "prompt", "plan"]
-        return ["status", *self.readonly_change_fields]
+        return self.readonly_change_fields
+
+    def get_urls(self):
+        name = f"{self.opts.app_label}_{self.opts.model_name}"
+        return [
+            path(
+                "<path:object_id>/cancel/",
+                self.admin_site.admin_view(self.cancel_view),
+                name=f"{name}_cancel",
+            ),
+            path(
+                "<path:object_id>/rerun/", self.admin_site.admin_view(self.rerun_view), name=f"{name}_rerun"
+            ),
+            *super().get_urls(),
+        ]
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        run = self._run_or_none(request, object_id)
+        extra = dict(extra_context or {})
+        if run is not None:
+            extra.update(
+                run_snapshot=RunSerializer(run).data,
+                cancellable=run.status not in RUN_TERMINAL and run.cancel_requested_at is None,
+                show_save=False,
+                show_save_and_continue=False,
+                show_save_and_add_another=False,
+            )
+        return super().change_view(request, object_id, form_url, extra)
+
+    def _run_or_none(self, request, object_id) -> Run | None:
+        try:
+            run_id = uuid.UUID(str(object_id))
+        except ValueError:
+            return None
+        return selectors.run_get_for_user(user=request.user, run_id=run_id)
+
+    def _transition_target(self, request, object_id) -> Run:
+        if request.method != "POST":
+            raise _NotPost
+        run = self._run_or_none(request, object_id)
+        if run is None:
+            raise Http404("no such run")
+        if not self.has_change_permission(request, run):
+            raise PermissionDenied
+        return run
+
+    def _change_url(self, run_id) -> str:
+        return reverse(f"admin:{self.opts.app_label}_{self.opts.model_name}_change", args=[run_id])
+
+    def cancel_view(self, request, object_id):
+        """POST: cancel the run (a processing one stops before its next step)."""
+        try:
+            run = self._transition_target(request, object_id)
+        except _NotPost:
+            return HttpResponseNotAllowed(["POST"])
+        try:
+            services.run_cancel(run_id=run.id)
+        except services.TransitionError as error:
+            self.message_user(request, error.message, messages.WARNING)
+        else:
+            self.message_user(
+                request, "Cancel requested: the run stops before its next step.", messages.SUCCESS
+            )
+        return HttpResponseRedirect(self._change_url(run.id))
+
+    def rerun_view(self, request, object_id):
+        """POST: a new run with the same prompt and plan; the message links to it."""
+        try:
+            run = self._transition_target(request, object_id)
+        except _NotPost:
+            return HttpResponseNotAllowed(["POST"])
+        try:
+            new = services.run_rerun(run=run, owner=run.owner)
+        except PlanError as error:
+            self.message_user(request, f"Not re-run: {error.message}", messages.WARNING)
+        else:
+            link = format_html('Re-run as <a href="{}">run {}</a>.', self._change_url(new.id), new.id)
+            self.message_user(request, link, messages.SUCCESS)
+        return HttpResponseRedirect(self._change_url(run.id))
 
     def get_queryset(self, request):
-        done = Q(steps__status__in=[StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED])
-        return super().get_queryset(request).annotate(steps_done=Count("steps", filter=done))
+        # Progress is succeeded of total, as on the live pages: failed and skipped are not done work.
+        succeeded = Q(steps__status=StepStatus.SUCCEEDED)
+        return super().get_queryset(request).annotate(steps_succeeded=Count("steps", filter=succeeded))
 
     def changelist_view(self, request, extra_context=None):
         # PostgreSQL refuses a NUL in any text parameter; Django's admin would
@@ -117,9 +170,24 @@ class RunAdmin(admin.ModelAdmin):
             return results, may_have_duplicates
         return results | queryset.filter(pk=run_id), may_have_duplicates
 
+    @admin.display(description="status", ordering="status")
+    def live_status(self, run: Run) -> str:
+        return format_html(
+            '<span class="status status-{}" data-run-status="{}">{}</span>', run.status, run.id, run.status
+        )
+
     @admin.display(description="progress")
     def progress(self, run: Run) -> str:
-        return f"{getattr(run, 'steps_done', 0)}/{len(run.plan or [])}"
+        done = f"{getattr(run, 'steps_succeeded', 0)}/{len(run.plan or [])}"
+        return format_html('<span data-run-progress="{}">{}</span>', run.id, done)
+
+    @admin.display(description="created", ordering="created_at")
+    def created(self, run: Run) -> str:
+        return to_second(run.created_at)
+
+    @admin.display(description="cancel requested")
+    def cancel_requested(self, run: Run) -> str:
+        return to_second(run.cancel_requested_at)
 
     @admin.display(description="duration")
     def duration(self, run: Run) -> str:
@@ -136,23 +204,9 @@ class RunAdmin(admin.ModelAdmin):
             # The admin goes on with ``obj`` (redirect, log entry): make it the new run.
             obj.pk, obj.status, obj.created_at = run.pk, run.status, run.created_at
             obj._state.adding = False
-            return
-        if "status" in form.changed_data:
-            requested = form.cleaned_data["status"]
-            current = Run.objects.get(pk=obj.pk).status
-            try:
-                services.run_set_status(run_id=obj.pk, status=requested)
-            except services.TransitionError as error:
-                obj.status = current
-                self.message_user(request, error.message, messages.ERROR)
 
     def save_related(self, request, form, formsets, change):
-        """Steps are read-only here; nothing related to save."""
-
-    def construct_change_message(self, request, form, formsets, add=False):
-        # The step formsets are never saved (see save_related), so they have no
-        # new/changed/deleted objects to report; reading them would raise.
-        return super().construct_change_message(request, form, [], add)
+        """A run has nothing related to save here: its steps are the executor's."""
 
     @admin.action(description="Cancel selected runs")
     def cancel_runs(self, request, queryset):
@@ -183,3 +237,7 @@ class RunAdmin(admin.ModelAdmin):
             self.message_user(request, f"Created {created} new run(s).", messages.SUCCESS)
         for line in refused:
             self.message_user(request, f"Not re-run: {line}", messages.WARNING)
+
+
+class _NotPost(Exception):
+    """A transition view was asked with GET: it changes state, so POST only."""

@@ -24,7 +24,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from realtime import db, frames, publisher, selectors
-from realtime.selectors import Refused
+from realtime.snapshot import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
     uses_channel_layer = True
 
     async def __call__(self, scope, receive, send) -> None:
-        """Channels' AsyncConsumer.__call__, without a channel of its own on the layer.
+        """Channels' AsyncConsumer.__call__, without a channel of its own on the layer (pinned as dispatch).
 
         Upstream opens a layer channel per connection and waits on it and on the
         socket at once. Push connections here receive through the process's
@@ -81,21 +81,16 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         """Channels' dispatch, without its close_old_connections() before every message.
 
         Upstream (Channels 4.2+) sends every message's handling through the
-        database thread first (``aclose_old_connections``): for a relayed event
-        that is a thread hop per frame per socket, all queued on the process's one
-        database thread — the fan-out bottleneck the benchmark found, and one more
-        hop before ``accept()`` on connect. Every read of these consumers goes
-        through realtime.db.read, which replaces a dead connection itself.
+        process's one database thread first (``aclose_old_connections``), so in
+        a connect storm every ``accept()`` queues behind the other connections'
+        database work. Every read of these consumers goes through
+        realtime.db.read, which replaces a dead connection itself. The copied
+        upstream methods are pinned by tests/realtime/test_channels_pin.py.
         """
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
-
-    async def websocket_disconnect(self, message: dict) -> None:
-        """Channels' websocket_disconnect, without its close_old_connections() hop (see dispatch)."""
-        await self.disconnect(message["code"])
-        raise StopConsumer()
 
     async def layer_failed(self, error: Exception) -> None:
         """The channel layer raised for this connection (push modes fail over)."""
@@ -191,6 +186,10 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
                 for event in missed:
                     await self._send_event(event.seq, frames.encode_event(event), final=False)
             await self._send_event(seq, text, final=final)
+
+    def delivers_without_waiting(self, seq: int) -> bool:
+        """Whether ``deliver(seq)`` sends at once: no delivery under way, no gap to fill first."""
+        return not self.deliver_lock.locked() and seq <= self.last_seq + 1
 
     async def catch_up(self) -> None:
         """Deliver whatever the log holds above last_seq (after a transport change)."""

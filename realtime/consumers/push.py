@@ -3,17 +3,20 @@
 Events arrive through the process's RunHub (realtime/hub.py: one subscription
 per run per process), which calls ``deliver``. When the layer fails (joining
 fails, the hub's receive raises, or the process's layer probe finds Redis
-unreachable) the connection is handed to the process's poller until the layer
-is back — realtime/failover.py holds that mechanism; this class only says how
-to join and leave.
+unreachable) the connection hands itself to the process's poller until the
+layer is back. The connection's whole state lives here; the hub, the poller
+and the probe (realtime/failover.py) only call the methods of their contracts.
 """
 
 from __future__ import annotations
 
 import logging
 
-from realtime import failover, frames
+from django.conf import settings
+
+from realtime import frames
 from realtime.consumers.base import BaseRunConsumer
+from realtime.failover import get_probe
 from realtime.hub import get_hub
 from realtime.poller import get_poller
 
@@ -27,7 +30,7 @@ class RunConsumer(BaseRunConsumer):
 
     def init_state(self) -> None:
         super().init_state()
-        self.subscribed = False
+        self.subscribed = False  # a member of the run's group on the layer, through the hub
         self.joined_once = False
         self.degraded = False  # served by the poller until the layer is back
         self.following = False  # connected has been sent: last_seq is meaningful
@@ -37,9 +40,9 @@ class RunConsumer(BaseRunConsumer):
         return None
 
     async def subscribe(self) -> None:
-        failover.get_probe().register(self)
+        get_probe().register(self, self.channel_layer)
         if not await self.resubscribe():
-            failover.degrade(self)
+            self.degrade()
 
     async def resubscribe(self) -> bool:
         """Join (again) the run's group; False when the layer fails.
@@ -63,17 +66,48 @@ class RunConsumer(BaseRunConsumer):
 
     async def follow(self) -> None:
         self.following = True
-        failover.sync_watch(self)
+        self._sync_watch()
 
     async def layer_failed(self, error: Exception) -> None:
         await super().layer_failed(error)
         if not self.finished:
-            failover.degrade(self)
+            self.degrade()
+
+    # --- Failover (called by this connection and by the process's layer probe) -------------
+
+    def degrade(self) -> None:
+        """The layer failed this connection: read its run from the log until the layer is back."""
+        if not self.degraded:
+            logger.info("run %s watcher falls back to polling", self.run_id)
+        self.degraded = True
+        self._sync_watch()
+        get_probe().suspect()
+
+    async def recover(self) -> bool:
+        """Rejoin the group; on success stop polling and fill from the log. True when back on push."""
+        if not await self.resubscribe():
+            return False
+        self.degraded = False
+        self._sync_watch()
+        logger.info("run %s watcher is back on push", self.run_id)
+        await self.catch_up()
+        return True
+
+    def _sync_watch(self) -> None:
+        """Register with the poller at the interval this state needs (or none)."""
+        if not self.following or self.finished:
+            return
+        poller = get_poller()
+        interval = settings.REALTIME_POLL_INTERVAL if self.degraded else self.fallback_interval()
+        if interval is None:
+            poller.unwatch(self)
+        else:
+            poller.watch(self, interval=interval)
 
     async def unsubscribe(self) -> None:
         self.following = False
         if self.run_id is not None:
-            failover.get_probe().unregister(self)
+            get_probe().unregister(self)
             get_poller().unwatch(self)
         if self.subscribed:
             self.subscribed = False

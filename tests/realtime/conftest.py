@@ -9,6 +9,7 @@ from django.conf import settings as django_settings
 from django.db import connections
 
 from realtime import db, publisher
+from tests.plugin import REDIS_UP
 
 # A prefix of this session's own: the core layer keeps groups in Redis keys,
 # and the shared Redis serves other test sessions too.
@@ -16,7 +17,9 @@ _PREFIX = f"asgi-test-{uuid.uuid4().hex[:8]}"
 
 
 def layer_config(backend: str) -> dict:
-    """CHANNEL_LAYERS["default"] for one of the two channels-redis backends."""
+    """CHANNEL_LAYERS["default"] for one of the two channels-redis backends, or the in-memory layer."""
+    if backend == "memory":
+        return {"BACKEND": "channels.layers.InMemoryChannelLayer"}
     hosts = [django_settings.REDIS_URL]
     if backend == "pubsub":
         return {
@@ -29,16 +32,32 @@ def layer_config(backend: str) -> dict:
     }
 
 
-@pytest.fixture(params=["pubsub", "redis"])
-def layer(request, settings):
-    """Runs the test under RedisPubSubChannelLayer and under RedisChannelLayer."""
-    settings.CHANNEL_LAYERS = {"default": layer_config(request.param)}
+def push_layer_backend() -> str:
+    """The layer of a test that needs *a* push layer: pub/sub, or without Redis the in-memory one."""
+    return "pubsub" if REDIS_UP else "memory"
+
+
+REDIS_LAYERS = [
+    pytest.param("pubsub", marks=pytest.mark.redis),
+    pytest.param("redis", marks=pytest.mark.redis),
+]
+
+
+def use_layer(backend: str, settings):
+    """Configure ``backend`` as the default channel layer for one test (a generator fixture's body)."""
+    settings.CHANNEL_LAYERS = {"default": layer_config(backend)}
     channel_layers.backends = {}
     publisher.discard_pending_retries()
-    yield request.param
+    yield backend
     publisher.discard_pending_retries()  # a test's failed publishes must not retry into the next
     _close_publisher_connections()
     channel_layers.backends = {}
+
+
+@pytest.fixture(params=[*REDIS_LAYERS, "memory"])
+def layer(request, settings):
+    """Runs the test under RedisPubSubChannelLayer, RedisChannelLayer and the in-memory layer."""
+    yield from use_layer(request.param, settings)
 
 
 def _close_publisher_connections() -> None:
@@ -81,7 +100,7 @@ def realtime_mode(request, settings):
     """Runs the test in each REALTIME_MODE (routing reads the mode per connection).
 
     Short poll intervals; push and hybrid use whatever channel layer the test
-    configures (combine with ``layer``, or see tests/realtime/test_modes.py).
+    configures (combine with ``layer``, or see tests/scenarios/test_modes.py).
     The `connected` frame then names this mode.
     """
     settings.REALTIME_MODE = request.param
@@ -97,11 +116,11 @@ def _fast_password_hasher(settings):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Poll mode uses no channel layer: run its ``layer`` variants once (the pubsub one)."""
+    """Poll mode uses no channel layer: run its ``layer`` variants once (the in-memory one)."""
     kept, dropped = [], []
     for item in items:
         params = getattr(getattr(item, "callspec", None), "params", {})
-        if params.get("realtime_mode") == "poll" and params.get("layer") not in (None, "pubsub"):
+        if params.get("realtime_mode") == "poll" and params.get("layer") not in (None, "memory"):
             dropped.append(item)
         else:
             kept.append(item)

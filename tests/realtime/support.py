@@ -23,11 +23,17 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from websockets.exceptions import ConnectionClosed
 
-from quikday.asgi import application
+from quikday import asgi
 from realtime import frames as wire
 from realtime import selectors
+from runs.inline import ServerLoopMiddleware
 from runs.models import Run, Step
 from runs.serializers import StepSerializer
+
+# The tests drive their runs themselves. Without Redis (embedded mode) the served
+# application is wrapped in the embedded executor's middleware, which would also
+# resume and reap those runs: the tests connect to what it wraps.
+application = asgi.application.app if isinstance(asgi.application, ServerLoopMiddleware) else asgi.application
 
 # Bounds on waiting for something that must happen, not timing assertions.
 WAIT = 10.0

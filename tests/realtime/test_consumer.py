@@ -6,14 +6,11 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from quikday.asgi import application
 from runs import executor, services
-from tests.realtime.support import WAIT, open_socket, receive, receive_close, token_headers
+from tests.realtime.support import WAIT, application, open_socket, receive, receive_close, token_headers
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.postgres,
-    pytest.mark.redis,
     pytest.mark.usefixtures("layer", "realtime_mode", "dispatched"),
 ]
 

@@ -4,10 +4,10 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 
-from quikday.asgi import application
 from runs import executor, services
+from tests.realtime.support import application
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis]
+pytestmark = [pytest.mark.django_db(transaction=True)]
 
 
 async def test_connect_then_receive_all_events(user, token, dispatched):

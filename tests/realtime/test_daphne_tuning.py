@@ -1,7 +1,11 @@
 """realtime.daphne_tuning: autobahn's debug arguments are lazy and render the same text."""
 
+import os
+import subprocess
+import sys
 from pprint import pformat
 
+import pytest
 from autobahn.twisted import websocket as twisted_websocket
 from autobahn.websocket import protocol
 
@@ -36,3 +40,38 @@ def test_daphne_waits_for_a_slow_client_to_answer_its_close():
     factory = WebSocketFactory(server_class=None)
     factory.setProtocolOptions(autoPingTimeout=30, allowNullOrigin=True)  # as daphne.server does
     assert factory.closeHandshakeTimeout == daphne_tuning.CLOSE_HANDSHAKE_TIMEOUT
+
+
+def test_an_unverified_version_fails_loudly(monkeypatch):
+    monkeypatch.setattr(daphne_tuning.metadata, "version", lambda package: "99.0.1")
+    for package in ("autobahn", "daphne"):
+        with pytest.raises(daphne_tuning.TuningOutdated, match=rf"{package} 99\.0\.1 is installed"):
+            daphne_tuning.check_version(package)
+    with pytest.raises(daphne_tuning.TuningOutdated):
+        daphne_tuning.make_autobahn_logging_lazy()
+    with pytest.raises(daphne_tuning.TuningOutdated):
+        daphne_tuning.wait_longer_for_close_replies()
+
+
+def test_the_installed_versions_are_verified():
+    for package in daphne_tuning.VERIFIED:
+        daphne_tuning.check_version(package)
+
+
+def test_a_renamed_function_fails_loudly(monkeypatch):
+    monkeypatch.delattr(protocol, "hlval")
+    with pytest.raises(daphne_tuning.TuningOutdated, match=r"autobahn\.websocket\.protocol\.hlval"):
+        daphne_tuning.make_autobahn_logging_lazy()
+
+
+def test_the_server_does_not_start_with_an_unverified_daphne():
+    """The ASGI entry point (what Daphne imports at start-up) raises, naming the patch."""
+    script = (
+        "from realtime import daphne_tuning\n"
+        "daphne_tuning.VERIFIED['daphne'] = ('0.1',)\n"
+        "import quikday.asgi\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "quikday.settings"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "TuningOutdated: realtime.daphne_tuning patches daphne as of 0.1" in done.stderr

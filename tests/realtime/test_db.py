@@ -10,7 +10,10 @@ from django.db import connection
 
 from realtime import db
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgres,
+]  # pg_backend_pid, pg_terminate_backend
 
 
 def _backend_pid() -> int:

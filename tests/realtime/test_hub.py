@@ -19,8 +19,6 @@ from tests.realtime.support import check_frames, open_socket, receive_until_clos
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.postgres,
-    pytest.mark.redis,
     pytest.mark.usefixtures("layer", "dispatched"),
 ]
 

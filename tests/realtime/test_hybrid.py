@@ -17,8 +17,6 @@ from tests.realtime.support import (
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.postgres,
-    pytest.mark.redis,
     pytest.mark.usefixtures("dispatched"),
 ]
 

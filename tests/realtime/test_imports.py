@@ -112,3 +112,12 @@ def test_the_frame_format_and_the_readers_do_not_depend_on_the_writer():
         t.startswith("realtime.") and t != "realtime.frames" and t != "realtime.models"
         for t in graph["realtime.publisher"]
     )
+
+
+def test_only_the_publisher_calls_group_send():
+    callers = set()
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and node.attr == "group_send":
+                callers.add(name)
+    assert callers == {"realtime.publisher"}

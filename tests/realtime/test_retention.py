@@ -11,7 +11,7 @@ from realtime import retention, tasks
 from realtime.models import RunEvent
 from runs import executor, services
 
-pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+pytestmark = [pytest.mark.django_db]
 
 
 @pytest.fixture

@@ -1,8 +1,10 @@
 """The connect read (realtime.selectors.connect_state) against the API's serializer.
 
-On PostgreSQL a watcher's snapshot comes from one hand-written statement, not
-from the ORM and RunSerializer; it must be the same JSON, in every state a run
-can be in, and it must refuse exactly as the API does.
+On PostgreSQL a watcher's snapshot comes from the fast path
+(realtime.fast_snapshot, one statement), elsewhere from the ORM path and
+RunSerializer (the reference). Whichever the database, it must be the API's
+JSON in every state a run can be in, and refuse exactly as the API does; on
+PostgreSQL the two paths are also compared directly.
 """
 
 import json
@@ -14,12 +16,13 @@ from django.db import connection
 from rest_framework.authtoken.models import Token
 
 from realtime import selectors
-from realtime.selectors import Refused
+from realtime.fast_snapshot import fast_snapshot
+from realtime.snapshot import Refused
 from runs import services
 from runs.models import Run, Step
 from runs.serializers import RunSerializer
 
-pytestmark = [pytest.mark.django_db, pytest.mark.postgres, pytest.mark.usefixtures("dispatched")]
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("dispatched")]
 
 
 def _as_json(value):
@@ -67,7 +70,6 @@ def _runs_in_every_state(user) -> list:
 
 
 def test_the_connect_read_is_the_api_json_in_every_state(user):
-    assert connection.vendor == "postgresql"
     for run in _runs_in_every_state(user):
         assert _snapshot(run.id, user=user) == _api_json(run.id), Run.objects.get(pk=run.id).status
 
@@ -113,3 +115,25 @@ def test_resume_returns_the_backlog_with_the_snapshot(user):
     state = selectors.connect_state(run_id=run.id, since=1, user=user)
     assert state.recovered is True
     assert [e.seq for e in state.backlog] == list(range(2, state.snapshot.seq + 1))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)  # run_snapshot sets REPEATABLE READ: its own transaction
+def test_the_fast_path_answers_what_the_orm_path_answers(user, other_user, staff_user):
+    """The reference (run_snapshot + user_for_token) and the fast path, side by side on PostgreSQL."""
+    assert connection.vendor == "postgresql"
+    runs = _runs_in_every_state(user)
+    keys = {who: Token.objects.create(user=who).key for who in (user, other_user, staff_user)}
+    for run_id in [run.id for run in runs] + [uuid.uuid4()]:
+        assert fast_snapshot(run_id=run_id, user=None, token_key=None) == selectors.run_snapshot(
+            run_id=run_id
+        )
+        for who in (user, other_user, staff_user):
+            reference = selectors.run_snapshot(run_id=run_id, user=who)
+            assert fast_snapshot(run_id=run_id, user=who, token_key=None) == reference
+            by_token = fast_snapshot(run_id=run_id, user=None, token_key=keys[who])
+            assert by_token == selectors.run_snapshot(
+                run_id=run_id, user=selectors.user_for_token(key=keys[who])
+            )
+    assert fast_snapshot(run_id=runs[0].id, user=None, token_key="nosuchkey") == Refused.UNAUTHENTICATED
+    assert selectors.user_for_token(key="nosuchkey") is None

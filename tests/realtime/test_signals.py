@@ -6,7 +6,7 @@ from realtime import signals
 from realtime.models import RunEvent
 from runs import services
 
-pytestmark = [pytest.mark.django_db, pytest.mark.postgres]
+pytestmark = [pytest.mark.django_db]
 
 
 def test_connecting_again_does_not_double_the_events(user, dispatched):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 from django.contrib.admin.models import LogEntry
+from django.utils import timezone
 
 from runs import services
 from runs.models import Run
@@ -30,21 +31,6 @@ def change_url(run):
     return f"/admin/runs/run/{run.id}/change/"
 
 
-def inline_management(run, prefix="steps"):
-    """The inline formset's management data a browser would send back with the form."""
-    ids = list(run.steps.order_by("index").values_list("id", flat=True))
-    data = {
-        f"{prefix}-TOTAL_FORMS": str(len(ids)),
-        f"{prefix}-INITIAL_FORMS": str(len(ids)),
-        f"{prefix}-MIN_NUM_FORMS": "0",
-        f"{prefix}-MAX_NUM_FORMS": "1000",
-    }
-    for position, step_id in enumerate(ids):
-        data[f"{prefix}-{position}-id"] = str(step_id)
-        data[f"{prefix}-{position}-run"] = str(run.id)
-    return data
-
-
 def messages_of(response):
     return [str(m) for m in response.context["messages"]] if response.context else []
 
@@ -58,11 +44,14 @@ def test_changelist_shows_status_owner_progress_and_duration(admin_client, make_
     assert response.status_code == 200
     page = response.content.decode()
     assert str(run.id) in page and str(queued.id) in page
-    assert "1/3" in page and "0/3" in page  # progress: steps done / total
+    assert "1/3" in page and "0/3" in page  # progress: steps succeeded / total
     assert page.count("—") >= 1  # the queued run has no duration yet
     rows = {r.pk: r for r in response.context["cl"].result_list}
     admin = response.context["cl"].model_admin
-    assert admin.progress(rows[run.id]) == "1/3"
+    # The cells the live script updates carry the run's id.
+    assert admin.progress(rows[run.id]) == f'<span data-run-progress="{run.id}">1/3</span>'
+    assert f'data-run-status="{run.id}">processing<' in admin.live_status(rows[run.id])
+    assert 'id="live-connection"' in page and "web/run-view.js" in page
     assert admin.duration(rows[run.id]).endswith("s")
     assert admin.duration(rows[queued.id]) == "—"
 
@@ -88,23 +77,30 @@ def test_search_by_prompt_and_by_id(admin_client, make_run):
     assert admin_client.get(CHANGELIST, {"q": "nothing like this"}).context["cl"].result_count == 0
 
 
-def test_change_page_shows_steps_read_only(admin_client, make_run):
+def test_change_page_shows_the_live_run_and_no_status_field(admin_client, make_run):
     run = make_run("processing")
     services.step_start(run_id=run.id, index=0)
     services.step_succeed(run_id=run.id, index=0, output={"ok": True})
     response = admin_client.get(change_url(run))
     assert response.status_code == 200
     page = response.content.decode()
-    assert "{&quot;ok&quot;: true}" in page or '{"ok": true}' in page
-    # No editable inputs for step fields; the run's own only editable field is status.
-    assert 'name="steps-0-status"' not in page and 'name="steps-0-output"' not in page
-    assert 'name="status"' in page and 'name="plan"' not in page and 'name="prompt"' not in page
-    inline = response.context["inline_admin_formsets"][0]
-    assert (
-        not inline.has_add_permission
-        and not inline.has_change_permission
-        and not inline.has_delete_permission
-    )
+    # The live panel, mounted on the run's snapshot (steps with their output).
+    assert 'id="run-panel"' in page and 'id="run-snapshot"' in page and '"ok": true' in page
+    assert "mountRunView" in page
+    # Nothing editable: no status dropdown, no save buttons; cancel and re-run are buttons.
+    assert 'name="status"' not in page and 'name="plan"' not in page and 'name="prompt"' not in page
+    assert 'name="_save"' not in page
+    assert f"/admin/runs/run/{run.id}/cancel/" in page and f"/admin/runs/run/{run.id}/rerun/" in page
+    # Timestamps to the second.
+    created = timezone.localtime(Run.objects.get(pk=run.id).created_at).strftime("%Y-%m-%d %H:%M:%S")
+    assert created in page
+
+
+def test_no_cancel_button_once_finished(admin_client, make_run):
+    run = make_run("succeeded")
+    page = admin_client.get(change_url(run)).content.decode()
+    assert f"/admin/runs/run/{run.id}/cancel/" not in page
+    assert f"/admin/runs/run/{run.id}/rerun/" in page
 
 
 def test_cancel_action(admin_client, make_run):
@@ -155,31 +151,46 @@ def test_rerun_of_a_plan_no_longer_valid_is_refused_with_a_message(admin_client,
     assert Run.objects.count() == 3
 
 
-def test_an_illegal_status_edit_is_a_form_error_and_changes_nothing(admin_client, make_run):
-    run = make_run("succeeded")
-    before = Run.objects.filter(pk=run.id).values().get()
-    response = admin_client.post(change_url(run), {"status": "processing", **inline_management(run)})
-    assert response.status_code == 200  # the form again, with its error
-    assert "a run cannot go from succeeded to processing" in response.content.decode()
-    assert Run.objects.filter(pk=run.id).values().get() == before
-
-
-def test_a_legal_status_edit_goes_through_the_services(admin_client, make_run):
-    run = make_run("queued")
-    response = admin_client.post(change_url(run), {"status": "cancelled", **inline_management(run)})
-    assert response.status_code == 302, response.content.decode()[:2000]
-    run = Run.objects.get(pk=run.id)
-    assert run.status == "cancelled" and run.finished_at is not None
-    assert list(run.steps.values_list("status", flat=True)) == ["skipped"] * 3
-    assert run.seq >= 4  # its events were recorded like any other change
-
-
-def test_an_unchanged_status_saves_nothing(admin_client, make_run):
+def test_a_posted_status_changes_nothing(admin_client, make_run):
+    """No status edits: a forged POST of the old form cannot mark a processing run succeeded."""
     run = make_run("processing")
     before = Run.objects.filter(pk=run.id).values().get()
-    response = admin_client.post(change_url(run), {"status": "processing", **inline_management(run)})
+    response = admin_client.post(change_url(run), {"status": "succeeded"})
     assert response.status_code == 302
     assert Run.objects.filter(pk=run.id).values().get() == before
+
+
+def test_cancel_button_cancels_through_the_service(admin_client, make_run):
+    queued, processing = make_run(), make_run("processing")
+    response = admin_client.post(f"/admin/runs/run/{queued.id}/cancel/", follow=True)
+    assert response.status_code == 200
+    assert Run.objects.get(pk=queued.id).status == "cancelled"
+    assert "Cancel requested" in " ".join(messages_of(response))
+    admin_client.post(f"/admin/runs/run/{processing.id}/cancel/")
+    assert Run.objects.get(pk=processing.id).cancel_requested_at is not None
+    response = admin_client.post(f"/admin/runs/run/{queued.id}/cancel/", follow=True)
+    assert "cannot be cancelled" in " ".join(messages_of(response))
+
+
+def test_cancel_and_rerun_are_post_only_and_404_for_unknown_runs(admin_client, make_run):
+    run = make_run()
+    assert admin_client.get(f"/admin/runs/run/{run.id}/cancel/").status_code == 405
+    assert admin_client.get(f"/admin/runs/run/{run.id}/rerun/").status_code == 405
+    assert Run.objects.get(pk=run.id).status == "queued"
+    assert (
+        admin_client.post("/admin/runs/run/00000000-0000-0000-0000-000000000000/cancel/").status_code == 404
+    )
+    assert admin_client.post("/admin/runs/run/not-a-uuid/rerun/").status_code == 404
+
+
+def test_rerun_button_links_to_the_new_run(admin_client, make_run, sent):
+    old = make_run("failed", prompt="again")
+    response = admin_client.post(f"/admin/runs/run/{old.id}/rerun/", follow=True)
+    new = Run.objects.exclude(pk=old.id).get()
+    assert (new.prompt, new.plan, new.owner) == ("again", old.plan, old.owner)
+    shown = " ".join(messages_of(response))
+    assert f'<a href="/admin/runs/run/{new.id}/change/">run {new.id}</a>' in shown
+    assert response.redirect_chain[-1][0] == change_url(old)
 
 
 def test_add_form_creates_a_run_through_the_service(

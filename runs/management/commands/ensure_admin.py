@@ -42,6 +42,7 @@ class Command(BaseCommand):
             out.write("Password:    from DJANGO_SUPERUSER_PASSWORD")
         else:
             out.write("Password:    as set before (manage.py changepassword to reset it)")
+        out.write(f"Watch runs:  {base}/   (log in, create a run, watch it live)")
         out.write(f"Log in:      {base}/admin/")
         out.write(f"API token:   {token.key}")
         out.write(f'Try it:      curl -H "Authorization: Token {token.key}" {base}/api/tools/')

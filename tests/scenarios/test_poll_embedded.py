@@ -13,7 +13,7 @@ import json
 import pytest
 import websockets
 
-from tests.test_embedded import http, make_run, receive_all
+from tests.scenarios.test_embedded import http, make_run, receive_all
 
 pytestmark = [pytest.mark.e2e]
 

@@ -14,10 +14,16 @@ from realtime.frames import group_name
 from realtime.models import RunEvent
 from runs import services, tasks
 from tests.processes import free_port
-from tests.realtime.conftest import layer_config
+from tests.realtime.conftest import REDIS_LAYERS, layer_config, use_layer
 from tests.realtime.support import logged_frames, open_socket, receive, receive_until_close, token_headers
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.postgres, pytest.mark.redis]
+
+
+@pytest.fixture(params=REDIS_LAYERS)
+def layer(request, settings):
+    """Publishing to Redis: both channels-redis layers (the in-memory one has no connections to count)."""
+    yield from use_layer(request.param, settings)
 
 
 async def _layer_down(*args, **kwargs):

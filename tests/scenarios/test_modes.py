@@ -2,8 +2,9 @@
 
 A client cannot tell the modes apart except by `connected`'s payload.mode:
 same frames, same seqs, same resume, same close codes, same ping. Push and
-hybrid use the pub/sub layer on the shared Redis here (both channels-redis
-layers are covered by the push tests); poll uses no channel layer at all.
+hybrid use the pub/sub layer on the shared Redis here, or the in-memory layer
+when Redis is not running (every layer is covered by the ``layer`` tests);
+poll uses no channel layer at all.
 """
 
 import json
@@ -14,12 +15,12 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
 
-from quikday.asgi import application
 from realtime.poller import get_poller
 from runs import executor, services
-from tests.realtime.conftest import layer_config
+from tests.realtime.conftest import layer_config, push_layer_backend
 from tests.realtime.support import (
     WAIT,
+    application,
     apply_events,
     check_frames,
     fresh_snapshot,
@@ -33,8 +34,6 @@ from tests.realtime.support import (
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
-    pytest.mark.postgres,
-    pytest.mark.redis,
     pytest.mark.usefixtures("dispatched", "mode"),
 ]
 
@@ -44,7 +43,7 @@ FULL_RUN = ["run_status", *["step_started", "step_succeeded"] * 3, "run_complete
 
 @pytest.fixture
 def mode(realtime_mode, settings):
-    settings.CHANNEL_LAYERS = {"default": layer_config("pubsub")}
+    settings.CHANNEL_LAYERS = {"default": layer_config(push_layer_backend())}
     channel_layers.backends = {}
     yield realtime_mode
     channel_layers.backends = {}

@@ -1,0 +1,39 @@
+"""HTTP endpoints of the streams' clients: connection tickets and the run list's summaries."""
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema, inline_serializer
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from realtime import summaries, tickets
+
+
+class WsTicketView(APIView):
+    @extend_schema(
+        request=None,
+        responses={
+            201: inline_serializer(
+                "WsTicket", {"ticket": serializers.CharField(), "expires_at": serializers.DateTimeField()}
+            )
+        },
+    )
+    def post(self, request):
+        """A single-use ticket for one WebSocket handshake: connect with ``?ticket=<ticket>``.
+
+        For pages on another origin, which cannot send a token header on a
+        WebSocket. Valid for about a minute (REALTIME_TICKET_SECONDS) and used up
+        by the first handshake that presents it.
+        """
+        ticket, expires_at = tickets.issue_ticket(user=request.user)
+        return Response(
+            {"ticket": ticket, "expires_at": serializers.DateTimeField().to_representation(expires_at)},
+            status=status.HTTP_201_CREATED,
+        )
+
+
+class RunSummaryListView(APIView):
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def get(self, request):
+        """The newest runs' summaries, as /ws/runs/ sends them (its polling fallback)."""
+        return Response({"runs": summaries.run_summaries_for_user(user=request.user)})

@@ -1,0 +1,67 @@
+"""Connection tickets: how a page on another origin opens a WebSocket without a long-lived token in the URL.
+
+A browser cannot set an ``Authorization`` header on a WebSocket, and a cookie
+from another origin is exactly what the Origin check refuses. So a client
+asks ``POST /api/ws-tickets/`` (with its token or session) for a ticket, and
+connects with ``?ticket=<ticket>``. A ticket is random, valid for
+REALTIME_TICKET_SECONDS and consumed by its first handshake, so a copy of the
+URL in a proxy's or server's log is worthless. Tickets live in the database
+(every web process sees them), stored as SHA-256 only; one atomic
+``DELETE … RETURNING`` both checks and consumes one, so two handshakes racing
+with the same ticket cannot both win.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.utils import timezone
+
+from realtime.models import ConnectionTicket
+
+# token_urlsafe(32) gives 43 characters; anything else cannot be a ticket.
+TICKET_LENGTH = 43
+QUERY_PARAMETER = "ticket"
+
+
+def _hash(ticket: str) -> str:
+    return hashlib.sha256(ticket.encode()).hexdigest()
+
+
+def issue_ticket(*, user) -> tuple[str, datetime]:
+    """A new ticket for ``user`` and when it expires. Expired tickets are pruned on the way."""
+    ticket = secrets.token_urlsafe(32)
+    now = timezone.now()
+    expires_at = now + timedelta(seconds=settings.REALTIME_TICKET_SECONDS)
+    with transaction.atomic():
+        ConnectionTicket.objects.filter(expires_at__lte=now).delete()
+        ConnectionTicket.objects.create(key_hash=_hash(ticket), user=user, expires_at=expires_at)
+    return ticket, expires_at
+
+
+def consume_ticket(*, ticket: str):
+    """The active user the ticket was issued to, or None; the ticket is used up either way."""
+    if len(ticket) != TICKET_LENGTH or not ticket.isascii():
+        return None
+    table = ConnectionTicket._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {table} WHERE key_hash = %s RETURNING user_id, expires_at",  # noqa: S608
+            [_hash(ticket)],
+        )
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    user_id, expires_at = row
+    if isinstance(expires_at, str):  # SQLite returns the raw column
+        expires_at = datetime.fromisoformat(expires_at)
+    if timezone.is_naive(expires_at):
+        expires_at = timezone.make_aware(expires_at, timezone.get_current_timezone())
+    if expires_at <= timezone.now():
+        return None
+    return get_user_model().objects.filter(pk=user_id, is_active=True).first()

@@ -1,0 +1,127 @@
+"""The pages without a browser: login, the form built from the tool registry, access, cancel, API docs."""
+
+import json
+
+import pytest
+
+from runs import services
+from runs.models import Run
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice_client(client, user):
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.parametrize("path", ["/", "/runs/", "/runs/new/"])
+def test_pages_need_a_login(client, path):
+    response = client.get(path)
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+
+
+def test_landing_and_login_pages(client, user):
+    assert "Log in" in client.get("/login/").content.decode()
+    response = client.post("/login/", {"username": "alice", "password": "pw-alice-123"})
+    assert response.status_code == 302 and response["Location"] == "/"
+    page = client.get("/").content.decode()
+    assert "Hello, alice" in page and 'href="/runs/new/"' in page
+
+
+def test_the_form_has_a_field_per_tool_argument(alice_client):
+    page = alice_client.get("/runs/new/").content.decode()
+    assert 'name="step-0-tool"' in page
+    assert 'name="step-0-arg-wait-seconds"' in page and 'type="number"' in page and 'max="60' in page
+    assert 'name="step-0-arg-fail-message"' in page
+    assert 'name="step-0-any-echo-value"' in page  # echo takes any arguments: a name/value pair
+    assert "<textarea" not in page.split('id="step-template"')[0]  # no JSON box for these tools
+
+
+def test_creating_a_run_from_the_form(alice_client, user, dispatched):
+    response = alice_client.post(
+        "/runs/new/",
+        {
+            "prompt": "from the form",
+            "step-0-tool": "wait",
+            "step-0-arg-wait-seconds": "1.5",
+            "step-1-tool": "",  # an empty row is skipped
+            "step-2-tool": "echo",
+            "step-2-any-echo-name": "text",
+            "step-2-any-echo-value": "hi",
+            "step-3-tool": "fail",
+            "step-3-arg-fail-message": "",  # optional, left out
+        },
+    )
+    run = Run.objects.get()
+    assert response.status_code == 302 and response["Location"] == f"/runs/{run.id}/"
+    assert (run.owner, run.prompt) == (user, "from the form")
+    assert run.plan == [
+        {"tool": "wait", "args": {"seconds": 1.5}},
+        {"tool": "echo", "args": {"text": "hi"}},
+        {"tool": "fail", "args": {"message": "failed on purpose"}},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({}, "pick a tool for at least one step"),
+        ({"step-0-tool": "nope"}, "Step 1: unknown tool &#x27;nope&#x27;"),
+        ({"step-0-tool": "wait", "step-0-arg-wait-seconds": "abc"}, "Step 1: seconds must be a number"),
+        ({"step-0-tool": "wait", "step-0-arg-wait-seconds": "999"}, "at most 60"),
+        ({"step-1-tool": "wait"}, "Step 2: tool &#x27;wait&#x27; needs argument &#x27;seconds&#x27;"),
+        ({"step-0-tool": "echo", "step-1-tool": "wait"}, "Step 2: tool &#x27;wait&#x27; needs"),
+    ],
+)
+def test_a_bad_form_is_a_400_with_the_reason_and_creates_nothing(alice_client, dispatched, data, message):
+    response = alice_client.post("/runs/new/", data)
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert 'role="alert"' in page and message in page, page[page.find("alert") : page.find("alert") + 300]
+    assert not Run.objects.exists()
+
+
+def test_run_page_and_list_show_only_the_users_runs(alice_client, user, other_user, dispatched):
+    mine = services.run_create(owner=user, steps=[{"tool": "echo", "args": {}}], prompt="mine")
+    theirs = services.run_create(owner=other_user, steps=[{"tool": "echo", "args": {}}], prompt="theirs")
+    page = alice_client.get(f"/runs/{mine.id}/").content.decode()
+    assert 'id="run-panel"' in page and 'aria-live="polite"' in page and "mountRunView" in page
+    snapshot = json.loads(page.split('id="run-snapshot" type="application/json">')[1].split("</script>")[0])
+    assert snapshot["id"] == str(mine.id) and snapshot["seq"] == 0
+    not_found = alice_client.get(f"/runs/{theirs.id}/")
+    assert not_found.status_code == 404 and "No such run" in not_found.content.decode()
+    listing = alice_client.get("/runs/").content.decode()
+    assert str(mine.id) in listing and str(theirs.id) not in listing
+    summaries = alice_client.get("/api/run-summaries/").json()["runs"]
+    assert [r["id"] for r in summaries] == [str(mine.id)]
+
+
+def test_cancel_from_the_page(alice_client, user, other_user, dispatched):
+    run = services.run_create(owner=user, steps=[{"tool": "echo", "args": {}}])
+    assert alice_client.get(f"/runs/{run.id}/cancel/").status_code == 405
+    response = alice_client.post(f"/runs/{run.id}/cancel/", follow=True)
+    assert Run.objects.get(pk=run.id).status == "cancelled"
+    assert "Cancel requested" in response.content.decode()
+    again = alice_client.post(f"/runs/{run.id}/cancel/", follow=True).content.decode()
+    assert "cannot be cancelled" in again
+    theirs = services.run_create(owner=other_user, steps=[{"tool": "echo", "args": {}}])
+    assert alice_client.post(f"/runs/{theirs.id}/cancel/").status_code == 404
+    assert Run.objects.get(pk=theirs.id).status == "queued"
+
+
+def test_api_docs_are_served_from_the_app(client):
+    page = client.get("/api/docs/").content.decode()
+    assert "/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js" in page
+    assert "cdn" not in page.lower()
+    assert (
+        client.get("/static/drf_spectacular_sidecar/swagger-ui-dist/swagger-ui-bundle.js").status_code == 200
+    )
+
+
+def test_the_client_and_its_types_are_static_files(client):
+    for name in ("quikday-realtime.js", "quikday-realtime.d.ts"):
+        response = client.get(f"/static/realtime/{name}")
+        assert response.status_code == 200
+        assert "watchRun" in b"".join(response.streaming_content).decode()
