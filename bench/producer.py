@@ -130,9 +130,9 @@ def _record_commit_times() -> dict[str, dict[int, float]]:
     commits: dict[str, dict[int, float]] = {}
     publish = publisher.publish
 
-    def timed_publish(event):
+    def timed_publish(event, **kwargs):
         commits.setdefault(str(event.run_id), {})[event.seq] = time.time()
-        return publish(event)
+        return publish(event, **kwargs)
 
     publisher.publish = timed_publish  # realtime.log looks publish up at commit time
     return commits

@@ -30,9 +30,11 @@ ROWS = [
     ("idle_qps_l2", "DB transactions/s, 1,000 idle watchers (on 50 runs)"),
     ("storm_connected", "of 1,000 clients connecting at once: got `connected`"),
     ("storm_all_s", "… all of them within (s)"),
-    ("held", "idle WebSockets held by one Daphne"),
+    ("storm_big_connected", "of 5,000 clients connecting at once: got `connected`"),
+    ("storm_big_all_s", "… all of them within (s)"),
+    ("held", "idle WebSockets held by the web processes"),
     ("kb_per_conn", "RSS per idle WebSocket (KB)"),
-    ("idle_cpu_pct", "Daphne CPU while they idle (% of a core)"),
+    ("idle_cpu_pct", "web processes' CPU while they idle (% of a core)"),
     ("connects_per_s", "connects/s while opening them (200 at a time)"),
     ("db_tx_per_connect", "DB transactions per connect"),
     ("fanout_frames_per_s", "fan-out: frames/s delivered with p99 < 250 ms"),
@@ -183,3 +185,96 @@ def goals_markdown(rows: list[dict]) -> str:
 
 def machine_markdown(machine: dict) -> str:
     return "\n".join(f"- {key}: {value}" for key, value in machine.items())
+
+
+def goals_13_markdown(results: dict) -> str:
+    """Issue 13's table: each figure before (the 20:11 run), its goal, and this run's."""
+    d = results["modes"].get(DEFAULT_MODE, {}).get("median", {})
+    work = results.get("write_cost", {})
+    runs = results.get("throughput", {})
+
+    def ok(value: bool | None) -> str:
+        return {True: "met", False: "**not met**", None: "not measured"}[value]
+
+    def judged(*values, test) -> bool | None:
+        return None if any(v is None for v in values) else test()
+
+    rows = [
+        (
+            "1,000 clients connecting at once: all `connected` within",
+            "2.60 s",
+            "≤ 1 s",
+            f"{_fmt(d.get('storm_all_s'))} s ({_fmt(d.get('storm_connected'))} connected)",
+            judged(d.get("storm_all_s"), test=lambda: d["storm_connected"] >= 1000 and d["storm_all_s"] <= 1),
+        ),
+        (
+            "5,000 clients connecting at once",
+            "not measured",
+            "all connected, ≤ 5 s",
+            f"{_fmt(d.get('storm_big_connected'))} connected, all within {_fmt(d.get('storm_big_all_s'))} s",
+            judged(
+                d.get("storm_big_all_s"),
+                test=lambda: d["storm_big_connected"] >= 5000 and d["storm_big_all_s"] <= 5,
+            ),
+        ),
+        (
+            "push p50 / p99, 100 watchers / 10 runs / 20 ev/s",
+            "6.09 / 33.9 ms",
+            "≤ 5 / ≤ 25 ms",
+            f"{_fmt(d.get('l1_p50'))} / {_fmt(d.get('l1_p99'))} ms",
+            judged(d.get("l1_p50"), test=lambda: d["l1_p50"] <= 5 and d["l1_p99"] <= 25),
+        ),
+        (
+            "one event to 100 watchers of one run, p99",
+            "44.6 ms",
+            "≤ 25 ms",
+            f"{_fmt(d.get('burst_p99'))} ms",
+            judged(d.get("burst_p99"), test=lambda: d["burst_p99"] <= 25),
+        ),
+        (
+            "1,000 watchers / 50 runs / 200 ev/s, p99 (producers on the same box)",
+            "1,305 ms at 174 ev/s",
+            "≤ 100 ms at the full 200 ev/s",
+            f"{_fmt(d.get('l2_p99'))} ms at {_fmt(d.get('l2_rate'))} ev/s",
+            judged(d.get("l2_p99"), test=lambda: d["l2_p99"] <= 100 and d["l2_rate"] >= 195),
+        ),
+        (
+            "fan-out: frames/s delivered with p99 < 250 ms",
+            "4,000",
+            "≥ 10,000",
+            _fmt(d.get("fanout_frames_per_s")),
+            judged(d.get("fanout_frames_per_s"), test=lambda: d["fanout_frames_per_s"] >= 10_000),
+        ),
+        (
+            "idle sockets per host",
+            "10,000 at 27.5 KB",
+            "≥ 20,000 at ≤ 25 KB each, idle CPU ≤ 10 % of a core per 10,000",
+            f"{_fmt(d.get('held'))} at {_fmt(d.get('kb_per_conn'))} KB, "
+            f"idle CPU {_fmt(d.get('idle_cpu_pct'))} % of a core",
+            judged(
+                d.get("held"),
+                test=lambda: (
+                    d["held"] >= 20_000
+                    and d["kb_per_conn"] <= 25
+                    and d["idle_cpu_pct"] <= 10 * d["held"] / 10_000
+                ),
+            ),
+        ),
+        (
+            "worker CPU per event (services → commit → publish), CPU time",
+            "~5 ms",
+            "≤ 1 ms",
+            f"{_fmt(work.get('worker_cpu_ms_per_event'))} ms",
+            judged(work.get("worker_cpu_ms_per_event"), test=lambda: work["worker_cpu_ms_per_event"] <= 1),
+        ),
+        (
+            "whole runs/s, 3 echo steps, 2 workers",
+            "17.2",
+            "≥ 50",
+            _fmt(runs.get("runs_per_s_2w")),
+            judged(runs.get("runs_per_s_2w"), test=lambda: runs["runs_per_s_2w"] >= 50),
+        ),
+    ]
+    lines = ["| figure | before (2026-11-27 20:11) | goal | this run | |", "|---|---|---|---|---|"]
+    lines += [f"| {a} | {b} | {c} | {e} | {ok(m)} |" for a, b, c, e, m in rows]
+    return "\n".join(lines)

@@ -40,6 +40,8 @@ class Sizes:
     publish_n: int
     throughput_runs: int
     stats_settle: float  # seconds before an idle DB reading (see latency_workload)
+    big_storm: int = 5000  # clients connecting at once in the second storm (issue 13)
+    write_cost_runs: int = 150  # runs per repeat of bench/write_cost.py
 
 
 FULL = Sizes(
@@ -53,21 +55,21 @@ FULL = Sizes(
     100,
     16,
     6.0,
-    10_000,
+    20_000,
     100,
     1000,
     10,
-    (10, 20, 40, 80),
+    (10, 20, 40, 80, 120, 160),
     4.0,
     300,
     150,
     11.0,
 )
-QUICK = Sizes(20, 4, 10, 100, 10, 40, 2.0, 20, 4, 2.5, 100, 10, 100, 4, (20,), 2.0, 50, 5, 1.0)
+QUICK = Sizes(20, 4, 10, 100, 10, 40, 2.0, 20, 4, 2.5, 100, 10, 100, 4, (20,), 2.0, 50, 5, 1.0, 200, 10)
 
 FANOUT_P99_MS = 250.0
 HOLD_BATCH = 200  # sockets opened at a time when filling a process (the storm is measured apart)
-HOLD_BUDGET_S = 60.0  # no new batch after this long: a slow connect path shows as fewer held
+HOLD_BUDGET_S = 120.0  # no new batch after this long: a slow connect path shows as fewer held
 
 
 @dataclass
@@ -220,7 +222,7 @@ def per_mode(ctx: Ctx, mode: Mode, *, with_fanout: bool) -> dict:
     """Latency (1), idle DB load (2), burst to one run, connect storm (6), fan-out (4) — one Daphne."""
     s = ctx.sizes
     procs = ctx.procs
-    daphne, port = stack.start_daphne(procs, mode_env(ctx, mode), mode.asgi_app)
+    web, port = stack.start_web(procs, mode_env(ctx, mode), mode.asgi_app)
     try:
         ctx.client.call(
             "open",
@@ -269,30 +271,34 @@ def per_mode(ctx: Ctx, mode: Mode, *, with_fanout: bool) -> dict:
         )
         if with_fanout:
             out.update(fanout(ctx, mode, port))
-        out["daphne_rss_mb"] = round(stack.rss_kb(daphne.pid) / 1024, 1)
+        out["daphne_rss_mb"] = round(sum(map(stack.rss_kb, stack.web_pids(web))) / 1024, 1)
         # Last: a collapsed storm leaves the process busy with dead handshakes for a while.
         out.update(storm(ctx, port))
+        out.update(storm(ctx, port, clients=s.big_storm, prefix="storm_big"))
         return out
     finally:
-        procs.stop(daphne)
+        procs.stop(web)
 
 
-def storm(ctx: Ctx, port: int) -> dict:
-    """(6) As many clients as the 1,000-watcher workload, all connecting at once."""
+def storm(ctx: Ctx, port: int, *, clients: int | None = None, prefix: str = "storm") -> dict:
+    """(6) ``clients`` (default: as many as the 1,000-watcher workload) connecting at once."""
     s = ctx.sizes
-    run_ids = ctx.fixtures.make_runs(s.l2_runs, steps=1)
+    clients = clients or s.l2_watchers
+    runs = s.l2_runs
+    run_ids = ctx.fixtures.make_runs(runs, steps=1)
     opened = ctx.client.call(
         "open",
         url=f"ws://127.0.0.1:{port}",
         token=ctx.token,
         runs=run_ids,
-        per_run=s.l2_watchers // s.l2_runs,
+        per_run=clients // runs,
+        batch=clients,
     )
     ctx.client.call("close")
     return {
-        "storm_connected": opened["connected"],
-        "storm_all_s": opened["elapsed_s"],
-        "storm_p99_ms": opened["connect_ms"]["p99"],
+        f"{prefix}_connected": opened["connected"],
+        f"{prefix}_all_s": opened["elapsed_s"],
+        f"{prefix}_p99_ms": opened["connect_ms"]["p99"],
     }
 
 
@@ -342,9 +348,10 @@ def fanout(ctx: Ctx, mode: Mode, port: int) -> dict:
 
 
 def connections(ctx: Ctx, mode: Mode) -> dict:
-    """(3) Idle WebSockets one Daphne holds, RSS per connection, idle CPU."""
+    """(3) Idle WebSockets the web processes hold, RSS per connection, idle CPU."""
     s = ctx.sizes
-    daphne, port = stack.start_daphne(ctx.procs, mode_env(ctx, mode), mode.asgi_app)
+    web, port = stack.start_web(ctx.procs, mode_env(ctx, mode), mode.asgi_app)
+    pids = stack.web_pids(web)
     try:
         run_ids = ctx.fixtures.make_runs(s.hold_runs, steps=1)
         url = f"ws://127.0.0.1:{port}"
@@ -352,7 +359,7 @@ def connections(ctx: Ctx, mode: Mode) -> dict:
         ctx.client.call("open", url=url, token=ctx.token, runs=run_ids[:1], per_run=20)
         ctx.client.call("close")
         time.sleep(1.0)
-        base = stack.rss_kb(daphne.pid)
+        base = sum(map(stack.rss_kb, pids))
         tx_before = stack.pg_transactions(ctx.admin_dsn, ctx.dbname)
         began = time.perf_counter()
         opened = ctx.client.call(
@@ -360,7 +367,8 @@ def connections(ctx: Ctx, mode: Mode) -> dict:
             url=url,
             token=ctx.token,
             runs=run_ids,
-            per_run=s.hold // s.hold_runs,
+            # The client's descriptors bound it (its hard RLIMIT_NOFILE; raise it to hold more).
+            per_run=min(s.hold, ctx.client.nofile - 100) // s.hold_runs,
             batch=HOLD_BATCH,
             budget_s=HOLD_BUDGET_S,
         )
@@ -369,9 +377,9 @@ def connections(ctx: Ctx, mode: Mode) -> dict:
         tx_per_connect = (stack.pg_transactions(ctx.admin_dsn, ctx.dbname) - tx_before) / max(
             1, opened["connected"]
         )
-        cpu = stack.cpu_percent(daphne.pid, ctx.sizes.idle_window)
+        cpu = stack.cpu_percent(pids, ctx.sizes.idle_window)
         held = ctx.client.call("stats")["open"]
-        after = stack.rss_kb(daphne.pid)
+        after = sum(map(stack.rss_kb, pids))
         ctx.client.call("close")
         return {
             "held": held,
@@ -382,7 +390,7 @@ def connections(ctx: Ctx, mode: Mode) -> dict:
             "db_tx_per_connect": round(tx_per_connect, 2),
         }
     finally:
-        ctx.procs.stop(daphne)
+        ctx.procs.stop(web)
 
 
 def publish_cost(ctx: Ctx, layer: str) -> dict:
@@ -419,3 +427,15 @@ def throughput(ctx: Ctx, workers: int) -> dict:
     finally:
         for proc in started:
             ctx.procs.stop(proc)
+
+
+def write_cost(ctx: Ctx) -> dict:
+    """(5c) Worker CPU per event, in CPU time: bench/write_cost.py (its own database and Redis)."""
+    argv = [stack.PYTHON, str(stack.ROOT / "bench" / "write_cost.py")]
+    argv += ["--runs", str(ctx.sizes.write_cost_runs), "--repeats", "1"]
+    done = subprocess.run(
+        argv, cwd=stack.ROOT, env=ctx.env, capture_output=True, text=True, timeout=600, check=True
+    )
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    got.pop("median_of", None)
+    return got

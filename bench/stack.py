@@ -20,7 +20,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
-BIN = Path(PYTHON).parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -28,19 +27,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_port(port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process {proc.args!r} exited with {proc.returncode} before listening")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on port {port} after {timeout}s")
 
 
 class Processes:
@@ -83,17 +69,47 @@ class Processes:
             self.stop(proc)
 
 
-def start_daphne(
+def web_processes(env: dict[str, str]) -> int:
+    """How many Daphne processes the web command starts: WEB_CONCURRENCY, else the cores."""
+    return int(env.get("WEB_CONCURRENCY") or 0) or len(os.sched_getaffinity(0))
+
+
+def start_web(
     procs: Processes, env: dict[str, str], app: str = "quikday.asgi:application"
 ) -> tuple[subprocess.Popen, int]:
-    """One Daphne process serving ``app`` as the product would be deployed, on a free port."""
+    """The web command serving ``app`` as the Procfile deploys it (quikday/web.py:
+    WEB_CONCURRENCY Daphne processes on one port, a listen backlog of 2,048), on a free loopback port.
+
+    Returns the parent; its Daphne processes are ``web_pids(parent)``. The parent
+    binds the port before its children start, so readiness is every child's
+    "Listening" line in the log, not the port answering.
+    """
     port = free_port()
-    # The Procfile's endpoint, on loopback: a listen backlog of 2,048, not Twisted's 50.
-    endpoint = f"tcp:port={port}:interface=127.0.0.1:backlog=2048"
-    argv = [str(BIN / "daphne"), "--endpoint", endpoint, app]
-    proc = procs.start("daphne", argv, env)
-    wait_port(port, 60, proc)
+    count = web_processes(env)
+    argv = [PYTHON, "-m", "quikday.web", "--port", str(port), "--backlog", "2048", "--processes", str(count)]
+    proc = procs.start("web", [*argv, "--", app], env)
+    deadline = time.monotonic() + 60
+    while Path(proc.log.name).read_text(errors="replace").count("Listening on TCP address") < count:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the web command exited with {proc.returncode} before listening")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the web command's {count} processes are not all listening after 60 s")
+        time.sleep(0.1)
     return proc, port
+
+
+def web_pids(parent: subprocess.Popen) -> list[int]:
+    """The web command's Daphne processes (the parent's live children)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == parent.pid and fields[0] != "Z":
+                found.append(int(entry.name))
+    return sorted(found)
 
 
 def start_worker(procs: Processes, env: dict[str, str], name: str) -> subprocess.Popen:
@@ -135,11 +151,11 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
-def cpu_percent(pid: int, window: float) -> float:
-    """Share of one core the process used over ``window`` seconds."""
-    before, began = cpu_seconds(pid), time.perf_counter()
+def cpu_percent(pids: list[int], window: float) -> float:
+    """Share of one core the processes used together over ``window`` seconds."""
+    before, began = sum(map(cpu_seconds, pids)), time.perf_counter()
     time.sleep(window)
-    return round(100 * (cpu_seconds(pid) - before) / (time.perf_counter() - began), 2)
+    return round(100 * (sum(map(cpu_seconds, pids)) - before) / (time.perf_counter() - began), 2)
 
 
 # --- the load client ---------------------------------------------------------------

@@ -101,6 +101,14 @@ if DATABASE_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postg
         "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=1),
         "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
     }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
+    "DATABASE_SERVER_SIDE_BINDING", True
+):
+    # Parameters sent apart from the statement (psycopg's server-side binding)
+    # instead of quoted into its text in Python: less client CPU on every query
+    # (docs/benchmarks.md, finding 16). Statements are not prepared (Django's
+    # default, which keeps connection poolers working).
+    DATABASES["default"].setdefault("OPTIONS", {})["server_side_binding"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Embedded mode: the web process and its run threads share one file.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -230,13 +238,17 @@ REALTIME_PUBLISH_TIMEOUT = env_float("REALTIME_PUBLISH_TIMEOUT", 2.0, minimum=0.
 # A publish that fails is retried in the background for this long (0 = never).
 REALTIME_PUBLISH_RETRY_SECONDS = env_float("REALTIME_PUBLISH_RETRY_SECONDS", 300.0)
 REALTIME_PUBLISH_RETRY_DELAY = env_float("REALTIME_PUBLISH_RETRY_DELAY", 0.5, minimum=0.01)
+# The channel layer's Redis servers: channels-redis hashes each run's group over
+# them (realtime/shards.py), so adding servers adds publish and fan-out capacity.
+# The broker (Celery) stays on REDIS_URL.
+REALTIME_REDIS_URLS = env_list("REALTIME_REDIS_URLS", [REDIS_URL] if REDIS_URL else [])
 
 if REDIS_URL:
     if REALTIME_CHANNEL_LAYER == "pubsub":
         CHANNEL_LAYERS = {
             "default": {
                 "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
-                "CONFIG": {"hosts": [REDIS_URL]},
+                "CONFIG": {"hosts": REALTIME_REDIS_URLS},
             }
         }
     else:
@@ -245,7 +257,11 @@ if REDIS_URL:
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
                 # capacity: each server process receives every run's events on one
                 # channel (realtime/hub.py), so its queue is shared by all of them.
-                "CONFIG": {"hosts": [REDIS_URL], "group_expiry": REALTIME_GROUP_EXPIRY, "capacity": 10_000},
+                "CONFIG": {
+                    "hosts": REALTIME_REDIS_URLS,
+                    "group_expiry": REALTIME_GROUP_EXPIRY,
+                    "capacity": 10_000,
+                },
             }
         }
 else:
@@ -295,7 +311,7 @@ RUNS_REAP_INTERVAL_SECONDS = env_float("RUNS_REAP_INTERVAL_SECONDS", 60.0, minim
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "formatters": {"plain": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"}},
     "filters": {"layer_connection_failures": {"()": "realtime.outage_logging.LayerConnectionFailureFilter"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
@@ -304,5 +320,8 @@ LOGGING = {
         # One warning per Redis outage comes from realtime.failover instead.
         "channels_redis.pubsub": {"filters": ["layer_connection_failures"]},
         "channels_redis.core": {"filters": ["layer_connection_failures"]},
+        # A few lines per start and stop, whatever LOG_LEVEL: "Listening on TCP address"
+        # is how the web command's runners (tests, bench) know a Daphne process serves.
+        "daphne.server": {"level": "INFO"},
     },
 }

@@ -4,14 +4,18 @@ Push connections (push and hybrid modes) register with their event loop's
 ``LayerProbe``. Each connection owns its state and makes its own switch
 between push and the poller (``RunConsumer.degrade`` / ``recover``); the
 probe decides when. It checks the channel layer end to end every
-REALTIME_POLL_INTERVAL: it sends a message to a channel of its own and waits
-for it to come back (publish and subscription both work — with the pub/sub
-layer that also proves the subscriber connection has re-subscribed after a
-Redis restart). It is also woken at once when a consumer's group_add or
-receive raises, or a publish from this process fails.
+REALTIME_POLL_INTERVAL, each of its Redis servers on its own (a sharded
+layer, realtime/shards.py): it sends a message to a group of its own on that
+server and waits for it to come back on a channel of this process (publish
+and subscription both work — with the pub/sub layer that also proves the
+subscriber connection has re-subscribed after a Redis restart). It is also
+woken at once when a consumer's group_add or receive raises, or a publish
+from this process fails.
 
-- Layer down: every registered connection is "degraded": the process's
-  poller (realtime/poller.py) reads its run's log every REALTIME_POLL_INTERVAL.
+- A server down: every registered connection whose run needs that server is
+  "degraded": the process's poller (realtime/poller.py) reads its run's log
+  every REALTIME_POLL_INTERVAL. Watchers of runs on the other servers stay
+  on push.
 - Layer back: each degraded connection joins its group again
   (``resubscribe``: the pub/sub layer re-subscribes, the core layer's
   memberships may be gone with a restarted Redis), leaves the poller (hybrid
@@ -34,7 +38,9 @@ from typing import Protocol
 from channels.layers import BaseChannelLayer
 from django.conf import settings
 
-from realtime import publisher
+from realtime import publisher, shards
+from realtime.frames import group_name
+from realtime.hub import get_hub
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +81,8 @@ class LayerProbe:
         self._task: asyncio.Task | None = None
         self._wake = asyncio.Event()
         self._channel: str | None = None
+        self._stem: str | None = None
+        self._groups: dict[int, str] = {}  # Redis server → the probe's group on it
         self._layer: BaseChannelLayer | None = None
         self._refreshed_at = loop.time()
         # When the layer was first seen down: the outage is logged once, and once when it ends.
@@ -113,53 +121,64 @@ class LayerProbe:
             self._task = None
 
     async def check(self) -> None:
-        """One health check; degrade or recover the connections accordingly."""
-        error = await self._round_trip()
-        if error is not None:
-            if self._down_since is None:
-                self._down_since = self.loop.time()
-                logger.warning(
-                    "channel layer unreachable (%s); %d watchers fall back to polling until it is back",
-                    error,
-                    len(self.consumers),
-                )
-            self.healthy = False
-            for consumer in list(self.consumers):
-                if not consumer.degraded:
-                    consumer.degrade()
-            return
-        self.healthy = True
-        if self._down_since is not None:
+        """One health check of each Redis server; degrade or recover the connections that need it."""
+        count = shards.count(self._layer)
+        errors = {}
+        for index in range(count):
+            if (error := await self._round_trip(index)) is not None:
+                errors[index] = error
+        down = set(errors)
+        if down and self._down_since is None:
+            self._down_since = self.loop.time()
+            logger.warning(
+                "channel layer unreachable (Redis server %s of %d: %s); their watchers fall back to polling"
+                " until it is back",
+                ",".join(map(str, sorted(down))),
+                count,
+                "; ".join(str(error) for error in errors.values()),
+            )
+        elif not down and self._down_since is not None:
             logger.warning(
                 "channel layer is back after %.1f s; %d watchers return to push",
                 self.loop.time() - self._down_since,
                 sum(1 for c in self.consumers if c.degraded),
             )
             self._down_since = None
-        for consumer in [c for c in self.consumers if c.degraded]:
-            try:
-                await consumer.recover()
-            except Exception:
-                logger.warning("run %s watcher could not return to push", consumer.run_id, exc_info=True)
-        await self._refresh_memberships()
+        process_channel = get_hub(self._layer).channel
+        for consumer in list(self.consumers):
+            needs = shards.watcher_shards(self._layer, group_name(consumer.run_id), process_channel)
+            if needs & down:
+                if not consumer.degraded:
+                    consumer.degrade()
+            elif consumer.degraded:
+                try:
+                    await consumer.recover()
+                except Exception:
+                    logger.warning("run %s watcher could not return to push", consumer.run_id, exc_info=True)
+        self.healthy = not down
+        if self.healthy:
+            await self._refresh_memberships()
 
-    async def _round_trip(self) -> Exception | None:
-        """Send a message to the probe's own channel and receive it; the error, or None when healthy."""
+    async def _round_trip(self, index: int) -> Exception | None:
+        """A message through Redis server ``index`` of the layer and back, as a run's events travel:
+        a group on that server, received on a channel of this process. The error, or None when healthy."""
         layer = self._layer
-        timeout = settings.REALTIME_PUBLISH_TIMEOUT
         token = uuid.uuid4().hex
+        if self._stem is None:
+            self._stem = f"realtime.probe.{uuid.uuid4().hex[:12]}"
+        group = self._groups.setdefault(index, shards.group_on(layer, index, self._stem))
         try:
-            if self._channel is None:
-                self._channel = await asyncio.wait_for(layer.new_channel(), timeout)
-            await asyncio.wait_for(
-                layer.send(self._channel, {"type": PROBE_MESSAGE_TYPE, "token": token}), timeout
-            )
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(settings.REALTIME_PUBLISH_TIMEOUT):
+                if self._channel is None:
+                    self._channel = await shards.new_receiving_channel(layer)
+                # Added every time: a restarted Redis (or the core layer's expiry) forgets it.
+                await layer.group_add(group, self._channel)
+                await publisher.send_probe(layer, group, {"type": PROBE_MESSAGE_TYPE, "token": token})
                 while (await layer.receive(self._channel)).get("token") != token:
                     pass  # a late answer to an earlier probe
         except Exception as error:  # noqa: BLE001 - any failure means "unhealthy"
-            logger.debug("channel layer probe failed: %r", error)
-            # A cancelled receive may drop the channel's subscription: start afresh.
+            logger.debug("channel layer probe of Redis server %d failed: %r", index, error)
+            # A cancelled receive may drop the channel: start afresh.
             self._channel = None
             return error
         return None

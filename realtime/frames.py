@@ -101,6 +101,24 @@ def encode_frame(frame: dict) -> str:
     return json.dumps(frame, cls=DjangoJSONEncoder, separators=(",", ":"))
 
 
+def encode_payload(payload: Any) -> str:
+    """An event's payload as JSON text: what the log stores, and what the frame carries."""
+    return json.dumps(payload, cls=DjangoJSONEncoder, separators=(",", ":"))
+
+
+def frame_text(*, type: str, run_id: uuid.UUID | str, seq: int, ts: datetime, payload_text: str) -> str:
+    """``encode_frame(build_frame(...))`` byte for byte, around a payload already encoded.
+
+    The log's writer encodes each payload once (``encode_payload``) and stores
+    it; the frame it publishes is spliced around those bytes rather than
+    encoded again. Keys in build_frame's order, separators as encode_frame's.
+    """
+    kind, run = json.dumps(type), json.dumps(str(run_id))
+    return (
+        f'{{"type":{kind},"run_id":{run},"seq":{int(seq)},"ts":"{format_ts(ts)}","payload":{payload_text}}}'
+    )
+
+
 def event_frame(event: LoggedEvent) -> dict:
     """The frame of one logged event."""
     return build_frame(

@@ -24,6 +24,8 @@ from typing import Protocol
 from channels.layers import BaseChannelLayer
 from django.conf import settings
 
+from realtime import shards
+
 logger = logging.getLogger(__name__)
 
 
@@ -83,14 +85,14 @@ class RunHub:
         self._ensure_receiving()
 
     async def _open_channel(self, timeout: float) -> None:
-        """This process's channel; concurrent first joins share one ``new_channel()``."""
+        """This process's channel; concurrent first joins share one (``shards.new_receiving_channel``)."""
         while self.channel is None:
             if self._opening is not None:
                 await asyncio.shield(self._opening)  # raises if that attempt failed
                 continue
             opening = self._opening = self.loop.create_future()
             try:
-                self.channel = await asyncio.wait_for(self.layer.new_channel(), timeout)
+                self.channel = await asyncio.wait_for(shards.new_receiving_channel(self.layer), timeout)
             except BaseException as error:
                 opening.set_exception(error)
                 opening.exception()  # retrieved: no warning when nobody waits

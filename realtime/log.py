@@ -13,7 +13,6 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from django.core.serializers.json import DjangoJSONEncoder
 from django.db import connection, transaction
 from django.utils import timezone
 
@@ -25,11 +24,17 @@ from realtime.frames import (
     STEP_SKIPPED,
     STEP_STARTED,
     STEP_SUCCEEDED,
+    encode_payload,
     format_ts,
+    frame_text,
 )
 from realtime.models import RunEvent
 from runs.models import RUN_TERMINAL, Run, RunStatus, Step, StepStatus
 from runs.serializers import StepSerializer
+
+# One serializer for every step event: DRF builds a serializer's fields per
+# instance (model introspection, field copies), which is per-process work.
+_STEP = StepSerializer()
 
 _STEP_EVENT = {
     StepStatus.RUNNING: STEP_STARTED,
@@ -62,42 +67,70 @@ def record_step_change(*, step: Step) -> RunEvent | None:
     if type is None:
         return None
     run = step.run if Step.run.is_cached(step) else None
-    return append(run_id=step.run_id, type=type, payload={"step": StepSerializer(step).data}, run=run)
+    return append(run_id=step.run_id, type=type, payload={"step": _STEP.to_representation(step)}, run=run)
 
 
 def append(*, run_id: uuid.UUID, type: str, payload: dict[str, Any], run: Run | None = None) -> RunEvent:
     """Append one event to the run's log; publish it after commit."""
     if connection.in_atomic_block:
-        event = _append(run_id, type, payload)
+        event, text = _append(run_id, type, payload)
     else:
         with transaction.atomic():
-            event = _append(run_id, type, payload)
+            event, text = _append(run_id, type, payload)
     if run is not None:
         run.seq = event.seq  # keep the caller's copy in step with the row
     # publisher.publish is looked up at commit time (bench/producer.py times it).
-    transaction.on_commit(lambda: publisher.publish(event), robust=True)
+    transaction.on_commit(lambda: publisher.publish(event, text=text), robust=True)
     return event
 
 
-def _append(run_id: uuid.UUID, type: str, payload: dict[str, Any]) -> RunEvent:
-    seq = _allocate_seq(run_id)
-    # Serialise once here: the stored payload is exactly what clients receive.
-    payload = json.loads(json.dumps(payload, cls=DjangoJSONEncoder))
-    return RunEvent.objects.create(run_id=run_id, seq=seq, type=type, payload=payload, ts=timezone.now())
+def _append(run_id: uuid.UUID, type: str, payload: dict[str, Any]) -> tuple[RunEvent, str]:
+    """Insert the event with the run's next seq; the event, and its frame's text.
 
-
-def _allocate_seq(run_id: uuid.UUID) -> int:
-    """The run's next seq. The UPDATE holds the run's row lock until commit."""
+    The payload is encoded once: those bytes are stored and spliced into the
+    frame, so what is published is exactly what the log holds. On PostgreSQL
+    the seq's UPDATE (which takes the run's row lock until commit) and the
+    INSERT are one statement, one round trip.
+    """
+    payload_text = encode_payload(payload)
+    ts = timezone.now()
     pk = Run._meta.pk.get_db_prep_value(run_id, connection)
+    db_ts = connection.ops.adapt_datetimefield_value(ts)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"UPDATE {Run._meta.db_table} SET seq = seq + 1 WHERE id = %s RETURNING seq",  # noqa: S608
-            [pk],
-        )
-        row = cursor.fetchone()
+        if connection.vendor == "postgresql":
+            cursor.execute(_APPEND_POSTGRES, [pk, pk, type, payload_text, db_ts])
+            row = cursor.fetchone()
+        else:
+            seq = _allocate_seq(cursor, pk)
+            cursor.execute(_APPEND, [pk, seq, type, payload_text, db_ts])
+            row = (cursor.fetchone()[0], seq) if seq is not None else None
     if row is None:
         raise Run.DoesNotExist(f"run {run_id} does not exist")
-    return row[0]
+    event_id, seq = row
+    event = RunEvent(id=event_id, run_id=run_id, seq=seq, type=type, payload=json.loads(payload_text), ts=ts)
+    event._state.adding, event._state.db = False, connection.alias
+    return event, frame_text(type=type, run_id=run_id, seq=seq, ts=ts, payload_text=payload_text)
+
+
+_RUN_TABLE = Run._meta.db_table
+_EVENT_TABLE = RunEvent._meta.db_table
+_APPEND_POSTGRES = f"""
+    WITH next AS (UPDATE {_RUN_TABLE} SET seq = seq + 1 WHERE id = %s RETURNING seq)
+    INSERT INTO {_EVENT_TABLE} (run_id, seq, type, payload, ts)
+    SELECT %s, next.seq, %s, %s::jsonb, %s FROM next
+    RETURNING id, seq
+"""  # noqa: S608 - table names from the models, values as parameters
+_APPEND = (
+    f"INSERT INTO {_EVENT_TABLE} (run_id, seq, type, payload, ts) VALUES (%s, %s, %s, %s, %s) RETURNING id"  # noqa: S608
+)
+_NEXT_SEQ = f"UPDATE {_RUN_TABLE} SET seq = seq + 1 WHERE id = %s RETURNING seq"  # noqa: S608
+
+
+def _allocate_seq(cursor, pk: Any) -> int | None:
+    """The run's next seq (None: no such run). The UPDATE holds the run's row lock until commit."""
+    cursor.execute(_NEXT_SEQ, [pk])
+    row = cursor.fetchone()
+    return None if row is None else row[0]
 
 
 def _ts_or_none(moment: datetime | None) -> str | None:

@@ -63,8 +63,11 @@ class PublishError(Exception):
     """The channel layer did not take the message."""
 
 
-def publish(event: RunEvent) -> bool:
-    """Send one committed event to its run's group. Never raises; False on failure."""
+def publish(event: RunEvent, *, text: str | None = None) -> bool:
+    """Send one committed event to its run's group. Never raises; False on failure.
+
+    ``text``: the event's frame, when the writer has it already (realtime.log).
+    """
     if settings.REALTIME_MODE == "poll":
         return False  # no channel layer in polling mode; pollers read the log
     group = frames.group_name(event.run_id)
@@ -73,7 +76,7 @@ def publish(event: RunEvent) -> bool:
         "group": group,  # a process's RunHub receives every run's events on one channel
         "seq": event.seq,
         "final": frames.is_final(event.type),
-        "text": frames.encode_event(event),
+        "text": frames.encode_event(event) if text is None else text,
     }
     try:
         group_send(group, message)
@@ -189,6 +192,16 @@ async def _retry(group: str, message: dict[str, Any]) -> None:
     finally:
         with _loop_guard:
             _pending_retries -= 1
+
+
+async def send_probe(layer: Any, group: str, message: dict[str, Any]) -> None:
+    """The layer probe's message (realtime/failover.py), through ``group`` on the running loop.
+
+    Through a group, like a run's events, and on the layer the probe watches:
+    a group is kept on one Redis server of a sharded layer, so each server is
+    checked on its own (realtime/shards.py).
+    """
+    await layer.group_send(group, message)
 
 
 def group_send(group: str, message: dict[str, Any]) -> None:

@@ -17,7 +17,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from runs import selectors, services
 from runs.leases import run_lease
-from runs.models import RunStatus, StepStatus
+from runs.models import Run, RunStatus, StepStatus
 from runs.tools import StepExecution, get_tool
 
 logger = logging.getLogger(__name__)
@@ -51,15 +51,15 @@ def execute_run(*, run_id: uuid.UUID, after_error: bool = False) -> str:
         if run.status == RunStatus.QUEUED and services.run_start(run_id=run_id) is None:
             return Outcome.SKIPPED_FINISHED
         try:
-            return _execute_steps(run_id, after_error=after_error)
+            return _execute_steps(run, after_error=after_error)
         except services.TransitionError as error:
             # Someone else (an operator, the reaper) finished the run meanwhile.
             logger.info("run %s was finished elsewhere during execution: %s", run_id, error)
             return Outcome.SKIPPED_FINISHED
 
 
-def _execute_steps(run_id: uuid.UUID, *, after_error: bool) -> str:
-    run = selectors.run_get(run_id=run_id)
+def _execute_steps(run: Run, *, after_error: bool) -> str:
+    run_id = run.id
     steps = {step.index: step for step in selectors.run_steps(run_id=run_id)}
     outputs: list[Any] = []
     for index, spec in enumerate(run.plan):
@@ -67,12 +67,18 @@ def _execute_steps(run_id: uuid.UUID, *, after_error: bool) -> str:
         if step is not None and step.status == StepStatus.SUCCEEDED:
             outputs.append(step.output)
             continue
-        if selectors.run_cancel_requested(run_id=run_id):
-            services.run_cancel_finish(run_id=run_id)
-            return Outcome.CANCELLED
+        # A cancel request stops the run before its next step: step_start
+        # refuses under the run's lock; a step found running (a resumed run) is
+        # checked here.
         if step is None:
             step = services.step_start(run_id=run_id, index=index)
+            if step is None:
+                services.run_cancel_finish(run_id=run_id)
+                return Outcome.CANCELLED
         elif step.status == StepStatus.RUNNING:
+            if selectors.run_cancel_requested(run_id=run_id):
+                services.run_cancel_finish(run_id=run_id)
+                return Outcome.CANCELLED
             # Its executor was lost mid-step: execute it again, unless it kept losing them.
             if not after_error and step.attempts >= settings.RUNS_MAX_STEP_ATTEMPTS:
                 error = f"its executor was lost during each of its {step.attempts} attempts"

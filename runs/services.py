@@ -13,7 +13,7 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from runs.dispatch import dispatch_run
@@ -176,7 +176,7 @@ def run_set_status(*, run_id: uuid.UUID, status: str) -> Run:
     """An operator's status edit (the admin): cancelled or failed only, and only from an open run.
 
     The run ends at once, its open steps skipped; an executor still working on
-    it then finds every further change refused (see ``_open_run``) and stops.
+    it then finds every further change refused (see ``_refuse_unless_processing``) and stops.
     """
     run = _locked_run(run_id)
     check_operator_transition(run.status, status)
@@ -215,27 +215,29 @@ def _finish_open_steps(run: Run, *, error: str) -> None:
 # --- Steps ----------------------------------------------------------------------
 
 
-def _open_run(run_id: uuid.UUID, *, requested: str) -> Run:
-    """The run, locked, if its steps may still change: it is processing.
-
-    After the run's terminal event nothing may follow it, so a step change of
+def _refuse_unless_processing(status: str, *, requested: str) -> None:
+    """After the run's terminal event nothing may follow it, so a step change of
     a run that ended meanwhile (an operator, the reaper) is refused here, at
-    the only writers, whoever asks.
-    """
-    run = _locked_run(run_id)
-    if run.status != RunStatus.PROCESSING:
+    the only writers, whoever asks."""
+    if status != RunStatus.PROCESSING:
         raise TransitionError(
-            f"a step cannot become {requested} while the run is {run.status}",
-            current=run.status,
+            f"a step cannot become {requested} while the run is {status}",
+            current=status,
             requested=requested,
         )
-    return run
 
 
 @transaction.atomic
-def step_start(*, run_id: uuid.UUID, index: int) -> Step:
-    """Create step ``index`` of a processing run as running (its plan entry)."""
-    run = _open_run(run_id, requested=StepStatus.RUNNING)
+def step_start(*, run_id: uuid.UUID, index: int) -> Step | None:
+    """Create step ``index`` of a processing run as running (its plan entry).
+
+    Returns None, starting nothing, when a cancel of the run has been asked
+    for: no step starts after that (the executor then finishes the cancel).
+    """
+    run = _locked_run(run_id)
+    _refuse_unless_processing(run.status, requested=StepStatus.RUNNING)
+    if run.cancel_requested_at is not None:
+        return None
     spec = run.plan[index]
     return Step.objects.create(
         run=run,
@@ -247,10 +249,23 @@ def step_start(*, run_id: uuid.UUID, index: int) -> Step:
     )
 
 
+def _lock_open_run(run_id: uuid.UUID, *, requested: str) -> None:
+    """Lock the run's row, reading only its status (its plan and output can be large);
+    refuse unless the run is processing."""
+    pk = Run._meta.pk.get_db_prep_value(run_id, connection)
+    lock = " FOR UPDATE" if connection.features.has_select_for_update else ""  # SQLite: whole-file lock
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT status FROM {Run._meta.db_table} WHERE id = %s{lock}", [pk])  # noqa: S608
+        row = cursor.fetchone()
+    if row is None:
+        raise Run.DoesNotExist(f"run {run_id} does not exist")
+    _refuse_unless_processing(row[0], requested=requested)
+
+
 def _locked_step(run_id: uuid.UUID, index: int, *, requested: str) -> Step:
     # Lock order everywhere: the run's row first, then its steps. The event
     # log takes the run's row lock too, so this order cannot deadlock.
-    _open_run(run_id, requested=requested)
+    _lock_open_run(run_id, requested=requested)
     return Step.objects.select_for_update().get(run_id=run_id, index=index)
 
 

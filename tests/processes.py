@@ -15,6 +15,13 @@ The small, stable API other tests (and bench/) build on:
 - ``daphne_server(env=None, port=None)``: context manager; yields a ``Server``
   once its port accepts connections (``.url``, ``.ws_url``, ``.port``,
   ``.pid``, ``.signal(sig)``, ``.kill(sig=SIGKILL)``, ``.stop()``, ``.log()``).
+- ``web_servers(env=None, processes=2, port=None)``: context manager; the
+  Procfile's web command (``python -m quikday.web``: several Daphne processes
+  on one port); yields a ``WebServers`` once every child listens
+  (``.children()`` their pids now, ``.listening()`` how many children have
+  started listening so far, and what ``Server`` has).
+- ``serving_pid(port, client_port, pids)``: which of ``pids`` holds the
+  server side of the loopback TCP connection from ``client_port`` to ``port``.
 - fixtures ``worker_process`` and ``daphne_process`` (the same, started with
   default arguments; they need a transactional database).
 
@@ -225,6 +232,64 @@ class Server(_Process):
             return False
 
 
+class WebServers(Server):
+    """The web command: a parent process and its Daphne children, on one port."""
+
+    name = "web"
+
+    def children(self) -> list[int]:
+        return self.child_pids()
+
+    def listening(self) -> int:
+        """How many Daphne children have started listening (restarts included)."""
+        return self.log().count("Listening on TCP address")
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    inodes = set()
+    fd_dir = Path(f"/proc/{pid}/fd")
+    try:
+        entries = list(fd_dir.iterdir())
+    except OSError:
+        return inodes
+    for entry in entries:
+        try:
+            target = os.readlink(entry)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    return inodes
+
+
+def serving_pid(port: int, client_port: int, pids: list[int]) -> int | None:
+    """The process of ``pids`` holding the server end of the connection client_port → port.
+
+    Read from /proc/net/tcp (local and remote ports, socket inode) and each
+    process's open descriptors: the kernel's own account, no server hook.
+    """
+    inode = None
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            local, remote = int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16)
+            if local == port and remote == client_port:
+                inode = fields[9]
+                break
+        if inode is not None:
+            break
+    if inode is None:
+        return None
+    for pid in pids:
+        if inode in _socket_inodes(pid):
+            return pid
+    return None
+
+
 @contextmanager
 def _running(process: _Process) -> Iterator[_Process]:
     try:
@@ -333,6 +398,36 @@ def daphne_server(
     server = Server(args, env, port)
     with _running(server):
         server.wait_until(server.accepts, ready_timeout, "accepting connections")
+        yield server
+
+
+@contextmanager
+def web_servers(
+    env: dict[str, str] | None = None,
+    processes: int = 2,
+    port: int | None = None,
+    *,
+    ready_timeout: float = READY_TIMEOUT,
+) -> Iterator[WebServers]:
+    """The Procfile's web command on 127.0.0.1 with ``processes`` Daphne children; stops it on exit."""
+    env = subprocess_env() if env is None else env
+    port = free_port() if port is None else port
+    args = [
+        sys.executable,
+        "-m",
+        "quikday.web",
+        "--port",
+        str(port),
+        "--processes",
+        str(processes),
+        "--stop-timeout",
+        str(STOP_TIMEOUT / 2),
+        "--",
+        "quikday.asgi:application",
+    ]
+    server = WebServers(args, env, port)
+    with _running(server):
+        server.wait_until(lambda: server.listening() >= processes, ready_timeout, "listening")
         yield server
 
 

@@ -92,8 +92,8 @@ def test_procfile_declares_release_web_worker_and_beat():
     assert set(entries) == {"release", "web", "worker", "beat"}
     assert "manage.py migrate" in entries["release"]
     assert re.search(
-        r"daphne .*--endpoint tcp:port=\$PORT:interface=0\.0\.0\.0:backlog=\$\{WEB_LISTEN_BACKLOG:-2048\} "
-        r".*quikday\.asgi:application",
+        r"exec python -m quikday\.web --interface 0\.0\.0\.0 --port \$PORT "
+        r"--backlog \$\{WEB_LISTEN_BACKLOG:-2048\} -- --proxy-headers quikday\.asgi:application$",
         entries["web"],
     )
     assert entries["worker"].startswith("celery -A quikday worker")
@@ -139,6 +139,7 @@ def test_procfile_web_command_serves_healthz_admin_and_its_css(tmp_path):
         CELERY_QUEUE=base["CELERY_QUEUE"],
         STATIC_ROOT=str(tmp_path / "static"),
         PORT=str(port),
+        WEB_CONCURRENCY="2",
     )
     entries = procfile()
     release = subprocess.run(
@@ -148,7 +149,9 @@ def test_procfile_web_command_serves_healthz_admin_and_its_css(tmp_path):
 
     server = Server(["sh", "-c", entries["web"]], env, port)
     with _running(server):
-        server.wait_until(server.accepts, 120, "accepting connections")
+        # The port answers as soon as the web command binds it; each Daphne says when it serves.
+        server.wait_until(lambda: server.log().count("Listening on TCP address") == 2, 120, "listening")
+        assert "with 2 Daphne processes" in server.log()
         # A platform's probe: plain HTTP, no proxy headers; exempt from the HTTPS redirect.
         status, _, body = _get(f"{server.url}/healthz")
         assert status == 200, body

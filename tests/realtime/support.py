@@ -9,6 +9,7 @@ fresh from the database.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import re
@@ -20,6 +21,7 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from websockets.exceptions import ConnectionClosed
 
 from quikday import asgi
 from realtime import frames as wire
@@ -101,6 +103,30 @@ async def receive_until_close(ws: WebsocketCommunicator) -> tuple[list[dict], in
         if message["type"] == "websocket.close":
             return frames, message.get("code", 1000)
         frames.append(json.loads(message["text"]))
+
+
+class LiveClient:
+    """A `websockets` client of a real server: every frame it got, over however many sockets."""
+
+    def __init__(self, ws, frames: list[dict] | None = None) -> None:
+        self.ws, self.frames = ws, list(frames or [])
+
+    def events(self) -> list[dict]:
+        return [f for f in self.frames if f["type"] != "connected"]
+
+    async def read(self, count: int, timeout: float = 60.0) -> None:
+        for _ in range(count):
+            self.frames.append(json.loads(await asyncio.wait_for(self.ws.recv(), timeout)))
+
+    async def read_to_close(self, timeout: float = 60.0) -> int | None:
+        """Every frame up to the close; the close code (1006 when the server died)."""
+        try:
+            async with asyncio.timeout(timeout):
+                async for message in self.ws:
+                    self.frames.append(json.loads(message))
+        except ConnectionClosed:
+            pass
+        return self.ws.close_code
 
 
 # --- The client's reducer (docs/protocol.md) -------------------------------------

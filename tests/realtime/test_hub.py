@@ -11,6 +11,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
+from realtime import shards
 from realtime.frames import group_name
 from realtime.hub import get_hub
 from runs import services
@@ -24,17 +25,24 @@ pytestmark = [
 
 @pytest.fixture
 def layer_calls(monkeypatch):
-    """Counts the layer's new_channel / group_add / group_discard calls (and still makes them)."""
+    """Counts the channels the process opens and the layer's group_add / group_discard calls
+    (and still makes them)."""
     layer = get_channel_layer()
     calls = {"new_channel": [], "group_add": [], "group_discard": []}
-    for name in calls:
-        real = getattr(layer, name)
+    targets = {
+        "new_channel": (shards, "new_receiving_channel"),
+        "group_add": (layer, "group_add"),
+        "group_discard": (layer, "group_discard"),
+    }
+    for name, (owner, attribute) in targets.items():
+        real = getattr(owner, attribute)
 
         async def counting(*args, _real=real, _name=name):
-            calls[_name].append(args)
+            if not (args and str(args[0]).startswith("realtime.probe.")):  # the layer probe's own group
+                calls[_name].append(args)
             return await _real(*args)
 
-        monkeypatch.setattr(layer, name, counting)
+        monkeypatch.setattr(owner, attribute, counting)
     return calls
 
 

@@ -1,0 +1,167 @@
+"""What a web process spends per connect and per frame, in CPU time, per event loop.
+
+Starts one Daphne process (``--loop asyncio``: plain ``daphne``; ``uvloop``:
+quikday/daphne_uvloop.py, as the web command does), connects ``--watchers``
+WebSocket clients (token auth) over ``--runs`` runs, 100 at a time, then
+drives every run through ``--steps`` steps from this process (runs.services,
+publishing on REDIS_URL) and reads every frame. Reported, from
+``/proc/<pid>/stat`` of the Daphne process: its CPU per connect (handshake,
+auth, snapshot read, `connected`) and per frame delivered (receive from the
+layer, hub, socket write). CPU time: other processes on a busy machine are
+not charged to it.
+
+Usage: python bench/web_cost.py [--loops asyncio,uvloop,asyncio,uvloop] [--watchers 400]
+  (DATABASE_URL's server, in bench/write_cost.py's database; REDIS_URL's Redis.)
+One JSON line per trial.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def trial(loop: str, *, watchers: int, runs: int, steps: int, user, token: str) -> dict:
+    import websockets
+
+    from runs import services
+
+    port = _free_port()
+    command = (
+        [sys.executable, "-m", "quikday.daphne_uvloop"]
+        if loop == "uvloop"
+        else [sys.executable, "-m", "daphne"]
+    )
+    argv = [*command, "-b", "127.0.0.1", "-p", str(port), "quikday.asgi:application"]
+    daphne = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    headers = {"Authorization": f"Token {token}"}
+    try:
+        for _ in range(600):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                await asyncio.sleep(0.1)
+        plan = [{"tool": "echo", "args": {"n": i}} for i in range(steps)]
+        run_ids = []
+        for _ in range(runs):
+            run = await asyncio.to_thread(services.run_create, owner=user, steps=plan)
+            await asyncio.to_thread(services.run_start, run_id=run.id)
+            run_ids.append(run.id)
+
+        def url(i: int) -> str:
+            return f"ws://127.0.0.1:{port}/ws/runs/{run_ids[i % runs]}/"
+
+        async with websockets.connect(url(0), additional_headers=headers) as warm:  # imports, connections
+            await warm.recv()
+        before_connects = _cpu_s(daphne.pid)
+        sockets = []
+        for start in range(0, watchers, 100):
+            batch = await asyncio.gather(
+                *(
+                    websockets.connect(url(i), additional_headers=headers, max_queue=None)
+                    for i in range(start, min(watchers, start + 100))
+                )
+            )
+            for ws in batch:
+                await ws.recv()  # connected
+            sockets += batch
+        before_frames = _cpu_s(daphne.pid)
+        frames = 0
+
+        async def read(ws) -> None:
+            nonlocal frames
+            async for _ in ws:  # ends at the server's close after run_completed
+                frames += 1
+
+        readers = [asyncio.create_task(read(ws)) for ws in sockets]
+
+        def produce() -> None:
+            for index in range(steps):
+                for run_id in run_ids:
+                    services.step_start(run_id=run_id, index=index)
+                    services.step_succeed(run_id=run_id, index=index, output={"n": index})
+            for run_id in run_ids:
+                services.run_succeed(run_id=run_id, output=None)
+
+        await asyncio.to_thread(produce)
+        await asyncio.wait_for(asyncio.gather(*readers), 300)
+        after = _cpu_s(daphne.pid)
+        return {
+            "loop": loop,
+            "watchers": watchers,
+            "connect_cpu_ms": round((before_frames - before_connects) * 1000 / watchers, 3),
+            "frames": frames,
+            "frame_cpu_us": round((after - before_frames) * 1e6 / frames, 1),
+        }
+    finally:
+        daphne.terminate()
+        daphne.wait(10)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--loops", default="asyncio,uvloop,asyncio,uvloop")
+    parser.add_argument("--watchers", type=int, default=400)
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=20)
+    args = parser.parse_args()
+    from bench.write_cost import prepare
+
+    os.environ["DATABASE_URL"] = prepare(
+        os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quikday")
+    )
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
+    os.environ.setdefault("SECRET_KEY", "web-cost-only")
+    os.environ.update(
+        DEBUG="0",
+        SECURE_SSL_REDIRECT="0",
+        LOG_LEVEL="WARNING",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        DJANGO_SETTINGS_MODULE="quikday.settings",
+    )
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user, _ = get_user_model().objects.get_or_create(username="web-cost")
+    token, _ = Token.objects.get_or_create(user=user)
+
+    async def run_all() -> None:
+        for loop in args.loops.split(","):
+            result = await trial(
+                loop, watchers=args.watchers, runs=args.runs, steps=args.steps, user=user, token=token.key
+            )
+            print(json.dumps(result), flush=True)
+
+    asyncio.run(run_all())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
