@@ -71,7 +71,7 @@ def _daphne_env(layer: str, servers: list[OwnRedis]) -> dict[str, str]:
         REALTIME_REDIS_URLS=",".join(s.url for s in servers),
         REALTIME_POLL_INTERVAL="0.2",
         REALTIME_PUBLISH_TIMEOUT="0.5",
-        LOG_LEVEL="INFO",
+        LOG_LEVEL="DEBUG",  # the per-watcher fallback and recovery lines are DEBUG
     )
 
 
