@@ -31,4 +31,8 @@ if settings.RUNS_EXECUTOR == "inline":
     application = ServerLoopMiddleware(application)
 
 log_mode()
+
+from observability import reporter  # noqa: E402
+
+reporter.start("web")  # this process's 📊 line, RSS and the staff page's snapshot
 daphne_tuning.apply()  # last: freezes the heap the imports above built

@@ -8,8 +8,10 @@ tests marked ``postgres`` / ``redis`` with a one-line reason.
 
 import faulthandler
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import uuid
 from urllib.parse import urlparse
@@ -45,6 +47,10 @@ os.environ.setdefault("REALTIME_PUBLISH_RETRY_SECONDS", "10")
 # A queue of this session's own, so nothing left in Redis by another run is executed here.
 os.environ.setdefault("CELERY_QUEUE", f"test-{uuid.uuid4().hex[:8]}")
 
+# prometheus-client's multiprocess files of this session (and of the processes it
+# starts, unless a test gives them a directory of their own), removed at the end.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="quikday-test-metrics-"))
+
 POSTGRES_UP = urlparse(os.environ["DATABASE_URL"]).scheme.startswith("postgres") and _answers(
     os.environ["DATABASE_URL"], 5432
 )
@@ -62,6 +68,11 @@ if not IN_CI:
 def pytest_configure(config):
     if IN_CI and MISSING:
         raise pytest.UsageError(f"CI=true but {' and '.join(MISSING)} does not answer; start it first")
+
+
+def pytest_unconfigure(config):
+    if os.environ["PROMETHEUS_MULTIPROC_DIR"].startswith(tempfile.gettempdir() + "/quikday-test-metrics-"):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,0 +1,56 @@
+"""Secrets out of text: what every log line (and every Sentry event) passes through.
+
+Patterns, not a list of known values only: a token or password can reach a
+line from anywhere — a library's exception message, a URL with a query
+string, a header dump. The settings' own secrets (SECRET_KEY, METRICS_TOKEN)
+are also removed verbatim wherever they appear.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+REDACTED = "[redacted]"
+
+_SECRET_NAMES = (
+    r"(?:password|passwd|pwd|secret|secret_key|token|access_token|refresh_token|api_key|apikey"
+    r"|ticket|sessionid|csrftoken|csrfmiddlewaretoken|dsn)"
+)
+
+_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+    # Authorization headers in any dump: "Authorization: Token abc", ('authorization', b'Bearer abc')
+    (
+        re.compile(r"""(?i)(authorization['"]?\s*[:=,]\s*b?['"]?)[^'"\r\n,)}]+"""),
+        r"\1" + REDACTED,
+    ),
+    # An HTTP auth scheme followed by its credential.
+    (re.compile(r"(?i)\b(Token|Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 " + REDACTED),
+    # name=value in query strings, form bodies and "k=v" log fields.
+    (re.compile(rf"(?i)({_SECRET_NAMES})=[^&\s'\",;)]+"), r"\1=" + REDACTED),
+    # "name": "value" / 'name': 'value' / name: value in JSON and reprs.
+    (
+        re.compile(rf"""(?i)(['"]?{_SECRET_NAMES}['"]?\s*:\s*)(?:"[^"]*"|'[^']*'|[^\s,}}]+)"""),
+        r"\1" + REDACTED,
+    ),
+    # Credentials inside a URL: scheme://user:password@host
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@"), r"\1" + REDACTED + "@"),
+]
+
+_known: tuple[str, ...] = ()
+
+
+def remember_secrets(values: Iterable[str]) -> None:
+    """Also redact these literal values (the deployment's own secrets) wherever they appear."""
+    global _known
+    _known = tuple(sorted({v for v in values if v and len(v) >= 8}, key=len, reverse=True))
+
+
+def redact(text: str) -> str:
+    """``text`` with every credential-looking part replaced by [redacted]."""
+    for secret in _known:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text

@@ -1,0 +1,136 @@
+"""Each process's reporter thread: RSS, queries avoided, the staff page's snapshot, the 📊 line.
+
+Started once per process — Daphne from quikday.asgi, a Celery worker's main
+process when it is ready, each pool child as it starts (realtime.signals) —
+it wakes every OBSERVABILITY_REPORT_INTERVAL and writes a 📊 line every
+LOG_STATS_INTERVAL. It never touches the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from django.conf import settings
+
+from observability import metrics, record, stats, status
+
+logger = logging.getLogger(__name__)
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_memory() -> int:
+    """This process's resident set size in bytes (Linux /proc; the peak elsewhere)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * _PAGE_SIZE
+    except OSError:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class RateMeter:
+    """Events and frames per second of one process, between two calls."""
+
+    def __init__(self, process: stats.ProcessStats) -> None:
+        self.process = process
+        self._last = (time.monotonic(), stats.Counts(**vars(process.counts)))
+
+    def rates(self) -> dict[str, float]:
+        now, counts = time.monotonic(), self.process.counts
+        then, before = self._last
+        elapsed = max(now - then, 1e-9)
+        self._last = (now, stats.Counts(**vars(counts)))
+        return {
+            "events": round((counts.events - before.events) / elapsed, 2),
+            "frames": round((counts.frames - before.frames) / elapsed, 2),
+        }
+
+
+class Reporter:
+    def __init__(self, role: str, name: str) -> None:
+        self.role = role
+        self.name = name
+        self.pid = os.getpid()
+        self.process = stats.reset(role)
+        self._stop = threading.Event()
+        self._stats_rates = RateMeter(self.process)
+        self._page_rates = RateMeter(self.process)
+        self._stats_due = time.monotonic() + settings.LOG_STATS_INTERVAL
+        self.thread = threading.Thread(target=self._run, name=f"observability-{role}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(settings.OBSERVABILITY_REPORT_INTERVAL):
+            try:
+                self.report()
+            except Exception:
+                logger.debug("observability report failed", exc_info=True)
+
+    def report(self) -> None:
+        process = self.process
+        if record.metrics_on():
+            metrics.POLL_QUERIES_PER_CONNECTION.inc(process.account_open_sockets())
+            metrics.POLL_QUERIES_AVOIDED.set(process.per_connection_queries - process.counts.poll_queries)
+            metrics.RESIDENT_MEMORY.labels(self.role).set(resident_memory())
+        if time.monotonic() >= self._stats_due:
+            self._stats_due = time.monotonic() + settings.LOG_STATS_INTERVAL
+            self.log_stats()
+        status.publish(status.snapshot(process, rates=self._page_rates.rates(), name=self.name))
+
+    def log_stats(self) -> None:
+        process = self.process
+        rates = self._stats_rates.rates()
+        p50, p99 = process.percentiles(settings.LOG_STATS_INTERVAL)
+        by_mode = process.by_mode()
+        record.line(
+            logging.INFO, "stats", "stats",
+            role=self.role,
+            sockets=sum(by_mode.values()),
+            push=by_mode.get("push", 0), poll=by_mode.get("poll", 0), hybrid=by_mode.get("hybrid", 0),
+            runs_watched=len(process.watchers()),
+            events_per_s=rates["events"], frames_per_s=rates["frames"],
+            latency_p50_ms=None if p50 is None else round(p50 * 1000, 2),
+            latency_p99_ms=None if p99 is None else round(p99 * 1000, 2),
+            resyncs=process.counts.resyncs, failovers=process.counts.failovers,
+            degraded=process.degraded(), rss_mb=round(resident_memory() / 2**20, 1),
+        )  # fmt: skip
+
+
+_reporter: Reporter | None = None
+_guard = threading.Lock()
+
+
+def start(role: str, *, name: str = "") -> Reporter:
+    """Start this process's reporter (once per process; a forked child starts its own)."""
+    global _reporter
+    with _guard:
+        if _reporter is None or _reporter.pid != os.getpid():
+            _reporter = Reporter(role, name or f"{role}@{os.uname().nodename}:{os.getpid()}")
+            _reporter.start()
+    return _reporter
+
+
+def stop() -> None:
+    """This process ends: no more reports, its snapshot withdrawn, its live gauges dropped."""
+    from observability import multiproc
+
+    global _reporter
+    with _guard:
+        reporter, _reporter = _reporter, None
+    if reporter is not None and reporter.pid == os.getpid():
+        reporter.stop()
+        try:
+            status.withdraw(reporter.process)
+        except Exception:
+            logger.debug("could not withdraw this process's snapshot", exc_info=True)
+    multiproc.process_exiting()

@@ -1,0 +1,138 @@
+"""This process's own figures: its open connections, its counts, its recent latencies.
+
+Prometheus keeps the totals (observability.metrics); this keeps what a
+process reports about itself — the connection table the admin's Realtime page
+lists, and the rates and percentiles of the 📊 line. Updated from the event
+loop and from request/worker threads, read by the reporter thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+# The old design's per-connection poll interval: the baseline of "queries avoided".
+LEGACY_POLL_INTERVAL = 2.0
+LATENCY_WINDOW = 50_000  # the most recent live deliveries a percentile is taken over
+
+
+@dataclass(eq=False, slots=True)
+class Connection:
+    """One WebSocket, as the logs and the Realtime page know it."""
+
+    conn_id: str
+    mode: str
+    run_id: str
+    opened: float  # time.monotonic()
+    accounted: float  # socket-seconds counted up to here (queries avoided)
+    frames: int = 0
+    degraded: bool = False
+    closed: bool = False
+
+
+@dataclass
+class Counts:
+    events: int = 0
+    frames: int = 0
+    resyncs: int = 0
+    failovers: int = 0
+    recoveries: int = 0
+    publish_failures: int = 0
+    poll_queries: int = 0
+    poll_rows: int = 0
+
+
+@dataclass
+class ProcessStats:
+    role: str
+    pid: int = field(default_factory=os.getpid)
+    counts: Counts = field(default_factory=Counts)
+    connections: dict[str, Connection] = field(default_factory=dict)
+    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
+    per_connection_queries: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def open(self, *, mode: str, run_id: str) -> Connection:
+        now = time.monotonic()
+        conn = Connection(
+            conn_id=f"{self.pid}-{next(self._ids)}", mode=mode, run_id=run_id, opened=now, accounted=now
+        )
+        with self._lock:
+            self.connections[conn.conn_id] = conn
+        return conn
+
+    def close(self, conn: Connection) -> bool:
+        """Forget ``conn``; False when it was closed already."""
+        with self._lock:
+            if conn.closed:
+                return False
+            conn.closed = True
+            self.connections.pop(conn.conn_id, None)
+            self.per_connection_queries += (time.monotonic() - conn.accounted) / LEGACY_POLL_INTERVAL
+        return True
+
+    def open_connections(self) -> list[Connection]:
+        with self._lock:
+            return list(self.connections.values())
+
+    def account_open_sockets(self) -> float:
+        """Count the open sockets' time since last asked; return the legacy polls it adds up to."""
+        now = time.monotonic()
+        with self._lock:
+            seconds = 0.0
+            for conn in self.connections.values():
+                seconds += now - conn.accounted
+                conn.accounted = now
+            self.per_connection_queries += seconds / LEGACY_POLL_INTERVAL
+        return seconds / LEGACY_POLL_INTERVAL
+
+    def latency(self, seconds: float) -> None:
+        self.latencies.append((time.monotonic(), seconds))
+
+    def percentiles(self, window: float) -> tuple[float | None, float | None]:
+        """p50 and p99 of the live deliveries of the last ``window`` seconds."""
+        since = time.monotonic() - window
+        values = sorted(value for at, value in list(self.latencies) if at >= since)
+        if not values:
+            return None, None
+        return values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.99))]
+
+    def by_mode(self) -> dict[str, int]:
+        modes: dict[str, int] = {}
+        for conn in self.open_connections():
+            modes[conn.mode] = modes.get(conn.mode, 0) + 1
+        return modes
+
+    def watchers(self) -> dict[str, dict[str, int]]:
+        """run id → mode → sockets of this process."""
+        runs: dict[str, dict[str, int]] = {}
+        for conn in self.open_connections():
+            modes = runs.setdefault(conn.run_id, {})
+            modes[conn.mode] = modes.get(conn.mode, 0) + 1
+        return runs
+
+    def degraded(self) -> int:
+        return sum(1 for conn in self.open_connections() if conn.degraded)
+
+
+_stats: ProcessStats | None = None
+
+
+def current() -> ProcessStats:
+    """This process's stats (a forked child starts with its own)."""
+    global _stats
+    if _stats is None or _stats.pid != os.getpid():
+        _stats = ProcessStats(role=_stats.role if _stats is not None else "process")
+    return _stats
+
+
+def reset(role: str) -> ProcessStats:
+    global _stats
+    _stats = ProcessStats(role=role)
+    return _stats
