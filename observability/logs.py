@@ -5,8 +5,8 @@ Lifecycle lines (see observability.record) carry their fields as ``extra``:
 ``run_id``, ``conn_id``, ``mode``. The text formatter puts the event's emoji
 in front of the message (LOG_EMOJI=0 leaves it out); the JSON formatter
 writes the same fields as keys. Every line passes ``RedactSecrets`` and is
-redacted once more as formatted, so a token in an exception's traceback is
-caught too.
+redacted once more as formatted (each JSON field before encoding), so a token
+in an exception's traceback or in an extra field is caught too.
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ class JsonLineFormatter(JsonFormatter):
         if event is not None:
             log_data["event"] = event
 
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
+    def process_log_record(self, log_data: dict) -> dict:
+        # Field by field, before encoding: a pass over the encoded line could cut an escape.
+        return {key: redact(value) if isinstance(value, str) else value for key, value in log_data.items()}
 
 
 def logging_config(*, level: str, levels: list[str], log_format: str, emoji: bool) -> dict[str, Any]:

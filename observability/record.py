@@ -43,6 +43,18 @@ def line(level: int, event: str, text: str, *, to: logging.Logger = logger, **fi
     to.log(level, "%s %s", text, rendered, extra={"event": event, **fields})
 
 
+def worker_started(*, name: str) -> None:
+    """The 🔌 line of a Celery worker (the web's is runs.health.log_mode)."""
+    from runs.health import mode_summary
+
+    summary = mode_summary()
+    line(
+        logging.INFO, "startup", "Quik.day Realtime worker ready", worker=name, mode=summary["mode"],
+        database=summary["database"], channel_layer=summary["channel_layer"], executor=summary["executor"],
+        realtime=summary["realtime"],
+    )  # fmt: skip
+
+
 # --- Connections ------------------------------------------------------------------------
 
 
@@ -160,8 +172,8 @@ def slow_client_resync(conn: Connection | None, *, run_id: Any, dropped: int = 0
     )  # fmt: skip
 
 
-def poll_tick(*, runs: int, watchers: int, rows: int, seconds: float, failed: bool = False) -> None:
-    """One poller query: INFO when it found something or failed, DEBUG when idle (every tick would drown)."""
+def poll_tick(*, runs: int, watchers: int, rows: int, seconds: float) -> None:
+    """One poller query: INFO when it found events, DEBUG when idle (a line every tick would drown)."""
     if metrics_on():
         metrics.POLL_TICKS.inc()
         metrics.POLL_QUERIES.inc()
@@ -170,9 +182,8 @@ def poll_tick(*, runs: int, watchers: int, rows: int, seconds: float, failed: bo
         counts = stats.current().counts
         counts.poll_queries += 1
         counts.poll_rows += rows
-    level = logging.WARNING if failed else (logging.INFO if rows else logging.DEBUG)
     line(
-        level, "poll", "poll failed" if failed else "poll", runs=runs, watchers=watchers, rows=rows,
+        logging.INFO if rows else logging.DEBUG, "poll", "poll", runs=runs, watchers=watchers, rows=rows,
         time=f"{seconds * 1000:.1f}ms",
     )  # fmt: skip
 

@@ -21,16 +21,16 @@ _SECRET_NAMES = (
 _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Authorization headers in any dump: "Authorization: Token abc", ('authorization', b'Bearer abc')
     (
-        re.compile(r"""(?i)(authorization['"]?\s*[:=,]\s*b?['"]?)[^'"\r\n,)}]+"""),
+        re.compile(r"""(?i)(authorization['"]?\s*[:=,]\s*b?['"]?)[^'"\\\r\n,)}]+"""),
         r"\1" + REDACTED,
     ),
     # An HTTP auth scheme followed by its credential.
     (re.compile(r"(?i)\b(Token|Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 " + REDACTED),
     # name=value in query strings, form bodies and "k=v" log fields.
-    (re.compile(rf"(?i)({_SECRET_NAMES})=[^&\s'\",;)]+"), r"\1=" + REDACTED),
+    (re.compile(rf"(?i)({_SECRET_NAMES})=[^&\s'\"\\,;)]+"), r"\1=" + REDACTED),
     # "name": "value" / 'name': 'value' / name: value in JSON and reprs.
     (
-        re.compile(rf"""(?i)(['"]?{_SECRET_NAMES}['"]?\s*:\s*)(?:"[^"]*"|'[^']*'|[^\s,}}]+)"""),
+        re.compile(rf"""(?i)(['"]?{_SECRET_NAMES}['"]?\s*:\s*)(?:"[^"]*"|'[^']*'|[^\s,}}\\]+)"""),
         r"\1" + REDACTED,
     ),
     # Credentials inside a URL: scheme://user:password@host

@@ -70,11 +70,13 @@ class Reporter:
         self._stop.set()
 
     def _run(self) -> None:
-        while not self._stop.wait(settings.OBSERVABILITY_REPORT_INTERVAL):
+        while True:  # the first report at once: a worker is "seen" as soon as it is ready
             try:
                 self.report()
-            except Exception:
+            except Exception:  # a report that fails (Redis down) is simply missed
                 logger.debug("observability report failed", exc_info=True)
+            if self._stop.wait(settings.OBSERVABILITY_REPORT_INTERVAL):
+                return
 
     def report(self) -> None:
         process = self.process

@@ -135,3 +135,11 @@ def test_record_line_renders_fields_and_passes_them_as_extra(caplog):
     (entry,) = [r for r in caplog.records if r.name == "quikday.lifecycle"]
     assert entry.getMessage() == "poll runs=2 rows=5"
     assert (entry.event, entry.runs, entry.rows) == ("poll", 2, 5)
+
+
+def test_redaction_never_breaks_an_escaped_json_string():
+    encoded = json.dumps(
+        {"message": f'"GET /healthz?ticket={TOKEN}" 200', "auth": f"Authorization: Token {TOKEN}"}
+    )
+    assert TOKEN not in redact(encoded)
+    assert json.loads(redact(encoded))["message"] == '"GET /healthz?ticket=[redacted]" 200'
