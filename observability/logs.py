@@ -31,8 +31,6 @@ EMOJI = {
     # Beyond the old system's seven: transport trouble and its end.
     "failover": "⚠️",
     "resync": "⚠️",
-    "publish_failed": "⚠️",
-    "publish_retry": "🔁",
     "recovery": "✅",
 }
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(marker)s%(message)s"

@@ -221,17 +221,14 @@ def _duration(started: Any, finished: Any) -> float | None:
         return None
 
 
-def publish_failed(*, run_id: Any, seq: int, error: Any) -> None:
+def publish_failed() -> None:
+    """A publish the layer did not take (realtime.publisher logs the line itself)."""
     if metrics_on():
         metrics.PUBLISH_FAILURES.inc()
         stats.current().counts.publish_failures += 1
-    line(logging.WARNING, "publish_failed", "publish failed; the event stays in the log", run_id=run_id,
-         seq=seq, error=error)  # fmt: skip
 
 
-def publish_retried(*, outcome: str, group: str, seq: int) -> None:
-    """A background re-publish ended: ``published`` or ``gave_up``."""
+def publish_retried(*, outcome: str) -> None:
+    """A background re-publish ended: ``published`` or ``gave_up`` (logged by the publisher)."""
     if metrics_on():
         metrics.PUBLISH_RETRIES.labels(outcome).inc()
-    level = logging.INFO if outcome == "published" else logging.WARNING
-    line(level, "publish_retry", f"re-publish {outcome}", group=group, seq=seq)

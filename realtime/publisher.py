@@ -79,7 +79,8 @@ def publish(event: RunEvent) -> bool:
     try:
         group_send(group, message)
     except Exception as error:  # noqa: BLE001 - a publish must never fail the writer
-        record.publish_failed(run_id=event.run_id, seq=event.seq, error=error)
+        logger.warning("publish of %s#%s failed (%s); it stays in the log", event.run_id, event.seq, error)
+        record.publish_failed()
         _report_failure()  # this process's push connections check the layer now
         _retry_later(group, message)
         return False
@@ -184,9 +185,11 @@ async def _retry(group: str, message: dict[str, Any]) -> None:
             except Exception:  # noqa: BLE001 - still down; back off and try again
                 delay = min(delay * 2, 30.0)
                 continue
-            record.publish_retried(outcome="published", group=group, seq=message["seq"])
+            logger.info("published %s#%s on retry", group, message["seq"])
+            record.publish_retried(outcome="published")
             return
-        record.publish_retried(outcome="gave_up", group=group, seq=message["seq"])
+        logger.warning("gave up re-publishing %s#%s; it stays in the log", group, message["seq"])
+        record.publish_retried(outcome="gave_up")
     finally:
         with _loop_guard:
             _pending_retries -= 1

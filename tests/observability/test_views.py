@@ -61,8 +61,8 @@ def test_the_hooks_move_their_counters_by_one(client, metrics_token):
     record.failed_over(None, run_id="r-1")
     record.recovered(None, run_id="r-1")
     record.slow_client_resync(None, run_id="r-1", dropped=7)
-    record.publish_failed(run_id="r-1", seq=1, error="down")
-    record.publish_retried(outcome="published", group="run.1", seq=1)
+    record.publish_failed()
+    record.publish_retried(outcome="published")
     after = scrape(client)
     assert delta(before, during, "quikday_websockets_open", mode="poll") == 1
     assert delta(before, after, "quikday_websockets_open", mode="poll") == 0
