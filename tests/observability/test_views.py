@@ -166,3 +166,24 @@ def test_the_status_json_lists_the_runs_this_process_watches(client, staff_user)
     assert data["sockets"].get("hybrid", 0) >= 1
     assert any(p["pid"] == started.pid for p in data["processes"])
     assert status.hash_key().endswith(":processes")
+
+
+def test_the_grafana_dashboard_reads_only_metrics_that_exist(client, metrics_token):
+    import json
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads(
+        (Path(__file__).resolve().parents[2] / "docs" / "grafana-dashboard.json").read_text()
+    )
+    exprs = [target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", [])]
+    used = {
+        re.sub(r"_(bucket|sum|count)$", "", name)
+        for expr in exprs
+        for name in re.findall(r"quikday_\w+", expr)
+    }
+    exposed = {re.sub(r"_(bucket|sum|count|created)$", "", name) for name, _, _ in scrape(client)}
+    assert used and used <= exposed, used - exposed
+    titles = " ".join(panel["title"] for panel in dashboard["panels"])
+    for figure in ("latency", "queries avoided", "memory", "Frames sent"):
+        assert figure.lower() in titles.lower()
