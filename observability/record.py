@@ -9,8 +9,11 @@ With METRICS_ENABLED off the metrics and stats are skipped (logs stay).
 
 from __future__ import annotations
 
+import bisect
 import json
 import logging
+import os
+import threading
 import time
 from datetime import datetime
 from typing import Any
@@ -86,19 +89,23 @@ def socket_closed(conn: Connection | None, code: int | None) -> None:
 
 
 def frame_sent(conn: Connection | None, kind: str, text: str) -> None:
-    """A frame went to the client: ``live`` (an event as it happens), ``replay`` or ``control``."""
+    """A frame went to the client: ``live`` (an event as it happens), ``replay`` or ``control``.
+
+    Called once per frame per socket — the hottest call here — so it only counts in
+    plain Python; ``flush`` hands the counts to Prometheus (each process's reporter
+    does every OBSERVABILITY_REPORT_INTERVAL, and /metrics before it answers).
+    """
     if conn is not None:
         conn.frames += 1
     if metrics_on():
-        _frames_sent[kind].inc()
+        _tally.frames[kind] += 1
         process = stats.current()
         process.counts.frames += 1
         if kind == "live":
-            sent_at = time.time()
             committed_at = _event_time(text)
             if committed_at is not None:
-                latency = max(0.0, sent_at - committed_at)
-                metrics.COMMIT_TO_SEND.observe(latency)
+                latency = max(0.0, time.time() - committed_at)
+                _tally.observe(latency)
                 process.latency(latency)
     if frames_logger.isEnabledFor(logging.DEBUG):
         frame = json.loads(text)
@@ -107,6 +114,51 @@ def frame_sent(conn: Connection | None, kind: str, text: str) -> None:
             conn_id=conn.conn_id if conn else None, type=frame.get("type"), seq=frame.get("seq"), kind=kind,
             bytes=len(text),
         )  # fmt: skip
+
+
+class _FrameTally:
+    """Per-frame figures of this process, not yet handed to Prometheus."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.frames = dict.fromkeys(_FRAME_KINDS, 0)
+        self.buckets = [0] * (len(metrics.LATENCY_BUCKETS) + 1)  # the last one is +Inf
+        self.latency_sum = 0.0
+        self._flushed = (dict(self.frames), list(self.buckets), 0.0)
+
+    def observe(self, latency: float) -> None:
+        self.buckets[bisect.bisect_left(metrics.LATENCY_BUCKETS, latency)] += 1
+        self.latency_sum += latency
+
+    def flush(self) -> None:
+        frames, buckets, latency_sum = dict(self.frames), list(self.buckets), self.latency_sum
+        before_frames, before_buckets, before_sum = self._flushed
+        self._flushed = (frames, buckets, latency_sum)
+        for kind, count in frames.items():
+            if count > before_frames[kind]:
+                _frames_sent[kind].inc(count - before_frames[kind])
+        histogram = metrics.COMMIT_TO_SEND
+        # prometheus-client (pinned) keeps a histogram's buckets and sum as these values;
+        # adding to them is observe() for a batch (tests/observability checks the result).
+        for index, count in enumerate(buckets):
+            if count > before_buckets[index]:
+                histogram._buckets[index].inc(count - before_buckets[index])
+        if latency_sum > before_sum:
+            histogram._sum.inc(latency_sum - before_sum)
+
+
+_tally = _FrameTally()
+_flush_guard = threading.Lock()
+
+
+def flush() -> None:
+    """Hand this process's batched per-frame counts to Prometheus."""
+    global _tally
+    with _flush_guard:
+        if _tally.pid != os.getpid():
+            _tally = _FrameTally()  # a forked child: the parent reports what it counted
+            return
+        _tally.flush()
 
 
 _last_text: str | None = None

@@ -18,23 +18,37 @@ _SECRET_NAMES = (
     r"|ticket|sessionid|csrftoken|csrfmiddlewaretoken|dsn)"
 )
 
-_PATTERNS: list[tuple[re.Pattern[str], str]] = [
+_NAMES = _SECRET_NAMES[3:-1].split("|")
+
+# Each pattern with the lowercase substrings one of which a match must contain: most
+# lines contain none, and a substring test is a hundred times cheaper than the regex.
+_PATTERNS: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
     # Authorization headers in any dump: "Authorization: Token abc", ('authorization', b'Bearer abc')
     (
+        ("authorization",),
         re.compile(r"""(?i)(authorization['"]?\s*[:=,]\s*b?['"]?)[^'"\\\r\n,)}]+"""),
         r"\1" + REDACTED,
     ),
     # An HTTP auth scheme followed by its credential.
-    (re.compile(r"(?i)\b(Token|Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}"), r"\1 " + REDACTED),
+    (
+        ("token", "bearer", "basic"),
+        re.compile(r"(?i)\b(Token|Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}"),
+        r"\1 " + REDACTED,
+    ),
     # name=value in query strings, form bodies and "k=v" log fields.
-    (re.compile(rf"(?i)({_SECRET_NAMES})=[^&\s'\"\\,;)]+"), r"\1=" + REDACTED),
+    (
+        tuple(f"{name}=" for name in _NAMES),
+        re.compile(rf"(?i)({_SECRET_NAMES})=[^&\s'\"\\,;)]+"),
+        r"\1=" + REDACTED,
+    ),
     # "name": "value" / 'name': 'value' / name: value in JSON and reprs.
     (
+        tuple(_NAMES),
         re.compile(rf"""(?i)(['"]?{_SECRET_NAMES}['"]?\s*:\s*)(?:"[^"]*"|'[^']*'|[^\s,}}\\]+)"""),
         r"\1" + REDACTED,
     ),
     # Credentials inside a URL: scheme://user:password@host
-    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@"), r"\1" + REDACTED + "@"),
+    (("://",), re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@"), r"\1" + REDACTED + "@"),
 ]
 
 _known: tuple[str, ...] = ()
@@ -51,6 +65,8 @@ def redact(text: str) -> str:
     for secret in _known:
         if secret in text:
             text = text.replace(secret, REDACTED)
-    for pattern, replacement in _PATTERNS:
-        text = pattern.sub(replacement, text)
+    lowered = text.lower()
+    for triggers, pattern, replacement in _PATTERNS:
+        if any(trigger in lowered for trigger in triggers):
+            text = pattern.sub(replacement, text)
     return text

@@ -81,6 +81,7 @@ class Reporter:
     def report(self) -> None:
         process = self.process
         if record.metrics_on():
+            record.flush()
             metrics.POLL_QUERIES_PER_CONNECTION.inc(process.account_open_sockets())
             metrics.POLL_QUERIES_AVOIDED.set(process.per_connection_queries - process.counts.poll_queries)
             metrics.RESIDENT_MEMORY.labels(self.role).set(resident_memory())

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_safe
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from observability import multiproc, status
+from observability import multiproc, record, status
 from observability.collectors import ScrapeCollector
 
 
@@ -71,6 +71,7 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
             if refusal.status_code == 401:
                 refusal["WWW-Authenticate"] = 'Bearer realm="metrics"'
             return refusal
+    record.flush()  # this process's latest frames (the others flush on their reporter's beat)
     return HttpResponse(generate_latest(scrape_registry()), content_type=CONTENT_TYPE_LATEST)
 
 

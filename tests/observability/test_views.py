@@ -187,3 +187,20 @@ def test_the_grafana_dashboard_reads_only_metrics_that_exist(client, metrics_tok
     titles = " ".join(panel["title"] for panel in dashboard["panels"])
     for figure in ("latency", "queries avoided", "memory", "Frames sent"):
         assert figure.lower() in titles.lower()
+
+
+def test_batched_frame_latencies_land_in_the_right_buckets(client, metrics_token):
+    from datetime import UTC, datetime, timedelta
+
+    before = scrape(client)
+    conn = record.socket_opened(mode="push", run_id="r-3")
+    ts = (datetime.now(UTC) - timedelta(seconds=20)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    for seq in (1, 2, 3):
+        record.frame_sent(conn, "live", f'{{"type":"step_started","run_id":"r-3","seq":{seq},"ts":"{ts}"}}')
+    record.socket_closed(conn, 1000)
+    after = scrape(client)
+    assert delta(before, after, "quikday_commit_to_send_seconds_count") == 3
+    assert delta(before, after, "quikday_commit_to_send_seconds_bucket", le="10.0") == 0
+    assert delta(before, after, "quikday_commit_to_send_seconds_bucket", le="30.0") == 3
+    assert 60 <= delta(before, after, "quikday_commit_to_send_seconds_sum") < 75
+    assert delta(before, after, "quikday_frames_sent_total", kind="live") == 3
