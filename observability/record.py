@@ -194,10 +194,11 @@ def failed_over(conn: Connection | None, *, run_id: Any) -> None:
     if metrics_on():
         metrics.FAILOVERS.inc()
         stats.current().counts.failovers += 1
+    # DEBUG: one WARNING per outage comes from realtime.failover; this is per connection.
     line(
-        logging.WARNING,
+        logging.DEBUG,
         "failover",
-        "failover to polling",
+        "watcher falls back to polling",
         run_id=run_id,
         conn_id=conn.conn_id if conn else None,
     )
@@ -210,7 +211,13 @@ def recovered(conn: Connection | None, *, run_id: Any) -> None:
     if metrics_on():
         metrics.RECOVERIES.inc()
         stats.current().counts.recoveries += 1
-    line(logging.INFO, "recovery", "back on push", run_id=run_id, conn_id=conn.conn_id if conn else None)
+    line(
+        logging.DEBUG,
+        "recovery",
+        "watcher is back on push",
+        run_id=run_id,
+        conn_id=conn.conn_id if conn else None,
+    )
 
 
 def slow_client_resync(conn: Connection | None, *, run_id: Any, dropped: int = 0) -> None:
