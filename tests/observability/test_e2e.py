@@ -289,3 +289,39 @@ async def test_a_killed_web_processs_open_sockets_leave_the_sum_and_its_counts_s
             assert str(doomed.pid) not in {
                 s[1].get("pid") for s in after if s[0] == "quikday_process_resident_memory_bytes"
             }
+
+
+async def test_poll_mode_counts_its_queries_rows_and_what_they_saved(token, tmp_path):
+    env = env_for(tmp_path, REALTIME_MODE="poll", REALTIME_POLL_INTERVAL="0.1")
+    with daphne_server(env) as web:
+        before = scrape(web)
+        run_id = await create_run(web, token, THREE_ECHOES)
+        frames: list[dict] = []
+        async with open_client(web, run_id, token) as ws:
+            frames.append(json.loads(await asyncio.wait_for(ws.recv(), WAIT)))
+            with celery_worker(env):
+                code = await read_frames(ws, frames)
+
+        def counted():
+            found = scrape(web)
+            done = delta(before, found, "quikday_websocket_disconnects_total", mode="poll", code="1000") == 1
+            return (
+                found
+                if done and delta(before, found, "quikday_frames_sent_total", kind="live") >= 8
+                else None
+            )
+
+        after = await until(counted, "the poll-mode socket's end counted")
+        log = web.log()
+    assert code == 1000
+    check_run_of_three(frames, run_id)
+    assert delta(before, after, "quikday_poll_rows_total") == 8  # each event read once: one watcher
+    assert delta(before, after, "quikday_frames_sent_total", kind="live") == 8
+    queries = delta(before, after, "quikday_poll_queries_total")
+    assert queries >= 1
+    assert delta(before, after, "quikday_poll_ticks_total") == queries
+    assert delta(before, after, "quikday_poll_runs_total") == queries  # one run per query
+    assert delta(before, after, "quikday_websockets_open", mode="poll") == 0
+    # 🔄 at INFO for the polls that found events, with how many rows each.
+    rows = [int(n) for n in re.findall(r"🔄 poll runs=1 watchers=1 rows=(\d+) time=\d+\.\dms", log)]
+    assert sum(rows) == 8, log
