@@ -99,14 +99,10 @@ def frame_sent(conn: Connection | None, kind: str, text: str) -> None:
         conn.frames += 1
     if metrics_on():
         _tally.frames[kind] += 1
-        process = stats.current()
-        process.counts.frames += 1
         if kind == "live":
             committed_at = _event_time(text)
             if committed_at is not None:
-                latency = max(0.0, time.time() - committed_at)
-                _tally.observe(latency)
-                process.latency(latency)
+                _tally.observe(max(0.0, time.time() - committed_at))
     if frames_logger.isEnabledFor(logging.DEBUG):
         frame = json.loads(text)
         line(
@@ -149,6 +145,11 @@ class _FrameTally:
 
 _tally = _FrameTally()
 _flush_guard = threading.Lock()
+
+
+def frame_figures() -> tuple[int, list[int]]:
+    """This process's frames sent so far, and its live frames' latencies counted per bucket."""
+    return sum(_tally.frames.values()), list(_tally.buckets)
 
 
 def flush() -> None:

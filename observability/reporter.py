@@ -12,6 +12,8 @@ import logging
 import os
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 
 from django.conf import settings
 
@@ -33,22 +35,32 @@ def resident_memory() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-class RateMeter:
-    """Events and frames per second of one process, between two calls."""
+@dataclass(frozen=True)
+class Reading:
+    """A process's cumulative figures at one moment."""
 
-    def __init__(self, process: stats.ProcessStats) -> None:
-        self.process = process
-        self._last = (time.monotonic(), stats.Counts(**vars(process.counts)))
+    at: float
+    events: int
+    frames: int
+    latency_buckets: list[int]
 
-    def rates(self) -> dict[str, float]:
-        now, counts = time.monotonic(), self.process.counts
-        then, before = self._last
-        elapsed = max(now - then, 1e-9)
-        self._last = (now, stats.Counts(**vars(counts)))
-        return {
-            "events": round((counts.events - before.events) / elapsed, 2),
-            "frames": round((counts.frames - before.frames) / elapsed, 2),
-        }
+    @classmethod
+    def now(cls, process: stats.ProcessStats) -> Reading:
+        frames, buckets = record.frame_figures()
+        return cls(time.monotonic(), process.counts.events, frames, buckets)
+
+
+def window_figures(old: Reading, new: Reading) -> dict[str, float | None]:
+    """Events/s, frames/s and commit → send p50/p99 (ms) between two readings."""
+    elapsed = max(new.at - old.at, 1e-9)
+    counts = [b - a for a, b in zip(old.latency_buckets, new.latency_buckets, strict=True)]
+    p50, p99 = (stats.quantile(counts, metrics.LATENCY_BUCKETS, q) for q in (0.5, 0.99))
+    return {
+        "events_per_second": round((new.events - old.events) / elapsed, 2),
+        "frames_per_second": round((new.frames - old.frames) / elapsed, 2),
+        "latency_p50_ms": None if p50 is None else round(p50 * 1000, 2),
+        "latency_p99_ms": None if p99 is None else round(p99 * 1000, 2),
+    }
 
 
 class Reporter:
@@ -58,8 +70,9 @@ class Reporter:
         self.pid = os.getpid()
         self.process = stats.reset(role)
         self._stop = threading.Event()
-        self._stats_rates = RateMeter(self.process)
-        self._page_rates = RateMeter(self.process)
+        # Readings of the last LOG_STATS_INTERVAL: the page and the 📊 line look back that far.
+        self._readings: deque[Reading] = deque([Reading.now(self.process)])
+        self._last_stats = self._readings[0]
         self._stats_due = time.monotonic() + settings.LOG_STATS_INTERVAL
         self.thread = threading.Thread(target=self._run, name=f"observability-{role}", daemon=True)
 
@@ -85,15 +98,20 @@ class Reporter:
             metrics.POLL_QUERIES_PER_CONNECTION.inc(process.account_open_sockets())
             metrics.POLL_QUERIES_AVOIDED.set(process.per_connection_queries - process.counts.poll_queries)
             metrics.RESIDENT_MEMORY.labels(self.role).set(resident_memory())
-        if time.monotonic() >= self._stats_due:
-            self._stats_due = time.monotonic() + settings.LOG_STATS_INTERVAL
-            self.log_stats()
-        status.publish(status.snapshot(process, rates=self._page_rates.rates(), name=self.name))
+        reading = Reading.now(process)
+        self._readings.append(reading)
+        while len(self._readings) > 2 and reading.at - self._readings[1].at >= settings.LOG_STATS_INTERVAL:
+            self._readings.popleft()
+        if reading.at >= self._stats_due:
+            self._stats_due = reading.at + settings.LOG_STATS_INTERVAL
+            self.log_stats(window_figures(self._last_stats, reading))
+            self._last_stats = reading
+        status.publish(
+            status.snapshot(process, figures=window_figures(self._readings[0], reading), name=self.name)
+        )
 
-    def log_stats(self) -> None:
+    def log_stats(self, figures: dict[str, float | None]) -> None:
         process = self.process
-        rates = self._stats_rates.rates()
-        p50, p99 = process.percentiles(settings.LOG_STATS_INTERVAL)
         by_mode = process.by_mode()
         record.line(
             logging.INFO, "stats", "stats",
@@ -101,9 +119,8 @@ class Reporter:
             sockets=sum(by_mode.values()),
             push=by_mode.get("push", 0), poll=by_mode.get("poll", 0), hybrid=by_mode.get("hybrid", 0),
             runs_watched=len(process.watchers()),
-            events_per_s=rates["events"], frames_per_s=rates["frames"],
-            latency_p50_ms=None if p50 is None else round(p50 * 1000, 2),
-            latency_p99_ms=None if p99 is None else round(p99 * 1000, 2),
+            events_per_s=figures["events_per_second"], frames_per_s=figures["frames_per_second"],
+            latency_p50_ms=figures["latency_p50_ms"], latency_p99_ms=figures["latency_p99_ms"],
             resyncs=process.counts.resyncs, failovers=process.counts.failovers,
             degraded=process.degraded(), rss_mb=round(resident_memory() / 2**20, 1),
         )  # fmt: skip

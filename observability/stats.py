@@ -1,9 +1,11 @@
-"""This process's own figures: its open connections, its counts, its recent latencies.
+"""This process's own figures: its open connections and its counts.
 
 Prometheus keeps the totals (observability.metrics); this keeps what a
 process reports about itself — the connection table the admin's Realtime page
-lists, and the rates and percentiles of the 📊 line. Updated from the event
-loop and from request/worker threads, read by the reporter thread.
+lists, and the counts of the 📊 line (frames and latencies are counted per
+frame in observability.record's tally; ``quantile`` reads percentiles off its
+buckets). Updated from the event loop and from request/worker threads, read by
+the reporter thread.
 """
 
 from __future__ import annotations
@@ -12,12 +14,11 @@ import itertools
 import os
 import threading
 import time
-from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 # The old design's per-connection poll interval: the baseline of "queries avoided".
 LEGACY_POLL_INTERVAL = 2.0
-LATENCY_WINDOW = 50_000  # the most recent live deliveries a percentile is taken over
 
 
 @dataclass(eq=False, slots=True)
@@ -37,7 +38,6 @@ class Connection:
 @dataclass
 class Counts:
     events: int = 0
-    frames: int = 0
     resyncs: int = 0
     failovers: int = 0
     recoveries: int = 0
@@ -52,7 +52,6 @@ class ProcessStats:
     pid: int = field(default_factory=os.getpid)
     counts: Counts = field(default_factory=Counts)
     connections: dict[str, Connection] = field(default_factory=dict)
-    latencies: deque = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     per_connection_queries: float = 0.0
     started: float = field(default_factory=time.monotonic)
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -92,17 +91,6 @@ class ProcessStats:
             self.per_connection_queries += seconds / LEGACY_POLL_INTERVAL
         return seconds / LEGACY_POLL_INTERVAL
 
-    def latency(self, seconds: float) -> None:
-        self.latencies.append((time.monotonic(), seconds))
-
-    def percentiles(self, window: float) -> tuple[float | None, float | None]:
-        """p50 and p99 of the live deliveries of the last ``window`` seconds."""
-        since = time.monotonic() - window
-        values = sorted(value for at, value in list(self.latencies) if at >= since)
-        if not values:
-            return None, None
-        return values[len(values) // 2], values[min(len(values) - 1, int(len(values) * 0.99))]
-
     def by_mode(self) -> dict[str, int]:
         modes: dict[str, int] = {}
         for conn in self.open_connections():
@@ -119,6 +107,23 @@ class ProcessStats:
 
     def degraded(self) -> int:
         return sum(1 for conn in self.open_connections() if conn.degraded)
+
+
+def quantile(counts: Sequence[int], bounds: Sequence[float], q: float) -> float | None:
+    """The ``q`` quantile of observations counted per bucket (``bounds`` the upper bounds, then +Inf).
+
+    Linear within the bucket, as Prometheus' histogram_quantile; None without observations.
+    """
+    total = sum(counts)
+    if not total:
+        return None
+    rank, seen, lower = q * total, 0, 0.0
+    for count, upper in zip(counts, [*bounds, bounds[-1]], strict=True):
+        if count and seen + count >= rank:
+            return lower + (upper - lower) * (rank - seen) / count
+        seen += count
+        lower = upper
+    return bounds[-1]
 
 
 _stats: ProcessStats | None = None

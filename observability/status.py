@@ -48,8 +48,9 @@ def _redis():
     return _client
 
 
-def snapshot(process: stats.ProcessStats, *, rates: dict[str, float], name: str) -> dict[str, Any]:
-    p50, p99 = process.percentiles(settings.LOG_STATS_INTERVAL)
+def snapshot(process: stats.ProcessStats, *, figures: dict[str, float | None], name: str) -> dict[str, Any]:
+    """This process, for the page: sockets per run and mode, failover state, and ``figures``
+    (events/s, frames/s, latency p50/p99 over the last LOG_STATS_INTERVAL)."""
     return {
         "name": name,
         "host": socket.gethostname(),
@@ -62,10 +63,7 @@ def snapshot(process: stats.ProcessStats, *, rates: dict[str, float], name: str)
         "failovers": process.counts.failovers,
         "recoveries": process.counts.recoveries,
         "resyncs": process.counts.resyncs,
-        "events_per_second": rates.get("events", 0.0),
-        "frames_per_second": rates.get("frames", 0.0),
-        "latency_p50_ms": None if p50 is None else round(p50 * 1000, 2),
-        "latency_p99_ms": None if p99 is None else round(p99 * 1000, 2),
+        **figures,
     }
 
 
