@@ -51,6 +51,11 @@ _PATTERNS: list[tuple[tuple[str, ...], re.Pattern[str], str]] = [
     (("://",), re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@/\s]+@"), r"\1" + REDACTED + "@"),
 ]
 
+# One scan for any trigger at all: the common case (a line with none) costs one regex search.
+_ANY_TRIGGER = re.compile(
+    "|".join(re.escape(t) for triggers, _, _ in _PATTERNS for t in sorted(set(triggers)))
+)
+
 _known: tuple[str, ...] = ()
 
 
@@ -66,6 +71,8 @@ def redact(text: str) -> str:
         if secret in text:
             text = text.replace(secret, REDACTED)
     lowered = text.lower()
+    if not _ANY_TRIGGER.search(lowered):
+        return text
     for triggers, pattern, replacement in _PATTERNS:
         if any(trigger in lowered for trigger in triggers):
             text = pattern.sub(replacement, text)
