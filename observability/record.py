@@ -2,9 +2,10 @@
 stats and, where it is a lifecycle event, writes its log line.
 
 Lines go to the ``quikday.lifecycle`` logger (frames to ``quikday.frames``, at
-DEBUG) with their fields as ``extra`` (see observability.logs). Nothing here
-raises into the caller: observing must never break a delivery or a commit.
-With METRICS_ENABLED off the metrics and stats are skipped (logs stay).
+DEBUG) with their fields as ``extra`` (see observability.logs). They only
+count and log — no database, no network — so a delivery or a commit never
+waits on them. With METRICS_ENABLED off the metrics and stats are skipped
+(logs stay).
 """
 
 from __future__ import annotations
@@ -61,16 +62,13 @@ def worker_started(*, name: str) -> None:
 # --- Connections ------------------------------------------------------------------------
 
 
-def socket_opened(*, mode: str, run_id: Any, since: int | None = None, auth: str = "") -> Connection:
+def socket_opened(*, mode: str, run_id: Any) -> Connection:
     """A WebSocket was accepted; the returned handle goes to every later call about it."""
     conn = stats.current().open(mode=mode, run_id=str(run_id or "-"))
     if metrics_on():
         metrics.WEBSOCKET_CONNECTS.labels(mode).inc()
         metrics.WEBSOCKETS_OPEN.labels(mode).inc()
-    line(
-        logging.INFO, "connect", "connect", run_id=conn.run_id, conn_id=conn.conn_id, mode=mode, since=since,
-        auth=auth or None,
-    )  # fmt: skip
+    line(logging.INFO, "connect", "connect", run_id=conn.run_id, conn_id=conn.conn_id, mode=mode)
     return conn
 
 

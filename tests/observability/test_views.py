@@ -50,7 +50,7 @@ def test_metrics_answers_staff_sessions_and_not_other_users(client, staff_user, 
 
 def test_the_hooks_move_their_counters_by_one(client, metrics_token):
     before = scrape(client)
-    conn = record.socket_opened(mode="poll", run_id="r-1", since=0, auth="key")
+    conn = record.socket_opened(mode="poll", run_id="r-1")
     during = scrape(client)
     frame = '{"type":"run_status","run_id":"r-1","seq":1,"ts":"2026-12-01T10:00:00.000000Z","payload":{}}'
     record.frame_sent(conn, "live", frame)
@@ -153,7 +153,7 @@ def test_the_realtime_page_is_for_staff_only(client, staff_user, user):
 
 def test_the_status_json_lists_the_runs_this_process_watches(client, staff_user):
     started = reporter.start("web")
-    conn = record.socket_opened(mode="hybrid", run_id="run-watched", since=None)
+    conn = record.socket_opened(mode="hybrid", run_id="run-watched")
     try:
         started.report()
         client.force_login(staff_user)
