@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 
 from tests.observability.support import delta, samples, value
 from tests.processes import celery_worker, daphne_server, subprocess_env
-from tests.realtime.test_e2e import THREE_ECHOES, check_run_of_three, create_run, open_client, read_frames
+from tests.scenarios.test_e2e import THREE_ECHOES, check_run_of_three, create_run, open_client, read_frames
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
