@@ -19,7 +19,7 @@ DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 
 WEBSOCKETS_OPEN = Gauge(
     "quikday_websockets_open",
-    "WebSocket connections open now, by mode (push, poll, hybrid).",
+    "WebSocket connections open now, by mode (push, poll, hybrid; list: the run-list stream /ws/runs/).",
     ["mode"],
     multiprocess_mode="livesum",
 )
@@ -92,7 +92,7 @@ RESIDENT_MEMORY = Gauge(
 
 # Series that exist from a process's start, at zero: a rate() needs the zero, and a
 # dashboard shows "0 open sockets" rather than "no data".
-for _mode in ("push", "poll", "hybrid"):
+for _mode in ("push", "poll", "hybrid", "list"):
     WEBSOCKETS_OPEN.labels(_mode)
     WEBSOCKET_CONNECTS.labels(_mode)
 for _outcome in ("published", "gave_up"):

@@ -64,7 +64,7 @@ def worker_started(*, name: str) -> None:
 
 def socket_opened(*, mode: str, run_id: Any) -> Connection:
     """A WebSocket was accepted; the returned handle goes to every later call about it."""
-    conn = stats.current().open(mode=mode, run_id=str(run_id or "-"))
+    conn = stats.current().open(mode=mode, run_id=str(run_id or stats.NO_RUN))
     if metrics_on():
         metrics.WEBSOCKET_CONNECTS.labels(mode).inc()
         metrics.WEBSOCKETS_OPEN.labels(mode).inc()

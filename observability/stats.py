@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 # The old design's per-connection poll interval: the baseline of "queries avoided".
 LEGACY_POLL_INTERVAL = 2.0
+NO_RUN = "-"  # the run id of a socket that watches no single run (the run-list stream)
 
 
 @dataclass(eq=False, slots=True)
@@ -101,6 +102,8 @@ class ProcessStats:
         """run id → mode → sockets of this process."""
         runs: dict[str, dict[str, int]] = {}
         for conn in self.open_connections():
+            if conn.run_id == NO_RUN:
+                continue  # a run-list socket watches no single run
             modes = runs.setdefault(conn.run_id, {})
             modes[conn.mode] = modes.get(conn.mode, 0) + 1
         return runs

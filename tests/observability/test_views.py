@@ -204,3 +204,19 @@ def test_batched_frame_latencies_land_in_the_right_buckets(client, metrics_token
     assert delta(before, after, "quikday_commit_to_send_seconds_bucket", le="30.0") == 3
     assert 60 <= delta(before, after, "quikday_commit_to_send_seconds_sum") < 75
     assert delta(before, after, "quikday_frames_sent_total", kind="live") == 3
+
+
+def test_a_run_list_socket_counts_as_mode_list_and_watches_no_run(client, metrics_token, staff_user):
+    before = scrape(client)
+    started = reporter.start("web")
+    conn = record.socket_opened(mode="list", run_id=None)
+    try:
+        assert delta(before, scrape(client), "quikday_websockets_open", mode="list") == 1
+        started.report()
+        client.force_login(staff_user)
+        data = client.get(reverse("observability-realtime-status")).json()
+    finally:
+        record.socket_closed(conn, 1000)
+    assert all(run["run_id"] != "-" for run in data["runs"])
+    assert data["sockets"].get("list", 0) >= 1
+    assert delta(before, scrape(client), "quikday_websocket_disconnects_total", mode="list", code="1000") == 1
