@@ -70,11 +70,6 @@ def pytest_configure(config):
         raise pytest.UsageError(f"CI=true but {' and '.join(MISSING)} does not answer; start it first")
 
 
-def pytest_unconfigure(config):
-    if os.environ["PROMETHEUS_MULTIPROC_DIR"].startswith(tempfile.gettempdir() + "/quikday-test-metrics-"):
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
-
-
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if "postgres" in item.keywords and not POSTGRES_UP:
@@ -97,6 +92,8 @@ def pytest_unconfigure(config):
     A daemon timer ends the process with the session's status, after printing
     the stuck threads' stacks, if the normal exit has not happened by then.
     """
+    if os.environ["PROMETHEUS_MULTIPROC_DIR"].startswith(tempfile.gettempdir() + "/quikday-test-metrics-"):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)  # this session's metrics
     status = getattr(config, "_quikday_exitstatus", 1) or 1
 
     def force_exit() -> None:

@@ -271,6 +271,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             # Its unread frames already fill the bound: drop this one and what
             # follows, and resync it with a fresh snapshot once it has drained.
             self.resync = asyncio.create_task(self._resync_when_drained())
+            record.slow_client_resync(self.observed, run_id=self.run_id)
             return
         await self.send(text_data=text)
         record.frame_sent(self.observed, "live", text)

@@ -18,7 +18,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from runs import executor, services
-from tests.realtime.test_e2e import read_frames
+from tests.scenarios.test_e2e import read_frames
 from tests.waiting import wait_for
 
 pytestmark = [
