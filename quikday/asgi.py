@@ -31,4 +31,9 @@ if settings.RUNS_EXECUTOR == "inline":
     application = ServerLoopMiddleware(application)
 
 log_mode()
+
+from observability import access_log, reporter  # noqa: E402
+
+access_log.route_through_logging()
+reporter.start("web")  # this process's 📊 line, RSS and the staff page's snapshot
 daphne_tuning.apply()  # last: freezes the heap the imports above built

@@ -7,6 +7,7 @@ Two shapes of the same code:
   Celery workers on Redis.
 """
 
+import os
 import warnings
 from pathlib import Path
 
@@ -32,6 +33,8 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "daphne",
+    # Before the admin: its admin/index.html adds the "Realtime" page's link.
+    "observability",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -308,20 +311,47 @@ RUNS_TOOL_MODULES = ["runs.tools.builtin", *env_list("RUNS_TOOL_MODULES", [])]
 RUNS_INLINE_WORKERS = env_int("RUNS_INLINE_WORKERS", 4, minimum=1)
 RUNS_REAP_INTERVAL_SECONDS = env_float("RUNS_REAP_INTERVAL_SECONDS", 60.0, minimum=1.0)
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s [%(process)d] %(levelname)s %(name)s: %(message)s"}},
-    "filters": {"layer_connection_failures": {"()": "realtime.outage_logging.LayerConnectionFailureFilter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {
-        "django.db.backends": {"level": "WARNING"},
-        # One warning per Redis outage comes from realtime.failover instead.
-        "channels_redis.pubsub": {"filters": ["layer_connection_failures"]},
-        "channels_redis.core": {"filters": ["layer_connection_failures"]},
-        # A few lines per start and stop, whatever LOG_LEVEL: "Listening on TCP address"
-        # is how the web command's runners (tests, bench) know a Daphne process serves.
-        "daphne.server": {"level": "INFO"},
-    },
+# --- Observability: logs, metrics, error reports (docs/operations.md) ---------------
+# LOG_FORMAT=json: one JSON object per line (a PaaS log drain); text: emoji-led lines.
+LOG_FORMAT = env_choice("LOG_FORMAT", "text", ("text", "json"))
+LOG_EMOJI = env_bool("LOG_EMOJI", True)
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+# More levels per logger: "quikday.frames=DEBUG,celery=WARNING".
+LOG_LEVELS = env_list("LOG_LEVELS", [])
+LOG_STATS_INTERVAL = env_float("LOG_STATS_INTERVAL", 60.0, minimum=0.05)
+# How often each process refreshes its RSS, its queries-avoided figure and the
+# snapshot the admin's Realtime page reads.
+OBSERVABILITY_REPORT_INTERVAL = env_float("OBSERVABILITY_REPORT_INTERVAL", 2.0, minimum=0.05)
+METRICS_ENABLED = env_bool("METRICS_ENABLED", True)
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+# prometheus-client's multiprocess mode sums the files every process of the host
+# writes here. It reads the variable when it is first imported, and settings are
+# the first thing every process (Daphne, Celery and its pool, manage.py) loads.
+# Unset: a directory of this deployment's own under the temp dir in the full
+# stack; single-process mode in embedded mode (one process serves everything).
+METRICS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR")
+if not METRICS_MULTIPROC_DIR and not EMBEDDED and METRICS_ENABLED:
+    from observability.multiproc import default_dir
+
+    METRICS_MULTIPROC_DIR = str(default_dir(DATABASES["default"], REDIS_URL, CELERY_TASK_DEFAULT_QUEUE))
+if METRICS_MULTIPROC_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = METRICS_MULTIPROC_DIR
+SENTRY_DSN = env_str("SENTRY_DSN")
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT", "development" if DEBUG else "production")
+SENTRY_TRACES_SAMPLE_RATE = env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0)
+# Celery would replace these handlers with its own format; the LOGGING below
+# is every process's, workers included.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+
+from observability.logs import logging_config  # noqa: E402 - a plain function, no Django models
+
+LOGGING = logging_config(level=LOG_LEVEL, levels=LOG_LEVELS, log_format=LOG_FORMAT, emoji=LOG_EMOJI)
+# One warning per Redis outage comes from realtime.failover instead.
+LOGGING["filters"]["layer_connection_failures"] = {
+    "()": "realtime.outage_logging.LayerConnectionFailureFilter"
 }
+for _layer_logger in ("channels_redis.pubsub", "channels_redis.core"):
+    LOGGING["loggers"].setdefault(_layer_logger, {})["filters"] = ["layer_connection_failures"]
+# A few lines per start and stop, whatever LOG_LEVEL: "Listening on TCP address"
+# is how the web command's runners (tests, bench) know a Daphne process serves.
+LOGGING["loggers"].setdefault("daphne.server", {})["level"] = "INFO"

@@ -8,6 +8,7 @@ from runs.health import healthz
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("", include("observability.urls")),
     path("admin/", admin.site.urls),
     path("api/", include("runs.api.urls")),
     path("api/runs/<uuid:run_id>/events/", RunEventsView.as_view(), name="run-events"),

@@ -21,11 +21,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 import uuid
 import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
+from observability import record
 from realtime import db, frames, selectors
 
 logger = logging.getLogger(__name__)
@@ -118,12 +120,16 @@ class Poller:
                     cursors[run_id] = min(cursors.get(run_id, consumer.last_seq), consumer.last_seq)
         if not cursors:
             return
+        started = time.monotonic()
         try:
             found = await db.read(selectors.events_after_cursors, cursors=cursors)
         except Exception:
             # The database blipped: the next tick asks again from the same cursors.
             logger.warning("poll of %d runs failed", len(cursors), exc_info=True)
             return
+        record.poll_tick(
+            runs=len(cursors), watchers=len(due), rows=len(found), seconds=time.monotonic() - started
+        )
         by_run: dict[uuid.UUID, list[tuple[int, str, bool]]] = {}
         for event in found:
             by_run.setdefault(event.run_id, []).append(

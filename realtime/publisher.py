@@ -25,6 +25,7 @@ from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
+from observability import record
 from realtime import frames
 from realtime.models import RunEvent
 
@@ -82,6 +83,7 @@ def publish(event: RunEvent, *, text: str | None = None) -> bool:
         group_send(group, message)
     except Exception as error:  # noqa: BLE001 - a publish must never fail the writer
         logger.warning("publish of %s#%s failed (%s); it stays in the log", event.run_id, event.seq, error)
+        record.publish_failed()
         _report_failure()  # this process's push connections check the layer now
         _retry_later(group, message)
         return False
@@ -187,8 +189,10 @@ async def _retry(group: str, message: dict[str, Any]) -> None:
                 delay = min(delay * 2, 30.0)
                 continue
             logger.info("published %s#%s on retry", group, message["seq"])
+            record.publish_retried(outcome="published")
             return
         logger.warning("gave up re-publishing %s#%s; it stays in the log", group, message["seq"])
+        record.publish_retried(outcome="gave_up")
     finally:
         with _loop_guard:
             _pending_retries -= 1

@@ -3,12 +3,14 @@
 Connected in RealtimeConfig.ready() with dispatch_uids. ``post_init`` notes the
 status an instance was loaded with, ``post_save`` emits one event when the
 status it saves differs (a save that changes nothing observable emits nothing).
-A starting Celery worker process opens its publishing connection at once.
+A starting Celery worker process opens its publishing connection at once, and
+every worker process (main and pool children) runs its observability reporter.
 """
 
-from celery.signals import worker_process_init
+from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
 from django.db.models.signals import post_init, post_save
 
+from observability import record, reporter
 from realtime import list_feed, log, publisher
 from runs.models import Run, Step
 
@@ -52,6 +54,17 @@ def step_saved(sender, instance: Step, created: bool, update_fields=None, raw=Fa
 
 def worker_process_started(**kwargs) -> None:
     publisher.connect_publisher()
+    reporter.start("worker-child")
+
+
+def worker_started(sender=None, **kwargs) -> None:
+    name = getattr(sender, "hostname", None) or "worker"
+    record.worker_started(name=name)
+    reporter.start("worker", name=name)
+
+
+def worker_process_stopping(**kwargs) -> None:
+    reporter.stop()
 
 
 def connect() -> None:
@@ -60,3 +73,6 @@ def connect() -> None:
     post_save.connect(run_saved, sender=Run, dispatch_uid="realtime.run.post_save")
     post_save.connect(step_saved, sender=Step, dispatch_uid="realtime.step.post_save")
     worker_process_init.connect(worker_process_started, dispatch_uid="realtime.worker_process_init")
+    worker_ready.connect(worker_started, dispatch_uid="realtime.worker_ready")
+    worker_process_shutdown.connect(worker_process_stopping, dispatch_uid="realtime.worker_process_shutdown")
+    worker_shutdown.connect(worker_process_stopping, dispatch_uid="realtime.worker_shutdown")

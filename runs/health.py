@@ -94,4 +94,5 @@ def log_mode() -> None:
         summary["executor"],
         summary["realtime"],
         summary["debug"],
+        extra={"event": "startup", **summary},  # the 🔌 line (see observability.logs)
     )

@@ -4,7 +4,7 @@ import uuid
 from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
 
 from runs.models import Run, RunStatus, Step
 
@@ -84,3 +84,11 @@ def runs_queued_ids() -> list[uuid.UUID]:
     return list(
         Run.objects.filter(status=RunStatus.QUEUED).order_by("created_at").values_list("pk", flat=True)
     )
+
+
+def run_counts_by_status() -> dict[str, int]:
+    """How many runs are in each status (every status present, zero included)."""
+    counts = dict.fromkeys(RunStatus.values, 0)
+    for status, count in Run.objects.order_by().values_list("status").annotate(n=Count("pk")):
+        counts[status] = count
+    return counts

@@ -8,8 +8,10 @@ tests marked ``postgres`` / ``redis`` with a one-line reason.
 
 import faulthandler
 import os
+import shutil
 import socket
 import sys
+import tempfile
 import threading
 import uuid
 from urllib.parse import urlparse
@@ -44,6 +46,10 @@ os.environ.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
 os.environ.setdefault("REALTIME_PUBLISH_RETRY_SECONDS", "10")
 # A queue of this session's own, so nothing left in Redis by another run is executed here.
 os.environ.setdefault("CELERY_QUEUE", f"test-{uuid.uuid4().hex[:8]}")
+
+# prometheus-client's multiprocess files of this session (and of the processes it
+# starts, unless a test gives them a directory of their own), removed at the end.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="quikday-test-metrics-"))
 
 POSTGRES_UP = urlparse(os.environ["DATABASE_URL"]).scheme.startswith("postgres") and _answers(
     os.environ["DATABASE_URL"], 5432
@@ -86,6 +92,8 @@ def pytest_unconfigure(config):
     A daemon timer ends the process with the session's status, after printing
     the stuck threads' stacks, if the normal exit has not happened by then.
     """
+    if os.environ["PROMETHEUS_MULTIPROC_DIR"].startswith(tempfile.gettempdir() + "/quikday-test-metrics-"):
+        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)  # this session's metrics
     status = getattr(config, "_quikday_exitstatus", 1) or 1
 
     def force_exit() -> None:

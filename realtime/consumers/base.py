@@ -23,6 +23,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
+from observability import record
 from realtime import daphne_tuning, db, frames, publisher, selectors
 from realtime.snapshot import Refused
 
@@ -89,6 +90,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
                 if task is not None:
                     task.cancel()
             await self.unsubscribe()
+            record.socket_closed(self.observed, None)  # no-op after disconnect(); else ended unclosed
 
     async def dispatch(self, message: dict) -> None:
         """Channels' dispatch, without its close_old_connections() before every message.
@@ -121,9 +123,13 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         # deliver() is entered from the consumer's own dispatch loop (push)
         # and from the process's poller (poll, hybrid, failover): one at a time.
         self.deliver_lock = asyncio.Lock()
+        self.observed: record.Connection | None = None  # this socket in the logs and metrics
 
     async def connect(self) -> None:
         await self.accept()
+        self.observed = record.socket_opened(
+            mode=self.mode, run_id=self.scope["url_route"]["kwargs"].get("run_id")
+        )
         try:
             self.run_id = uuid.UUID(self.scope["url_route"]["kwargs"]["run_id"])
         except ValueError:
@@ -163,7 +169,9 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             seq=state.snapshot.seq,
         )
         for event in state.backlog:
-            await self.send(text_data=frames.encode_event(event))
+            text = frames.encode_event(event)
+            await self.send(text_data=text)
+            record.frame_sent(self.observed, "replay", text)
         if state.snapshot.terminal:
             await self._finish()
             return
@@ -221,6 +229,7 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         """Stop receiving events. Must not raise; called more than once."""
 
     async def disconnect(self, code: int) -> None:
+        record.socket_closed(self.observed, code)
         self.finished = True
         await self.unsubscribe()
 
@@ -262,8 +271,10 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
             # Its unread frames already fill the bound: drop this one and what
             # follows, and resync it with a fresh snapshot once it has drained.
             self.resync = asyncio.create_task(self._resync_when_drained())
+            record.slow_client_resync(self.observed, run_id=self.run_id)
             return
         await self.send(text_data=text)
+        record.frame_sent(self.observed, "live", text)
         self.last_seq = seq
         if final:
             await self._finish()
@@ -353,7 +364,9 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         frame = frames.build_frame(
             type=type, run_id=self.run_id or "", seq=seq, ts=timezone.now(), payload=payload
         )
-        await self.send(text_data=frames.encode_frame(frame))
+        text = frames.encode_frame(frame)
+        await self.send(text_data=text)
+        record.frame_sent(self.observed, "control", text)
 
     async def _error(self, code: str, message: str) -> None:
         await self._send_frame("error", {"code": code, "message": message}, seq=self.last_seq)

@@ -14,6 +14,7 @@ import logging
 
 from django.conf import settings
 
+from observability import record
 from realtime import frames
 from realtime.consumers.base import BaseRunConsumer
 from realtime.failover import get_probe
@@ -79,7 +80,7 @@ class RunConsumer(BaseRunConsumer):
     def degrade(self) -> None:
         """The layer failed this connection: read its run from the log until the layer is back."""
         if not self.degraded:
-            logger.debug("run %s watcher falls back to polling", self.run_id)
+            record.failed_over(self.observed, run_id=self.run_id)
         self.degraded = True
         self._sync_watch()
         get_probe().suspect()
@@ -90,7 +91,7 @@ class RunConsumer(BaseRunConsumer):
             return False
         self.degraded = False
         self._sync_watch()
-        logger.debug("run %s watcher is back on push", self.run_id)
+        record.recovered(self.observed, run_id=self.run_id)
         await self.catch_up()
         return True
 

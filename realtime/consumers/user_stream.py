@@ -22,6 +22,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
+from observability import record
 from realtime import db, frames, selectors, summaries
 from realtime.consumers.base import CLOSE_UNAUTHENTICATED
 
@@ -40,6 +41,7 @@ class RunListConsumer(AsyncWebsocketConsumer):
         self.joined: list[str] = []
         self.refresher: asyncio.Task | None = None
         await self.accept()
+        self.observed = record.socket_opened(mode="list", run_id=None)
         user = self.scope.get("user")
         token_key = self.scope.get("auth_token")
         if token_key is not None:
@@ -92,6 +94,7 @@ class RunListConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=message["text"])
 
     async def disconnect(self, code: int) -> None:
+        record.socket_closed(self.observed, code)
         if self.refresher is not None:
             self.refresher.cancel()
         for group in self.joined:
