@@ -66,6 +66,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_log.py",
     ],
     "realtime/hub.py": [
+        "tests/realtime/test_hub_races.py",
         "tests/realtime/test_hub.py",
         "tests/realtime/test_guarantees.py",
         "tests/scenarios/test_race.py",
