@@ -119,7 +119,10 @@ async def test_since_beyond_the_log_is_not_recovered(user, token, since):
 
 @pytest.mark.parametrize("query", ["since=0&since=1", "since=abc&since=1"])
 async def test_a_repeated_since_counts_its_last_value(user, token, query):
-    """As ``request.GET`` over HTTP: the last ``since`` counts (kills base.py's ``values[-1]`` → ``values[0]``)."""
+    """As ``request.GET`` over HTTP, the last ``since`` counts.
+
+    Kills realtime/consumers/base.py's ``values[-1]`` → ``values[-0]``.
+    """
     run = await make_run(user)
     ws, connected = await open_socket(run.id, headers=token_headers(token), query=query)
     try:
