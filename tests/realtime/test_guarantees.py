@@ -377,3 +377,62 @@ async def test_one_watchers_failing_delivery_does_not_stop_the_others_events(use
         assert frames == await logged_frames(run.id, after=connected["seq"]) and code == 1000
     finally:
         await close_socket(healthy)
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_a_delivery_under_way_when_the_client_leaves_sends_nothing_after(user, token, monkeypatch):
+    """Kills realtime/consumers/base.py's ``finished = True`` → ``False`` in ``disconnect``.
+
+    An event arrives with a gap before it, so its delivery runs on a task of its
+    own and reads the gap from the log; the client disconnects while that read
+    is held, and the delivery goes on while the disconnect's leave of the group
+    is held in ``group_discard`` (before the consumer has ended). The delivery
+    must send nothing to the socket being closed.
+    """
+    from realtime import db
+
+    run = await sync_to_async(_started_run)(user, steps=1)  # seq 1
+    layer = get_channel_layer()
+    hub = get_hub(layer)
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    reading, let_read, discarding, let_discard = (asyncio.Event() for _ in range(4))
+    real_read, real_discard = db.read, layer.group_discard
+
+    async def held_read(fn, *args, **kwargs):
+        if fn is selectors.events_between:
+            reading.set()  # named point: the delivery fills its gap from the log
+            await asyncio.wait_for(let_read.wait(), WAIT)
+        return await real_read(fn, *args, **kwargs)
+
+    async def held_discard(*args):
+        discarding.set()  # named point: the disconnecting consumer leaves its run's group
+        await asyncio.wait_for(let_discard.wait(), WAIT)
+        return await real_discard(*args)
+
+    monkeypatch.setattr(db, "read", held_read)
+    monkeypatch.setattr(layer, "group_discard", held_discard)
+    leaving = None
+    try:
+        seq = connected["seq"] + 2  # one event missing before it: a gap to fill
+        message = {
+            "type": publisher.GROUP_MESSAGE_TYPE,
+            "group": group_name(run.id),
+            "seq": seq,
+            "final": False,
+        }
+        await layer.group_send(group_name(run.id), {**message, "text": f'{{"seq": {seq}}}'})
+        await asyncio.wait_for(reading.wait(), WAIT)
+        (delivery,) = hub._deliveries
+        leaving = asyncio.create_task(ws.disconnect(timeout=WAIT))
+        await asyncio.wait_for(discarding.wait(), WAIT)
+        let_read.set()
+        await asyncio.wait_for(delivery, WAIT)
+        let_discard.set()
+        await leaving
+        assert ws.output_queue.empty()  # nothing was sent after the client left
+    finally:
+        let_read.set()
+        let_discard.set()
+        if leaving is not None:
+            await asyncio.gather(leaving, return_exceptions=True)
+        await close_socket(ws)
