@@ -1,5 +1,6 @@
 """The poller's ticks sit on a grid: staggered watchers share one query per interval."""
 
+import asyncio
 import uuid
 
 from realtime.poller import Poller, _next_slot
@@ -53,3 +54,48 @@ def test_next_slot_is_strictly_after_now():
     assert _next_slot(102.0, 2.0) == 104.0
     assert _next_slot(102.0005, 2.0) == 104.0
     assert _next_slot(103.9999, 2.0) == 104.0
+
+
+class ClockLoop:
+    """The running loop with a clock the test moves: the poller's tasks run for real."""
+
+    def __init__(self, loop, now: float):
+        self._loop, self.now = loop, now
+
+    def time(self) -> float:
+        return self.now
+
+    def __getattr__(self, name):
+        return getattr(self._loop, name)
+
+
+async def test_a_watcher_overdue_by_less_than_a_second_is_polled_at_once():
+    """Kills poller.py's ``delay > 0`` → ``delay > -1``: an overdue watcher must not wait (or spin).
+
+    The clock is moved, not waited for: half an interval past the watcher's due
+    time, the poller must tick now; the mutant keeps waiting for a delay it
+    already missed until the clock is a whole second past due.
+    """
+    loop = ClockLoop(asyncio.get_running_loop(), 100.0)
+    poller = Poller(loop)
+    ticked = asyncio.Event()
+
+    async def tick() -> None:
+        ticked.set()
+        for watched in list(poller.runs.values()):
+            for watcher in list(watched):
+                poller.unwatch(watcher)  # one tick is enough: the poller ends
+
+    poller.tick = tick
+    first, second = Watcher(uuid.uuid4()), Watcher(uuid.uuid4())
+    poller.watch(first, interval=1.0)  # due at 101.0; the poller waits on its wake event
+    task = poller._task
+    try:
+        loop.now = 101.5
+        poller.watch(second, interval=1.0)  # wakes the poller; first is now half a second overdue
+        await asyncio.wait_for(ticked.wait(), 5)
+    finally:
+        for watched in list(poller.runs.values()):
+            for watcher in list(watched):
+                poller.unwatch(watcher)
+        await asyncio.wait_for(task, 5)
