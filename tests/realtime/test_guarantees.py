@@ -436,3 +436,26 @@ async def test_a_delivery_under_way_when_the_client_leaves_sends_nothing_after(u
         if leaving is not None:
             await asyncio.gather(leaving, return_exceptions=True)
         await close_socket(ws)
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_catch_up_sends_what_the_log_holds_beyond_the_watchers_last_seq(user, token):
+    """Kills realtime/consumers/base.py's catch_up sending none of the events it read.
+
+    catch_up is a transport change's way back (failover, recovery): the watcher
+    is taken out of its run's group here, so the events committed meanwhile reach
+    it only through catch_up, which must send each of them, whole and in order.
+    """
+    run = await sync_to_async(_started_run)(user, steps=2)
+    hub = get_hub(get_channel_layer())
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        (watcher,) = hub.watchers[group_name(run.id)]
+        await hub.leave(watcher, group_name(run.id))  # nothing pushed to it from here on
+        await sync_to_async(_do_step)(run.id, 0)
+        await watcher.catch_up()
+        missed = await logged_frames(run.id, after=connected["seq"])
+        assert len(missed) == 2
+        assert [await receive(ws) for _ in missed] == missed
+    finally:
+        await close_socket(ws)
