@@ -459,3 +459,45 @@ async def test_catch_up_sends_what_the_log_holds_beyond_the_watchers_last_seq(us
         assert [await receive(ws) for _ in missed] == missed
     finally:
         await close_socket(ws)
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_a_watcher_busy_connecting_does_not_hold_up_another_runs_events(user, token, monkeypatch):
+    """Kills base.py's delivers_without_waiting mutants (``and`` → ``or``, ``not locked()`` → ``locked()``).
+
+    A watcher holds its delivery lock while it reads its snapshot; an event of
+    its run arriving then must go on a task of its own, not wait for that lock on
+    the hub's task, which every other watcher of the process needs: another
+    run's event arrives while the first watcher's snapshot read is still held.
+    """
+    busy_run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
+    other_run = await sync_to_async(_started_run)(user, steps=1)  # seq 1
+    other, _ = await open_socket(other_run.id, headers=token_headers(token))
+    snapshot_read, resume = threading.Event(), threading.Event()
+    original = selectors.connect_state
+
+    def held_connect_state(**kwargs):
+        state = original(**kwargs)
+        if kwargs["run_id"] == busy_run.id:
+            snapshot_read.set()  # named point: the busy watcher holds its lock, reading its snapshot
+            assert resume.wait(WAIT), "the test never let the connect go on"
+        return state
+
+    monkeypatch.setattr(selectors, "connect_state", held_connect_state)
+    connecting = asyncio.create_task(open_socket(busy_run.id, headers=token_headers(token)))
+    try:
+        await _wait_in_thread(snapshot_read, "the busy watcher's snapshot read")
+        await sync_to_async(services.run_start)(run_id=busy_run.id)  # seq 1 of the busy watcher's run
+        await sync_to_async(services.step_start)(run_id=other_run.id, index=0)  # seq 2 of the other run
+        assert [await receive(other)] == await logged_frames(other_run.id, after=1)
+        resume.set()
+        busy, connected = await connecting
+        assert connected["seq"] in (0, 1)  # the event of its run is in its snapshot, or follows
+        if connected["seq"] == 0:
+            assert [await receive(busy)] == await logged_frames(busy_run.id, after=0)
+    finally:
+        resume.set()
+        await close_socket(other)
+        results = await asyncio.gather(connecting, return_exceptions=True)
+        if not isinstance(results[0], BaseException):
+            await close_socket(results[0][0])
