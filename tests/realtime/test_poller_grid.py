@@ -99,3 +99,54 @@ async def test_a_watcher_overdue_by_less_than_a_second_is_polled_at_once():
             for watcher in list(watched):
                 poller.unwatch(watcher)
         await asyncio.wait_for(task, 5)
+
+
+class NotedWake(asyncio.Event):
+    """The poller's wake event: its ``wait`` is a named point (the poller waits for a due time)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+
+    async def wait(self):
+        self.waiting.set()
+        return await super().wait()
+
+
+async def test_a_watcher_is_not_polled_before_its_due_time():
+    """Kills poller.py's ``delay > 0`` → ``delay > 1``: a poll a second early.
+
+    With the clock a whole interval (one second) before the watcher's due time,
+    the poller must wait (the named point: it waits on its wake event), and tick
+    only once the clock is moved to the due time.
+    """
+    loop = ClockLoop(asyncio.get_running_loop(), 100.0)
+    poller = Poller(loop)
+    poller._wake = NotedWake()
+    ticks: list[float] = []
+    ticked = asyncio.Event()
+
+    async def tick() -> None:
+        ticks.append(loop.now)
+        ticked.set()
+        for watched in list(poller.runs.values()):
+            for watcher in list(watched):
+                poller.unwatch(watcher)
+
+    poller.tick = tick
+    poller.watch(Watcher(uuid.uuid4()), interval=1.0)  # due at 101.0
+    task = poller._task
+    try:
+        waiting = asyncio.ensure_future(poller._wake.waiting.wait())
+        await asyncio.wait([waiting, task], timeout=5, return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        assert ticks == []  # waiting for the due time, not polled early
+        loop.now = 101.0
+        poller.watch(Watcher(uuid.uuid4()), interval=1.0)  # wakes the poller at the due time
+        await asyncio.wait_for(ticked.wait(), 5)
+        assert ticks == [101.0]
+    finally:
+        for watched in list(poller.runs.values()):
+            for watcher in list(watched):
+                poller.unwatch(watcher)
+        await asyncio.wait_for(task, 5)
