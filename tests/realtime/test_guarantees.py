@@ -380,8 +380,10 @@ async def test_one_watchers_failing_delivery_does_not_stop_the_others_events(use
 
 
 @pytest.mark.usefixtures("push", "dispatched")
-async def test_a_delivery_under_way_when_the_client_leaves_sends_nothing_after(user, token, monkeypatch):
-    """Kills realtime/consumers/base.py's ``finished = True`` → ``False`` in ``disconnect``.
+@pytest.mark.parametrize("how", ["disconnect", "cancel"])
+async def test_a_delivery_under_way_when_the_client_leaves_sends_nothing_after(user, token, monkeypatch, how):
+    """Kills realtime/consumers/base.py's ``finished = True`` → ``False`` in ``disconnect``,
+    and in ``__call__``'s ``finally`` (Daphne cancelling an application that outlives its socket).
 
     An event arrives with a gap before it, so its delivery runs on a task of its
     own and reads the gap from the log; the client disconnects while that read
@@ -423,7 +425,11 @@ async def test_a_delivery_under_way_when_the_client_leaves_sends_nothing_after(u
         await layer.group_send(group_name(run.id), {**message, "text": f'{{"seq": {seq}}}'})
         await asyncio.wait_for(reading.wait(), WAIT)
         (delivery,) = hub._deliveries
-        leaving = asyncio.create_task(ws.disconnect(timeout=WAIT))
+        if how == "disconnect":
+            leaving = asyncio.create_task(ws.disconnect(timeout=WAIT))
+        else:
+            ws.future.cancel()
+            leaving = asyncio.gather(ws.future, return_exceptions=True)
         await asyncio.wait_for(discarding.wait(), WAIT)
         let_read.set()
         await asyncio.wait_for(delivery, WAIT)
@@ -435,7 +441,8 @@ async def test_a_delivery_under_way_when_the_client_leaves_sends_nothing_after(u
         let_discard.set()
         if leaving is not None:
             await asyncio.gather(leaving, return_exceptions=True)
-        await close_socket(ws)
+        if not ws.future.done():  # a cancelled application has nothing left to close
+            await close_socket(ws)
 
 
 @pytest.mark.usefixtures("push", "dispatched")
