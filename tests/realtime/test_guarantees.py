@@ -226,6 +226,39 @@ async def test_a_poll_watcher_behind_another_of_its_run_gets_what_it_missed(user
             await asyncio.wait_for(task, WAIT)
 
 
+class _BrokenPollWatcher(_PollWatcher):
+    async def deliver(self, seq: int, text: str, *, final: bool) -> None:
+        raise RuntimeError("this watcher's socket broke")
+
+
+@pytest.mark.usefixtures("dispatched")
+async def test_a_poll_watchers_failing_delivery_does_not_stop_the_poller(user):
+    """Kills poller.py's ExceptionReplacer on ``_hand``'s ``except Exception``.
+
+    One of two poll watchers of a run fails every delivery: the other gets every
+    event, on this tick and on the next ones (the poller's task goes on).
+    """
+    run = await sync_to_async(_four_events)(user)
+    poller = Poller(asyncio.get_running_loop())
+    broken = _BrokenPollWatcher(run.id, 1, until=4)
+    healthy = _PollWatcher(run.id, 1, until=4)
+    try:
+        poller.watch(broken, interval=0.05)
+        poller.watch(healthy, interval=0.05)
+        await asyncio.wait_for(healthy.reached.wait(), WAIT)
+        healthy.reached.clear()
+        healthy.until = 5
+        await sync_to_async(services.step_succeed)(run_id=run.id, index=1, output=None)  # seq 5
+        await asyncio.wait_for(healthy.reached.wait(), WAIT)
+        assert healthy.seqs == [2, 3, 4, 5]
+    finally:
+        task = poller._task
+        poller.unwatch(broken)
+        poller.unwatch(healthy)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
+
 # --- The log's writer: no hole in seq, no publish lost to another's failure ----------
 
 
