@@ -193,6 +193,15 @@ class _PollWatcher:
             self.reached.set()
 
 
+async def _stop_polling(poller: Poller, *watchers: _PollWatcher) -> None:
+    """Unwatch every watcher and wait (bounded) for the poller's task to end."""
+    task = poller._task
+    for watcher in watchers:
+        poller.unwatch(watcher)
+    if task is not None:
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), WAIT)
+
+
 def _four_events(user):
     run = _started_run(user, steps=2)  # seq 1
     _do_step(run.id, 0)  # seq 2, 3
@@ -219,11 +228,7 @@ async def test_a_poll_watcher_behind_another_of_its_run_gets_what_it_missed(user
         assert behind.seqs == [2, 3, 4]
         assert ahead.seqs == []
     finally:
-        task = poller._task
-        poller.unwatch(behind)
-        poller.unwatch(ahead)
-        if task is not None:
-            await asyncio.wait_for(task, WAIT)
+        await _stop_polling(poller, behind, ahead)
 
 
 class _BrokenPollWatcher(_PollWatcher):
@@ -252,11 +257,7 @@ async def test_a_poll_watchers_failing_delivery_does_not_stop_the_poller(user):
         await asyncio.wait_for(healthy.reached.wait(), WAIT)
         assert healthy.seqs == [2, 3, 4, 5]
     finally:
-        task = poller._task
-        poller.unwatch(broken)
-        poller.unwatch(healthy)
-        if task is not None:
-            await asyncio.gather(task, return_exceptions=True)
+        await _stop_polling(poller, broken, healthy)
 
 
 # --- The log's writer: no hole in seq, no publish lost to another's failure ----------
