@@ -260,6 +260,35 @@ async def test_a_poll_watchers_failing_delivery_does_not_stop_the_poller(user):
         await _stop_polling(poller, broken, healthy)
 
 
+@pytest.mark.usefixtures("dispatched")
+async def test_a_failed_poll_query_is_asked_again_on_the_next_tick(user, monkeypatch):
+    """Kills poller.py's ExceptionReplacer on tick()'s ``except Exception`` around the log read.
+
+    The first poll query raises (the database blipped): the poller's task must
+    go on, and the next tick hands the watcher what it missed.
+    """
+    from realtime import db
+
+    run = await sync_to_async(_four_events)(user)
+    real_read, failures = db.read, []
+
+    async def read_failing_once(fn, *args, **kwargs):
+        if fn is selectors.events_after_cursors and not failures:
+            failures.append(fn)
+            raise ConnectionError("the database blipped")
+        return await real_read(fn, *args, **kwargs)
+
+    monkeypatch.setattr(db, "read", read_failing_once)
+    poller = Poller(asyncio.get_running_loop())
+    watcher = _PollWatcher(run.id, 1, until=4)
+    try:
+        poller.watch(watcher, interval=0.05)
+        await asyncio.wait_for(watcher.reached.wait(), WAIT)
+        assert failures and watcher.seqs == [2, 3, 4]
+    finally:
+        await _stop_polling(poller, watcher)
+
+
 # --- The log's writer: no hole in seq, no publish lost to another's failure ----------
 
 
@@ -542,3 +571,24 @@ async def test_a_watcher_busy_connecting_does_not_hold_up_another_runs_events(us
         results = await asyncio.gather(connecting, return_exceptions=True)
         if not isinstance(results[0], BaseException):
             await close_socket(results[0][0])
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_an_event_arriving_after_a_gap_is_preceded_by_the_missed_ones(user, token, monkeypatch):
+    """Kills base.py's ``if seq > last_seq + 1`` → ``if not ...`` (a gap not filled from the log).
+
+    Two events commit without being published (their publishes are dropped);
+    then only the second is published: the watcher must get both, in order.
+    """
+    run = await sync_to_async(_started_run)(user, steps=1)  # seq 1
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        with monkeypatch.context() as dropped:
+            dropped.setattr(publisher, "group_send", lambda group, message: None)
+            await sync_to_async(_do_step)(run.id, 0)  # seq 2, 3: in the log, never published
+        last = await sync_to_async(RunEvent.objects.get)(run_id=run.id, seq=3)
+        assert await sync_to_async(publisher.publish)(last)
+        frames = [await receive(ws) for _ in range(2)]
+        assert frames == await logged_frames(run.id, after=connected["seq"])
+    finally:
+        await close_socket(ws)

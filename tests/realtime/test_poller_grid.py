@@ -150,3 +150,16 @@ async def test_a_watcher_is_not_polled_before_its_due_time():
             for watcher in list(watched):
                 poller.unwatch(watcher)
         await asyncio.wait_for(task, 5)
+
+
+def test_interval_of_is_a_watchers_current_interval():
+    """Kills poller.py's ``interval_of`` answering None for a watched consumer (test_failover reads it)."""
+    poller = Poller(FakeLoop(100.0))
+    watcher = Watcher(uuid.uuid4())
+    assert poller.interval_of(watcher) is None
+    poller.watch(watcher, interval=2.0)
+    assert poller.interval_of(watcher) == 2.0
+    poller.watch(watcher, interval=0.5)
+    assert poller.interval_of(watcher) == 0.5
+    poller.unwatch(watcher)
+    assert poller.interval_of(watcher) is None
