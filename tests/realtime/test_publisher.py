@@ -91,3 +91,36 @@ def test_poll_mode_publishes_nothing(settings, run, monkeypatch):
 
     monkeypatch.setattr(publisher, "group_send", no_send)
     assert publisher.publish(RunEvent.objects.get(run_id=run.id, seq=1)) is False
+
+
+@pytest.mark.redis
+def test_a_finished_retry_frees_its_place_under_the_retry_cap(settings, monkeypatch):
+    """Kills publisher.py's retry count starting at 1 or never going down (``-= 1`` → ``-= 0``).
+
+    With room for one pending retry: a retry is taken, runs to its end (the
+    layer takes the message), and then the next one is taken too.
+    """
+    import concurrent.futures
+
+    from tests.realtime.conftest import use_layer
+
+    layers = use_layer("pubsub", settings)
+    next(layers)
+    settings.REALTIME_PUBLISH_RETRY_SECONDS, settings.REALTIME_PUBLISH_RETRY_DELAY = 5.0, 0.01
+    monkeypatch.setattr(publisher, "MAX_PENDING_RETRIES", 1)
+    message = {
+        "type": publisher.GROUP_MESSAGE_TYPE,
+        "group": "run.retry-cap",
+        "seq": 1,
+        "final": False,
+        "text": "{}",
+    }
+    try:
+        for attempt in range(2):
+            publisher._retry_later("run.retry-cap", message)
+            taken = list(publisher._retry_futures)
+            assert len(taken) == 1, f"retry {attempt + 1} was refused"
+            concurrent.futures.wait(taken, timeout=10)
+            assert taken[0].done() and taken[0].exception() is None
+    finally:
+        next(layers, None)
