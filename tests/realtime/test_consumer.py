@@ -48,6 +48,7 @@ async def _refused(track, path: str, headers, code: int) -> dict:
     assert frame["type"] == "error"
     assert frame["payload"]["code"] == str(code)
     assert frame["payload"]["message"]
+    assert frame["seq"] == 0  # nothing was sent before it
     assert await receive_close(ws) == code
     return frame
 

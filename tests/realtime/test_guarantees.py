@@ -193,6 +193,15 @@ class _PollWatcher:
             self.reached.set()
 
 
+async def _stop_polling(poller: Poller, *watchers: _PollWatcher) -> None:
+    """Unwatch every watcher and wait (bounded) for the poller's task to end."""
+    task = poller._task
+    for watcher in watchers:
+        poller.unwatch(watcher)
+    if task is not None:
+        await asyncio.wait_for(asyncio.gather(task, return_exceptions=True), WAIT)
+
+
 def _four_events(user):
     run = _started_run(user, steps=2)  # seq 1
     _do_step(run.id, 0)  # seq 2, 3
@@ -219,11 +228,65 @@ async def test_a_poll_watcher_behind_another_of_its_run_gets_what_it_missed(user
         assert behind.seqs == [2, 3, 4]
         assert ahead.seqs == []
     finally:
-        task = poller._task
-        poller.unwatch(behind)
-        poller.unwatch(ahead)
-        if task is not None:
-            await asyncio.wait_for(task, WAIT)
+        await _stop_polling(poller, behind, ahead)
+
+
+class _BrokenPollWatcher(_PollWatcher):
+    async def deliver(self, seq: int, text: str, *, final: bool) -> None:
+        raise RuntimeError("this watcher's socket broke")
+
+
+@pytest.mark.usefixtures("dispatched")
+async def test_a_poll_watchers_failing_delivery_does_not_stop_the_poller(user):
+    """Kills poller.py's ExceptionReplacer on ``_hand``'s ``except Exception``.
+
+    One of two poll watchers of a run fails every delivery: the other gets every
+    event, on this tick and on the next ones (the poller's task goes on).
+    """
+    run = await sync_to_async(_four_events)(user)
+    poller = Poller(asyncio.get_running_loop())
+    broken = _BrokenPollWatcher(run.id, 1, until=4)
+    healthy = _PollWatcher(run.id, 1, until=4)
+    try:
+        poller.watch(broken, interval=0.05)
+        poller.watch(healthy, interval=0.05)
+        await asyncio.wait_for(healthy.reached.wait(), WAIT)
+        healthy.reached.clear()
+        healthy.until = 5
+        await sync_to_async(services.step_succeed)(run_id=run.id, index=1, output=None)  # seq 5
+        await asyncio.wait_for(healthy.reached.wait(), WAIT)
+        assert healthy.seqs == [2, 3, 4, 5]
+    finally:
+        await _stop_polling(poller, broken, healthy)
+
+
+@pytest.mark.usefixtures("dispatched")
+async def test_a_failed_poll_query_is_asked_again_on_the_next_tick(user, monkeypatch):
+    """Kills poller.py's ExceptionReplacer on tick()'s ``except Exception`` around the log read.
+
+    The first poll query raises (the database blipped): the poller's task must
+    go on, and the next tick hands the watcher what it missed.
+    """
+    from realtime import db
+
+    run = await sync_to_async(_four_events)(user)
+    real_read, failures = db.read, []
+
+    async def read_failing_once(fn, *args, **kwargs):
+        if fn is selectors.events_after_cursors and not failures:
+            failures.append(fn)
+            raise ConnectionError("the database blipped")
+        return await real_read(fn, *args, **kwargs)
+
+    monkeypatch.setattr(db, "read", read_failing_once)
+    poller = Poller(asyncio.get_running_loop())
+    watcher = _PollWatcher(run.id, 1, until=4)
+    try:
+        poller.watch(watcher, interval=0.05)
+        await asyncio.wait_for(watcher.reached.wait(), WAIT)
+        assert failures and watcher.seqs == [2, 3, 4]
+    finally:
+        await _stop_polling(poller, watcher)
 
 
 # --- The log's writer: no hole in seq, no publish lost to another's failure ----------
@@ -377,3 +440,155 @@ async def test_one_watchers_failing_delivery_does_not_stop_the_others_events(use
         assert frames == await logged_frames(run.id, after=connected["seq"]) and code == 1000
     finally:
         await close_socket(healthy)
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+@pytest.mark.parametrize("how", ["disconnect", "cancel"])
+async def test_a_delivery_under_way_when_the_client_leaves_sends_nothing_after(user, token, monkeypatch, how):
+    """Kills realtime/consumers/base.py's ``finished = True`` → ``False`` in ``disconnect``,
+    and in ``__call__``'s ``finally`` (Daphne cancelling an application that outlives its socket).
+
+    An event arrives with a gap before it, so its delivery runs on a task of its
+    own and reads the gap from the log; the client disconnects while that read
+    is held, and the delivery goes on while the disconnect's leave of the group
+    is held in ``group_discard`` (before the consumer has ended). The delivery
+    must send nothing to the socket being closed.
+    """
+    from realtime import db
+
+    run = await sync_to_async(_started_run)(user, steps=1)  # seq 1
+    layer = get_channel_layer()
+    hub = get_hub(layer)
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    reading, let_read, discarding, let_discard = (asyncio.Event() for _ in range(4))
+    real_read, real_discard = db.read, layer.group_discard
+
+    async def held_read(fn, *args, **kwargs):
+        if fn is selectors.events_between:
+            reading.set()  # named point: the delivery fills its gap from the log
+            await asyncio.wait_for(let_read.wait(), WAIT)
+        return await real_read(fn, *args, **kwargs)
+
+    async def held_discard(*args):
+        discarding.set()  # named point: the disconnecting consumer leaves its run's group
+        await asyncio.wait_for(let_discard.wait(), WAIT)
+        return await real_discard(*args)
+
+    monkeypatch.setattr(db, "read", held_read)
+    monkeypatch.setattr(layer, "group_discard", held_discard)
+    leaving = None
+    try:
+        seq = connected["seq"] + 2  # one event missing before it: a gap to fill
+        message = {
+            "type": publisher.GROUP_MESSAGE_TYPE,
+            "group": group_name(run.id),
+            "seq": seq,
+            "final": False,
+        }
+        await layer.group_send(group_name(run.id), {**message, "text": f'{{"seq": {seq}}}'})
+        await asyncio.wait_for(reading.wait(), WAIT)
+        (delivery,) = hub._deliveries
+        if how == "disconnect":
+            leaving = asyncio.create_task(ws.disconnect(timeout=WAIT))
+        else:
+            ws.future.cancel()
+            leaving = asyncio.gather(ws.future, return_exceptions=True)
+        await asyncio.wait_for(discarding.wait(), WAIT)
+        let_read.set()
+        await asyncio.wait_for(delivery, WAIT)
+        let_discard.set()
+        await leaving
+        assert ws.output_queue.empty()  # nothing was sent after the client left
+    finally:
+        let_read.set()
+        let_discard.set()
+        if leaving is not None:
+            await asyncio.gather(leaving, return_exceptions=True)
+        if not ws.future.done():  # a cancelled application has nothing left to close
+            await close_socket(ws)
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_catch_up_sends_what_the_log_holds_beyond_the_watchers_last_seq(user, token):
+    """Kills realtime/consumers/base.py's catch_up sending none of the events it read.
+
+    catch_up is a transport change's way back (failover, recovery): the watcher
+    is taken out of its run's group here, so the events committed meanwhile reach
+    it only through catch_up, which must send each of them, whole and in order.
+    """
+    run = await sync_to_async(_started_run)(user, steps=2)
+    hub = get_hub(get_channel_layer())
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        (watcher,) = hub.watchers[group_name(run.id)]
+        await hub.leave(watcher, group_name(run.id))  # nothing pushed to it from here on
+        await sync_to_async(_do_step)(run.id, 0)
+        await watcher.catch_up()
+        missed = await logged_frames(run.id, after=connected["seq"])
+        assert len(missed) == 2
+        assert [await receive(ws) for _ in missed] == missed
+    finally:
+        await close_socket(ws)
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_a_watcher_busy_connecting_does_not_hold_up_another_runs_events(user, token, monkeypatch):
+    """Kills base.py's delivers_without_waiting mutants (``and`` → ``or``, ``not locked()`` → ``locked()``).
+
+    A watcher holds its delivery lock while it reads its snapshot; an event of
+    its run arriving then must go on a task of its own, not wait for that lock on
+    the hub's task, which every other watcher of the process needs: another
+    run's event arrives while the first watcher's snapshot read is still held.
+    """
+    busy_run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
+    other_run = await sync_to_async(_started_run)(user, steps=1)  # seq 1
+    other, _ = await open_socket(other_run.id, headers=token_headers(token))
+    snapshot_read, resume = threading.Event(), threading.Event()
+    original = selectors.connect_state
+
+    def held_connect_state(**kwargs):
+        state = original(**kwargs)
+        if kwargs["run_id"] == busy_run.id:
+            snapshot_read.set()  # named point: the busy watcher holds its lock, reading its snapshot
+            assert resume.wait(WAIT), "the test never let the connect go on"
+        return state
+
+    monkeypatch.setattr(selectors, "connect_state", held_connect_state)
+    connecting = asyncio.create_task(open_socket(busy_run.id, headers=token_headers(token)))
+    try:
+        await _wait_in_thread(snapshot_read, "the busy watcher's snapshot read")
+        await sync_to_async(services.run_start)(run_id=busy_run.id)  # seq 1 of the busy watcher's run
+        await sync_to_async(services.step_start)(run_id=other_run.id, index=0)  # seq 2 of the other run
+        assert [await receive(other)] == await logged_frames(other_run.id, after=1)
+        resume.set()
+        busy, connected = await connecting
+        assert connected["seq"] in (0, 1)  # the event of its run is in its snapshot, or follows
+        if connected["seq"] == 0:
+            assert [await receive(busy)] == await logged_frames(busy_run.id, after=0)
+    finally:
+        resume.set()
+        await close_socket(other)
+        results = await asyncio.gather(connecting, return_exceptions=True)
+        if not isinstance(results[0], BaseException):
+            await close_socket(results[0][0])
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_an_event_arriving_after_a_gap_is_preceded_by_the_missed_ones(user, token, monkeypatch):
+    """Kills base.py's ``if seq > last_seq + 1`` → ``if not ...`` (a gap not filled from the log).
+
+    Two events commit without being published (their publishes are dropped);
+    then only the second is published: the watcher must get both, in order.
+    """
+    run = await sync_to_async(_started_run)(user, steps=1)  # seq 1
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        with monkeypatch.context() as dropped:
+            dropped.setattr(publisher, "group_send", lambda group, message: None)
+            await sync_to_async(_do_step)(run.id, 0)  # seq 2, 3: in the log, never published
+        last = await sync_to_async(RunEvent.objects.get)(run_id=run.id, seq=3)
+        assert await sync_to_async(publisher.publish)(last)
+        frames = [await receive(ws) for _ in range(2)]
+        assert frames == await logged_frames(run.id, after=connected["seq"])
+    finally:
+        await close_socket(ws)

@@ -117,6 +117,25 @@ async def test_since_beyond_the_log_is_not_recovered(user, token, since):
         await ws.disconnect()
 
 
+@pytest.mark.parametrize("query", ["since=0&since=1", "since=abc&since=1"])
+async def test_a_repeated_since_counts_its_last_value(user, token, query):
+    """As ``request.GET`` over HTTP, the last ``since`` counts.
+
+    Kills realtime/consumers/base.py's ``values[-1]`` → ``values[-0]``.
+    """
+    run = await make_run(user)
+    ws, connected = await open_socket(run.id, headers=token_headers(token), query=query)
+    try:
+        assert (connected["type"], connected["seq"], connected["payload"]["recovered"]) == (
+            "connected",
+            2,
+            True,
+        )
+        assert [await receive(ws)] == await logged_frames(run.id, after=1)  # the backlog after 1, not 0
+    finally:
+        await ws.disconnect()
+
+
 @pytest.mark.parametrize("since", ["abc", "-1", "1.5", "0x1", "²", "1e3"])
 async def test_a_malformed_since_closes_4400(user, token, since):
     run = await make_run(user)
