@@ -317,7 +317,7 @@ def test_a_publish_that_raises_neither_fails_the_writer_nor_drops_the_next_publi
     run = services.run_create(owner=user, steps=[{"tool": "echo", "args": {}}] * 2)
     published = []
 
-    def publish_raising_first(event):
+    def publish_raising_first(event, **kwargs):
         published.append(event.seq)
         if event.seq == 1:
             raise RuntimeError("a publish that raised")

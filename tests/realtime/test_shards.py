@@ -187,10 +187,10 @@ async def test_one_shard_stopping_fails_over_its_watchers_and_back(two_shards, u
             await _start_and_step(runs, 1)  # the stopped server's run: published nowhere, polled
             for watcher in everyone:
                 await watcher.read(2)
-            await _log_says(server, f"run {stopped_run.id} watcher falls back to polling")
+            await _log_says(server, f"watcher falls back to polling run_id={stopped_run.id}")
 
             servers[1].start()
-            await _log_says(server, f"run {stopped_run.id} watcher is back on push")
+            await _log_says(server, f"watcher is back on push run_id={stopped_run.id}")
             for index in range(2, STEPS):
                 await _start_and_step(runs, index)
             await _finish(runs)
@@ -199,7 +199,7 @@ async def test_one_shard_stopping_fails_over_its_watchers_and_back(two_shards, u
         await _check_every_event_once(watchers, runs)
         if layer == "pubsub":
             # A run's events need only its group's server: the other run's watchers stayed on push.
-            assert f"run {healthy_run.id} watcher falls back" not in server.log()
+            assert f"watcher falls back to polling run_id={healthy_run.id}" not in server.log()
         assert "Exception inside application" not in server.log()
 
 
