@@ -214,6 +214,12 @@ REALTIME_GROUP_EXPIRY = env_int("REALTIME_GROUP_EXPIRY", 900, minimum=60)
 REALTIME_DB_THREADS = env_int("REALTIME_DB_THREADS", 4, minimum=1)
 REALTIME_EVENT_RETENTION_DAYS = env_float("REALTIME_EVENT_RETENTION_DAYS", 7.0, minimum=0.0)
 REALTIME_MAX_CLIENT_FRAME = 64 * 1024
+# Each WebSocket connection may send this many frames a second (bursts of _BURST);
+# frames over it are dropped with one `rate_limited` error a second, and a client
+# whose dropped frames outrun the budget by _CLOSE_AFTER is closed with 4429.
+REALTIME_CLIENT_FRAMES_PER_SECOND = env_float("REALTIME_CLIENT_FRAMES_PER_SECOND", 20.0, minimum=0.1)
+REALTIME_CLIENT_FRAMES_BURST = env_int("REALTIME_CLIENT_FRAMES_BURST", 40, minimum=1)
+REALTIME_CLIENT_FRAMES_CLOSE_AFTER = env_int("REALTIME_CLIENT_FRAMES_CLOSE_AFTER", 200, minimum=1)
 # How long a WebSocket connection ticket (POST /api/ws-tickets/) stays usable.
 REALTIME_TICKET_SECONDS = env_float("REALTIME_TICKET_SECONDS", 60.0, minimum=1.0)
 # The user-level stream (/ws/runs/) re-reads its page of summaries this often in

@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 from runs.models import Run
 from tests.processes import celery_beat, daphne_server, procfile_worker, subprocess_env
 from tests.realtime.own_redis import OwnRedis
-from tests.realtime.test_e2e import read_frames
+from tests.scenarios.test_e2e import read_frames
 from tests.waiting import wait_for
 
 pytestmark = [

@@ -12,35 +12,28 @@ while the client connects is seen exactly once.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import uuid
 from urllib.parse import parse_qs
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
 from realtime import daphne_tuning, db, frames, publisher, selectors
+from realtime.close_codes import (
+    CLOSE_BAD_REQUEST,
+    CLOSE_FORBIDDEN,
+    CLOSE_NORMAL,
+    CLOSE_NOT_FOUND,
+    CLOSE_UNAUTHENTICATED,
+)
+from realtime.consumers.socket import ProtocolSocket
 from realtime.snapshot import Refused
-
-try:  # Daphne's WebSocket layer; absent under other ASGI servers and in unit tests' communicator
-    from autobahn.exception import Disconnected as _SocketGone
-except ImportError:  # pragma: no cover
-    _SocketGone = ConnectionError
 
 logger = logging.getLogger(__name__)
 
-CLOSE_NORMAL = 1000
-# Not 1009: autobahn (under Daphne) lets a server close only with 1000 or
-# 3000-4999, and turned 1009 into an exception and a 1011 close.
-CLOSE_TOO_BIG = 4009
-CLOSE_BAD_REQUEST = 4400
-CLOSE_UNAUTHENTICATED = 4401
-CLOSE_FORBIDDEN = 4403
-CLOSE_NOT_FOUND = 4404
 
 # How often a client that fell behind is looked at until it has drained.
 RESYNC_CHECK_SECONDS = 0.2
@@ -53,7 +46,7 @@ REFUSALS: dict[Refused, tuple[int, str]] = {
 }
 
 
-class BaseRunConsumer(AsyncWebsocketConsumer):
+class BaseRunConsumer(ProtocolSocket):
     """Streams one run's events to one client; subclasses pick the transport."""
 
     mode = ""
@@ -268,10 +261,6 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         if final:
             await self._finish()
 
-    def _client_behind(self) -> bool:
-        unsent = daphne_tuning.unsent_bytes(self.base_send)
-        return unsent is not None and unsent > settings.REALTIME_MAX_CLIENT_BUFFER
-
     async def _resync_when_drained(self) -> None:
         """Wait until the client has read most of what it was sent, then send it a fresh `connected`."""
         low_water = settings.REALTIME_MAX_CLIENT_BUFFER // 4
@@ -302,51 +291,6 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
         await self.unsubscribe()
         await self.close(code=CLOSE_NORMAL)
 
-    async def send(self, text_data=None, bytes_data=None, close=False) -> None:
-        """Channels' send; a frame for a client that is already gone is dropped, not an error.
-
-        A client may close (or lose) its connection while a frame is on its way
-        to it — a pong for a ping it sent just before closing, an event — and
-        Daphne then raises from the send: a traceback in the log for ordinary
-        client behaviour. The disconnect that follows ends this consumer.
-        """
-        try:
-            await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
-        except _SocketGone:
-            self.finished = True
-
-    # --- Client frames -----------------------------------------------------------------
-
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        if self.finished:
-            return  # closing (refused, too big, run finished): nothing more is answered
-        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
-        if size > settings.REALTIME_MAX_CLIENT_FRAME:
-            await self._refuse(
-                CLOSE_TOO_BIG, f"a client frame is at most {settings.REALTIME_MAX_CLIENT_FRAME} bytes"
-            )
-            return
-        if text_data is None:
-            await self._error("binary_not_supported", "send JSON text frames")
-            return
-        try:
-            frame = json.loads(text_data)
-        except ValueError:
-            await self._error("malformed", "the frame is not valid JSON")
-            return
-        except RecursionError:
-            # json raises this, not a ValueError, for deeply nested arrays or objects.
-            await self._error("malformed", "the frame's JSON is nested too deeply")
-            return
-        kind = frame.get("type") if isinstance(frame, dict) else None
-        if kind == "ping":
-            if not self._client_behind():  # a client that does not read gets no more pongs
-                await self._send_frame("pong", {}, seq=self.last_seq)
-        elif not isinstance(kind, str):
-            await self._error("malformed", 'a client frame is a JSON object with a "type"')
-        else:
-            await self._error("unknown_type", f"unknown frame type {kind[:64]!r}; the client may send 'ping'")
-
     # --- Helpers ------------------------------------------------------------------------
 
     async def _send_frame(self, type: str, payload: dict, *, seq: int) -> None:
@@ -358,8 +302,5 @@ class BaseRunConsumer(AsyncWebsocketConsumer):
     async def _error(self, code: str, message: str) -> None:
         await self._send_frame("error", {"code": code, "message": message}, seq=self.last_seq)
 
-    async def _refuse(self, close_code: int, message: str) -> None:
-        """Say why in an error frame, then close with the protocol's code."""
-        await self._error(str(close_code), message)
-        self.finished = True
-        await self.close(code=close_code)
+    async def _pong(self) -> None:
+        await self._send_frame("pong", {}, seq=self.last_seq)

@@ -15,24 +15,19 @@ in poll mode, where nothing is published) covers a summary lost in transit.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
 from realtime import db, frames, selectors, summaries
-from realtime.consumers.base import CLOSE_UNAUTHENTICATED
-
-# A client frame over REALTIME_MAX_CLIENT_FRAME. Not 1009: autobahn (Daphne) lets a
-# server close only with 1000 or 3000-4999, and turns 1009 into a 1011 with a traceback.
-CLOSE_TOO_BIG = 4009
+from realtime.close_codes import CLOSE_UNAUTHENTICATED
+from realtime.consumers.socket import ProtocolSocket
 
 logger = logging.getLogger(__name__)
 
 
-class RunListConsumer(AsyncWebsocketConsumer):
+class RunListConsumer(ProtocolSocket):
     """Streams the summaries of a user's runs to one list page."""
 
     async def connect(self) -> None:
@@ -45,10 +40,7 @@ class RunListConsumer(AsyncWebsocketConsumer):
         if token_key is not None:
             user = await db.read(selectors.user_for_token, key=token_key)
         if user is None or not user.is_authenticated:
-            await self._send_frame(
-                "error", {"code": str(CLOSE_UNAUTHENTICATED), "message": "not authenticated"}
-            )
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
             return
         self.user = user
         groups = [frames.user_group_name(user.pk)] + ([frames.STAFF_GROUP] if user.is_staff else [])
@@ -100,33 +92,11 @@ class RunListConsumer(AsyncWebsocketConsumer):
             except Exception as error:  # noqa: BLE001 - the layer may be down; memberships expire
                 logger.warning("leaving %s failed: %s", group, error)
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """The client frames of docs/protocol.md: ``ping``; anything else is an ``error`` frame."""
-        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
-        if size > settings.REALTIME_MAX_CLIENT_FRAME:
-            await self._error(
-                str(CLOSE_TOO_BIG),
-                f"a client frame may have at most {settings.REALTIME_MAX_CLIENT_FRAME} bytes",
-            )
-            await self.close(code=CLOSE_TOO_BIG)
-            return
-        if text_data is None:
-            await self._error("binary_not_supported", "send JSON text frames")
-            return
-        try:
-            frame = json.loads(text_data)
-        except ValueError:
-            frame = None
-        kind = frame.get("type") if isinstance(frame, dict) else None
-        if kind == "ping":
-            await self._send_frame("pong", {})
-        elif not isinstance(kind, str):
-            await self._error("malformed", 'a client frame is a JSON object with a "type"')
-        else:
-            await self._error("unknown_type", f"unknown frame type {kind[:64]!r}; the client may send 'ping'")
-
     async def _error(self, code: str, message: str) -> None:
         await self._send_frame("error", {"code": code, "message": message})
+
+    async def _pong(self) -> None:
+        await self._send_frame("pong", {})
 
     async def _send_frame(self, type: str, payload: dict, *, run_id: str = "") -> None:
         seq = payload["run"]["seq"] if type == frames.RUN_SUMMARY else 0
