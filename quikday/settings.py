@@ -290,6 +290,10 @@ RUNS_WAIT_MAX_SECONDS = env_float("RUNS_WAIT_MAX_SECONDS", 60.0)
 # How deeply a step's arguments may nest (objects and arrays); deeper plans are refused with a 400.
 RUNS_MAX_ARGS_DEPTH = env_int("RUNS_MAX_ARGS_DEPTH", 32, minimum=1)
 RUNS_STALE_AFTER_SECONDS = env_float("RUNS_STALE_AFTER_SECONDS", 600.0, minimum=1.0)
+# A run whose enqueue failed is sent again by the same process after this long,
+# doubling up to _MAX_DELAY, until it is taken (or RUNS_STALE_AFTER_SECONDS pass).
+RUNS_DISPATCH_RETRY_DELAY = env_float("RUNS_DISPATCH_RETRY_DELAY", 1.0, minimum=0.01)
+RUNS_DISPATCH_RETRY_MAX_DELAY = env_float("RUNS_DISPATCH_RETRY_MAX_DELAY", 30.0, minimum=0.01)
 # A step whose executor was lost this many times fails instead of being tried again.
 RUNS_MAX_STEP_ATTEMPTS = env_int("RUNS_MAX_STEP_ATTEMPTS", 3, minimum=1)
 RUNS_TOOL_MODULES = ["runs.tools.builtin", *env_list("RUNS_TOOL_MODULES", [])]
