@@ -30,5 +30,8 @@ if settings.RUNS_EXECUTOR == "inline":
 
     application = ServerLoopMiddleware(application)
 
+from quikday import memory_trace  # noqa: E402
+
+memory_trace.install_from_env()  # debug only (QUIKDAY_TRACEMALLOC_DIR): the soak's allocation snapshots
 log_mode()
 daphne_tuning.apply()  # last: freezes the heap the imports above built
