@@ -16,12 +16,9 @@ import logging
 import uuid
 from urllib.parse import parse_qs
 
-from channels.consumer import get_handler_name
-from channels.exceptions import StopConsumer
-from django.conf import settings
 from django.utils import timezone
 
-from realtime import daphne_tuning, db, frames, publisher, selectors
+from realtime import db, frames, selectors
 from realtime.close_codes import (
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
@@ -35,9 +32,6 @@ from realtime.snapshot import Refused
 logger = logging.getLogger(__name__)
 
 
-# How often a client that fell behind is looked at until it has drained.
-RESYNC_CHECK_SECONDS = 0.2
-
 # Every refusal of a watcher: its close code and the error frame's message.
 REFUSALS: dict[Refused, tuple[int, str]] = {
     Refused.UNAUTHENTICATED: (CLOSE_UNAUTHENTICATED, "not authenticated"),
@@ -50,53 +44,13 @@ class BaseRunConsumer(ProtocolSocket):
     """Streams one run's events to one client; subclasses pick the transport."""
 
     mode = ""
-    # Polling needs no channel layer (it must work with Redis down).
-    uses_channel_layer = True
 
-    async def __call__(self, scope, receive, send) -> None:
-        """Channels' AsyncConsumer.__call__, without a channel of its own on the layer (pinned as dispatch).
-
-        Upstream opens a layer channel per connection and waits on it and on the
-        socket at once. Push connections here receive through the process's
-        RunHub (realtime/hub.py), which calls ``deliver``; so the consumer only
-        reads its socket, and a failing layer cannot kill the connection.
-        """
-        self.scope = scope
-        self.base_send = send
-        self.init_state()
-        self.channel_name = None
-        self.channel_layer = (
-            publisher.consumer_layer(self.channel_layer_alias) if self.uses_channel_layer else None
-        )
-        try:
-            while True:
-                await self.dispatch(await receive())
-        except StopConsumer:
-            pass
-        finally:
-            # Daphne cancels an application that outlives its socket: the
-            # process's hub, poller and probe must not keep this watcher.
-            # (unsubscribe is idempotent; after a normal disconnect it is a no-op.)
-            self.finished = True
-            for task in (self.access_checks, self.resync):
-                if task is not None:
-                    task.cancel()
-            await self.unsubscribe()
-
-    async def dispatch(self, message: dict) -> None:
-        """Channels' dispatch, without its close_old_connections() before every message.
-
-        Upstream (Channels 4.2+) sends every message's handling through the
-        process's one database thread first (``aclose_old_connections``), so in
-        a connect storm every ``accept()`` queues behind the other connections'
-        database work. Every read of these consumers goes through
-        realtime.db.read, which replaces a dead connection itself. The copied
-        upstream methods are pinned by tests/realtime/test_channels_pin.py.
-        """
-        handler = getattr(self, get_handler_name(message), None)
-        if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
-        await handler(message)
+    async def stop(self) -> None:
+        """The process's hub, poller and probe must not keep this watcher (unsubscribe is idempotent)."""
+        for task in (self.access_checks, self.resync):
+            if task is not None:
+                task.cancel()
+        await self.unsubscribe()
 
     async def layer_failed(self, error: Exception) -> None:
         """The channel layer raised for this connection (push modes fail over)."""
@@ -165,33 +119,10 @@ class BaseRunConsumer(ProtocolSocket):
             self._check_access_periodically(user=user, token_key=token_key)
         )
 
-    async def _check_access_periodically(self, *, user, token_key: str | None) -> None:
-        """Close 4401 once the credentials the socket opened with are gone.
-
-        Channels checks them only at the handshake; a token deleted, a user
-        deactivated or a session ended meanwhile must not keep a socket that
-        streams a long run's every event.
-        """
-        session = self.scope.get("session")
-        checked = {
-            "token_key": token_key,
-            "user_id": None if token_key is not None else getattr(user, "pk", None),
-            "session_key": None if token_key is not None else getattr(session, "session_key", None),
-        }
-        while not self.finished:
-            await asyncio.sleep(settings.REALTIME_ACCESS_RECHECK_SECONDS)
-            if self.finished:
-                return
-            try:
-                valid = await db.read(selectors.credentials_still_valid, **checked)
-            except Exception as error:  # noqa: BLE001 - the database is away: look again next time
-                logger.warning("could not re-check a watcher's credentials: %s", error)
-                continue
-            if not valid:
-                async with self.deliver_lock:
-                    if not self.finished:
-                        await self._refuse(CLOSE_UNAUTHENTICATED, "the credentials were revoked")
-                return
+    async def _on_credentials_revoked(self) -> None:
+        async with self.deliver_lock:  # not in the middle of a delivery
+            if not self.finished:
+                await super()._on_credentials_revoked()
 
     def _since(self) -> int | None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))
@@ -263,12 +194,7 @@ class BaseRunConsumer(ProtocolSocket):
 
     async def _resync_when_drained(self) -> None:
         """Wait until the client has read most of what it was sent, then send it a fresh `connected`."""
-        low_water = settings.REALTIME_MAX_CLIENT_BUFFER // 4
-        while not self.finished:
-            unsent = daphne_tuning.unsent_bytes(self.base_send)
-            if unsent is None or unsent <= low_water:
-                break
-            await asyncio.sleep(RESYNC_CHECK_SECONDS)
+        await self._wait_until_drained()
         async with self.deliver_lock:
             if self.finished:
                 return

@@ -23,17 +23,38 @@ from django.utils import timezone
 from realtime import db, frames, selectors, summaries
 from realtime.close_codes import CLOSE_UNAUTHENTICATED
 from realtime.consumers.socket import ProtocolSocket
+from realtime.failover import get_probe
+from realtime.publisher import SUMMARY_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
 
 
 class RunListConsumer(ProtocolSocket):
-    """Streams the summaries of a user's runs to one list page."""
+    """Streams the summaries of a user's runs to one list page.
+
+    Like a run's socket (realtime.consumers.socket.ProtocolSocket): its
+    credentials are checked again every REALTIME_ACCESS_RECHECK_SECONDS (4401),
+    a client that stops reading is resynced with a fresh ``connected`` instead of
+    buffering without bound, and a channel layer that is down (at the
+    handshake, or later) does not fail it: the process's layer probe
+    (realtime.failover) degrades it to re-reading every REALTIME_POLL_INTERVAL
+    and brings it back once the layer is.
+    """
+
+    run_id = None  # the probe's watchers name their run; this one watches a user's
+
+    def init_state(self) -> None:
+        self.seen: dict[str, int] = {}  # run id → the highest seq sent for it
+        self.groups: list[str] = []
+        self.subscribed = False  # a member of its groups on the layer
+        self.degraded = False  # re-reading every REALTIME_POLL_INTERVAL until the layer is back
+        self.registered = False  # with the process's layer probe
+        self.tasks: list[asyncio.Task] = []
+        self.layer_reader: asyncio.Task | None = None
+        self.resyncing = False
+        self.refresh_now = asyncio.Event()
 
     async def connect(self) -> None:
-        self.seen: dict[str, int] = {}  # run id → the highest seq sent for it
-        self.joined: list[str] = []
-        self.refresher: asyncio.Task | None = None
         await self.accept()
         user = self.scope.get("user")
         token_key = self.scope.get("auth_token")
@@ -43,13 +64,65 @@ class RunListConsumer(ProtocolSocket):
             await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
             return
         self.user = user
-        groups = [frames.user_group_name(user.pk)] + ([frames.STAFF_GROUP] if user.is_staff else [])
-        for group in groups:
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.joined.append(group)
+        self.groups = [frames.user_group_name(user.pk)] + ([frames.STAFF_GROUP] if user.is_staff else [])
+        get_probe().register(self, self.channel_layer)
+        self.registered = True
+        if not await self.resubscribe():
+            self.degrade()
         runs = await self._read()
         await self._send_frame("connected", {"mode": settings.REALTIME_MODE, "runs": runs})
-        self.refresher = asyncio.create_task(self._refresh())
+        self.tasks += [
+            asyncio.create_task(self._refresh()),
+            asyncio.create_task(self._check_access_periodically(user=user, token_key=token_key)),
+        ]
+
+    # --- The layer (called by this connection and by the process's layer probe) ---------
+
+    async def resubscribe(self) -> bool:
+        """Join (again) the user's groups through a channel of its own; False when the layer fails."""
+        try:
+            if self.channel_name is None:
+                self.channel_name = await self.channel_layer.new_channel()
+            for group in self.groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+        except Exception as error:  # noqa: BLE001 - any layer failure means "re-read instead"
+            # Debug: the layer probe reports an outage once for every watcher.
+            logger.debug("joining the list groups failed: %s", error)
+            self.subscribed = False
+            return False
+        self.subscribed = True
+        if self.layer_reader is None or self.layer_reader.done():
+            self.layer_reader = asyncio.create_task(self._read_layer())
+        return True
+
+    async def _read_layer(self) -> None:
+        """Relay what the layer brings to this connection's channel, until it fails."""
+        while not self.finished:
+            try:
+                message = await self.channel_layer.receive(self.channel_name)
+            except Exception as error:  # noqa: BLE001 - any layer failure means "re-read instead"
+                logger.debug("list stream's layer receive failed: %s", error)
+                self.channel_name = None  # a fresh channel once the layer is back
+                self.subscribed = False
+                if not self.finished:
+                    self.degrade()
+                return
+            if message.get("type") == SUMMARY_MESSAGE_TYPE:
+                await self.run_summary(message)
+
+    def degrade(self) -> None:
+        self.degraded = True
+        self.refresh_now.set()  # re-read at the poll interval from now on
+        get_probe().suspect()
+
+    async def recover(self) -> bool:
+        if not await self.resubscribe():
+            return False
+        self.degraded = False
+        self.refresh_now.set()  # what changed while the layer was down
+        return True
+
+    # --- Reading ------------------------------------------------------------------------
 
     async def _read(self) -> list[dict]:
         runs = await db.read(summaries.run_summaries_for_user, user=self.user)
@@ -57,14 +130,20 @@ class RunListConsumer(ProtocolSocket):
             self.seen[summary["id"]] = max(self.seen.get(summary["id"], -1), summary["seq"])
         return runs
 
+    def _refresh_interval(self) -> float:
+        if self.degraded or settings.REALTIME_MODE == "poll":
+            return settings.REALTIME_POLL_INTERVAL
+        return settings.REALTIME_LIST_REFRESH_INTERVAL
+
     async def _refresh(self) -> None:
-        interval = (
-            settings.REALTIME_POLL_INTERVAL
-            if settings.REALTIME_MODE == "poll"
-            else settings.REALTIME_LIST_REFRESH_INTERVAL
-        )
-        while True:
-            await asyncio.sleep(interval)
+        while not self.finished:
+            try:
+                await asyncio.wait_for(self.refresh_now.wait(), self._refresh_interval())
+            except TimeoutError:
+                pass
+            self.refresh_now.clear()
+            if self.resyncing:
+                continue
             try:
                 runs = await db.read(summaries.run_summaries_for_user, user=self.user)
             except Exception as error:  # noqa: BLE001 - the next round tries again
@@ -72,25 +151,49 @@ class RunListConsumer(ProtocolSocket):
                 continue
             for summary in reversed(runs):  # oldest first, so new runs arrive in creation order
                 if summary["seq"] > self.seen.get(summary["id"], -1):
-                    self.seen[summary["id"]] = summary["seq"]
-                    await self._send_frame(frames.RUN_SUMMARY, {"run": summary}, run_id=summary["id"])
+                    await self._send_summary(summary["id"], summary["seq"], None, summary=summary)
 
     async def run_summary(self, message: dict) -> None:
         """A summary from the publisher: relay it unless this socket has that seq already."""
-        run_id, seq = message["run_id"], message["seq"]
-        if seq <= self.seen.get(run_id, -1):
+        await self._send_summary(message["run_id"], message["seq"], message["text"])
+
+    async def _send_summary(self, run_id: str, seq: int, text: str | None, *, summary=None) -> None:
+        if self.finished or self.resyncing or seq <= self.seen.get(run_id, -1):
+            return
+        if self._client_behind():
+            # Its unread frames fill the bound: drop this and what follows, and
+            # resync it with a fresh snapshot once it has drained.
+            self.resyncing = True
+            self.tasks.append(asyncio.create_task(self._resync_when_drained()))
             return
         self.seen[run_id] = seq
-        await self.send(text_data=message["text"])
+        if text is None:
+            await self._send_frame(frames.RUN_SUMMARY, {"run": summary}, run_id=run_id)
+        else:
+            await self.send(text_data=text)
 
-    async def disconnect(self, code: int) -> None:
-        if self.refresher is not None:
-            self.refresher.cancel()
-        for group in self.joined:
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception as error:  # noqa: BLE001 - the layer may be down; memberships expire
-                logger.warning("leaving %s failed: %s", group, error)
+    async def _resync_when_drained(self) -> None:
+        await self._wait_until_drained()
+        if self.finished:
+            return
+        runs = await self._read()
+        self.resyncing = False
+        await self._send_frame("connected", {"mode": settings.REALTIME_MODE, "runs": runs, "resync": True})
+
+    async def stop(self) -> None:
+        for task in [*self.tasks, self.layer_reader]:
+            if task is not None:
+                task.cancel()
+        if self.registered:
+            self.registered = False
+            get_probe().unregister(self)
+        if self.subscribed:
+            self.subscribed = False
+            for group in self.groups:
+                try:
+                    await self.channel_layer.group_discard(group, self.channel_name)
+                except Exception as error:  # noqa: BLE001 - the layer may be down; memberships expire
+                    logger.debug("leaving %s failed: %s", group, error)
 
     async def _error(self, code: str, message: str) -> None:
         await self._send_frame("error", {"code": code, "message": message})

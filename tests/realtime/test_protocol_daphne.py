@@ -228,9 +228,10 @@ def test_generated_frames_through_daphne_never_break_anything(daphne_process, us
     assert_clean_log(server)
 
 
+@pytest.mark.parametrize("path", ["/ws/runs/{run}/", "/ws/runs/"])
 @pytest.mark.parametrize("revoke", ["delete the token", "deactivate the user"])
-def test_revoked_credentials_close_an_open_socket_4401(user, token, revoke):
-    # Issue 11 #7: access was checked only at connect; the socket kept streaming.
+def test_revoked_credentials_close_an_open_socket_4401(user, token, revoke, path):
+    # Issue 11 #7: access was checked only at connect; the socket kept streaming (the list stream's too).
     from tests.processes import daphne_server, subprocess_env
 
     run = make_run(user)
@@ -249,7 +250,7 @@ def test_revoked_credentials_close_an_open_socket_4401(user, token, revoke):
     with daphne_server(env=subprocess_env(REALTIME_ACCESS_RECHECK_SECONDS="0.5")) as server:
 
         async def scenario():
-            async with open_socket(server, f"/ws/runs/{run.id}/", token=token) as ws:
+            async with open_socket(server, path.format(run=run.id), token=token) as ws:
                 assert json.loads(await ws.recv())["type"] == "connected"
                 await ping_pong(ws)  # open and served
                 await asyncio.to_thread(revoke_credentials)
