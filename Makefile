@@ -70,11 +70,16 @@ mutate: venv  ## mutation score of the guarantee-holding modules: build/mutation
 # Faults against servers of the tests' own (a redis-server, a PostgreSQL cluster, Daphne,
 # workers, beat): the same tests as in `make test`, repeated CHAOS_ROUNDS times.
 CHAOS_ROUNDS ?= 3
-chaos: venv  ## the fault tests (Redis restarts, PostgreSQL restarts and terminated connections, lost workers), repeated
+# Then the soak (tests/soak/): runs and client churn for SOAK_SECONDS, RSS and tracemalloc figures to SOAK_REPORT.
+SOAK_SECONDS ?= 600
+SOAK_REPORT ?= soak-report.txt
+chaos: venv  ## the fault tests (Redis restarts, PostgreSQL restarts and terminated connections, lost workers), repeated; then the soak
 	for round in $$(seq $(CHAOS_ROUNDS)); do \
 	  $(BIN)/python -m pytest -q -p no:cacheprovider tests/scenarios/test_redis_outage_e2e.py tests/scenarios/test_database_faults_e2e.py \
 	    tests/runs/test_redis_restart_e2e.py tests/runs/test_tasks_e2e.py tests/scenarios/test_protocol_daphne.py || exit 1; \
 	done
+	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_REPORT=$(SOAK_REPORT) nice -n 10 $(BIN)/python -m pytest -q -s -p no:cacheprovider \
+	  -o timeout=$$(( $(SOAK_SECONDS) + 300 )) tests/soak
 
 lint: venv
 	$(BIN)/ruff check .

@@ -30,6 +30,9 @@ if settings.RUNS_EXECUTOR == "inline":
 
     application = ServerLoopMiddleware(application)
 
+from quikday import memory_trace  # noqa: E402
+
+memory_trace.install_from_env()  # debug only (QUIKDAY_TRACEMALLOC_DIR): the soak's allocation snapshots
 log_mode()
 
 from observability import access_log, reporter  # noqa: E402

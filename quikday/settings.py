@@ -225,6 +225,12 @@ REALTIME_GROUP_EXPIRY = env_int("REALTIME_GROUP_EXPIRY", 900, minimum=60)
 REALTIME_DB_THREADS = env_int("REALTIME_DB_THREADS", 4, minimum=1)
 REALTIME_EVENT_RETENTION_DAYS = env_float("REALTIME_EVENT_RETENTION_DAYS", 7.0, minimum=0.0)
 REALTIME_MAX_CLIENT_FRAME = 64 * 1024
+# Each WebSocket connection may send this many frames a second (bursts of _BURST);
+# frames over it are dropped with one `rate_limited` error a second, and a client
+# whose dropped frames outrun the budget by _CLOSE_AFTER is closed with 4429.
+REALTIME_CLIENT_FRAMES_PER_SECOND = env_float("REALTIME_CLIENT_FRAMES_PER_SECOND", 20.0, minimum=0.1)
+REALTIME_CLIENT_FRAMES_BURST = env_int("REALTIME_CLIENT_FRAMES_BURST", 40, minimum=1)
+REALTIME_CLIENT_FRAMES_CLOSE_AFTER = env_int("REALTIME_CLIENT_FRAMES_CLOSE_AFTER", 200, minimum=1)
 # How long a WebSocket connection ticket (POST /api/ws-tickets/) stays usable.
 REALTIME_TICKET_SECONDS = env_float("REALTIME_TICKET_SECONDS", 60.0, minimum=1.0)
 # The user-level stream (/ws/runs/) re-reads its page of summaries this often in
@@ -303,6 +309,10 @@ RUNS_WAIT_MAX_SECONDS = env_float("RUNS_WAIT_MAX_SECONDS", 60.0)
 # How deeply a step's arguments may nest (objects and arrays); deeper plans are refused with a 400.
 RUNS_MAX_ARGS_DEPTH = env_int("RUNS_MAX_ARGS_DEPTH", 32, minimum=1)
 RUNS_STALE_AFTER_SECONDS = env_float("RUNS_STALE_AFTER_SECONDS", 600.0, minimum=1.0)
+# A run whose enqueue failed is sent again by the same process after this long,
+# doubling up to _MAX_DELAY, until it is taken (or RUNS_STALE_AFTER_SECONDS pass).
+RUNS_DISPATCH_RETRY_DELAY = env_float("RUNS_DISPATCH_RETRY_DELAY", 1.0, minimum=0.01)
+RUNS_DISPATCH_RETRY_MAX_DELAY = env_float("RUNS_DISPATCH_RETRY_MAX_DELAY", 30.0, minimum=0.01)
 # A step whose executor was lost this many times fails instead of being tried again.
 RUNS_MAX_STEP_ATTEMPTS = env_int("RUNS_MAX_STEP_ATTEMPTS", 3, minimum=1)
 RUNS_TOOL_MODULES = ["runs.tools.builtin", *env_list("RUNS_TOOL_MODULES", [])]

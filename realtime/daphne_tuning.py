@@ -15,11 +15,11 @@ from importlib import metadata
 from typing import Any
 
 # The major.minor releases each patched package was read against.
-VERIFIED = {"autobahn": ("26.10",), "daphne": ("4.2",)}
+VERIFIED = {"autobahn": ("26.10",), "daphne": ("4.2",), "twisted": ("26.10",)}
 
 
 class TuningOutdated(RuntimeError):
-    """An installed autobahn or Daphne is not the one a patch here was written for."""
+    """An installed autobahn, Daphne or Twisted is not the one a patch or a reading here was written for."""
 
 
 def check_version(package: str) -> None:
@@ -133,21 +133,112 @@ def wait_longer_for_close_replies() -> bool:
     return True
 
 
+# What unsent_bytes reads of a Twisted transport: private attributes of
+# twisted.internet.abstract.FileDescriptor (its write buffer), and the public
+# reading controls. Checked at start-up (check_transport_internals).
+TRANSPORT_BUFFER_ATTRIBUTES = ("dataBuffer", "offset")
+TRANSPORT_INSTANCE_ATTRIBUTES = ("_tempDataLen",)
+
+
+def check_transport_internals() -> bool:
+    """Fail start-up unless Twisted is a verified version whose transports have what unsent_bytes reads.
+
+    Without this a Twisted that renamed its write buffer would make
+    unsent_bytes return None silently: the bound on a client that stops
+    reading (REALTIME_MAX_CLIENT_BUFFER) would be gone unnoticed. False when
+    Twisted is not installed.
+    """
+    try:
+        from twisted.internet import abstract
+    except ImportError:
+        return False
+    check_version("twisted")
+    descriptor = _require(abstract, "FileDescriptor")
+    for name in (
+        *TRANSPORT_BUFFER_ATTRIBUTES,
+        "bufferSize",
+        "pauseProducing",
+        "resumeProducing",
+        "loseConnection",
+    ):
+        if not hasattr(descriptor, name):
+            raise TuningOutdated(
+                f"realtime.daphne_tuning reads twisted FileDescriptor.{name}, which no longer exists"
+            )
+    probe = descriptor()
+    for name in TRANSPORT_INSTANCE_ATTRIBUTES:
+        if not hasattr(probe, name):
+            raise TuningOutdated(
+                f"realtime.daphne_tuning reads twisted FileDescriptor().{name}, which no longer exists"
+            )
+    return True
+
+
+def _transport(send: Any) -> Any:
+    """The Twisted transport under a Daphne connection's ASGI ``send``, or None under any other server.
+
+    ``send`` is the ASGI send callable Daphne gave the application, a partial of
+    its ``handle_reply`` on the connection's protocol.
+    """
+    protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
+    return getattr(protocol, "transport", None)
+
+
 def unsent_bytes(send: Any) -> int | None:
     """How many bytes written to a Daphne connection its client has not taken yet, or None.
 
-    ``send`` is the ASGI send callable Daphne gave the application, a partial of
-    its ``handle_reply`` on the connection's protocol; what the client's TCP
-    window did not take waits in Twisted's write buffer of that transport,
-    growing without bound for a client that stops reading. None under any other
-    server (or the test communicator): nothing to measure, nothing bounded.
+    What the client's TCP window did not take waits in Twisted's write buffer
+    of the connection's transport, growing without bound for a client that
+    stops reading. None under any other server (or the test communicator):
+    nothing to measure, nothing bounded.
     """
-    protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
-    transport = getattr(protocol, "transport", None)
+    transport = _transport(send)
     buffered = getattr(transport, "dataBuffer", None)
     if buffered is None:
         return None
     return len(buffered) - getattr(transport, "offset", 0) + getattr(transport, "_tempDataLen", 0)
+
+
+# How much of a client's socket one read takes: the largest client frame this
+# protocol needs is a ping (REALTIME_MAX_CLIENT_FRAME is a bound, not a need).
+CLIENT_READ_BYTES = 4096
+
+
+def read_in_small_chunks(send: Any) -> bool:
+    """Make each read of a Daphne connection take at most CLIENT_READ_BYTES.
+
+    Twisted reads 64 KiB at a time, and autobahn parses every frame in it —
+    thousands of pings — before the event loop serves anyone else: one
+    flooding client held every other client of the process that long. A
+    smaller read bounds that pause. False under any other server.
+    """
+    transport = _transport(send)
+    if transport is None or not hasattr(transport, "bufferSize"):
+        return False
+    transport.bufferSize = CLIENT_READ_BYTES
+    return True
+
+
+def hold_reading(send: Any, *, seconds: float, then_drop: bool = False) -> bool:
+    """Read nothing more from a Daphne connection for ``seconds``; then read again, or drop it.
+
+    autobahn parses every frame of what Twisted read (64 KiB, thousands of small
+    frames) in one go, before the application sees any: a client flooding
+    frames costs the process's event loop that time however the consumer
+    answers. Not reading its socket leaves the rest of its flood in the kernel
+    and, through TCP, on the client. ``then_drop`` closes the connection
+    afterwards (a client closed for abuse whose close reply is not awaited).
+    False under any other server.
+    """
+    import asyncio
+
+    transport = _transport(send)
+    if transport is None or not hasattr(transport, "pauseProducing"):
+        return False
+    transport.pauseProducing()
+    after = transport.loseConnection if then_drop else transport.resumeProducing
+    asyncio.get_running_loop().call_later(seconds, after)
+    return True
 
 
 def freeze_startup_heap() -> None:
@@ -164,6 +255,7 @@ def freeze_startup_heap() -> None:
 
 
 def apply() -> None:
+    check_transport_internals()
     make_autobahn_logging_lazy()
     wait_longer_for_close_replies()
     freeze_startup_heap()

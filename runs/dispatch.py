@@ -6,10 +6,13 @@ never looks for a run that isn't there yet.
 """
 
 import logging
+import threading
 import uuid
 
 from django.conf import settings
 from django.db import transaction
+
+from runs.dispatch_retry import DispatchRetrier
 
 logger = logging.getLogger(__name__)
 
@@ -26,20 +29,44 @@ def dispatch_run(*, run_id: uuid.UUID, expires: float | None = None) -> None:
         transaction.on_commit(lambda: _send(run_id, expires=expires))
 
 
+def _enqueue(run_id: uuid.UUID, *, expires: float | None = None) -> None:
+    """Hand the run to its executor now; raises when the broker refuses."""
+    if settings.RUNS_EXECUTOR == "celery":
+        from runs.tasks import execute_run
+
+        execute_run.apply_async((str(run_id),), expires=expires)
+    else:
+        from runs import inline
+
+        inline.submit(run_id)
+
+
 def _send(run_id: uuid.UUID, *, expires: float | None = None) -> None:
     try:
-        if settings.RUNS_EXECUTOR == "celery":
-            from runs.tasks import execute_run
-
-            execute_run.apply_async((str(run_id),), expires=expires)
-        else:
-            from runs import inline
-
-            inline.submit(run_id)
+        _enqueue(run_id, expires=expires)
     except Exception as error:  # noqa: BLE001 - the broker is unreachable, whatever the client raised
-        # The run is committed as queued; the take-over sweep dispatches it again
-        # if the broker comes back empty, the reaper after RUNS_STALE_AFTER_SECONDS
-        # otherwise. One line: during an outage every create would log a traceback.
+        # The run is committed as queued: this process sends it again in the
+        # background (runs/dispatch_retry.py); the reaper is the last resort.
+        # One line: during an outage every create would log a traceback.
         logger.warning(
             "could not enqueue run %s (%s); it stays queued and is dispatched again later", run_id, error
         )
+        retrier().add(run_id, {} if expires is None else {"expires": expires})
+
+
+_retrier: DispatchRetrier | None = None
+_retrier_lock = threading.Lock()
+
+
+def retrier() -> DispatchRetrier:
+    """This process's retrier of failed sends (made on first use, from the settings)."""
+    global _retrier
+    with _retrier_lock:
+        if _retrier is None:
+            _retrier = DispatchRetrier(
+                _enqueue,
+                first_delay=settings.RUNS_DISPATCH_RETRY_DELAY,
+                max_delay=settings.RUNS_DISPATCH_RETRY_MAX_DELAY,
+                give_up_after=settings.RUNS_STALE_AFTER_SECONDS,
+            )
+        return _retrier

@@ -15,31 +15,49 @@ in poll mode, where nothing is published) covers a summary lost in transit.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 
-from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
 
 from observability import record
 from realtime import db, frames, selectors, summaries
-from realtime.consumers.base import CLOSE_UNAUTHENTICATED
-
-# A client frame over REALTIME_MAX_CLIENT_FRAME. Not 1009: autobahn (Daphne) lets a
-# server close only with 1000 or 3000-4999, and turns 1009 into a 1011 with a traceback.
-CLOSE_TOO_BIG = 4009
+from realtime.close_codes import CLOSE_UNAUTHENTICATED
+from realtime.consumers.socket import ProtocolSocket
+from realtime.failover import get_probe
+from realtime.publisher import SUMMARY_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
 
 
-class RunListConsumer(AsyncWebsocketConsumer):
-    """Streams the summaries of a user's runs to one list page."""
+class RunListConsumer(ProtocolSocket):
+    """Streams the summaries of a user's runs to one list page.
+
+    Like a run's socket (realtime.consumers.socket.ProtocolSocket): its
+    credentials are checked again every REALTIME_ACCESS_RECHECK_SECONDS (4401),
+    a client that stops reading is resynced with a fresh ``connected`` instead of
+    buffering without bound, and a channel layer that is down (at the
+    handshake, or later) does not fail it: the process's layer probe
+    (realtime.failover) degrades it to re-reading every REALTIME_POLL_INTERVAL
+    and brings it back once the layer is.
+    """
+
+    observed: record.Connection | None = None  # this socket in the logs and metrics
+
+    run_id = None  # the probe's watchers name their run; this one watches a user's
+
+    def init_state(self) -> None:
+        self.seen: dict[str, int] = {}  # run id → the highest seq sent for it
+        self.groups: list[str] = []
+        self.subscribed = False  # a member of its groups on the layer
+        self.degraded = False  # re-reading every REALTIME_POLL_INTERVAL until the layer is back
+        self.registered = False  # with the process's layer probe
+        self.tasks: list[asyncio.Task] = []
+        self.layer_reader: asyncio.Task | None = None
+        self.resyncing = False
+        self.refresh_now = asyncio.Event()
 
     async def connect(self) -> None:
-        self.seen: dict[str, int] = {}  # run id → the highest seq sent for it
-        self.joined: list[str] = []
-        self.refresher: asyncio.Task | None = None
         await self.accept()
         self.observed = record.socket_opened(mode="list", run_id=None)
         user = self.scope.get("user")
@@ -47,19 +65,68 @@ class RunListConsumer(AsyncWebsocketConsumer):
         if token_key is not None:
             user = await db.read(selectors.user_for_token, key=token_key)
         if user is None or not user.is_authenticated:
-            await self._send_frame(
-                "error", {"code": str(CLOSE_UNAUTHENTICATED), "message": "not authenticated"}
-            )
-            await self.close(code=CLOSE_UNAUTHENTICATED)
+            await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
             return
         self.user = user
-        groups = [frames.user_group_name(user.pk)] + ([frames.STAFF_GROUP] if user.is_staff else [])
-        for group in groups:
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.joined.append(group)
+        self.groups = [frames.user_group_name(user.pk)] + ([frames.STAFF_GROUP] if user.is_staff else [])
+        get_probe().register(self, self.channel_layer)
+        self.registered = True
+        if not await self.resubscribe():
+            self.degrade()
         runs = await self._read()
         await self._send_frame("connected", {"mode": settings.REALTIME_MODE, "runs": runs})
-        self.refresher = asyncio.create_task(self._refresh())
+        self.tasks += [
+            asyncio.create_task(self._refresh()),
+            asyncio.create_task(self._check_access_periodically(user=user, token_key=token_key)),
+        ]
+
+    # --- The layer (called by this connection and by the process's layer probe) ---------
+
+    async def resubscribe(self) -> bool:
+        """Join (again) the user's groups through a channel of its own; False when the layer fails."""
+        try:
+            if self.channel_name is None:
+                self.channel_name = await self.channel_layer.new_channel()
+            for group in self.groups:
+                await self.channel_layer.group_add(group, self.channel_name)
+        except Exception as error:  # noqa: BLE001 - any layer failure means "re-read instead"
+            # Debug: the layer probe reports an outage once for every watcher.
+            logger.debug("joining the list groups failed: %s", error)
+            self.subscribed = False
+            return False
+        self.subscribed = True
+        if self.layer_reader is None or self.layer_reader.done():
+            self.layer_reader = asyncio.create_task(self._read_layer())
+        return True
+
+    async def _read_layer(self) -> None:
+        """Relay what the layer brings to this connection's channel, until it fails."""
+        while not self.finished:
+            try:
+                message = await self.channel_layer.receive(self.channel_name)
+            except Exception as error:  # noqa: BLE001 - any layer failure means "re-read instead"
+                logger.debug("list stream's layer receive failed: %s", error)
+                self.channel_name = None  # a fresh channel once the layer is back
+                self.subscribed = False
+                if not self.finished:
+                    self.degrade()
+                return
+            if message.get("type") == SUMMARY_MESSAGE_TYPE:
+                await self.run_summary(message)
+
+    def degrade(self) -> None:
+        self.degraded = True
+        self.refresh_now.set()  # re-read at the poll interval from now on
+        get_probe().suspect()
+
+    async def recover(self) -> bool:
+        if not await self.resubscribe():
+            return False
+        self.degraded = False
+        self.refresh_now.set()  # what changed while the layer was down
+        return True
+
+    # --- Reading ------------------------------------------------------------------------
 
     async def _read(self) -> list[dict]:
         runs = await db.read(summaries.run_summaries_for_user, user=self.user)
@@ -67,14 +134,20 @@ class RunListConsumer(AsyncWebsocketConsumer):
             self.seen[summary["id"]] = max(self.seen.get(summary["id"], -1), summary["seq"])
         return runs
 
+    def _refresh_interval(self) -> float:
+        if self.degraded or settings.REALTIME_MODE == "poll":
+            return settings.REALTIME_POLL_INTERVAL
+        return settings.REALTIME_LIST_REFRESH_INTERVAL
+
     async def _refresh(self) -> None:
-        interval = (
-            settings.REALTIME_POLL_INTERVAL
-            if settings.REALTIME_MODE == "poll"
-            else settings.REALTIME_LIST_REFRESH_INTERVAL
-        )
-        while True:
-            await asyncio.sleep(interval)
+        while not self.finished:
+            try:
+                await asyncio.wait_for(self.refresh_now.wait(), self._refresh_interval())
+            except TimeoutError:
+                pass
+            self.refresh_now.clear()
+            if self.resyncing:
+                continue
             try:
                 runs = await db.read(summaries.run_summaries_for_user, user=self.user)
             except Exception as error:  # noqa: BLE001 - the next round tries again
@@ -82,54 +155,59 @@ class RunListConsumer(AsyncWebsocketConsumer):
                 continue
             for summary in reversed(runs):  # oldest first, so new runs arrive in creation order
                 if summary["seq"] > self.seen.get(summary["id"], -1):
-                    self.seen[summary["id"]] = summary["seq"]
-                    await self._send_frame(frames.RUN_SUMMARY, {"run": summary}, run_id=summary["id"])
+                    await self._send_summary(summary["id"], summary["seq"], None, summary=summary)
 
     async def run_summary(self, message: dict) -> None:
         """A summary from the publisher: relay it unless this socket has that seq already."""
-        run_id, seq = message["run_id"], message["seq"]
-        if seq <= self.seen.get(run_id, -1):
+        await self._send_summary(message["run_id"], message["seq"], message["text"])
+
+    async def _send_summary(self, run_id: str, seq: int, text: str | None, *, summary=None) -> None:
+        if self.finished or self.resyncing or seq <= self.seen.get(run_id, -1):
+            return
+        if self._client_behind():
+            # Its unread frames fill the bound: drop this and what follows, and
+            # resync it with a fresh snapshot once it has drained.
+            self.resyncing = True
+            self.tasks.append(asyncio.create_task(self._resync_when_drained()))
             return
         self.seen[run_id] = seq
-        await self.send(text_data=message["text"])
+        if text is None:
+            await self._send_frame(frames.RUN_SUMMARY, {"run": summary}, run_id=run_id)
+        else:
+            await self.send(text_data=text)
+
+    async def _resync_when_drained(self) -> None:
+        await self._wait_until_drained()
+        if self.finished:
+            return
+        runs = await self._read()
+        self.resyncing = False
+        await self._send_frame("connected", {"mode": settings.REALTIME_MODE, "runs": runs, "resync": True})
 
     async def disconnect(self, code: int) -> None:
         record.socket_closed(self.observed, code)
-        if self.refresher is not None:
-            self.refresher.cancel()
-        for group in self.joined:
-            try:
-                await self.channel_layer.group_discard(group, self.channel_name)
-            except Exception as error:  # noqa: BLE001 - the layer may be down; memberships expire
-                logger.warning("leaving %s failed: %s", group, error)
 
-    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
-        """The client frames of docs/protocol.md: ``ping``; anything else is an ``error`` frame."""
-        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
-        if size > settings.REALTIME_MAX_CLIENT_FRAME:
-            await self._error(
-                str(CLOSE_TOO_BIG),
-                f"a client frame may have at most {settings.REALTIME_MAX_CLIENT_FRAME} bytes",
-            )
-            await self.close(code=CLOSE_TOO_BIG)
-            return
-        if text_data is None:
-            await self._error("binary_not_supported", "send JSON text frames")
-            return
-        try:
-            frame = json.loads(text_data)
-        except ValueError:
-            frame = None
-        kind = frame.get("type") if isinstance(frame, dict) else None
-        if kind == "ping":
-            await self._send_frame("pong", {})
-        elif not isinstance(kind, str):
-            await self._error("malformed", 'a client frame is a JSON object with a "type"')
-        else:
-            await self._error("unknown_type", f"unknown frame type {kind[:64]!r}; the client may send 'ping'")
+    async def stop(self) -> None:
+        record.socket_closed(self.observed, None)  # no-op after disconnect(); else ended unclosed
+        for task in [*self.tasks, self.layer_reader]:
+            if task is not None:
+                task.cancel()
+        if self.registered:
+            self.registered = False
+            get_probe().unregister(self)
+        if self.subscribed:
+            self.subscribed = False
+            for group in self.groups:
+                try:
+                    await self.channel_layer.group_discard(group, self.channel_name)
+                except Exception as error:  # noqa: BLE001 - the layer may be down; memberships expire
+                    logger.debug("leaving %s failed: %s", group, error)
 
     async def _error(self, code: str, message: str) -> None:
         await self._send_frame("error", {"code": code, "message": message})
+
+    async def _pong(self) -> None:
+        await self._send_frame("pong", {})
 
     async def _send_frame(self, type: str, payload: dict, *, run_id: str = "") -> None:
         seq = payload["run"]["seq"] if type == frames.RUN_SUMMARY else 0

@@ -1,6 +1,7 @@
-"""realtime.consumers.base replaces two of Channels' methods; an upgrade that changes them must be re-read.
+"""realtime.consumers.socket replaces two of Channels' methods; re-read them when an upgrade changes them.
 
-BaseRunConsumer.__call__ and .dispatch are Channels' AsyncConsumer methods
+ProtocolSocket.__call__ and .dispatch (the base of both WebSocket consumers) are
+Channels' AsyncConsumer methods
 minus the per-connection layer channel and the per-message database hop. If
 the pinned Channels' versions of these methods change, these hashes differ:
 read the new upstream code, carry over what applies, then record the new
@@ -14,6 +15,8 @@ from channels.consumer import AsyncConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from realtime.consumers.base import BaseRunConsumer
+from realtime.consumers.socket import ProtocolSocket
+from realtime.consumers.user_stream import RunListConsumer
 
 UPSTREAM_SHA256 = {
     "__call__": "e52238720872dbc3f854519bc971aa7eb41553e63c8729081549ce42465ee419",
@@ -35,15 +38,11 @@ def test_we_replace_only_those_of_channels_methods():
     }
     # connect/disconnect/receive are the hooks Channels means subclasses to write.
     hooks = {"connect", "disconnect", "receive"}
-    replaced = {name for name in vars(BaseRunConsumer) if name in upstream or name == "__call__"} - hooks
-    assert replaced == set(UPSTREAM_SHA256) | set(EXTENDED)
-
-
-# Upstream methods we wrap rather than copy: each calls Channels' own (so an
-# upgrade of it needs no re-reading) and adds only what the comment says.
-EXTENDED = {"send": "drops a frame for a client already gone instead of raising"}
-
-
-def test_the_methods_we_extend_still_call_channels_own():
-    for name in EXTENDED:
-        assert f"super().{name}(" in inspect.getsource(getattr(BaseRunConsumer, name))
+    # send and websocket_connect are wrapped (they call Channels' own), not replaced.
+    wrapped = {"send", "websocket_connect"}
+    replaced = (
+        {name for name in vars(ProtocolSocket) if name in upstream or name == "__call__"} - hooks - wrapped
+    )
+    assert replaced == set(UPSTREAM_SHA256)
+    for consumer in (BaseRunConsumer, RunListConsumer):
+        assert not {name for name in vars(consumer) if name in upstream or name == "__call__"} - hooks

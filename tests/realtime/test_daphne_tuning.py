@@ -45,13 +45,38 @@ def test_daphne_waits_for_a_slow_client_to_answer_its_close():
 
 def test_an_unverified_version_fails_loudly(monkeypatch):
     monkeypatch.setattr(daphne_tuning.metadata, "version", lambda package: "99.0.1")
-    for package in ("autobahn", "daphne"):
+    for package in ("autobahn", "daphne", "twisted"):
         with pytest.raises(daphne_tuning.TuningOutdated, match=rf"{package} 99\.0\.1 is installed"):
             daphne_tuning.check_version(package)
     with pytest.raises(daphne_tuning.TuningOutdated):
         daphne_tuning.make_autobahn_logging_lazy()
     with pytest.raises(daphne_tuning.TuningOutdated):
         daphne_tuning.wait_longer_for_close_replies()
+    with pytest.raises(daphne_tuning.TuningOutdated, match=r"twisted 99\.0\.1 is installed"):
+        daphne_tuning.check_transport_internals()  # unsent_bytes reads Twisted's private write buffer
+    with pytest.raises(daphne_tuning.TuningOutdated, match="twisted"):
+        daphne_tuning.apply()  # so start-up (quikday/asgi.py) fails
+
+
+@pytest.mark.parametrize("gone", ["dataBuffer", "offset", "_tempDataLen", "bufferSize"])
+def test_a_twisted_without_what_unsent_bytes_reads_fails_loudly(monkeypatch, gone):
+    from twisted.internet import abstract
+
+    class Renamed(abstract.FileDescriptor):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if gone == "_tempDataLen":
+                del self._tempDataLen
+
+    if gone != "_tempDataLen":
+        monkeypatch.delattr(abstract.FileDescriptor, gone)
+    monkeypatch.setattr(abstract, "FileDescriptor", Renamed)
+    with pytest.raises(daphne_tuning.TuningOutdated, match=gone):
+        daphne_tuning.check_transport_internals()
+
+
+def test_the_installed_twisted_has_what_unsent_bytes_reads():
+    assert daphne_tuning.check_transport_internals() is True
 
 
 def test_the_installed_versions_are_verified():

@@ -17,7 +17,18 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime import summaries
 from runs import services
+from tests.processes import daphne_server, subprocess_env
+from tests.realtime.own_redis import OwnRedis
 from tests.realtime.support import TS
+from tests.realtime.test_protocol_daphne import (
+    PINGS,
+    _cpu_idle,
+    _masked_ping,
+    _raw_socket,
+    assert_clean_log,
+    ping_pong,
+)
+from tests.waiting import wait_for
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -210,3 +221,89 @@ def test_in_poll_mode_the_list_stream_rereads_its_runs(user):
                 assert (frame["seq"], frame["payload"]["run"]["status"]) == (1, "processing")
 
         asyncio.run(scenario())
+
+
+# --- Parity with /ws/runs/<id>/ (issue 11's hardening): the buffer bound, the layer down.
+# (The access re-check of both: test_protocol_daphne.py::test_revoked_credentials_close_an_open_socket_4401.)
+
+
+def test_a_list_client_that_stops_reading_is_bounded_then_resynced(user, token):
+    # The rate limit off, the bound at its minimum: 100,000 pongs (8 MB) are past it and the kernel's buffers.
+    env = subprocess_env(REALTIME_CLIENT_FRAMES_BURST=str(PINGS), REALTIME_MAX_CLIENT_BUFFER=str(16 * 1024))
+    with daphne_server(env=env) as server:
+        sock = _raw_socket(server, "/ws/runs/", token)
+        try:
+            sock.sendall(_masked_ping() * 100_000)  # and never read: its pongs fill the bound
+            wait_for(lambda: _cpu_idle(server.pid), what="every ping handled")
+            run = services.run_create(owner=user, steps=ECHO2)  # its summary finds the client behind
+            seen = _frames_until_the_run_shows(sock, str(run.id))
+        except Exception:
+            print(server.log()[-6000:])
+            raise
+        finally:
+            sock.close()
+        pongs = sum(1 for f in seen if f["type"] == "pong")
+        resync = [f for f in seen if f["type"] == "connected" and f["payload"].get("resync")]
+        assert pongs < 100_000 // 2  # the rest were dropped, not buffered
+        # Resynced (by this run's summary, or another's on the shared Redis) before the run showed.
+        assert resync, [f["type"] for f in seen[-5:]]
+        assert_clean_log(server)
+
+
+def _frames_until_the_run_shows(sock, run_id: str) -> list[dict]:
+    """Frames until the run shows up: in a resync's snapshot, or as a run_summary."""
+    from tests.realtime.test_protocol_daphne import _read_frame
+
+    seen = []
+    while True:
+        opcode, data = _read_frame(sock)
+        if opcode == 0x8:
+            raise AssertionError(f"closed {int.from_bytes(data[:2], 'big')} before the run showed")
+        if opcode != 0x1:
+            continue  # autobahn's keep-alive ping (binary payload), not a frame of ours
+        frame = json.loads(data)
+        seen.append(frame)
+        if frame["type"] == "connected" and run_id in [r["id"] for r in frame["payload"]["runs"]]:
+            return seen
+        if frame["type"] == "run_summary" and frame["run_id"] == run_id:
+            return seen
+
+
+def test_with_the_layer_down_a_list_stream_connects_and_re_reads_until_it_is_back(user, token):
+    redis = OwnRedis()
+    redis.start()
+    try:
+        env = subprocess_env(
+            REDIS_URL=redis.url,
+            REALTIME_POLL_INTERVAL="0.5",
+            REALTIME_PUBLISH_TIMEOUT="0.5",
+            REALTIME_LIST_REFRESH_INTERVAL="600",  # only the degraded re-read can show the change
+        )
+        with daphne_server(env=env) as server:
+            redis.stop()
+
+            async def scenario():
+                async with stream(server, token) as ws:
+                    hello = json.loads(await ws.recv())
+                    assert hello["type"] == "connected", hello
+                    # Created by this process: published on the machine's Redis, not the server's.
+                    run = await in_thread(services.run_create, owner=user, steps=ECHO2)
+                    async with asyncio.timeout(WAIT):
+                        while True:
+                            frame = json.loads(await ws.recv())
+                            if frame["type"] == "run_summary" and frame["run_id"] == str(run.id):
+                                break
+                    await asyncio.sleep(3)  # several poll intervals down: still one warning
+                    redis.start()
+                    await asyncio.to_thread(
+                        wait_for, lambda: "channel layer is back" in server.log(), what="the layer back"
+                    )
+                    await ping_pong(ws)
+
+            asyncio.run(scenario())
+            log = server.log()
+            assert log.count("channel layer unreachable") == 1, log[-4000:]
+            assert log.count("channel layer is back") == 1, log[-4000:]
+            assert_clean_log(server)
+    finally:
+        redis.stop()

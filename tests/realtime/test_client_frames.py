@@ -1,0 +1,98 @@
+"""realtime.client_frames: what a client frame means, and one connection's frame budget (a fake clock)."""
+
+import json
+
+import pytest
+
+from realtime.client_frames import ClientFrameGate, Close, Error, Ignore, Pong
+from realtime.close_codes import CLOSE_RATE_LIMITED, CLOSE_TOO_BIG
+
+PING = '{"type": "ping"}'
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gate(clock=None, *, per_second=10.0, burst=5, close_after=50, max_frame=64 * 1024):
+    return ClientFrameGate(
+        per_second=per_second,
+        burst=burst,
+        close_after=close_after,
+        max_frame=max_frame,
+        clock=clock or Clock(),
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "data", "expected"),
+    [
+        (PING, None, Pong()),
+        ("[" * 5000, None, Error("malformed", "the frame's JSON is nested too deeply")),
+        ("{" * 3000, None, Error("malformed", "the frame is not valid JSON")),
+        ("nope", None, Error("malformed", "the frame is not valid JSON")),
+        ("[1]", None, Error("malformed", 'a client frame is a JSON object with a "type"')),
+        ('{"type": 1}', None, Error("malformed", 'a client frame is a JSON object with a "type"')),
+        (
+            '{"type": "subscribe"}',
+            None,
+            Error("unknown_type", "unknown frame type 'subscribe'; the client may send 'ping'"),
+        ),
+        (None, b"\x00", Error("binary_not_supported", "send JSON text frames")),
+        (
+            json.dumps({"type": "ping", "pad": "é" * 33_000}),
+            None,
+            Close(CLOSE_TOO_BIG, "a client frame is at most 65536 bytes"),
+        ),
+        (None, b"x" * 65_537, Close(CLOSE_TOO_BIG, "a client frame is at most 65536 bytes")),
+    ],
+)
+def test_each_frame_is_judged_as_the_protocol_says(text, data, expected):
+    verdict = gate().judge(text, data)
+    if isinstance(expected, Error) and expected.message.startswith("the frame is not"):
+        assert verdict.code == expected.code  # json's own message for "{" * 3000 is irrelevant
+    else:
+        assert verdict == expected
+
+
+def test_frames_over_the_budget_are_dropped_with_one_error_per_window():
+    clock = Clock()
+    judge = gate(clock, per_second=10.0, burst=5)
+    verdicts = [judge.judge(PING, None) for _ in range(8)]
+    assert verdicts[:5] == [Pong()] * 5
+    assert isinstance(verdicts[5], Error) and verdicts[5].code == "rate_limited"
+    assert verdicts[6:] == [Ignore(), Ignore()]
+    clock.now += 0.15  # a frame's worth of budget back (and a bit)
+    assert judge.judge(PING, None) == Pong()
+    assert judge.judge(PING, None) == Ignore()  # same window: no second error
+    clock.now += 1.0
+    assert judge.judge(PING, None) == Pong()
+    later = [judge.judge(PING, None) for _ in range(9)]
+    assert later[:4] == [Pong()] * 4  # the bucket is full again
+    assert later[4].code == "rate_limited"  # a new window: one more error
+    assert later[5:] == [Ignore()] * 4
+
+
+def test_the_budget_is_judged_before_the_content():
+    judge = gate(burst=1)
+    assert judge.judge("[" * 5000, None).code == "malformed"
+    assert judge.judge("[" * 5000, None).code == "rate_limited"  # not parsed at all
+
+
+def test_a_client_within_twice_its_budget_stays_open():
+    clock = Clock()
+    judge = gate(clock, per_second=10.0, burst=5, close_after=50)
+    for _ in range(600):  # a minute at 20 frames a second: half dropped, never closed
+        clock.now += 0.05
+        assert not isinstance(judge.judge(PING, None), Close)
+
+
+def test_a_sustained_flood_is_closed_4429():
+    judge = gate(per_second=10.0, burst=5, close_after=50)
+    verdicts = [judge.judge(PING, None) for _ in range(56)]
+    assert not any(isinstance(v, Close) for v in verdicts[:55])
+    assert isinstance(verdicts[55], Close) and verdicts[55].close_code == CLOSE_RATE_LIMITED == 4429
