@@ -39,8 +39,6 @@ from channels.layers import BaseChannelLayer
 from django.conf import settings
 
 from realtime import publisher, shards
-from realtime.frames import group_name
-from realtime.hub import get_hub
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +67,9 @@ class PushWatcher(Protocol):
 
     async def resubscribe(self) -> bool:
         """Join the run's group again; False when the layer fails."""
+
+    def layer_names(self) -> tuple[list[str], str | None]:
+        """The groups it receives and the channel they arrive on (which Redis servers it needs)."""
 
 
 class LayerProbe:
@@ -144,9 +145,9 @@ class LayerProbe:
                 sum(1 for c in self.consumers if c.degraded),
             )
             self._down_since = None
-        process_channel = get_hub(self._layer).channel
         for consumer in list(self.consumers):
-            needs = shards.watcher_shards(self._layer, group_name(consumer.run_id), process_channel)
+            groups, channel = consumer.layer_names()
+            needs = frozenset().union(*(shards.watcher_shards(self._layer, g, channel) for g in groups))
             if needs & down:
                 if not consumer.degraded:
                     consumer.degrade()

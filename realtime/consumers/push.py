@@ -95,6 +95,10 @@ class RunConsumer(BaseRunConsumer):
         await self.catch_up()
         return True
 
+    def layer_names(self) -> tuple[list[str], str | None]:
+        """The run's group, received on the process's channel (realtime.hub)."""
+        return [frames.group_name(self.run_id)], get_hub(self.channel_layer).channel
+
     def _sync_watch(self) -> None:
         """Register with the poller at the interval this state needs (or none)."""
         if not self.following or self.finished:

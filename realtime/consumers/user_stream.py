@@ -184,6 +184,10 @@ class RunListConsumer(ProtocolSocket):
         self.resyncing = False
         await self._send_frame("connected", {"mode": settings.REALTIME_MODE, "runs": runs, "resync": True})
 
+    def layer_names(self) -> tuple[list[str], str | None]:
+        """The user's (and staff's) groups, received on this socket's own channel."""
+        return list(self.groups), self.channel_name
+
     async def disconnect(self, code: int) -> None:
         record.socket_closed(self.observed, code)
 

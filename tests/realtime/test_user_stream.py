@@ -20,7 +20,7 @@ from runs import services
 from tests.processes import daphne_server, subprocess_env
 from tests.realtime.own_redis import OwnRedis
 from tests.realtime.support import TS
-from tests.realtime.test_protocol_daphne import (
+from tests.scenarios.test_protocol_daphne import (
     PINGS,
     _cpu_idle,
     _masked_ping,
@@ -252,7 +252,7 @@ def test_a_list_client_that_stops_reading_is_bounded_then_resynced(user, token):
 
 def _frames_until_the_run_shows(sock, run_id: str) -> list[dict]:
     """Frames until the run shows up: in a resync's snapshot, or as a run_summary."""
-    from tests.realtime.test_protocol_daphne import _read_frame
+    from tests.scenarios.test_protocol_daphne import _read_frame
 
     seen = []
     while True:
