@@ -12,6 +12,7 @@ import asyncio
 import pytest
 from channels.layers import get_channel_layer
 
+from realtime import shards
 from realtime.hub import RunHub
 from realtime.publisher import GROUP_MESSAGE_TYPE
 from tests.realtime.support import WAIT
@@ -254,6 +255,9 @@ async def test_a_failed_channel_opening_fails_the_joins_waiting_on_it(hub, monke
     The first join's ``new_channel`` fails while a second join (another run)
     waits for that opening: both joins raise, neither waits forever.
     """
+    # The hub opens its channel through shards (on the pub/sub layer, no layer call at all):
+    # route that through the layer's new_channel, the call this test makes fail.
+    monkeypatch.setattr(shards, "new_receiving_channel", lambda layer: layer.new_channel())
     results = await _two_joins_on_one_failing_call(hub, monkeypatch, "new_channel", GROUP + "-other")
     assert [type(result) for result in results] == [LayerDown, LayerDown]
     assert hub.watchers == {} and hub.channel is None
