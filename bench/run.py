@@ -22,9 +22,11 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -122,6 +124,7 @@ def machine(env: dict[str, str], admin_dsn: str) -> dict[str, str]:
         **versions,
         "redis": redis_version,
         "postgresql": pg,
+        "metrics and stats (METRICS_ENABLED)": env.get("METRICS_ENABLED", "1"),
         "load average at start": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
         "db load measured with": "pg_stat_statements"
         if "pg_stat_statements" in preload
@@ -144,6 +147,12 @@ def run(args: argparse.Namespace) -> dict:
     env = base_env(queue)
     if args.web_processes:
         env["WEB_CONCURRENCY"] = str(args.web_processes)
+    # The run's processes share one metrics directory (prometheus-client's multiprocess
+    # mode) of the bench's own, removed at the end: the settings' default, a directory
+    # per checkout under /tmp, would outlive the run and mix runs' files.
+    own_metrics_dir = "PROMETHEUS_MULTIPROC_DIR" not in env
+    if own_metrics_dir:
+        env["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="quikday-bench-metrics-")
     os.environ.update(env)
     admin_dsn, dbname = stack.pg_admin_dsn(env["DATABASE_URL"])
     prepare_database(env, admin_dsn, dbname)
@@ -207,6 +216,8 @@ def run(args: argparse.Namespace) -> dict:
     finally:
         procs.stop_all()
         cleanup_redis(env, queue)
+        if own_metrics_dir:
+            shutil.rmtree(env["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)
     for entry in results["modes"].values():
         if entry["repeats"]:
             entry["median"] = report.median_of(entry["repeats"])
