@@ -11,6 +11,7 @@ import uuid
 
 from django.conf import settings
 from django.db import transaction
+from django.utils.module_loading import import_string
 
 from runs.dispatch_retry import DispatchRetrier
 
@@ -29,16 +30,18 @@ def dispatch_run(*, run_id: uuid.UUID, expires: float | None = None) -> None:
         transaction.on_commit(lambda: _send(run_id, expires=expires))
 
 
+# Each executor takes a run through a function of its own module, named here by
+# dotted path (as Django names its backends): the executors import the services,
+# which import this module, so importing them here would close a cycle.
+ENQUEUERS = {
+    "celery": "runs.tasks.enqueue_run",
+    "inline": "runs.inline.enqueue_run",
+}
+
+
 def _enqueue(run_id: uuid.UUID, *, expires: float | None = None) -> None:
     """Hand the run to its executor now; raises when the broker refuses."""
-    if settings.RUNS_EXECUTOR == "celery":
-        from runs.tasks import execute_run
-
-        execute_run.apply_async((str(run_id),), expires=expires)
-    else:
-        from runs import inline
-
-        inline.submit(run_id)
+    import_string(ENQUEUERS[settings.RUNS_EXECUTOR])(run_id, expires=expires)
 
 
 def _send(run_id: uuid.UUID, *, expires: float | None = None) -> None:

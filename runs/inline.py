@@ -90,6 +90,12 @@ def submit(run_id: uuid.UUID) -> Future:
     return _track(asyncio.run_coroutine_threadsafe(_execute_on_loop(run_id), loop))
 
 
+def enqueue_run(run_id: uuid.UUID, *, expires: float | None = None) -> None:
+    """runs.dispatch's way in. ``expires`` is for queued messages; a run handed to
+    this process starts at once, so there is nothing to expire."""
+    submit(run_id)
+
+
 async def _execute_on_loop(run_id: uuid.UUID) -> None:
     await sync_to_async(_execute, thread_sensitive=False, executor=_pool)(run_id)
 

@@ -15,6 +15,11 @@ BUSY_RETRY_SECONDS = 5
 DATABASE_RETRY_MAX_SECONDS = 30
 
 
+def enqueue_run(run_id: uuid.UUID, *, expires: float | None = None) -> None:
+    """runs.dispatch's way in: send the run's task to the broker (raises when it refuses)."""
+    execute_run.apply_async((str(run_id),), expires=expires)
+
+
 @shared_task(acks_late=True, reject_on_worker_lost=True, max_retries=8, bind=True)
 def execute_run(self, run_id: str, after_error: bool = False) -> str:
     """Execute one run. Redelivery is safe: see runs.executor.
