@@ -7,6 +7,9 @@ from typing import Any
 
 from bench.modes import MODES
 
+# The machine block's key for the web command's process count (bench/run.py writes it).
+WEB_PROCESSES = "web processes (Daphne, WEB_CONCURRENCY)"
+
 DEFAULT_MODE = "push-pubsub"  # settings' default: REALTIME_MODE=push, REALTIME_CHANNEL_LAYER=pubsub
 
 # (key, label) rows of the per-mode table.
@@ -113,6 +116,9 @@ def goals(results: dict) -> list[dict]:
     legacy = results["modes"].get("legacy", {}).get("median", {})
     pub = results.get("publish", {}).get("pubsub", {})
     tick = 1 / float(results.get("poll_interval", 2.0))
+    # Each web process polls for its own watchers: the limit is one query per tick per process.
+    # (Runs before the web command had one process and did not record the count.)
+    processes = int(results.get("machine", {}).get(WEB_PROCESSES, 1))
 
     def goal(text: str, ok: bool | None, figure: str) -> dict:
         return {"goal": text, "met": ok, "figure": figure}
@@ -169,9 +175,10 @@ def goals(results: dict) -> list[dict]:
             "(a tick is one transaction: the poll query)",
             None
             if poll.get("idle_qps_l2") is None
-            else max(poll["idle_qps_l1"], poll["idle_qps_l2"]) <= tick * 1.2,
+            else max(poll["idle_qps_l1"], poll["idle_qps_l2"]) <= tick * processes * 1.2,
             f"{_fmt(poll.get('idle_qps_l1'))} transactions/s with 100 watchers, "
-            f"{_fmt(poll.get('idle_qps_l2'))} with 1,000; ticks every {1 / tick:g} s "
+            f"{_fmt(poll.get('idle_qps_l2'))} with 1,000, over {processes} web process(es); "
+            f"ticks every {1 / tick:g} s "
             f"(old design: {_fmt(legacy.get('idle_qps_l1'))} and {_fmt(legacy.get('idle_qps_l2'))})",
         ),
     ]
