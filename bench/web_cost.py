@@ -10,7 +10,11 @@ auth, snapshot read, `connected`) and per frame delivered (receive from the
 layer, hub, socket write). CPU time: other processes on a busy machine are
 not charged to it.
 
-Usage: python bench/web_cost.py [--loops asyncio,uvloop,asyncio,uvloop] [--watchers 400]
+``--metrics on,off,on,off`` gives each trial (paired with ``--loops`` in turn)
+METRICS_ENABLED on or off: what the metrics and per-process stats cost per
+connect and per frame, taken side by side.
+
+Usage: python bench/web_cost.py [--loops asyncio,uvloop,asyncio,uvloop] [--metrics on] [--watchers 400]
   (DATABASE_URL's server, in bench/write_cost.py's database; REDIS_URL's Redis.)
 One JSON line per trial.
 """
@@ -24,6 +28,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,7 +47,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-async def trial(loop: str, *, watchers: int, runs: int, steps: int, user, token: str) -> dict:
+async def trial(
+    loop: str, *, metrics: str, watchers: int, runs: int, steps: int, idle: float, user, token: str
+) -> dict:
     import websockets
 
     from runs import services
@@ -54,7 +61,8 @@ async def trial(loop: str, *, watchers: int, runs: int, steps: int, user, token:
         else [sys.executable, "-m", "daphne"]
     )
     argv = [*command, "-b", "127.0.0.1", "-p", str(port), "quikday.asgi:application"]
-    daphne = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = {**os.environ, "METRICS_ENABLED": "1" if metrics == "on" else "0"}
+    daphne = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     headers = {"Authorization": f"Token {token}"}
     try:
         for _ in range(600):
@@ -76,6 +84,7 @@ async def trial(loop: str, *, watchers: int, runs: int, steps: int, user, token:
         async with websockets.connect(url(0), additional_headers=headers) as warm:  # imports, connections
             await warm.recv()
         before_connects = _cpu_s(daphne.pid)
+        began = time.perf_counter()
         sockets = []
         for start in range(0, watchers, 100):
             batch = await asyncio.gather(
@@ -87,6 +96,9 @@ async def trial(loop: str, *, watchers: int, runs: int, steps: int, user, token:
             for ws in batch:
                 await ws.recv()  # connected
             sockets += batch
+        connect_s = time.perf_counter() - began
+        idle_cpu = _cpu_s(daphne.pid)
+        await asyncio.sleep(idle)
         before_frames = _cpu_s(daphne.pid)
         frames = 0
 
@@ -110,8 +122,11 @@ async def trial(loop: str, *, watchers: int, runs: int, steps: int, user, token:
         after = _cpu_s(daphne.pid)
         return {
             "loop": loop,
+            "metrics": metrics,
             "watchers": watchers,
-            "connect_cpu_ms": round((before_frames - before_connects) * 1000 / watchers, 3),
+            "connect_cpu_ms": round((idle_cpu - before_connects) * 1000 / watchers, 3),
+            "connects_per_s": round(watchers / connect_s, 1),
+            "idle_cpu_pct": round((before_frames - idle_cpu) * 100 / idle, 1) if idle else None,
             "frames": frames,
             "frame_cpu_us": round((after - before_frames) * 1e6 / frames, 1),
         }
@@ -125,9 +140,18 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--loops", default="asyncio,uvloop,asyncio,uvloop")
+    parser.add_argument(
+        "--metrics", default="on", help="METRICS_ENABLED per trial: on or off, one value or one per loop"
+    )
     parser.add_argument("--watchers", type=int, default=400)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument(
+        "--idle",
+        type=float,
+        default=0.0,
+        help="seconds the sockets idle before the events (CPU %% of a core)",
+    )
     args = parser.parse_args()
     from bench.write_cost import prepare
 
@@ -152,11 +176,19 @@ def main() -> int:
     user, _ = get_user_model().objects.get_or_create(username="web-cost")
     token, _ = Token.objects.get_or_create(user=user)
 
+    loops = args.loops.split(",")
+    switches = args.metrics.split(",")
+    if len(switches) == 1:
+        switches *= len(loops)
+    if len(switches) != len(loops) or not set(switches) <= {"on", "off"}:
+        parser.error("--metrics: on or off, one value or one per loop")
+
     async def run_all() -> None:
-        for loop in args.loops.split(","):
+        for loop, metrics in zip(loops, switches, strict=True):
             result = await trial(
-                loop, watchers=args.watchers, runs=args.runs, steps=args.steps, user=user, token=token.key
-            )
+                loop, metrics=metrics, watchers=args.watchers, runs=args.runs, steps=args.steps,
+                idle=args.idle, user=user, token=token.key,
+            )  # fmt: skip
             print(json.dumps(result), flush=True)
 
     asyncio.run(run_all())

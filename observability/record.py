@@ -28,8 +28,32 @@ logger = logging.getLogger("quikday.lifecycle")
 frames_logger = logging.getLogger("quikday.frames")  # DEBUG: one line per frame
 
 _FRAME_KINDS = ("live", "replay", "control")
-_frames_sent = {kind: metrics.FRAMES_SENT.labels(kind) for kind in _FRAME_KINDS}
 _ON: bool | None = None
+
+
+class _Children(dict):
+    """A labelled metric's children by label values (a value, or a tuple of them), each looked up once.
+
+    ``labels()`` turns every value into a string and takes the metric's lock on
+    every call; the children never change, so the hooks keep them.
+    """
+
+    def __init__(self, metric: Any) -> None:
+        super().__init__()
+        self.metric = metric
+
+    def __missing__(self, key: Any) -> Any:
+        child = self[key] = self.metric.labels(*(key if isinstance(key, tuple) else (key,)))
+        return child
+
+
+_frames_sent = _Children(metrics.FRAMES_SENT)
+_connects = _Children(metrics.WEBSOCKET_CONNECTS)
+_open = _Children(metrics.WEBSOCKETS_OPEN)
+_disconnects = _Children(metrics.WEBSOCKET_DISCONNECTS)
+_events = _Children(metrics.EVENTS)
+_step_durations = _Children(metrics.STEP_DURATION)
+_run_durations = _Children(metrics.RUN_DURATION)
 
 
 def metrics_on() -> bool:
@@ -66,8 +90,8 @@ def socket_opened(*, mode: str, run_id: Any) -> Connection:
     """A WebSocket was accepted; the returned handle goes to every later call about it."""
     conn = stats.current().open(mode=mode, run_id=str(run_id or stats.NO_RUN))
     if metrics_on():
-        metrics.WEBSOCKET_CONNECTS.labels(mode).inc()
-        metrics.WEBSOCKETS_OPEN.labels(mode).inc()
+        _connects[mode].inc()
+        _open[mode].inc()
     line(logging.INFO, "connect", "connect", run_id=conn.run_id, conn_id=conn.conn_id, mode=mode)
     return conn
 
@@ -78,8 +102,8 @@ def socket_closed(conn: Connection | None, code: int | None) -> None:
         return
     code = 1006 if code is None else code
     if metrics_on():
-        metrics.WEBSOCKETS_OPEN.labels(conn.mode).dec()
-        metrics.WEBSOCKET_DISCONNECTS.labels(conn.mode, str(code)).inc()
+        _open[conn.mode].dec()
+        _disconnects[conn.mode, code].inc()
     line(
         logging.INFO, "disconnect", "disconnect", run_id=conn.run_id, conn_id=conn.conn_id, mode=conn.mode,
         code=code, duration=f"{time.monotonic() - conn.opened:.3f}s", frames=conn.frames,
@@ -186,37 +210,23 @@ def _event_time(text: str) -> float | None:
 # --- Transport state ---------------------------------------------------------------------
 
 
-def failed_over(conn: Connection | None, *, run_id: Any) -> None:
-    """A push connection fell back to polling (the channel layer failed it)."""
+def transport_changed(conn: Connection | None, *, run_id: Any, degraded: bool) -> None:
+    """A push connection fell back to polling (``degraded``: the layer failed it), or is back on push."""
     if conn is not None:
-        conn.degraded = True
+        conn.degraded = degraded
     if metrics_on():
-        metrics.FAILOVERS.inc()
-        stats.current().counts.failovers += 1
-    # DEBUG: one WARNING per outage comes from realtime.failover; this is per connection.
-    line(
-        logging.DEBUG,
-        "failover",
-        "watcher falls back to polling",
-        run_id=run_id,
-        conn_id=conn.conn_id if conn else None,
+        counts = stats.current().counts
+        if degraded:
+            metrics.FAILOVERS.inc()
+            counts.failovers += 1
+        else:
+            metrics.RECOVERIES.inc()
+            counts.recoveries += 1
+    # DEBUG: one WARNING per outage comes from realtime.failover; these lines are per connection.
+    event, text = (
+        ("failover", "watcher falls back to polling") if degraded else ("recovery", "watcher is back on push")
     )
-
-
-def recovered(conn: Connection | None, *, run_id: Any) -> None:
-    """A failed-over connection is back on push."""
-    if conn is not None:
-        conn.degraded = False
-    if metrics_on():
-        metrics.RECOVERIES.inc()
-        stats.current().counts.recoveries += 1
-    line(
-        logging.DEBUG,
-        "recovery",
-        "watcher is back on push",
-        run_id=run_id,
-        conn_id=conn.conn_id if conn else None,
-    )
+    line(logging.DEBUG, event, text, run_id=run_id, conn_id=conn.conn_id if conn else None)
 
 
 def slow_client_resync(conn: Connection | None, *, run_id: Any, dropped: int = 0) -> None:
@@ -256,13 +266,13 @@ def event_committed(event: Any) -> None:
     status = (step or payload).get("status")
     duration = _duration((step or payload).get("started_at"), (step or payload).get("finished_at"))
     if metrics_on():
-        metrics.EVENTS.labels(event.type).inc()
+        _events[event.type].inc()
         stats.current().counts.events += 1
         if duration is not None and status is not None:
             if step is not None:
-                metrics.STEP_DURATION.labels(status, str(step.get("tool", ""))).observe(duration)
+                _step_durations[status, str(step.get("tool", ""))].observe(duration)
             elif event.type == "run_completed":
-                metrics.RUN_DURATION.labels(status).observe(duration)
+                _run_durations[status].observe(duration)
     line(
         logging.INFO, "state", event.type, run_id=event.run_id, seq=event.seq,
         step=step.get("index") if step else None, tool=step.get("tool") if step else None, status=status,

@@ -80,7 +80,7 @@ class RunConsumer(BaseRunConsumer):
     def degrade(self) -> None:
         """The layer failed this connection: read its run from the log until the layer is back."""
         if not self.degraded:
-            record.failed_over(self.observed, run_id=self.run_id)
+            record.transport_changed(self.observed, run_id=self.run_id, degraded=True)
         self.degraded = True
         self._sync_watch()
         get_probe().suspect()
@@ -91,7 +91,7 @@ class RunConsumer(BaseRunConsumer):
             return False
         self.degraded = False
         self._sync_watch()
-        record.recovered(self.observed, run_id=self.run_id)
+        record.transport_changed(self.observed, run_id=self.run_id, degraded=False)
         await self.catch_up()
         return True
 

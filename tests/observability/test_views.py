@@ -58,8 +58,8 @@ def test_the_hooks_move_their_counters_by_one(client, metrics_token):
     record.socket_closed(conn, 1000)
     record.socket_closed(conn, 1000)  # once only
     record.poll_tick(runs=3, watchers=4, rows=5, seconds=0.002)
-    record.failed_over(None, run_id="r-1")
-    record.recovered(None, run_id="r-1")
+    record.transport_changed(None, run_id="r-1", degraded=True)
+    record.transport_changed(None, run_id="r-1", degraded=False)
     record.slow_client_resync(None, run_id="r-1", dropped=7)
     record.publish_failed()
     record.publish_retried(outcome="published")
