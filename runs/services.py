@@ -251,13 +251,13 @@ def step_start(*, run_id: uuid.UUID, index: int) -> Step | None:
     Returns None, starting nothing, when a cancel of the run has been asked
     for: no step starts after that (the executor then finishes the cancel).
     """
-    run = _locked_run(run_id)
-    _refuse_unless_processing(run.status, requested=StepStatus.RUNNING)
-    if run.cancel_requested_at is not None:
+    status, cancel_requested_at, plan = _lock_run_reading(run_id, "status", "cancel_requested_at", "plan")
+    _refuse_unless_processing(status, requested=StepStatus.RUNNING)
+    if cancel_requested_at is not None:
         return None
-    spec = run.plan[index]
+    spec = _RUN.get_field("plan").from_db_value(plan, None, connection)[index]
     return Step.objects.create(
-        run=run,
+        run_id=run_id,
         index=index,
         tool=spec["tool"],
         args=spec.get("args", {}),
@@ -266,20 +266,26 @@ def step_start(*, run_id: uuid.UUID, index: int) -> Step | None:
     )
 
 
-def _lock_open_run(run_id: uuid.UUID, *, requested: str) -> None:
-    """Lock the run's row, reading only its status (its plan and output can be large);
-    refuse unless the run is processing."""
+def _lock_run_reading(run_id: uuid.UUID, *names: str) -> tuple:
+    """Lock the run's row, reading only the columns of ``names`` (as the database gives them)."""
     pk = _RUN.pk.get_db_prep_value(run_id, connection)
+    columns = ", ".join(_q(_RUN.get_field(name).column) for name in names)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"SELECT {_q(_RUN.get_field('status').column)} FROM {_q(_RUN.db_table)}"  # noqa: S608
-            f" WHERE {_q(_RUN.pk.column)} = %s{_for_update()}",
+            f"SELECT {columns} FROM {_q(_RUN.db_table)} WHERE {_q(_RUN.pk.column)} = %s{_for_update()}",  # noqa: S608
             [pk],
         )
         row = cursor.fetchone()
     if row is None:
         raise Run.DoesNotExist(f"run {run_id} does not exist")
-    _refuse_unless_processing(row[0], requested=requested)
+    return row
+
+
+def _lock_open_run(run_id: uuid.UUID, *, requested: str) -> None:
+    """Lock the run's row, reading only its status (its plan and output can be large);
+    refuse unless the run is processing."""
+    (status,) = _lock_run_reading(run_id, "status")
+    _refuse_unless_processing(status, requested=requested)
 
 
 def _locked_step(run_id: uuid.UUID, index: int, *, requested: str) -> Step:
