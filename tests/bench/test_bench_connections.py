@@ -6,14 +6,11 @@ lowers the cap, so a quick run shows the split with a hundred sockets.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from bench.scenarios import QUICK, socket_shares
-from tests.bench.test_bench_quick import ROOT, _bench_db
+from tests.bench.test_bench_quick import run_quick_bench
 
 
 @pytest.mark.parametrize(
@@ -33,33 +30,8 @@ def test_socket_shares_hold_every_socket_and_no_client_more_than_it_may(per_run,
 @pytest.mark.redis
 @pytest.mark.timeout(300)
 def test_only_connections_spreads_the_sockets_over_load_clients(tmp_path):
-    env = dict(os.environ)
-    env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + _bench_db(env["DATABASE_URL"])
     cap = 40  # QUICK holds 100 sockets on 10 runs: 3 load clients of 4, 3 and 3 per run
-    done = subprocess.run(
-        [
-            sys.executable,
-            "bench/run.py",
-            "--quick",
-            "--only",
-            "connections",
-            "--modes",
-            "push-pubsub",
-            "--client-sockets",
-            str(cap),
-            "--out",
-            str(tmp_path),
-            "--logs",
-            str(tmp_path / "logs"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run_quick_bench(tmp_path, "--only", "connections", "--modes", "push-pubsub", "--client-sockets", str(cap))
     (written,) = tmp_path.glob("*-quick-connections.json")
     results = json.loads(written.read_text())
     assert results["only"] == ["connections"]
