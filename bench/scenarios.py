@@ -82,6 +82,9 @@ class Ctx:
     dbname: str
     sizes: Sizes
     fixtures: object  # bench.fixtures module (Django is set up in the orchestrator)
+    # The most sockets one load-client process holds (0: as many as its descriptors
+    # allow); the connections workload spreads its sockets over as many as it takes.
+    client_sockets: int = 0
 
 
 def mode_env(ctx: Ctx, mode: Mode) -> dict[str, str]:
@@ -347,12 +350,30 @@ def fanout(ctx: Ctx, mode: Mode, port: int) -> dict:
     return out
 
 
+def socket_shares(per_run: int, runs: int, most: int) -> list[int]:
+    """Sockets per run for each load-client process, so that each holds at most ``most``
+    sockets and together they hold ``per_run`` on each of ``runs`` runs."""
+    fits = max(1, most // runs)  # per run, in one process
+    count = math.ceil(per_run / fits)
+    return [per_run // count + (1 if i < per_run % count else 0) for i in range(count)]
+
+
 def connections(ctx: Ctx, mode: Mode) -> dict:
-    """(3) Idle WebSockets the web processes hold, RSS per connection, idle CPU."""
+    """(3) Idle WebSockets the web processes hold, RSS per connection, idle CPU.
+
+    One process's descriptors (its hard RLIMIT_NOFILE, which an unprivileged user
+    cannot raise) bound the sockets a load client holds, so past that the sockets
+    are spread over several load-client processes, opening side by side with
+    ``HOLD_BATCH`` in flight between them: the server sees the same load as from one."""
     s = ctx.sizes
+    most = min(ctx.client_sockets or ctx.client.max_sockets, ctx.client.max_sockets)
+    shares = socket_shares(s.hold // s.hold_runs, s.hold_runs, most)
     web, port = stack.start_web(ctx.procs, mode_env(ctx, mode), mode.asgi_app)
     pids = stack.web_pids(web)
+    extra: list[stack.LoadClient] = []
     try:
+        extra = [stack.LoadClient(ctx.procs, ctx.env, f"client-{i}") for i in range(1, len(shares))]
+        clients = [ctx.client, *extra]
         run_ids = ctx.fixtures.make_runs(s.hold_runs, steps=1)
         url = f"ws://127.0.0.1:{port}"
         # Warm caches and pools first.
@@ -362,34 +383,29 @@ def connections(ctx: Ctx, mode: Mode) -> dict:
         base = sum(map(stack.rss_kb, pids))
         tx_before = stack.pg_transactions(ctx.admin_dsn, ctx.dbname)
         began = time.perf_counter()
-        opened = ctx.client.call(
-            "open",
-            url=url,
-            token=ctx.token,
-            runs=run_ids,
-            # The client's descriptors bound it (its hard RLIMIT_NOFILE; raise it to hold more).
-            per_run=min(s.hold, ctx.client.nofile - 100) // s.hold_runs,
-            batch=HOLD_BATCH,
-            budget_s=HOLD_BUDGET_S,
-        )
+        batch = max(1, HOLD_BATCH // len(clients))
+        each = {"url": url, "token": ctx.token, "runs": run_ids, "batch": batch, "budget_s": HOLD_BUDGET_S}
+        opened = stack.call_all(clients, "open", [{**each, "per_run": share} for share in shares])
         open_s = time.perf_counter() - began
+        connected = sum(o["connected"] for o in opened)
         time.sleep(2.0)
-        tx_per_connect = (stack.pg_transactions(ctx.admin_dsn, ctx.dbname) - tx_before) / max(
-            1, opened["connected"]
-        )
+        tx_per_connect = (stack.pg_transactions(ctx.admin_dsn, ctx.dbname) - tx_before) / max(1, connected)
         cpu = stack.cpu_percent(pids, ctx.sizes.idle_window)
-        held = ctx.client.call("stats")["open"]
+        held = sum(stats["open"] for stats in stack.call_all(clients, "stats"))
         after = sum(map(stack.rss_kb, pids))
-        ctx.client.call("close")
+        stack.call_all(clients, "close")
         return {
             "held": held,
-            "hold_tried": opened["opened"],
+            "hold_tried": sum(o["opened"] for o in opened),
+            "load_clients": len(clients),
             "kb_per_conn": round((after - base) / held, 1) if held else None,
             "idle_cpu_pct": cpu,
-            "connects_per_s": round(opened["connected"] / open_s, 1),
+            "connects_per_s": round(connected / open_s, 1),
             "db_tx_per_connect": round(tx_per_connect, 2),
         }
     finally:
+        for client in extra:
+            client.exit()
         ctx.procs.stop(web)
 
 

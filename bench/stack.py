@@ -161,23 +161,38 @@ def cpu_percent(pids: list[int], window: float) -> float:
 # --- the load client ---------------------------------------------------------------
 
 
+# Descriptors a load client keeps for itself (its pipes, libraries, the odd file):
+# it holds at most its RLIMIT_NOFILE less this many sockets.
+CLIENT_FD_HEADROOM = 100
+
+
 class LoadClient:
     """bench/client.py in its own process, spoken to in JSON lines."""
 
-    def __init__(self, procs: Processes, env: dict[str, str]):
+    def __init__(self, procs: Processes, env: dict[str, str], name: str = "client"):
         argv = [PYTHON, str(ROOT / "bench" / "client.py")]
-        self.proc = procs.start(
-            "client", argv, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None
-        )
+        self.proc = procs.start(name, argv, env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None)
         self.procs = procs
         hello = self._read()
         if not hello.get("ready"):
             raise RuntimeError(f"the load client did not start: {hello}")
         self.nofile = hello["nofile"]
 
+    @property
+    def max_sockets(self) -> int:
+        """The most sockets this process can hold (its hard RLIMIT_NOFILE bounds it)."""
+        return self.nofile - CLIENT_FD_HEADROOM
+
     def call(self, op: str, **args) -> dict:
+        self.send(op, **args)
+        return self.receive(op)
+
+    def send(self, op: str, **args) -> None:
+        """Start ``op``; ``receive`` its answer (other clients may work meanwhile)."""
         self.proc.stdin.write((json.dumps({"op": op, **args}) + "\n").encode())
         self.proc.stdin.flush()
+
+    def receive(self, op: str) -> dict:
         answer = self._read()
         if "error" in answer:
             raise RuntimeError(f"load client {op}: {answer['error']}")
@@ -195,6 +210,13 @@ class LoadClient:
         except (RuntimeError, BrokenPipeError, OSError):
             pass
         self.procs.stop(self.proc)
+
+
+def call_all(clients: list[LoadClient], op: str, args: list[dict] | None = None) -> list[dict]:
+    """``op`` on every client at once (``args[i]`` for client i); their answers in order."""
+    for client, each in zip(clients, args or [{}] * len(clients), strict=True):
+        client.send(op, **each)
+    return [client.receive(op) for client in clients]
 
 
 # --- PostgreSQL ----------------------------------------------------------------------

@@ -111,8 +111,7 @@ def publish_summary(summary: dict[str, Any]) -> bool:
         "text": frames.encode_frame(frame),
     }
     try:
-        for group in (frames.user_group_name(summary["owner_id"]), frames.STAFF_GROUP):
-            group_send(group, message)
+        group_send_each((frames.user_group_name(summary["owner_id"]), frames.STAFF_GROUP), message)
     except Exception as error:  # noqa: BLE001 - a publish must never fail the writer
         logger.warning("summary of run %s not published (%s); list streams re-read it", summary["id"], error)
         _report_failure()
@@ -227,6 +226,24 @@ def group_send(group: str, message: dict[str, Any]) -> None:
         async_to_sync(layer.group_send)(group, message)
         return
     _publisher_loop().run(layer.group_send(group, message), timeout=settings.REALTIME_PUBLISH_TIMEOUT)
+
+
+def group_send_each(groups: tuple[str, ...], message: dict[str, Any]) -> None:
+    """``group_send`` to each of ``groups`` in turn, in one hand-off to the publishing loop
+    (a summary goes to two groups after every change: one thread hop, not two)."""
+    layer = get_channel_layer()
+    if layer is None:
+        raise PublishError("no channel layer is configured")
+    if isinstance(layer, InMemoryChannelLayer):
+        for group in groups:
+            async_to_sync(layer.group_send)(group, message)
+        return
+
+    async def send_each() -> None:
+        for group in groups:
+            await layer.group_send(group, message)
+
+    _publisher_loop().run(send_each(), timeout=settings.REALTIME_PUBLISH_TIMEOUT)
 
 
 class _LoopThread:

@@ -19,30 +19,27 @@ pytestmark = [pytest.mark.e2e, pytest.mark.postgres, pytest.mark.redis, pytest.m
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_quick_bench_completes_and_loses_nothing(tmp_path):
+def run_quick_bench(tmp_path: Path, *args: str) -> None:
+    """``bench/run.py --quick *args``, its JSON and logs in ``tmp_path``; its output if it fails."""
     env = dict(os.environ)
     # The bench makes its own database (<test db>_bench) and never touches the suite's.
     env["DATABASE_URL"] = env["DATABASE_URL"].rsplit("/", 1)[0] + "/" + _bench_db(env["DATABASE_URL"])
-    done = subprocess.run(
-        [
-            sys.executable,
-            "bench/run.py",
-            "--quick",
-            "--modes",
-            "push-pubsub,poll",
-            "--out",
-            str(tmp_path),
-            "--logs",
-            str(tmp_path / "logs"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=280,
-        check=False,
-    )
+    argv = [
+        sys.executable,
+        "bench/run.py",
+        "--quick",
+        *args,
+        "--out",
+        str(tmp_path),
+        "--logs",
+        str(tmp_path / "logs"),
+    ]
+    done = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def test_quick_bench_completes_and_loses_nothing(tmp_path):
+    run_quick_bench(tmp_path, "--modes", "push-pubsub,poll")
     written = list(tmp_path.glob("*-quick.json"))
     assert len(written) == 1
     results = json.loads(written[0].read_text())

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
@@ -37,6 +38,16 @@ application = asgi.application.app if isinstance(asgi.application, ServerLoopMid
 
 # Bounds on waiting for something that must happen, not timing assertions.
 WAIT = 10.0
+
+# A test of processes of its own (Daphne, redis-servers) on the real PostgreSQL and
+# Redis, its runs' tasks captured by the `dispatched` fixture: `pytestmark = LIVE_STACK`.
+LIVE_STACK = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.postgres,
+    pytest.mark.redis,
+    pytest.mark.e2e,
+    pytest.mark.usefixtures("dispatched"),
+]
 TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 FRAME_KEYS = {"type", "run_id", "seq", "ts", "payload"}
 

@@ -22,18 +22,11 @@ from realtime.frames import group_name
 from runs import services
 from tests.processes import daphne_server, subprocess_env
 from tests.realtime.own_redis import OwnRedis
-from tests.realtime.support import LiveClient, check_frames, logged_frames
+from tests.realtime.support import LIVE_STACK, LiveClient, check_frames, logged_frames
 from tests.realtime.test_failover import _drop_publisher_layer
+from tests.waiting import WAIT
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.postgres,
-    pytest.mark.redis,
-    pytest.mark.e2e,
-    pytest.mark.usefixtures("dispatched"),
-]
-
-WAIT = 60.0  # a bound on waiting for something that must happen, not a timing assertion
+pytestmark = LIVE_STACK
 STEPS = 4
 WATCHERS_PER_RUN = 2
 BACKENDS = {

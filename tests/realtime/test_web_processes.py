@@ -21,17 +21,10 @@ from websockets.asyncio.client import connect
 from quikday import web
 from runs import services
 from tests.processes import serving_pid, subprocess_env, web_servers
-from tests.realtime.support import LiveClient, check_frames, logged_frames
+from tests.realtime.support import LIVE_STACK, LiveClient, check_frames, logged_frames
+from tests.waiting import WAIT
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.postgres,
-    pytest.mark.redis,
-    pytest.mark.e2e,
-    pytest.mark.usefixtures("dispatched"),
-]
-
-WAIT = 60.0  # a bound on waiting for something that must happen, not a timing assertion
+pytestmark = LIVE_STACK
 PER_PROCESS = 3
 MAX_CONNECTS = 80  # the kernel hashes each connection to a process: 2 processes are both hit long before
 
