@@ -3,14 +3,14 @@
 Starts one Daphne process (on uvloop, as the web command does) from a source
 tree, opens ``--sockets`` WebSocket clients (token auth, push mode, over
 ``--runs`` runs, 200 at a time) that then send nothing, waits ``--settle``
-seconds and reads, from ``/proc/<pid>/stat``, the Daphne process's CPU time
-over ``--window`` seconds — by default 120 s, two whole access re-check
-periods (REALTIME_ACCESS_RECHECK_SECONDS, 60 s), so whatever runs once per
-period per socket is counted at its average whatever the sockets' phase —
-and its RSS (VmRSS) before the sockets and after. Also the database
-transactions of the window (``pg_stat_database``, read from another
-database). The client answers Daphne's keep-alive pings (autobahn answers them
-for it); it sends none of its own.
+seconds (an idle backend reports its statistics up to 10 s late) and reads,
+from ``/proc/<pid>/stat``, the Daphne process's CPU time over ``--window``
+seconds — by default 120 s, two whole access re-check periods
+(REALTIME_ACCESS_RECHECK_SECONDS, 60 s), so whatever runs once per period per
+socket is counted at its average whatever the sockets' phase — and its RSS
+(VmRSS) before the sockets and after. Also the database transactions of the
+window (``pg_stat_database``, read from another database). Daphne pings every
+socket (the client's websockets answers); the client sends no pings of its own.
 
 ``--trees`` names source trees to run Daphne from, one trial each, in order:
 ``--trees .,/tmp/before,.,/tmp/before`` interleaves this checkout with an
@@ -140,7 +140,7 @@ def main() -> int:
     parser.add_argument("--trees", default=".")
     parser.add_argument("--sockets", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--settle", type=float, default=5.0)
+    parser.add_argument("--settle", type=float, default=12.0)
     parser.add_argument("--window", type=float, default=120.0)
     parser.add_argument("--daphne-args", default="")
     parser.add_argument("--profile", type=float, default=0.0, help="seconds of py-spy after the window")
