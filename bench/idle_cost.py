@@ -99,21 +99,23 @@ async def trial(tree: Path, args, *, run_ids: list, token: str, database_url: st
         cpu = cpu_seconds(daphne.pid) - cpu_before
         window = time.perf_counter() - window_began
         rss_after = rss_kb(daphne.pid)
+        held = sum(1 for ws in sockets if ws.close_code is None)
         profile = None
         if args.profile:
             profile = str(Path(args.out) / f"idle-{tree.name or 'tree'}-{daphne.pid}.txt")
             spy = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(daphne.pid)]
-            subprocess.run(
-                [*spy, "--duration", str(int(args.profile)), "--format", "raw", "--output", profile],
-                check=True,
+            # Not subprocess.run: this loop must keep answering Daphne's pings meanwhile.
+            recorder = await asyncio.create_subprocess_exec(
+                *spy,
+                *["--duration", str(int(args.profile)), "--format", "raw", "--output", profile],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
+            await recorder.wait()
         # An idle backend reports its statistics up to 10 s late: read them after that.
         await asyncio.sleep(11.0)
         tx = pg_transactions(admin_dsn, dbname) - tx_before
         tx_span = time.perf_counter() - window_began
-        held = sum(1 for ws in sockets if ws.close_code is None)
         cpu_pct = 100 * cpu / window
         return {
             "tree": str(tree),
