@@ -88,6 +88,8 @@ class LayerProbe:
         self._refreshed_at = loop.time()
         # When the layer was first seen down: the outage is logged once, and once when it ends.
         self._down_since: float | None = None
+        # Some watcher was left degraded by the last check (its recover failed, or the layer is down).
+        self._some_degraded = False
 
     def register(self, consumer: PushWatcher, layer: BaseChannelLayer) -> None:
         self.consumers.add(consumer)
@@ -145,17 +147,25 @@ class LayerProbe:
                 sum(1 for c in self.consumers if c.degraded),
             )
             self._down_since = None
-        for consumer in list(self.consumers):
-            groups, channel = consumer.layer_names()
-            needs = frozenset().union(*(shards.watcher_shards(self._layer, g, channel) for g in groups))
-            if needs & down:
-                if not consumer.degraded:
-                    consumer.degrade()
-            elif consumer.degraded:
-                try:
-                    await consumer.recover()
-                except Exception:
-                    logger.warning("run %s watcher could not return to push", consumer.run_id, exc_info=True)
+        # Every server up, no watcher degraded when the last check ended and none
+        # since (a watcher that degrades itself calls suspect()): no watcher has
+        # anything to change. Looking at each one anyway, every check, was the
+        # largest share of an idle process's CPU (docs/benchmarks.md).
+        if down or not self.healthy or self._some_degraded:
+            for consumer in list(self.consumers):
+                groups, channel = consumer.layer_names()
+                needs = frozenset().union(*(shards.watcher_shards(self._layer, g, channel) for g in groups))
+                if needs & down:
+                    if not consumer.degraded:
+                        consumer.degrade()
+                elif consumer.degraded:
+                    try:
+                        await consumer.recover()
+                    except Exception:
+                        logger.warning(
+                            "run %s watcher could not return to push", consumer.run_id, exc_info=True
+                        )
+            self._some_degraded = any(consumer.degraded for consumer in self.consumers)
         self.healthy = not down
         if self.healthy:
             await self._refresh_memberships()

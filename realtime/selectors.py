@@ -7,6 +7,7 @@ path, realtime.fast_snapshot, which must answer the same.
 
 import json
 import uuid
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -84,19 +85,52 @@ def user_for_token(*, key: str):
     return token.user
 
 
-def credentials_still_valid(*, token_key: str | None, user_id: int | None, session_key: str | None) -> bool:
-    """Whether a watcher's credentials still hold: its token exists (of an active user), or its
-    user is active and its session still exists. Checked again while a socket is open."""
+class Revoked(NamedTuple):
+    """Which of the credentials asked about no longer hold (``revoked_credentials``)."""
+
+    token_keys: frozenset[str]
+    user_ids: frozenset[int]
+    session_keys: frozenset[str]
+
+
+def revoked_credentials(
+    *, token_keys: Collection[str], user_ids: Collection[int], session_keys: Collection[str]
+) -> Revoked:
+    """Which of these no longer hold: a token deleted (or its user inactive), a user deactivated
+    or deleted, a session ended or expired.
+
+    The process's access watch (realtime.access_watch) asks this once per period
+    for all of its open sockets: one statement per kind asked about (per
+    _IN_CHUNK of them), whatever the number of sockets.
+    """
     from django.contrib.sessions.models import Session
     from rest_framework.authtoken.models import Token
 
-    if token_key is not None:
-        return Token.objects.filter(key=token_key, user__is_active=True).exists()
-    if user_id is None or not get_user_model().objects.filter(pk=user_id, is_active=True).exists():
-        return False
-    if session_key is None:
-        return True
-    return Session.objects.filter(session_key=session_key, expire_date__gt=timezone.now()).exists()
+    live_tokens = _present(Token.objects.filter(user__is_active=True), "key", token_keys)
+    active_users = _present(get_user_model().objects.filter(is_active=True), "pk", user_ids)
+    live_sessions = _present(
+        Session.objects.filter(expire_date__gt=timezone.now()), "session_key", session_keys
+    )
+    return Revoked(
+        token_keys=frozenset(token_keys) - live_tokens,
+        user_ids=frozenset(user_ids) - active_users,
+        session_keys=frozenset(session_keys) - live_sessions,
+    )
+
+
+def _present(queryset, field: str, values: Collection) -> set:
+    """Those of ``values`` that ``queryset`` holds in ``field``: no statement for none."""
+    values = list(values)
+    found: set = set()
+    for start in range(0, len(values), _IN_CHUNK):
+        chunk = values[start : start + _IN_CHUNK]
+        found.update(queryset.filter(**{f"{field}__in": chunk}).values_list(field, flat=True))
+    return found
+
+
+# Values per IN list: a statement's parameters are bounded (SQLite 32,766 by
+# default; 65,535 in PostgreSQL's protocol, which server-side binding uses).
+_IN_CHUNK = 10_000
 
 
 def events_between(

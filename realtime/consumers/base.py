@@ -48,9 +48,8 @@ class BaseRunConsumer(ProtocolSocket):
 
     async def stop(self) -> None:
         """The process's hub, poller and probe must not keep this watcher (unsubscribe is idempotent)."""
-        for task in (self.access_checks, self.resync):
-            if task is not None:
-                task.cancel()
+        if self.resync is not None:
+            self.resync.cancel()
         await self.unsubscribe()
         record.socket_closed(self.observed, None)  # no-op after disconnect(); else ended unclosed
 
@@ -63,7 +62,6 @@ class BaseRunConsumer(ProtocolSocket):
         self.run_id: uuid.UUID | None = None
         self.last_seq = 0
         self.finished = False
-        self.access_checks: asyncio.Task | None = None
         # Set when the client fell more than REALTIME_MAX_CLIENT_BUFFER behind:
         # events are dropped until it drains, then a fresh `connected` resyncs it.
         self.resync: asyncio.Task | None = None
@@ -123,14 +121,11 @@ class BaseRunConsumer(ProtocolSocket):
             await self._finish()
             return
         await self.follow()
-        self.access_checks = asyncio.create_task(
-            self._check_access_periodically(user=user, token_key=token_key)
-        )
+        self._watch_access(user=user, token_key=token_key)
 
-    async def _on_credentials_revoked(self) -> None:
+    async def credentials_revoked(self) -> None:
         async with self.deliver_lock:  # not in the middle of a delivery
-            if not self.finished:
-                await super()._on_credentials_revoked()
+            await super().credentials_revoked()
 
     def _since(self) -> int | None:
         query = parse_qs(self.scope.get("query_string", b"").decode("latin-1"))

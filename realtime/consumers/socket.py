@@ -4,20 +4,22 @@
 /ws/runs/ (user_stream.RunListConsumer). Each says how it writes its own
 ``pong``, ``error`` and refusal (their frames differ in ``run_id`` and ``seq``);
 what a client frame means, its size limit and its rate limit are judged once,
-by realtime.client_frames.
+by realtime.client_frames. Once let in, a socket's credentials are re-checked
+by the process's access watch (realtime.access_watch), which calls back
+``credentials_revoked``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import daphne_tuning, db, publisher, selectors
+from realtime import daphne_tuning, publisher
+from realtime.access_watch import Credentials, get_access_watch
 from realtime.client_frames import ClientFrameGate, Close, Error, Ignore, Pong
 from realtime.close_codes import CLOSE_RATE_LIMITED, CLOSE_UNAUTHENTICATED
 
@@ -25,8 +27,6 @@ try:  # Daphne's WebSocket layer; absent under other ASGI servers and in unit te
     from autobahn.exception import Disconnected as _SocketGone
 except ImportError:  # pragma: no cover
     _SocketGone = ConnectionError
-
-logger = logging.getLogger(__name__)
 
 # How often a client that fell behind is looked at until it has drained.
 RESYNC_CHECK_SECONDS = 0.2
@@ -37,6 +37,7 @@ class ProtocolSocket(AsyncWebsocketConsumer):
 
     finished = False  # closing or closed: nothing more is sent or answered
     frame_gate: ClientFrameGate | None = None
+    access_watched = False  # by the process's access watch, once the socket is let in
     reading_held_until = 0.0  # the event loop's time until which the client's socket is not read
     # A client closed for flooding has this long to read its close frame before
     # its connection is dropped (its socket is not read meanwhile).
@@ -70,6 +71,8 @@ class ProtocolSocket(AsyncWebsocketConsumer):
             # Daphne cancels an application that outlives its socket: nothing of
             # the process (hub, poller, probe, tasks) may keep this connection.
             self.finished = True
+            if self.access_watched:
+                get_access_watch().unwatch(self)
             await self.stop()
 
     async def dispatch(self, message: dict) -> None:
@@ -123,34 +126,16 @@ class ProtocolSocket(AsyncWebsocketConsumer):
         self.reading_held_until = now + seconds
         daphne_tuning.hold_reading(self.base_send, seconds=seconds, then_drop=then_drop)
 
-    async def _check_access_periodically(self, *, user, token_key: str | None) -> None:
-        """Close 4401 once the credentials the socket opened with are gone.
+    def _watch_access(self, *, user, token_key: str | None) -> None:
+        """Have the process's access watch re-check this socket's credentials (realtime.access_watch)."""
+        credentials = Credentials.of(user=user, token_key=token_key, session=self.scope.get("session"))
+        get_access_watch().watch(self, credentials)
+        self.access_watched = True
 
-        Channels checks them only at the handshake; a token deleted, a user
-        deactivated or a session ended meanwhile must not keep a socket that
-        streams a long run's every event, or every change of the user's runs.
-        """
-        session = self.scope.get("session")
-        checked = {
-            "token_key": token_key,
-            "user_id": None if token_key is not None else getattr(user, "pk", None),
-            "session_key": None if token_key is not None else getattr(session, "session_key", None),
-        }
-        while not self.finished:
-            await asyncio.sleep(settings.REALTIME_ACCESS_RECHECK_SECONDS)
-            if self.finished:
-                return
-            try:
-                valid = await db.read(selectors.credentials_still_valid, **checked)
-            except Exception as error:  # noqa: BLE001 - the database is away: look again next time
-                logger.warning("could not re-check a watcher's credentials: %s", error)
-                continue
-            if not valid:
-                await self._on_credentials_revoked()
-                return
-
-    async def _on_credentials_revoked(self) -> None:
-        await self._refuse(CLOSE_UNAUTHENTICATED, "the credentials were revoked")
+    async def credentials_revoked(self) -> None:
+        """The access watch found the credentials this socket opened with gone: close 4401."""
+        if not self.finished:
+            await self._refuse(CLOSE_UNAUTHENTICATED, "the credentials were revoked")
 
     async def _wait_until_drained(self) -> None:
         """Return once the client has read all but a quarter of REALTIME_MAX_CLIENT_BUFFER (or is gone)."""

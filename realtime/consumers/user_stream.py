@@ -75,10 +75,8 @@ class RunListConsumer(ProtocolSocket):
             self.degrade()
         runs = await self._read()
         await self._send_frame("connected", {"mode": settings.REALTIME_MODE, "runs": runs})
-        self.tasks += [
-            asyncio.create_task(self._refresh()),
-            asyncio.create_task(self._check_access_periodically(user=user, token_key=token_key)),
-        ]
+        self.tasks.append(asyncio.create_task(self._refresh()))
+        self._watch_access(user=user, token_key=token_key)
 
     # --- The layer (called by this connection and by the process's layer probe) ---------
 

@@ -247,3 +247,45 @@ async def test_redis_down_at_connect(failover_settings, own_redis, user, token, 
     finally:
         await close_socket(ws)
         await _flush_server_layer()
+
+
+@pytest.fixture
+def memory_layer(settings):
+    from tests.realtime.conftest import use_layer
+
+    settings.REALTIME_MODE = "push"
+    yield from use_layer("memory", settings)
+
+
+async def test_a_healthy_probe_leaves_its_watchers_alone(memory_layer, monkeypatch, user, token):
+    """With the layer up and no watcher degraded, a check looks at no watcher (issue 13: idle CPU)."""
+    from realtime.consumers.push import RunConsumer
+
+    looked_at = []
+    real_layer_names = RunConsumer.layer_names
+
+    def noted_layer_names(self):
+        looked_at.append(self)
+        return real_layer_names(self)
+
+    monkeypatch.setattr(RunConsumer, "layer_names", noted_layer_names)
+    run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
+    sockets = []
+    try:
+        for _ in range(3):
+            ws, connected = await open_socket(run.id, headers=token_headers(token))
+            sockets.append(ws)
+            assert connected["payload"]["mode"] == "push"
+        probe = failover.get_probe()
+        await probe.check()
+        await probe.check()
+        assert looked_at == [] and probe.healthy
+
+        probe.suspect()  # what a watcher whose layer call failed does
+        await probe.check()
+        assert len(looked_at) == 3 and probe.healthy  # each looked at once, none left degraded
+        await probe.check()
+        assert len(looked_at) == 3
+    finally:
+        for ws in sockets:
+            await close_socket(ws)

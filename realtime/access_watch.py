@@ -1,0 +1,169 @@
+"""The process's access watch: every open socket's credentials re-checked in one read per period.
+
+Channels checks a socket's credentials at the handshake only; a token deleted,
+a user deactivated or a session ended meanwhile must not keep a socket that
+streams a long run's every event, or every change of the user's runs. One
+``AccessWatch`` per event loop (a Daphne process runs one) holds the
+credentials each socket of the process was let in with, on both endpoints
+(/ws/runs/<id>/ and /ws/runs/). Every REALTIME_ACCESS_RECHECK_SECONDS it asks
+the database, in ONE read (selectors.revoked_credentials), which of them no
+longer hold, and tells each socket whose credentials are among those through
+its own ``credentials_revoked`` (the socket closes itself with 4401). A
+credential revoked at any moment is seen by the next tick, at most one period
+later, whenever its socket connected.
+
+A task per socket, each with its own query, was one query per socket per
+period while nothing happened — the per-connection polling this product
+replaces — and a sleeping task's memory per socket (docs/benchmarks.md). Here
+a period costs one read per process, growing with the distinct credentials,
+not with the sockets. The watch runs only while a socket is watched; its
+clock starts with the first one, so a process without sockets asks nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Protocol
+
+from django.conf import settings
+
+from realtime import db, selectors
+
+logger = logging.getLogger(__name__)
+
+
+class Holder(Protocol):
+    """What the watch needs of a socket (realtime.consumers.socket.ProtocolSocket)."""
+
+    async def credentials_revoked(self) -> None:
+        """Close with 4401 unless already closing; must not raise."""
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a socket was let in with: a token's key, or a user (with a browser's session)."""
+
+    token_key: str | None = None
+    user_id: int | None = None
+    session_key: str | None = None
+
+    @classmethod
+    def of(cls, *, user, token_key: str | None, session) -> Credentials:
+        """A token client's key; otherwise its user and, for a browser, the session it came with."""
+        if token_key is not None:
+            return cls(token_key=token_key)
+        return cls(user_id=getattr(user, "pk", None), session_key=getattr(session, "session_key", None))
+
+    def revoked_in(self, revoked: selectors.Revoked) -> bool:
+        if self.token_key is not None:
+            return self.token_key in revoked.token_keys  # covers the token's user turning inactive
+        if self.user_id is None:
+            return True  # nothing left that lets it in
+        return self.user_id in revoked.user_ids or self.session_key in revoked.session_keys
+
+
+class AccessWatch:
+    """Re-checks the credentials of all of one event loop's sockets, one read per period."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.sockets: dict[Holder, Credentials] = {}
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+        self._failing = False  # the last read failed (warned once until one works again)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    def watch(self, socket: Holder, credentials: Credentials) -> None:
+        """Re-check ``credentials`` every period until ``socket`` is unwatched or told they are gone."""
+        self.sockets[socket] = credentials
+        if self._task is None:
+            self._task = self.loop.create_task(self._run(), name="realtime-access-watch")
+
+    def unwatch(self, socket: Holder) -> None:
+        """Forget ``socket`` (it is closing). Idempotent."""
+        if self.sockets.pop(socket, None) is not None and not self.sockets:
+            self._wake.set()  # the last one: stop now, not at the next tick
+
+    async def _run(self) -> None:
+        period = settings.REALTIME_ACCESS_RECHECK_SECONDS
+        due = self.loop.time() + period
+        try:
+            while self.sockets:
+                delay = due - self.loop.time()
+                if delay > 0:
+                    self._wake.clear()
+                    try:
+                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
+                    except TimeoutError:
+                        pass
+                    continue
+                # On a grid from the first socket; a late tick does not push the next ones back.
+                due = max(due + period, self.loop.time())
+                await self.tick()
+        finally:
+            # Synchronous from the last emptiness check: a watch() arriving
+            # after this sees no task and starts a new one.
+            self._task = None
+
+    async def tick(self) -> None:
+        """One read for the credentials of every watched socket; each socket whose are gone is told."""
+        watched = dict(self.sockets)
+        if not watched:
+            return
+        by_user = [c for c in watched.values() if c.token_key is None]
+        try:
+            revoked = await db.read(
+                selectors.revoked_credentials,
+                token_keys={c.token_key for c in watched.values() if c.token_key is not None},
+                user_ids={c.user_id for c in by_user if c.user_id is not None},
+                session_keys={c.session_key for c in by_user if c.session_key is not None},
+            )
+        except Exception as error:  # noqa: BLE001 - the database is away: the next tick asks again
+            self._read_failed(error, len(watched))
+            return
+        if self._failing:
+            self._failing = False
+            logger.info("the sockets' credentials are re-checked again")
+        gone = [socket for socket, credentials in watched.items() if credentials.revoked_in(revoked)]
+        for socket in gone:
+            self.unwatch(socket)
+        if gone:
+            await asyncio.gather(*(_tell(socket) for socket in gone))
+
+    def _read_failed(self, error: Exception, sockets: int) -> None:
+        if self._failing:
+            logger.debug("re-checking the credentials of %d sockets failed again: %s", sockets, error)
+            return
+        self._failing = True
+        logger.warning(
+            "could not re-check the credentials of %d sockets (again every %g s until it works): %s",
+            sockets,
+            settings.REALTIME_ACCESS_RECHECK_SECONDS,
+            error,
+        )
+
+
+async def _tell(socket: Holder) -> None:
+    try:
+        await socket.credentials_revoked()
+    except Exception:
+        # One broken socket must not keep the others open.
+        logger.warning("closing a socket whose credentials were revoked failed", exc_info=True)
+
+
+_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AccessWatch] = weakref.WeakKeyDictionary()
+
+
+def get_access_watch() -> AccessWatch:
+    """The access watch of the running event loop (one per server process)."""
+    loop = asyncio.get_running_loop()
+    watch = _watches.get(loop)
+    if watch is None:
+        watch = _watches[loop] = AccessWatch(loop)
+    return watch
