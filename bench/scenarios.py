@@ -19,7 +19,7 @@ from bench.modes import Mode
 
 @dataclass
 class Sizes:
-    """How big each workload is: full (make bench) or quick (CI smoke)."""
+    """How big each workload is: full (make bench), quick (make bench-quick) or smoke (the suite's test)."""
 
     l1_watchers: int
     l1_runs: int
@@ -42,6 +42,7 @@ class Sizes:
     stats_settle: float  # seconds before an idle DB reading (see latency_workload)
     big_storm: int = 5000  # clients connecting at once in the second storm (issue 13)
     write_cost_runs: int = 150  # runs per repeat of bench/write_cost.py
+    pause_scale: float = 1.0  # the connections and fan-out workloads' fixed settling pauses, scaled
 
 
 FULL = Sizes(
@@ -66,6 +67,10 @@ FULL = Sizes(
     11.0,
 )
 QUICK = Sizes(20, 4, 10, 100, 10, 40, 2.0, 20, 4, 2.5, 100, 10, 100, 4, (20,), 2.0, 50, 5, 1.0, 200, 10)
+# Every workload once, at the smallest sizes that still run each of its code paths
+# (several runs and watchers, a burst, both storms, a held batch, a fan-out step,
+# publishes, throughput, write cost): tests/bench/test_bench_quick.py, in every `make test`.
+SMOKE = Sizes(4, 2, 10, 10, 2, 10, 0.5, 4, 2, 0.3, 20, 2, 4, 2, (20,), 0.5, 5, 2, 0.0, 20, 2, pause_scale=0.1)
 
 FANOUT_P99_MS = 250.0
 HOLD_BATCH = 200  # sockets opened at a time when filling a process (the storm is measured apart)
@@ -321,7 +326,7 @@ def fanout(ctx: Ctx, mode: Mode, port: int) -> dict:
     for rate in s.fanout_rates:
         ctx.client.call("reset")
         produced = produce(ctx, mode, run_ids, rate, s.fanout_step, finish=False)
-        time.sleep(0.5)
+        time.sleep(0.5 * s.pause_scale)
         stats = ctx.client.call("stats", commits=produced["commits"])
         frames_per_s = round(stats["frames"] / s.fanout_step, 1)
         p99 = stats["latency_ms"]["p99"]
@@ -358,7 +363,7 @@ def connections(ctx: Ctx, mode: Mode) -> dict:
         # Warm caches and pools first.
         ctx.client.call("open", url=url, token=ctx.token, runs=run_ids[:1], per_run=20)
         ctx.client.call("close")
-        time.sleep(1.0)
+        time.sleep(1.0 * s.pause_scale)
         base = sum(map(stack.rss_kb, pids))
         tx_before = stack.pg_transactions(ctx.admin_dsn, ctx.dbname)
         began = time.perf_counter()
@@ -373,7 +378,7 @@ def connections(ctx: Ctx, mode: Mode) -> dict:
             budget_s=HOLD_BUDGET_S,
         )
         open_s = time.perf_counter() - began
-        time.sleep(2.0)
+        time.sleep(2.0 * s.pause_scale)
         tx_per_connect = (stack.pg_transactions(ctx.admin_dsn, ctx.dbname) - tx_before) / max(
             1, opened["connected"]
         )
