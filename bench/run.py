@@ -8,13 +8,15 @@ runs.services, and measures the figures of issue 6 for every mode:
 (a) legacy per-connection polling, (b) multiplexed polling, (c) push on
 RedisChannelLayer, (d) push on RedisPubSubChannelLayer, (e) hybrid.
 
-    python bench/run.py [--quick] [--out DIR] [--docs PATH] [--modes a,b] [--repeats N]
+    python bench/run.py [--quick | --smoke] [--out DIR] [--docs PATH] [--modes a,b] [--repeats N]
     python bench/run.py --only connections --modes push-pubsub   (one workload, every repeat)
     python bench/run.py --from-json bench/results/<date>.json   (re-render docs/benchmarks.md)
 
 Prints the table, writes DIR/<date>.json and (full runs, or with --docs)
 the generated block of docs/benchmarks.md. ``--quick`` is small and makes no
 timing judgement; it exits non-zero only if the bench breaks or loses events.
+``--smoke`` is ``--quick`` at the smallest sizes that still run every workload's
+code (the suite's tests/bench/test_bench_quick.py).
 """
 
 from __future__ import annotations
@@ -165,7 +167,7 @@ def run(args: argparse.Namespace) -> dict:
     django.setup()
     from bench import fixtures
 
-    sizes = scenarios.QUICK if args.quick else scenarios.FULL
+    sizes = scenarios.SMOKE if args.smoke else scenarios.QUICK if args.quick else scenarios.FULL
     repeats = args.repeats or (1 if args.quick else 3)
     wanted = [BY_KEY[k] for k in args.modes.split(",")] if args.modes else MODES
     only = set(args.only.split(",")) if args.only else set(WORKLOADS)
@@ -174,6 +176,7 @@ def run(args: argparse.Namespace) -> dict:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": args.quick,
         "only": sorted(only) if args.only else None,
+        "smoke": args.smoke,
         "repeats": repeats,
         "poll_interval": float(POLL_INTERVAL),
         "machine": machine(env, admin_dsn),
@@ -296,6 +299,11 @@ def main() -> int:
     parser.add_argument(
         "--quick", action="store_true", help="small and fast (CI smoke test, no timing goals)"
     )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="--quick at the smallest sizes that run every workload (the suite's test of the bench)",
+    )
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"), help="where <date>.json goes")
     parser.add_argument(
         "--docs", default=None, help="docs file to update (default: docs/benchmarks.md on full runs)"
@@ -331,6 +339,7 @@ def main() -> int:
     unknown = set(filter(None, args.only.split(","))) - set(WORKLOADS)
     if unknown:
         parser.error(f"--only: no workload {', '.join(sorted(unknown))} (workloads: {', '.join(WORKLOADS)})")
+    args.quick = args.quick or args.smoke
     if args.from_json:
         results = json.loads(Path(args.from_json).read_text())
         results["goals"] = report.goals(results)

@@ -19,7 +19,7 @@ from bench.modes import Mode
 
 @dataclass
 class Sizes:
-    """How big each workload is: full (make bench) or quick (CI smoke)."""
+    """How big each workload is: full (make bench), quick (make bench-quick) or smoke (the suite's test)."""
 
     l1_watchers: int
     l1_runs: int
@@ -46,6 +46,7 @@ class Sizes:
     # (REALTIME_ACCESS_RECHECK_SECONDS, 60 s by default) and a little more, so
     # periodic per-socket work is always inside the window, never just after it.
     idle_cpu_window: float = 65.0
+    pause_scale: float = 1.0  # the connections and fan-out workloads' fixed settling pauses, scaled
 
 
 FULL = Sizes(
@@ -70,6 +71,13 @@ FULL = Sizes(
     11.0,
 )
 QUICK = Sizes(20, 4, 10, 100, 10, 40, 2.0, 20, 4, 2.5, 100, 10, 100, 4, (20,), 2.0, 50, 5, 1.0, 200, 10, 2.5)
+# Every workload once, at the smallest sizes that still run each of its code paths
+# (several runs and watchers, a burst, both storms, a held batch, a fan-out step,
+# publishes, throughput, write cost): tests/bench/test_bench_quick.py, in every `make test`.
+SMOKE = Sizes(
+    4, 2, 10, 10, 2, 10, 0.5, 4, 2, 0.3, 20, 2, 4, 2, (20,), 0.5, 5, 2, 0.0, 20, 2,
+    idle_cpu_window=0.3, pause_scale=0.1,
+)  # fmt: skip
 
 FANOUT_P99_MS = 250.0
 HOLD_BATCH = 200  # sockets opened at a time when filling a process (the storm is measured apart)
@@ -328,7 +336,7 @@ def fanout(ctx: Ctx, mode: Mode, port: int) -> dict:
     for rate in s.fanout_rates:
         ctx.client.call("reset")
         produced = produce(ctx, mode, run_ids, rate, s.fanout_step, finish=False)
-        time.sleep(0.5)
+        time.sleep(0.5 * s.pause_scale)
         stats = ctx.client.call("stats", commits=produced["commits"])
         frames_per_s = round(stats["frames"] / s.fanout_step, 1)
         p99 = stats["latency_ms"]["p99"]
@@ -383,7 +391,7 @@ def connections(ctx: Ctx, mode: Mode) -> dict:
         # Warm caches and pools first.
         ctx.client.call("open", url=url, token=ctx.token, runs=run_ids[:1], per_run=20)
         ctx.client.call("close")
-        time.sleep(1.0)
+        time.sleep(1.0 * s.pause_scale)
         base = sum(map(stack.rss_kb, pids))
         tx_before = stack.pg_transactions(ctx.admin_dsn, ctx.dbname)
         began = time.perf_counter()
@@ -392,7 +400,7 @@ def connections(ctx: Ctx, mode: Mode) -> dict:
         opened = stack.call_all(clients, "open", [{**each, "per_run": share} for share in shares])
         open_s = time.perf_counter() - began
         connected = sum(o["connected"] for o in opened)
-        time.sleep(2.0)
+        time.sleep(2.0 * s.pause_scale)
         tx_per_connect = (stack.pg_transactions(ctx.admin_dsn, ctx.dbname) - tx_before) / max(1, connected)
         cpu = stack.cpu_percent(pids, s.idle_cpu_window)
         held = sum(stats["open"] for stats in stack.call_all(clients, "stats"))

@@ -26,6 +26,17 @@ from realtime import tickets
 from runs.api.auth import is_well_formed_key
 
 
+class _Refusal(WebsocketDenier):
+    """Channels' WebsocketDenier without a channel layer: a refused handshake receives nothing.
+
+    With one, it opens a channel on the layer first, and on the core layer that
+    channel's pending receive (a blocking pop, five seconds) keeps the refused
+    connection's task alive that long after the client has gone.
+    """
+
+    channel_layer_alias = None  # no such layer: get_channel_layer answers None
+
+
 def _header(scope, name: bytes) -> bytes | None:
     for key, value in scope.get("headers", []):
         if key == name:
@@ -103,7 +114,7 @@ class OriginCheckMiddleware:
             host = _header(scope, b"host")
             checked = origin is not None and _ticket(scope) is None
             if checked and not self.allowed(origin.decode("latin-1"), (host or b"").decode("latin-1")):
-                return await WebsocketDenier()(scope, receive, send)
+                return await _Refusal()(scope, receive, send)
         return await self.app(scope, receive, send)
 
     @staticmethod

@@ -4,7 +4,7 @@ import pytest
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from tests.processes import daphne_process, worker_process  # noqa: F401 - fixtures for real processes
+from tests.processes import _module_daphne, daphne_process, worker_process  # noqa: F401 - fixtures for real processes
 
 
 @pytest.fixture

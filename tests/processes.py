@@ -22,8 +22,9 @@ The small, stable API other tests (and bench/) build on:
   started listening so far, and what ``Server`` has).
 - ``serving_pid(port, client_port, pids)``: which of ``pids`` holds the
   server side of the loopback TCP connection from ``client_port`` to ``port``.
-- fixtures ``worker_process`` and ``daphne_process`` (the same, started with
-  default arguments; they need a transactional database).
+- fixtures ``worker_process`` (a worker for one test) and ``daphne_process``
+  (a Daphne shared by the tests of a module), started with default arguments;
+  they need a transactional database.
 
 Each process runs in a session of its own (so the whole tree can be killed)
 and logs to a temporary file, printed to stderr when the block exits with an
@@ -446,8 +447,23 @@ def worker_process(request, transactional_db) -> Iterator[Worker]:
         yield worker
 
 
-@pytest.fixture
-def daphne_process(request, transactional_db) -> Iterator[Server]:
-    """A Daphne server for one test; its log is shown if the test fails."""
-    with daphne_server() as server, _dump_on_failure(request, server):
+@pytest.fixture(scope="module")
+def _module_daphne(django_db_setup) -> Iterator[Server]:
+    with daphne_server() as server:
         yield server
+
+
+@pytest.fixture
+def daphne_process(request, transactional_db, _module_daphne) -> Iterator[Server]:
+    """A Daphne server with the default settings, shared by the tests of a module that ask for it.
+
+    Started once per module (a start-up costs seconds): each test still gets
+    empty tables (``transactional_db``), and the server holds no state of a
+    test past its sockets. Its log is the module's so far (a check for
+    tracebacks covers the earlier tests too), shown if the test fails. A test
+    that needs a fresh process or other settings starts its own (``daphne_server``).
+    """
+    if not _module_daphne.alive():
+        pytest.fail(f"the module's Daphne exited ({_module_daphne.popen.returncode}) in an earlier test")
+    with _dump_on_failure(request, _module_daphne):
+        yield _module_daphne

@@ -2,14 +2,14 @@
 
 One process's hard RLIMIT_NOFILE bounds the sockets it holds, so the bench
 spreads them over as many load clients as that takes. `--client-sockets`
-lowers the cap, so a quick run shows the split with a hundred sockets.
+lowers the cap, so a smoke run shows the split with twenty sockets.
 """
 
 import json
 
 import pytest
 
-from bench.scenarios import QUICK, socket_shares
+from bench.scenarios import SMOKE, socket_shares
 from tests.bench.test_bench_quick import run_quick_bench
 
 
@@ -30,14 +30,14 @@ def test_socket_shares_hold_every_socket_and_no_client_more_than_it_may(per_run,
 @pytest.mark.redis
 @pytest.mark.timeout(300)
 def test_only_connections_spreads_the_sockets_over_load_clients(tmp_path):
-    cap = 40  # QUICK holds 100 sockets on 10 runs: 3 load clients of 4, 3 and 3 per run
+    cap = 8  # SMOKE holds 20 sockets on 2 runs: 3 load clients of 4, 3 and 3 per run
     run_quick_bench(tmp_path, "--only", "connections", "--modes", "push-pubsub", "--client-sockets", str(cap))
     (written,) = tmp_path.glob("*-quick-connections.json")
     results = json.loads(written.read_text())
     assert results["only"] == ["connections"]
     (figures,) = results["modes"]["push-pubsub"]["repeats"]
     assert figures["load_clients"] == 3
-    assert figures["hold_tried"] == figures["held"] == QUICK.hold
+    assert figures["hold_tried"] == figures["held"] == SMOKE.hold
     assert figures["kb_per_conn"] is not None and figures["connects_per_s"] > 0
     assert figures["db_tx_per_connect"] > 0
     assert "l1_p50" not in figures  # only the connections workload ran

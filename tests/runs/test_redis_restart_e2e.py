@@ -44,11 +44,11 @@ def test_worker_survives_a_redis_restart_with_a_run_in_flight(user, monkeypatch)
     try:
         env = subprocess_env(REDIS_URL=redis.url, CELERY_BROKER_URL=redis.url)
         with procfile_worker(env=env) as worker:
-            first = services.run_create(owner=user, steps=[{"tool": "wait", "args": {"seconds": 4}}])
+            first = services.run_create(owner=user, steps=[{"tool": "wait", "args": {"seconds": 2}}])
             send(redis.url, first.id, env["CELERY_QUEUE"])
             wait_for(lambda: first.steps.filter(status="running").exists(), what="the step to start")
             redis.stop()
-            time.sleep(6)  # the outage itself (not an interleaving): Redis is away this long
+            time.sleep(3)  # the outage itself (not an interleaving): Redis is away this long
             redis.start()
             run = wait_for(lambda: finished(first.id), what="the in-flight run to finish")
             assert run.status == "succeeded", run.error

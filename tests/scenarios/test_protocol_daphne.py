@@ -228,13 +228,21 @@ def test_generated_frames_through_daphne_never_break_anything(daphne_process, us
     assert_clean_log(server)
 
 
-@pytest.mark.parametrize("path", ["/ws/runs/{run}/", "/ws/runs/"])
-@pytest.mark.parametrize("revoke", ["delete the token", "deactivate the user"])
-def test_revoked_credentials_close_an_open_socket_4401(user, token, revoke, path):
-    # Issue 11 #7: access was checked only at connect; the socket kept streaming (the list stream's too).
+@pytest.fixture(scope="module")
+def rechecking_server(django_db_setup):
+    """A Daphne that re-checks each socket's access every 0.5 s, shared by the revocation variants."""
     from tests.processes import daphne_server, subprocess_env
 
+    with daphne_server(env=subprocess_env(REALTIME_ACCESS_RECHECK_SECONDS="0.5")) as server:
+        yield server
+
+
+@pytest.mark.parametrize("path", ["/ws/runs/{run}/", "/ws/runs/"])
+@pytest.mark.parametrize("revoke", ["delete the token", "deactivate the user"])
+def test_revoked_credentials_close_an_open_socket_4401(rechecking_server, user, token, revoke, path):
+    # Issue 11 #7: access was checked only at connect; the socket kept streaming (the list stream's too).
     run = make_run(user)
+    server = rechecking_server
 
     def revoke_credentials():
         from django.db import connection
@@ -247,21 +255,19 @@ def test_revoked_credentials_close_an_open_socket_4401(user, token, revoke, path
         finally:
             connection.close()  # this thread's
 
-    with daphne_server(env=subprocess_env(REALTIME_ACCESS_RECHECK_SECONDS="0.5")) as server:
+    async def scenario():
+        async with open_socket(server, path.format(run=run.id), token=token) as ws:
+            assert json.loads(await ws.recv())["type"] == "connected"
+            await ping_pong(ws)  # open and served
+            await asyncio.to_thread(revoke_credentials)
+            return await frames_until_close(ws)
 
-        async def scenario():
-            async with open_socket(server, path.format(run=run.id), token=token) as ws:
-                assert json.loads(await ws.recv())["type"] == "connected"
-                await ping_pong(ws)  # open and served
-                await asyncio.to_thread(revoke_credentials)
-                return await frames_until_close(ws)
-
-        frames, close = asyncio.run(scenario())
-        assert close == 4401
-        assert [(f["type"], f["payload"]) for f in frames] == [
-            ("error", {"code": "4401", "message": "the credentials were revoked"})
-        ]
-        assert_clean_log(server)
+    frames, close = asyncio.run(scenario())
+    assert close == 4401
+    assert [(f["type"], f["payload"]) for f in frames] == [
+        ("error", {"code": "4401", "message": "the credentials were revoked"})
+    ]
+    assert_clean_log(server)
 
 
 def _raw_socket(server, path: str, token: str):
