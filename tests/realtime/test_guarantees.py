@@ -17,6 +17,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from realtime import log, publisher, retention, selectors
+from realtime.close_codes import CLOSE_NORMAL
 from realtime.frames import group_name
 from realtime.hub import get_hub
 from realtime.models import RunEvent
@@ -590,5 +591,31 @@ async def test_an_event_arriving_after_a_gap_is_preceded_by_the_missed_ones(user
         assert await sync_to_async(publisher.publish)(last)
         frames = [await receive(ws) for _ in range(2)]
         assert frames == await logged_frames(run.id, after=connected["seq"])
+    finally:
+        await close_socket(ws)
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_a_final_event_arriving_after_a_gap_ends_the_stream(user, token, monkeypatch):
+    """Kills base.py's gap read ``upto=seq - 1`` → ``upto=seq`` (the event itself read as missed).
+
+    The gap is read from the log up to the event before the one that arrived;
+    reading the arrived event too sends it as a missed one (not final), and the
+    copy that did arrive is then dropped by its seq: the run's last frame would
+    reach the client but the socket would stay open. Two events commit
+    unpublished, then the run completes with its publish: the client gets every
+    frame once, in order, and then the normal close.
+    """
+    run = await sync_to_async(_started_run)(user, steps=1)  # seq 1
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        with monkeypatch.context() as dropped:
+            dropped.setattr(publisher, "group_send", lambda group, message: None)
+            await sync_to_async(_do_step)(run.id, 0)  # seq 2, 3: in the log, never published
+        await sync_to_async(services.run_succeed)(run_id=run.id, output={})  # seq 4, final: published
+        frames, code = await receive_until_close(ws)
+        assert frames == await logged_frames(run.id, after=connected["seq"])
+        assert [frame["seq"] for frame in frames] == [2, 3, 4]
+        assert code == CLOSE_NORMAL
     finally:
         await close_socket(ws)
