@@ -6,6 +6,7 @@ push again after Redis is back (with a catch-up from the log in between).
 """
 
 import asyncio
+import logging
 import time
 
 import channels_redis.core
@@ -14,6 +15,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 
 from realtime import failover, publisher
+from realtime.consumers.push import RunConsumer
 from realtime.poller import get_poller
 from runs import services
 from tests.realtime.own_redis import OwnRedis
@@ -103,7 +105,11 @@ async def _frames(ws, count: int) -> list[dict]:
 
 @pytest.mark.parametrize("kind", ["pubsub", "redis"])
 @pytest.mark.parametrize("mode", ["push", "hybrid"])
-async def test_redis_stops_and_restarts_mid_run(failover_settings, own_redis, user, token, kind, mode):
+async def test_redis_stops_and_restarts_mid_run(
+    failover_settings, own_redis, user, token, kind, mode, caplog
+):
+    """(Also: the outage is logged once when found and once when over, not at every check.)"""
+    caplog.set_level(logging.WARNING, logger="realtime.failover")
     failover_settings.REALTIME_MODE = mode
     failover_settings.CHANNEL_LAYERS = {"default": _layer_config(kind, own_redis.url)}
     run = await sync_to_async(services.run_create)(
@@ -148,6 +154,15 @@ async def test_redis_stops_and_restarts_mid_run(failover_settings, own_redis, us
         assert frames[-1]["type"] == "run_completed"
         await ws.disconnect(timeout=WAIT)  # returns once the consumer has ended
         assert ws.output_queue.empty()  # so nothing was sent after the close
+
+        # One outage, told once as found and once as over (kills failover.py's "back" check
+        # ``not down and ...`` → ``down and ...``, which logs every other check of the outage).
+        told = [
+            record.getMessage().split(" (")[0].split(" after")[0]
+            for record in caplog.records
+            if record.name == "realtime.failover" and record.getMessage().startswith("channel layer ")
+        ]
+        assert told == ["channel layer unreachable", "channel layer is back"]
     finally:
         await close_socket(ws)
         await _flush_server_layer()
@@ -198,6 +213,13 @@ async def test_long_lived_connections_refresh_their_group_membership(settings, u
             refreshed.set()  # the run's membership re-added after the jump (not the probe's group)
 
     monkeypatch.setattr(layer, "group_add", noted_group_add)
+    failed_over, real_degrade = [], RunConsumer.degrade
+
+    def noted_degrade(self):
+        failed_over.append(self.run_id)
+        real_degrade(self)
+
+    monkeypatch.setattr(RunConsumer, "degrade", noted_degrade)
     run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
     ws, connected = await open_socket(run.id, headers=token_headers(token))
     try:
@@ -208,6 +230,9 @@ async def test_long_lived_connections_refresh_their_group_membership(settings, u
         frame = await receive(ws)
         assert (frame["type"], frame["seq"]) == ("run_status", 1)
         assert get_poller().watcher_count == 0  # it came by push, not by a poll
+        # A refresh is no outage: the watcher never left push (kills failover.py's
+        # ``subscribed and not resubscribe()`` → ``or``: every refresh failed it over and back).
+        assert failed_over == []
     finally:
         await close_socket(ws)
         _drop_publisher_layer()
