@@ -8,6 +8,7 @@ push again after Redis is back (with a catch-up from the log in between).
 import asyncio
 import logging
 import time
+import uuid
 
 import channels_redis.core
 import pytest
@@ -16,6 +17,7 @@ from channels.layers import channel_layers, get_channel_layer
 
 from realtime import failover, publisher
 from realtime.consumers.push import RunConsumer
+from realtime.frames import group_name
 from realtime.poller import get_poller
 from runs import services
 from tests.realtime.own_redis import OwnRedis
@@ -272,3 +274,92 @@ async def test_redis_down_at_connect(failover_settings, own_redis, user, token, 
     finally:
         await close_socket(ws)
         await _flush_server_layer()
+
+
+class _StandInWatcher:
+    """What the probe needs of a push connection (failover.PushWatcher): degraded, recording its recovery."""
+
+    def __init__(self, *, recover_raises: bool = False) -> None:
+        self.run_id = uuid.uuid4()
+        self.degraded, self.subscribed = True, False
+        self.recover_raises, self.recoveries = recover_raises, 0
+
+    def degrade(self) -> None:
+        self.degraded = True
+
+    async def recover(self) -> bool:
+        self.recoveries += 1
+        if self.recover_raises:
+            raise ConnectionError("the catch-up's log read failed (test)")
+        self.degraded, self.subscribed = False, True
+        return True
+
+    async def resubscribe(self) -> bool:
+        return True
+
+    def layer_names(self) -> tuple[list[str], str | None]:
+        return [group_name(self.run_id)], None
+
+
+@pytest.fixture
+def pubsub_layer(settings):
+    from tests.realtime.conftest import use_layer
+
+    yield from use_layer("pubsub", settings)
+
+
+@pytest.mark.redis
+async def test_a_watcher_failing_to_return_to_push_does_not_keep_the_others_off_it(pubsub_layer, caplog):
+    """Kills failover.py's ``except Exception`` around ``recover()`` narrowed to a class never raised.
+
+    The layer is back and two watchers are degraded; the first one's recovery
+    raises (its catch-up read failed). The check goes on: the other returns to
+    push, and the check itself does not raise (it would end the probe's task,
+    leaving every watcher of the process on the poller).
+    """
+    probe = failover.LayerProbe(asyncio.get_running_loop())
+    probe._layer = layer = get_channel_layer()
+    failing, other = _StandInWatcher(recover_raises=True), _StandInWatcher()
+    probe.consumers.update([failing, other])  # as register() does, without starting the probe's task
+    try:
+        await probe.check()
+        assert (failing.recoveries, other.recoveries, other.degraded) == (1, 1, False)
+        assert "could not return to push" in caplog.text
+    finally:
+        await layer.flush()
+
+
+@pytest.mark.redis
+async def test_each_processs_probe_gets_only_its_own_messages(pubsub_layer, monkeypatch):
+    """Kills failover.py's ``if self._stem is None`` → ``is not None`` (every probe on one shared group).
+
+    Each process's probe sends through a group of its own. Sharing one, every
+    probe message would reach every process: N processes, N² messages a check.
+    Two probes on one layer (two processes would each have one): what each
+    probe's channel receives is its own probe messages only.
+    """
+    layer = get_channel_layer()
+    sender: dict[str, failover.LayerProbe] = {}  # token → the probe that sent it
+    received: list[tuple[str, str]] = []  # (channel, token)
+    probes = [failover.LayerProbe(asyncio.get_running_loop()) for _ in range(2)]
+    checking = probes[0]
+    real_send_probe, real_receive = publisher.send_probe, layer.receive
+
+    async def noted_send_probe(on_layer, group, message):
+        sender[message["token"]] = checking
+        await real_send_probe(on_layer, group, message)
+
+    async def noted_receive(channel):
+        message = await real_receive(channel)
+        received.append((channel, message.get("token")))
+        return message
+
+    monkeypatch.setattr(publisher, "send_probe", noted_send_probe)
+    monkeypatch.setattr(layer, "receive", noted_receive)
+    try:
+        for checking in [*probes, *probes]:
+            checking._layer = layer
+            assert await checking._round_trip(0) is None
+        assert [sender[token]._channel == channel for channel, token in received] == [True] * 4
+    finally:
+        await layer.flush()
