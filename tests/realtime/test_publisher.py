@@ -8,6 +8,7 @@ import asyncio
 import concurrent.futures
 import json
 import logging
+import os
 import threading
 from types import SimpleNamespace
 
@@ -329,3 +330,24 @@ def test_a_run_summary_reaches_its_owners_list_group_and_the_staffs(memory_layer
             summary["seq"],
             {"run": summary},
         )
+
+
+def test_a_forked_process_gets_a_publisher_loop_of_its_own(monkeypatch):
+    """Kills publisher.py's second check ``_loop_thread.pid != os.getpid()`` → ``==``.
+
+    A Celery prefork child inherits its parent's loop object but not its
+    thread: publishing through it would wait for a loop that never runs. Here
+    the inherited loop is a stand-in carrying the parent's pid.
+    """
+    inherited = SimpleNamespace(pid=os.getpid() + 1, loop=None, thread=None)
+    monkeypatch.setattr(publisher, "_loop_thread", inherited)
+    own = publisher._publisher_loop()
+    try:
+        assert own is not inherited
+        assert own.pid == os.getpid() and own.thread.is_alive()
+        assert publisher._publisher_loop() is own  # and then kept
+    finally:
+        if own is not inherited:
+            own.loop.call_soon_threadsafe(own.loop.stop)
+            own.thread.join(WAIT)
+            own.loop.close()
