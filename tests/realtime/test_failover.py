@@ -282,7 +282,7 @@ class _StandInWatcher:
     def __init__(self, *, recover_raises: bool = False) -> None:
         self.run_id = uuid.uuid4()
         self.degraded, self.subscribed = True, False
-        self.recover_raises, self.recoveries = recover_raises, 0
+        self.recover_raises, self.recoveries, self.resubscriptions = recover_raises, 0, 0
 
     def degrade(self) -> None:
         self.degraded = True
@@ -295,6 +295,7 @@ class _StandInWatcher:
         return True
 
     async def resubscribe(self) -> bool:
+        self.resubscriptions += 1
         return True
 
     def layer_names(self) -> tuple[list[str], str | None]:
@@ -363,3 +364,45 @@ async def test_each_processs_probe_gets_only_its_own_messages(pubsub_layer, monk
         assert [sender[token]._channel == channel for channel, token in received] == [True] * 4
     finally:
         await layer.flush()
+
+
+class _ProbeClock:
+    """The probe's event loop as far as a check reads it: its clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.mark.redis
+async def test_memberships_are_refreshed_once_per_third_of_the_group_expiry(settings):
+    """Kills failover.py's refresh cadence ``time() - refreshed_at < expiry / 3`` (``+``, ``/ 4``, ``* 3``).
+
+    The core layer forgets a membership after ``group_expiry``; the probe re-adds
+    every live one each third of it (the module's docstring), not at every check:
+    with thousands of watchers, each refresh is a ``group_add`` per watcher.
+    """
+    from tests.realtime.conftest import use_layer
+
+    layers = use_layer("redis", settings)
+    next(layers)
+    layer = get_channel_layer()
+    third = layer.group_expiry / 3
+    clock = _ProbeClock()
+    probe = failover.LayerProbe(clock)  # checked by the test: no probe task, only the clock is read
+    probe._layer = layer
+    watcher = _StandInWatcher()
+    watcher.degraded, watcher.subscribed = False, True
+    probe.consumers.add(watcher)
+    refreshed = []
+    try:
+        for ahead in (0.0, third - 1, third + 1, third + 2, 2 * third + 0.5, 2 * third + 2):
+            clock.now = 1000.0 + ahead
+            await probe.check()
+            refreshed.append(watcher.resubscriptions)
+        assert refreshed == [0, 0, 1, 1, 1, 2]
+    finally:
+        await layer.flush()
+        next(layers, None)
