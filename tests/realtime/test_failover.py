@@ -406,3 +406,37 @@ async def test_memberships_are_refreshed_once_per_third_of_the_group_expiry(sett
     finally:
         await layer.flush()
         next(layers, None)
+
+
+class _NotedEvent(asyncio.Event):
+    """The probe's wake-up event: ``waiting`` is set when the probe's task waits on it (a named point)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+
+    async def wait(self):
+        self.waiting.set()
+        return await super().wait()
+
+
+async def test_the_probe_stops_as_its_last_watcher_leaves(settings):
+    """Kills failover.py's ``if not self.consumers: self.wake()`` → ``if self.consumers`` in unregister.
+
+    The probe's task sleeps a poll interval between checks; when the last
+    watcher leaves, it must end at once, not after sleeping that interval out
+    (here an hour: the test's wait for it is bounded by WAIT).
+    """
+    settings.REALTIME_POLL_INTERVAL = 3600.0
+    probe = failover.LayerProbe(asyncio.get_running_loop())
+    probe._wake = wake = _NotedEvent()
+    watcher = _StandInWatcher()
+    probe.register(watcher, get_channel_layer())
+    task = probe._task
+    try:
+        await asyncio.wait_for(wake.waiting.wait(), WAIT)  # the task sleeps until its next check
+        probe.unregister(watcher)
+        await asyncio.wait_for(task, WAIT)
+        assert probe._task is None
+    finally:
+        task.cancel()
