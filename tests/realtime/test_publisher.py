@@ -351,3 +351,26 @@ def test_a_forked_process_gets_a_publisher_loop_of_its_own(monkeypatch):
             own.loop.call_soon_threadsafe(own.loop.stop)
             own.thread.join(WAIT)
             own.loop.close()
+
+
+def test_a_retry_window_of_0_retries_nothing(settings, monkeypatch):
+    """Kills publisher.py's ``REALTIME_PUBLISH_RETRY_SECONDS <= 0`` → ``< 0`` (0 means never)."""
+    from tests.realtime.conftest import use_layer
+
+    layers = use_layer("pubsub", settings)  # retries are for a Redis layer (nothing connects here)
+    next(layers)
+    settings.REALTIME_PUBLISH_RETRY_SECONDS = 0.0
+    started = []
+
+    async def recorded_retry(group, message):
+        started.append(message["seq"])
+
+    monkeypatch.setattr(publisher, "_retry", recorded_retry)
+    monkeypatch.setattr(publisher, "_pending_retries", 0)
+    try:
+        publisher._retry_later("run.retry-cap", _retry_message(1))
+        concurrent.futures.wait(list(publisher._retry_futures), timeout=WAIT)
+        assert started == []
+        assert publisher._pending_retries == 0
+    finally:
+        next(layers, None)
