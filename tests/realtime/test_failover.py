@@ -7,8 +7,10 @@ push again after Redis is back (with a catch-up from the log in between).
 
 import asyncio
 import logging
+import re
 import time
 import uuid
+import weakref
 
 import channels_redis.core
 import pytest
@@ -159,12 +161,17 @@ async def test_redis_stops_and_restarts_mid_run(
 
         # One outage, told once as found and once as over (kills failover.py's "back" check
         # ``not down and ...`` → ``down and ...``, which logs every other check of the outage).
+        # The second line says how long it lasted and how many watchers return to push.
         told = [
-            record.getMessage().split(" (")[0].split(" after")[0]
+            record.getMessage()
             for record in caplog.records
             if record.name == "realtime.failover" and record.getMessage().startswith("channel layer ")
         ]
-        assert told == ["channel layer unreachable", "channel layer is back"]
+        assert len(told) == 2 and told[0].startswith("channel layer unreachable (Redis server 0 of 1: ")
+        back = re.fullmatch(
+            r"channel layer is back after (\d+\.\d) s; (\d+) watchers return to push", told[1]
+        )
+        assert back and float(back[1]) < 10 * WAIT and back[2] == "1", told[1]
     finally:
         await close_socket(ws)
         await _flush_server_layer()
@@ -439,4 +446,38 @@ async def test_the_probe_stops_as_its_last_watcher_leaves(settings):
         await asyncio.wait_for(task, WAIT)
         assert probe._task is None
     finally:
+        task.cancel()
+
+
+async def test_a_failed_publish_wakes_each_probe_with_watchers_at_once(settings, monkeypatch):
+    """Kills failover.py's publish_failed loop emptied, ``not is_closed`` → ``is_closed``, ``and`` → ``or``.
+
+    A publish of this process failed (reported from the publisher's thread):
+    the probe of each event loop that has watchers checks the layer now, not at
+    its next tick (an hour here); the probe of a loop that is closed is skipped,
+    without failing the report.
+    """
+    settings.REALTIME_POLL_INTERVAL = 3600.0
+    monkeypatch.setattr(failover, "_probes", weakref.WeakKeyDictionary())
+    closed_loop = asyncio.new_event_loop()
+    closed_loop.close()
+    stale = failover._probes[closed_loop] = failover.LayerProbe(closed_loop)
+    stale.consumers.add(_StandInWatcher())
+    probe = failover.get_probe()
+    probe._wake = wake = _NotedEvent()
+    checked = asyncio.Event()
+
+    async def noted_check():
+        checked.set()
+
+    monkeypatch.setattr(probe, "check", noted_check)
+    watcher = _StandInWatcher()
+    probe.register(watcher, get_channel_layer())
+    task = probe._task
+    try:
+        await asyncio.wait_for(wake.waiting.wait(), WAIT)  # the task sleeps until its next check
+        await asyncio.get_running_loop().run_in_executor(None, failover.publish_failed)
+        await asyncio.wait_for(checked.wait(), WAIT)
+    finally:
+        probe.unregister(watcher)
         task.cancel()
