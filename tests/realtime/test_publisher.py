@@ -374,3 +374,18 @@ def test_a_retry_window_of_0_retries_nothing(settings, monkeypatch):
         assert publisher._pending_retries == 0
     finally:
         next(layers, None)
+
+
+def test_a_failed_summary_publish_answers_false_and_is_reported(memory_layer, run, monkeypatch, caplog):
+    """Kills publisher.py's publish_summary ``return False`` → ``True`` after a failure."""
+    reported = []
+    monkeypatch.setattr(publisher, "_failure_hooks", [lambda: reported.append(1)])
+
+    async def down(*args, **kwargs):
+        raise ConnectionError("down (test)")
+
+    monkeypatch.setattr(memory_layer, "group_send", down)
+    with caplog.at_level(logging.WARNING, logger="realtime.publisher"):
+        assert publisher.publish_summary(summaries.run_summary(run_id=run.id)) is False
+    assert reported == [1]
+    assert "list streams re-read it" in caplog.text
