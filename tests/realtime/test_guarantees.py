@@ -619,3 +619,36 @@ async def test_a_final_event_arriving_after_a_gap_ends_the_stream(user, token, m
         assert code == CLOSE_NORMAL
     finally:
         await close_socket(ws)
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_a_watcher_whose_layer_receive_keeps_failing_gets_its_events_from_the_log(
+    user, token, settings, monkeypatch
+):
+    """Kills push.py's layer_failed ``if not self.finished: degrade()`` → ``if self.finished``.
+
+    The process's receive on its layer channel starts failing while the layer
+    probe still finds the layer healthy (only that channel is broken): each
+    failure hands the watcher to the poller (and the probe brings it back, with
+    a catch-up), so an event committed meanwhile still reaches it, once, in order.
+    """
+    settings.REALTIME_POLL_INTERVAL = 0.05
+    run = await sync_to_async(_started_run)(user, steps=1)  # seq 1
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        hub = get_hub(get_channel_layer())
+        real_receive = hub.layer.receive
+
+        async def broken_receive(channel):
+            if channel == hub.channel:
+                raise ConnectionError("this process's layer channel is broken (test)")
+            return await real_receive(channel)
+
+        monkeypatch.setattr(hub.layer, "receive", broken_receive)
+        # The hub's task is parked in a receive begun before the break: it brings seq 2.
+        await sync_to_async(services.step_start)(run_id=run.id, index=0)
+        await sync_to_async(services.step_succeed)(run_id=run.id, index=0, output={})  # seq 3
+        frames = [await receive(ws) for _ in range(2)]
+        assert frames == await logged_frames(run.id, after=connected["seq"])
+    finally:
+        await close_socket(ws)
