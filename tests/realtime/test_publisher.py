@@ -56,7 +56,13 @@ def test_an_event_reaches_its_runs_group_as_its_frame(memory_layer, run):
     assert json.loads(message["text"])["type"] == frames.RUN_STATUS
 
 
-def test_a_failed_publish_is_reported_to_the_hooks_and_fails_nothing(memory_layer, run, monkeypatch, caplog):
+def test_a_failed_publish_is_reported_to_the_hooks_and_fails_nothing(
+    memory_layer, run, settings, monkeypatch, caplog
+):
+    """(And on the in-memory layer it is not retried from the publisher's thread: kills
+    publisher.py's ``RETRY_SECONDS <= 0 or in-memory`` → ``and``.)"""
+    settings.REALTIME_PUBLISH_RETRY_SECONDS = 300.0
+    monkeypatch.setattr(publisher, "_retry_futures", set())
     reported = []
     monkeypatch.setattr(publisher, "_failure_hooks", [lambda: reported.append(1)])
 
@@ -68,6 +74,7 @@ def test_a_failed_publish_is_reported_to_the_hooks_and_fails_nothing(memory_laye
         assert publisher.publish(RunEvent.objects.get(run_id=run.id, seq=1)) is False
     assert reported == [1]
     assert "stays in the log" in caplog.text
+    assert publisher._retry_futures == set()  # the in-memory layer lives on the server's loop only
 
 
 def test_a_raising_hook_does_not_stop_the_others(monkeypatch, caplog):
