@@ -652,3 +652,22 @@ async def test_a_watcher_whose_layer_receive_keeps_failing_gets_its_events_from_
         assert frames == await logged_frames(run.id, after=connected["seq"])
     finally:
         await close_socket(ws)
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_a_closed_sockets_background_tasks_end_with_it(user, token):
+    """Kills base.py's stop() cancelling none of the socket's tasks (its loop emptied).
+
+    A watcher re-checks its credentials every REALTIME_ACCESS_RECHECK_SECONDS
+    (a minute by default) on a task of its own: when the socket ends, the task
+    ends with it, not a minute later (with thousands of sockets coming and going).
+    """
+    run = await sync_to_async(_started_run)(user, steps=1)
+    hub = get_hub(get_channel_layer())
+    ws, _ = await open_socket(run.id, headers=token_headers(token))
+    (watcher,) = hub.watchers[group_name(run.id)]
+    checks = watcher.access_checks
+    assert checks is not None and not checks.done()
+    await close_socket(ws)
+    await asyncio.wait([checks], timeout=WAIT)
+    assert checks.cancelled()
