@@ -481,3 +481,32 @@ async def test_a_failed_publish_wakes_each_probe_with_watchers_at_once(settings,
     finally:
         probe.unregister(watcher)
         task.cancel()
+
+
+@pytest.mark.redis
+async def test_a_watcher_failing_over_is_told_once_however_often_it_is_degraded(
+    pubsub_layer, settings, user, token, caplog
+):
+    """Kills push.py's ``if not self.degraded: record.failed_over(...)`` → ``if self.degraded``.
+
+    The lifecycle line (and the failovers metric) counts a watcher falling back
+    to polling once, not each further time the layer fails it while it polls.
+    """
+    settings.REALTIME_MODE = "push"
+    caplog.set_level(logging.DEBUG, logger="quikday.lifecycle")
+    run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
+    ws, _ = await open_socket(run.id, headers=token_headers(token))
+    try:
+        (watcher,) = failover.get_probe().consumers
+
+        def told() -> int:
+            return sum(
+                1 for r in caplog.records if r.getMessage().startswith("watcher falls back to polling")
+            )
+
+        watcher.degrade()
+        assert told() == 1
+        watcher.degrade()  # again, before the probe has brought it back
+        assert told() == 1
+    finally:
+        await close_socket(ws)
