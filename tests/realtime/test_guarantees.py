@@ -671,3 +671,20 @@ async def test_a_closed_sockets_background_tasks_end_with_it(user, token):
     await close_socket(ws)
     await asyncio.wait([checks], timeout=WAIT)
     assert checks.cancelled()
+
+
+@pytest.mark.usefixtures("push")
+async def test_a_push_watcher_refused_before_it_joined_ends_without_an_error(token):
+    """Kills push.py's ``subscribed = False`` → ``True`` at start.
+
+    A watcher refused before it joins its run's group (here: a run id that is
+    not a UUID) has no group to leave: leaving one anyway raised as the client
+    went, a traceback under Daphne for a plain 4400.
+    """
+    ws, frame = await open_socket("not-a-uuid", headers=token_headers(token))
+    try:
+        assert (frame["type"], frame["payload"]["code"]) == ("error", "4400")
+        assert (await ws.receive_output(timeout=WAIT))["code"] == 4400
+        await ws.disconnect(timeout=WAIT)  # raises what the consumer raised on the way out
+    finally:
+        await close_socket(ws)
