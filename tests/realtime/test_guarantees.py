@@ -688,3 +688,24 @@ async def test_a_push_watcher_refused_before_it_joined_ends_without_an_error(tok
         await ws.disconnect(timeout=WAIT)  # raises what the consumer raised on the way out
     finally:
         await close_socket(ws)
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_nothing_is_sent_after_the_close_that_ends_a_finished_run(user, token):
+    """Kills base.py's _finish ``finished = True`` → ``False``.
+
+    The run's final event closes the socket (1000); a ping the client sent
+    before it saw that close is not answered: nothing follows the close frame.
+    """
+    run = await sync_to_async(_started_run)(user, steps=1)
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        await sync_to_async(_do_step)(run.id, 0)
+        await sync_to_async(services.run_succeed)(run_id=run.id, output={})
+        frames, code = await receive_until_close(ws)
+        assert frames == await logged_frames(run.id, after=connected["seq"]) and code == CLOSE_NORMAL
+        await ws.send_to(text_data='{"type": "ping"}')
+        await ws.disconnect(timeout=WAIT)  # returns once the consumer has ended
+        assert ws.output_queue.empty()
+    finally:
+        await close_socket(ws)
