@@ -1,11 +1,14 @@
 """The socket's edges: close codes, authentication, Origin, and client frames."""
 
+import asyncio
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
+from realtime import selectors
 from runs import executor, services
 from tests.realtime.support import (
     WAIT,
@@ -230,3 +233,33 @@ async def test_deeply_nested_json_is_an_error_frame_and_the_socket_stays_open(so
     frame = await receive(socket)
     assert (frame["type"], frame["payload"]["code"]) == ("error", "malformed")
     await _ping_pong(socket)
+
+
+async def test_a_session_sockets_credentials_still_hold_at_its_recheck(track, user, settings, monkeypatch):
+    """Kills socket.py's ``"user_id": None if token_key is not None`` → ``is None``.
+
+    A cookie socket is re-checked by its user and session: re-checked without
+    its user, every cookie socket was closed 4401 at its first re-check.
+    """
+    settings.REALTIME_ACCESS_RECHECK_SECONDS = 0.05
+    loop, rechecked, answers = asyncio.get_running_loop(), asyncio.Event(), []
+    real_check = selectors.credentials_still_valid
+
+    def noted_check(**kwargs):
+        answers.append(real_check(**kwargs))
+        loop.call_soon_threadsafe(rechecked.set)  # named point: a re-check has answered
+        return answers[-1]
+
+    monkeypatch.setattr(selectors, "credentials_still_valid", noted_check)
+    run = await make_run(user)
+    cookie = await sync_to_async(_session_cookie)(user)
+    ws, frame = await open_socket(
+        run.id,
+        headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000")],
+    )
+    track(ws)
+    assert frame["type"] == "connected"
+    await asyncio.wait_for(rechecked.wait(), WAIT)
+    assert answers[0] is True
+    await ws.send_to(text_data='{"type": "ping"}')
+    assert (await receive(ws))["type"] == "pong"
