@@ -263,3 +263,20 @@ async def test_a_session_sockets_credentials_still_hold_at_its_recheck(track, us
     assert answers[0] is True
     await ws.send_to(text_data='{"type": "ping"}')
     assert (await receive(ws))["type"] == "pong"
+
+
+async def test_a_slow_client_counts_as_drained_below_a_quarter_of_the_buffer(settings, monkeypatch):
+    """Kills socket.py's resync low-water mark ``REALTIME_MAX_CLIENT_BUFFER // 4`` → ``// 5``.
+
+    A client that fell behind is resynced once it has read "most" of what it was
+    sent (docs/protocol.md, "Resync"): all but a quarter of REALTIME_MAX_CLIENT_BUFFER.
+    What Daphne still holds for it is a stand-in here: just under a quarter, above a fifth.
+    """
+    from realtime import daphne_tuning
+    from realtime.consumers.socket import ProtocolSocket
+
+    settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
+    monkeypatch.setattr(daphne_tuning, "unsent_bytes", lambda send: 250 * 1024 - 1)
+    socket = ProtocolSocket()
+    socket.base_send = None
+    await asyncio.wait_for(socket._wait_until_drained(), WAIT)
