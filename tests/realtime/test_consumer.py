@@ -280,3 +280,30 @@ async def test_a_slow_client_counts_as_drained_below_a_quarter_of_the_buffer(set
     socket = ProtocolSocket()
     socket.base_send = None
     await asyncio.wait_for(socket._wait_until_drained(), WAIT)
+
+
+async def test_a_slow_clients_drain_is_looked_at_with_a_pause_between_looks(settings, monkeypatch):
+    """Kills socket.py's ``RESYNC_CHECK_SECONDS = 0.2`` → ``-0.8`` (the drain watched in a busy loop).
+
+    While the client stays behind, the socket looks at what Daphne still holds
+    for it every so often, yielding the event loop in between. The waits are
+    recorded (a stand-in sleep), not waited for.
+    """
+    from types import SimpleNamespace
+
+    from realtime import daphne_tuning
+    from realtime.consumers import socket as socket_module
+
+    settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
+    held = iter([900 * 1024, 600 * 1024, 100 * 1024])  # behind, behind, drained
+    monkeypatch.setattr(daphne_tuning, "unsent_bytes", lambda send: next(held))
+    pauses = []
+
+    async def noted_sleep(seconds):
+        pauses.append(seconds)
+
+    monkeypatch.setattr(socket_module, "asyncio", SimpleNamespace(sleep=noted_sleep))
+    socket = socket_module.ProtocolSocket()
+    socket.base_send = None
+    await socket._wait_until_drained()
+    assert len(pauses) == 2 and all(pause > 0 for pause in pauses), pauses
