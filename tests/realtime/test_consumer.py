@@ -307,3 +307,22 @@ async def test_a_slow_clients_drain_is_looked_at_with_a_pause_between_looks(sett
     socket.base_send = None
     await socket._wait_until_drained()
     assert len(pauses) == 2 and all(pause > 0 for pause in pauses), pauses
+
+
+def test_a_client_is_behind_only_past_its_buffer(settings, monkeypatch):
+    """Kills socket.py's ``unsent > REALTIME_MAX_CLIENT_BUFFER`` → ``>=``.
+
+    docs/protocol.md, "Resync": a client is behind when it leaves *more than*
+    REALTIME_MAX_CLIENT_BUFFER bytes unread. What Daphne holds is a stand-in.
+    """
+    from realtime import daphne_tuning
+    from realtime.consumers.socket import ProtocolSocket
+
+    settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
+    socket = ProtocolSocket()
+    socket.base_send = None
+    behind = {}
+    for unsent in (None, 1000 * 1024, 1000 * 1024 + 1):
+        monkeypatch.setattr(daphne_tuning, "unsent_bytes", lambda send, unsent=unsent: unsent)
+        behind[unsent] = socket._client_behind()
+    assert behind == {None: False, 1000 * 1024: False, 1000 * 1024 + 1: True}
