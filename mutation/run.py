@@ -45,6 +45,13 @@ ENV: dict[str, dict[str, str]] = {
     "realtime/consumers/base.py": ONE_LAYER,
     "realtime/auth.py": ONE_LAYER_PUSH,
     "realtime/fast_snapshot.py": ONE_LAYER_PUSH,
+    "realtime/client_frames.py": ONE_LAYER_PUSH,
+    "realtime/consumers/socket.py": ONE_LAYER_PUSH,
+    "realtime/close_codes.py": ONE_LAYER_PUSH,
+    "realtime/snapshot.py": ONE_LAYER_PUSH,
+    "realtime/selectors.py": ONE_LAYER_PUSH,
+    "realtime/consumers/__init__.py": ONE_LAYER,
+    "realtime/shards.py": ONE_LAYER,
 }
 TARGETS: dict[str, list[str]] = {
     "runs/services.py": [
@@ -96,7 +103,11 @@ TARGETS: dict[str, list[str]] = {
         "tests/scenarios/test_publish.py",
         "tests/realtime/test_guarantees.py",
     ],
-    "realtime/frames.py": ["tests/realtime/test_log.py", "tests/realtime/test_poller.py"],
+    "realtime/frames.py": [
+        "tests/realtime/test_frames.py",
+        "tests/realtime/test_log.py",
+        "tests/realtime/test_poller.py",
+    ],
     "realtime/failover.py": ["tests/realtime/test_failover.py", "tests/realtime/test_hybrid.py"],
     "realtime/consumers/hybrid.py": ["tests/realtime/test_hybrid.py"],
     "realtime/selectors.py": [
@@ -116,6 +127,30 @@ TARGETS: dict[str, list[str]] = {
     "realtime/list_feed.py": ["tests/realtime/test_user_stream.py"],
     "realtime/stream_api.py": ["tests/realtime/test_tickets.py", "tests/web/test_pages.py"],
     "realtime/consumers/user_stream.py": ["tests/realtime/test_user_stream.py"],
+    # What every endpoint shares: the client frames' judge, the socket base, the close codes.
+    "realtime/client_frames.py": ["tests/realtime/test_client_frames.py", "tests/realtime/test_consumer.py"],
+    "realtime/consumers/socket.py": [
+        "tests/realtime/test_consumer.py",
+        "tests/realtime/test_guarantees.py",
+        "tests/realtime/test_client_frames.py",
+        "tests/realtime/test_channels_pin.py",
+        "tests/scenarios/test_protocol_daphne.py",
+    ],
+    "realtime/close_codes.py": ["tests/realtime/test_consumer.py", "tests/realtime/test_client_frames.py"],
+    # The layer sharded over several Redis servers (two redis-servers of the test's own and a Daphne).
+    "realtime/shards.py": [
+        "tests/realtime/test_hub.py",
+        "tests/realtime/test_hub_races.py",
+        "tests/realtime/test_shards.py",
+    ],
+    # The rest of realtime/ (no guarantee of their own: wiring, data shapes, log filtering).
+    "realtime/snapshot.py": ["tests/realtime/test_consumer.py", "tests/realtime/test_selectors.py"],
+    "realtime/outage_logging.py": ["tests/realtime/test_outage_logging.py"],
+    "realtime/tasks.py": ["tests/realtime/test_retention.py"],
+    "realtime/management/commands/prune_run_events.py": ["tests/realtime/test_retention.py"],
+    "realtime/models.py": ["tests/realtime/test_log.py", "tests/realtime/test_tickets.py"],
+    "realtime/apps.py": ["tests/realtime/test_signals.py"],
+    "realtime/consumers/__init__.py": ["tests/scenarios/test_modes.py"],
 }
 
 # Skipped operators, and why (docs/testing.md repeats this):

@@ -1,11 +1,14 @@
 """The socket's edges: close codes, authentication, Origin, and client frames."""
 
+import asyncio
+
 import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
+from realtime import selectors
 from runs import executor, services
 from tests.realtime.support import (
     WAIT,
@@ -230,3 +233,100 @@ async def test_deeply_nested_json_is_an_error_frame_and_the_socket_stays_open(so
     frame = await receive(socket)
     assert (frame["type"], frame["payload"]["code"]) == ("error", "malformed")
     await _ping_pong(socket)
+
+
+async def test_a_session_sockets_credentials_still_hold_at_its_recheck(track, user, settings, monkeypatch):
+    """A cookie socket is re-checked by its user and its session, and both still hold.
+
+    (Killed socket.py's ``"user_id": None if token_key is not None`` → ``is None``
+    when each socket re-checked itself; the process's access watch now asks for
+    every socket at once: the cookie socket's user and session are asked about,
+    found valid, and the socket stays open.)
+    """
+    settings.REALTIME_ACCESS_RECHECK_SECONDS = 0.05
+    loop, rechecked, asked, answers = asyncio.get_running_loop(), asyncio.Event(), [], []
+    real_check = selectors.revoked_credentials
+
+    def noted_check(**kwargs):
+        asked.append(kwargs)
+        answers.append(real_check(**kwargs))
+        loop.call_soon_threadsafe(rechecked.set)  # named point: a re-check has answered
+        return answers[-1]
+
+    monkeypatch.setattr(selectors, "revoked_credentials", noted_check)
+    run = await make_run(user)
+    cookie = await sync_to_async(_session_cookie)(user)
+    ws, frame = await open_socket(
+        run.id,
+        headers=[(b"cookie", cookie), (b"origin", b"http://localhost:8000"), (b"host", b"localhost:8000")],
+    )
+    track(ws)
+    assert frame["type"] == "connected"
+    await asyncio.wait_for(rechecked.wait(), WAIT)
+    assert asked[0]["user_ids"] == {user.pk} and len(asked[0]["session_keys"]) == 1
+    assert answers[0] == selectors.Revoked(frozenset(), frozenset(), frozenset())
+    await ws.send_to(text_data='{"type": "ping"}')
+    assert (await receive(ws))["type"] == "pong"
+
+
+async def test_a_slow_client_counts_as_drained_below_a_quarter_of_the_buffer(settings, monkeypatch):
+    """Kills socket.py's resync low-water mark ``REALTIME_MAX_CLIENT_BUFFER // 4`` → ``// 5``.
+
+    A client that fell behind is resynced once it has read "most" of what it was
+    sent (docs/protocol.md, "Resync"): all but a quarter of REALTIME_MAX_CLIENT_BUFFER.
+    What Daphne still holds for it is a stand-in here: just under a quarter, above a fifth.
+    """
+    from realtime import daphne_tuning
+    from realtime.consumers.socket import ProtocolSocket
+
+    settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
+    monkeypatch.setattr(daphne_tuning, "unsent_bytes", lambda send: 250 * 1024 - 1)
+    socket = ProtocolSocket()
+    socket.base_send = None
+    await asyncio.wait_for(socket._wait_until_drained(), WAIT)
+
+
+async def test_a_slow_clients_drain_is_looked_at_with_a_pause_between_looks(settings, monkeypatch):
+    """Kills socket.py's ``RESYNC_CHECK_SECONDS = 0.2`` → ``-0.8`` (the drain watched in a busy loop).
+
+    While the client stays behind, the socket looks at what Daphne still holds
+    for it every so often, yielding the event loop in between. The waits are
+    recorded (a stand-in sleep), not waited for.
+    """
+    from types import SimpleNamespace
+
+    from realtime import daphne_tuning
+    from realtime.consumers import socket as socket_module
+
+    settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
+    held = iter([900 * 1024, 600 * 1024, 100 * 1024])  # behind, behind, drained
+    monkeypatch.setattr(daphne_tuning, "unsent_bytes", lambda send: next(held))
+    pauses = []
+
+    async def noted_sleep(seconds):
+        pauses.append(seconds)
+
+    monkeypatch.setattr(socket_module, "asyncio", SimpleNamespace(sleep=noted_sleep))
+    socket = socket_module.ProtocolSocket()
+    socket.base_send = None
+    await socket._wait_until_drained()
+    assert len(pauses) == 2 and all(pause > 0 for pause in pauses), pauses
+
+
+def test_a_client_is_behind_only_past_its_buffer(settings, monkeypatch):
+    """Kills socket.py's ``unsent > REALTIME_MAX_CLIENT_BUFFER`` → ``>=``.
+
+    docs/protocol.md, "Resync": a client is behind when it leaves *more than*
+    REALTIME_MAX_CLIENT_BUFFER bytes unread. What Daphne holds is a stand-in.
+    """
+    from realtime import daphne_tuning
+    from realtime.consumers.socket import ProtocolSocket
+
+    settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
+    socket = ProtocolSocket()
+    socket.base_send = None
+    behind = {}
+    for unsent in (None, 1000 * 1024, 1000 * 1024 + 1):
+        monkeypatch.setattr(daphne_tuning, "unsent_bytes", lambda send, unsent=unsent: unsent)
+        behind[unsent] = socket._client_behind()
+    assert behind == {None: False, 1000 * 1024: False, 1000 * 1024 + 1: True}

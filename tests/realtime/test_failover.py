@@ -6,7 +6,11 @@ push again after Redis is back (with a catch-up from the log in between).
 """
 
 import asyncio
+import logging
+import re
 import time
+import uuid
+import weakref
 
 import channels_redis.core
 import pytest
@@ -14,6 +18,8 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 
 from realtime import failover, publisher
+from realtime.consumers.push import RunConsumer
+from realtime.frames import group_name
 from realtime.poller import get_poller
 from runs import services
 from tests.realtime.own_redis import OwnRedis
@@ -103,7 +109,11 @@ async def _frames(ws, count: int) -> list[dict]:
 
 @pytest.mark.parametrize("kind", ["pubsub", "redis"])
 @pytest.mark.parametrize("mode", ["push", "hybrid"])
-async def test_redis_stops_and_restarts_mid_run(failover_settings, own_redis, user, token, kind, mode):
+async def test_redis_stops_and_restarts_mid_run(
+    failover_settings, own_redis, user, token, kind, mode, caplog
+):
+    """(Also: the outage is logged once when found and once when over, not at every check.)"""
+    caplog.set_level(logging.WARNING, logger="realtime.failover")
     failover_settings.REALTIME_MODE = mode
     failover_settings.CHANNEL_LAYERS = {"default": _layer_config(kind, own_redis.url)}
     run = await sync_to_async(services.run_create)(
@@ -148,6 +158,20 @@ async def test_redis_stops_and_restarts_mid_run(failover_settings, own_redis, us
         assert frames[-1]["type"] == "run_completed"
         await ws.disconnect(timeout=WAIT)  # returns once the consumer has ended
         assert ws.output_queue.empty()  # so nothing was sent after the close
+
+        # One outage, told once as found and once as over (kills failover.py's "back" check
+        # ``not down and ...`` → ``down and ...``, which logs every other check of the outage).
+        # The second line says how long it lasted and how many watchers return to push.
+        told = [
+            record.getMessage()
+            for record in caplog.records
+            if record.name == "realtime.failover" and record.getMessage().startswith("channel layer ")
+        ]
+        assert len(told) == 2 and told[0].startswith("channel layer unreachable (Redis server 0 of 1: ")
+        back = re.fullmatch(
+            r"channel layer is back after (\d+\.\d) s; (\d+) watchers return to push", told[1]
+        )
+        assert back and float(back[1]) < 10 * WAIT and back[2] == "1", told[1]
     finally:
         await close_socket(ws)
         await _flush_server_layer()
@@ -198,6 +222,13 @@ async def test_long_lived_connections_refresh_their_group_membership(settings, u
             refreshed.set()  # the run's membership re-added after the jump (not the probe's group)
 
     monkeypatch.setattr(layer, "group_add", noted_group_add)
+    failed_over, real_degrade = [], RunConsumer.degrade
+
+    def noted_degrade(self):
+        failed_over.append(self.run_id)
+        real_degrade(self)
+
+    monkeypatch.setattr(RunConsumer, "degrade", noted_degrade)
     run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
     ws, connected = await open_socket(run.id, headers=token_headers(token))
     try:
@@ -208,6 +239,9 @@ async def test_long_lived_connections_refresh_their_group_membership(settings, u
         frame = await receive(ws)
         assert (frame["type"], frame["seq"]) == ("run_status", 1)
         assert get_poller().watcher_count == 0  # it came by push, not by a poll
+        # A refresh is no outage: the watcher never left push (kills failover.py's
+        # ``subscribed and not resubscribe()`` → ``or``: every refresh failed it over and back).
+        assert failed_over == []
     finally:
         await close_socket(ws)
         _drop_publisher_layer()
@@ -289,3 +323,233 @@ async def test_a_healthy_probe_leaves_its_watchers_alone(memory_layer, monkeypat
     finally:
         for ws in sockets:
             await close_socket(ws)
+
+
+class _StandInWatcher:
+    """What the probe needs of a push connection (failover.PushWatcher): degraded, recording its recovery."""
+
+    def __init__(self, *, recover_raises: bool = False) -> None:
+        self.run_id = uuid.uuid4()
+        self.degraded, self.subscribed = True, False
+        self.recover_raises, self.recoveries, self.resubscriptions = recover_raises, 0, 0
+
+    def degrade(self) -> None:
+        self.degraded = True
+
+    async def recover(self) -> bool:
+        self.recoveries += 1
+        if self.recover_raises:
+            raise ConnectionError("the catch-up's log read failed (test)")
+        self.degraded, self.subscribed = False, True
+        return True
+
+    async def resubscribe(self) -> bool:
+        self.resubscriptions += 1
+        return True
+
+    def layer_names(self) -> tuple[list[str], str | None]:
+        return [group_name(self.run_id)], None
+
+
+@pytest.fixture
+def pubsub_layer(settings):
+    from tests.realtime.conftest import use_layer
+
+    yield from use_layer("pubsub", settings)
+
+
+@pytest.mark.redis
+async def test_a_watcher_failing_to_return_to_push_does_not_keep_the_others_off_it(pubsub_layer, caplog):
+    """Kills failover.py's ``except Exception`` around ``recover()`` narrowed to a class never raised.
+
+    The layer is back and two watchers are degraded; the first one's recovery
+    raises (its catch-up read failed). The check goes on: the other returns to
+    push, and the check itself does not raise (it would end the probe's task,
+    leaving every watcher of the process on the poller).
+    """
+    probe = failover.LayerProbe(asyncio.get_running_loop())
+    probe._layer = layer = get_channel_layer()
+    failing, other = _StandInWatcher(recover_raises=True), _StandInWatcher()
+    probe.consumers.update([failing, other])  # as register() does, without starting the probe's task
+    probe.suspect()  # what a watcher that degrades itself does
+    try:
+        await probe.check()
+        assert (failing.recoveries, other.recoveries, other.degraded) == (1, 1, False)
+        assert "could not return to push" in caplog.text
+    finally:
+        await layer.flush()
+
+
+@pytest.mark.redis
+async def test_each_processs_probe_gets_only_its_own_messages(pubsub_layer, monkeypatch):
+    """Kills failover.py's ``if self._stem is None`` → ``is not None`` (every probe on one shared group).
+
+    Each process's probe sends through a group of its own. Sharing one, every
+    probe message would reach every process: N processes, N² messages a check.
+    Two probes on one layer (two processes would each have one): what each
+    probe's channel receives is its own probe messages only.
+    """
+    layer = get_channel_layer()
+    sender: dict[str, failover.LayerProbe] = {}  # token → the probe that sent it
+    received: list[tuple[str, str]] = []  # (channel, token)
+    probes = [failover.LayerProbe(asyncio.get_running_loop()) for _ in range(2)]
+    checking = probes[0]
+    real_send_probe, real_receive = publisher.send_probe, layer.receive
+
+    async def noted_send_probe(on_layer, group, message):
+        sender[message["token"]] = checking
+        await real_send_probe(on_layer, group, message)
+
+    async def noted_receive(channel):
+        message = await real_receive(channel)
+        received.append((channel, message.get("token")))
+        return message
+
+    monkeypatch.setattr(publisher, "send_probe", noted_send_probe)
+    monkeypatch.setattr(layer, "receive", noted_receive)
+    try:
+        for checking in [*probes, *probes]:
+            checking._layer = layer
+            assert await checking._round_trip(0) is None
+        assert [sender[token]._channel == channel for channel, token in received] == [True] * 4
+    finally:
+        await layer.flush()
+
+
+class _ProbeClock:
+    """The probe's event loop as far as a check reads it: its clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.mark.redis
+async def test_memberships_are_refreshed_once_per_third_of_the_group_expiry(settings):
+    """Kills failover.py's refresh cadence ``time() - refreshed_at < expiry / 3`` (``+``, ``/ 4``, ``* 3``).
+
+    The core layer forgets a membership after ``group_expiry``; the probe re-adds
+    every live one each third of it (the module's docstring), not at every check:
+    with thousands of watchers, each refresh is a ``group_add`` per watcher.
+    """
+    from tests.realtime.conftest import use_layer
+
+    layers = use_layer("redis", settings)
+    next(layers)
+    layer = get_channel_layer()
+    third = layer.group_expiry / 3
+    clock = _ProbeClock()
+    probe = failover.LayerProbe(clock)  # checked by the test: no probe task, only the clock is read
+    probe._layer = layer
+    watcher = _StandInWatcher()
+    watcher.degraded, watcher.subscribed = False, True
+    probe.consumers.add(watcher)
+    refreshed = []
+    try:
+        for ahead in (0.0, third - 1, third + 1, third + 2, 2 * third + 0.5, 2 * third + 2):
+            clock.now = 1000.0 + ahead
+            await probe.check()
+            refreshed.append(watcher.resubscriptions)
+        assert refreshed == [0, 0, 1, 1, 1, 2]
+    finally:
+        await layer.flush()
+        next(layers, None)
+
+
+class _NotedEvent(asyncio.Event):
+    """The probe's wake-up event: ``waiting`` is set when the probe's task waits on it (a named point)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waiting = asyncio.Event()
+
+    async def wait(self):
+        self.waiting.set()
+        return await super().wait()
+
+
+async def test_the_probe_stops_as_its_last_watcher_leaves(settings):
+    """Kills failover.py's ``if not self.consumers: self.wake()`` → ``if self.consumers`` in unregister.
+
+    The probe's task sleeps a poll interval between checks; when the last
+    watcher leaves, it must end at once, not after sleeping that interval out
+    (here an hour: the test's wait for it is bounded by WAIT).
+    """
+    settings.REALTIME_POLL_INTERVAL = 3600.0
+    probe = failover.LayerProbe(asyncio.get_running_loop())
+    probe._wake = wake = _NotedEvent()
+    watcher = _StandInWatcher()
+    probe.register(watcher, get_channel_layer())
+    task = probe._task
+    try:
+        await asyncio.wait_for(wake.waiting.wait(), WAIT)  # the task sleeps until its next check
+        probe.unregister(watcher)
+        await asyncio.wait_for(task, WAIT)
+        assert probe._task is None
+    finally:
+        task.cancel()
+
+
+async def test_a_failed_publish_wakes_each_probe_with_watchers_at_once(settings, monkeypatch):
+    """Kills failover.py's publish_failed loop emptied, ``not is_closed`` → ``is_closed``, ``and`` → ``or``.
+
+    A publish of this process failed (reported from the publisher's thread):
+    the probe of each event loop that has watchers checks the layer now, not at
+    its next tick (an hour here); the probe of a loop that is closed is skipped,
+    without failing the report.
+    """
+    settings.REALTIME_POLL_INTERVAL = 3600.0
+    monkeypatch.setattr(failover, "_probes", weakref.WeakKeyDictionary())
+    closed_loop = asyncio.new_event_loop()
+    closed_loop.close()
+    stale = failover._probes[closed_loop] = failover.LayerProbe(closed_loop)
+    stale.consumers.add(_StandInWatcher())
+    probe = failover.get_probe()
+    probe._wake = wake = _NotedEvent()
+    checked = asyncio.Event()
+
+    async def noted_check():
+        checked.set()
+
+    monkeypatch.setattr(probe, "check", noted_check)
+    watcher = _StandInWatcher()
+    probe.register(watcher, get_channel_layer())
+    task = probe._task
+    try:
+        await asyncio.wait_for(wake.waiting.wait(), WAIT)  # the task sleeps until its next check
+        await asyncio.get_running_loop().run_in_executor(None, failover.publish_failed)
+        await asyncio.wait_for(checked.wait(), WAIT)
+    finally:
+        probe.unregister(watcher)
+        task.cancel()
+
+
+@pytest.mark.redis
+async def test_a_watcher_failing_over_is_told_once_however_often_it_is_degraded(
+    pubsub_layer, settings, user, token, caplog
+):
+    """Kills push.py's ``if not self.degraded: record.failed_over(...)`` → ``if self.degraded``.
+
+    The lifecycle line (and the failovers metric) counts a watcher falling back
+    to polling once, not each further time the layer fails it while it polls.
+    """
+    settings.REALTIME_MODE = "push"
+    caplog.set_level(logging.DEBUG, logger="quikday.lifecycle")
+    run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
+    ws, _ = await open_socket(run.id, headers=token_headers(token))
+    try:
+        (watcher,) = failover.get_probe().consumers
+
+        def told() -> int:
+            return sum(
+                1 for r in caplog.records if r.getMessage().startswith("watcher falls back to polling")
+            )
+
+        watcher.degrade()
+        assert told() == 1
+        watcher.degrade()  # again, before the probe has brought it back
+        assert told() == 1
+    finally:
+        await close_socket(ws)

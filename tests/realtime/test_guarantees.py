@@ -17,6 +17,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from realtime import log, publisher, retention, selectors
+from realtime.close_codes import CLOSE_NORMAL
 from realtime.frames import group_name
 from realtime.hub import get_hub
 from realtime.models import RunEvent
@@ -590,5 +591,102 @@ async def test_an_event_arriving_after_a_gap_is_preceded_by_the_missed_ones(user
         assert await sync_to_async(publisher.publish)(last)
         frames = [await receive(ws) for _ in range(2)]
         assert frames == await logged_frames(run.id, after=connected["seq"])
+    finally:
+        await close_socket(ws)
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_a_final_event_arriving_after_a_gap_ends_the_stream(user, token, monkeypatch):
+    """Kills base.py's gap read ``upto=seq - 1`` → ``upto=seq`` (the event itself read as missed).
+
+    The gap is read from the log up to the event before the one that arrived;
+    reading the arrived event too sends it as a missed one (not final), and the
+    copy that did arrive is then dropped by its seq: the run's last frame would
+    reach the client but the socket would stay open. Two events commit
+    unpublished, then the run completes with its publish: the client gets every
+    frame once, in order, and then the normal close.
+    """
+    run = await sync_to_async(_started_run)(user, steps=1)  # seq 1
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        with monkeypatch.context() as dropped:
+            dropped.setattr(publisher, "group_send", lambda group, message: None)
+            await sync_to_async(_do_step)(run.id, 0)  # seq 2, 3: in the log, never published
+        await sync_to_async(services.run_succeed)(run_id=run.id, output={})  # seq 4, final: published
+        frames, code = await receive_until_close(ws)
+        assert frames == await logged_frames(run.id, after=connected["seq"])
+        assert [frame["seq"] for frame in frames] == [2, 3, 4]
+        assert code == CLOSE_NORMAL
+    finally:
+        await close_socket(ws)
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_a_watcher_whose_layer_receive_keeps_failing_gets_its_events_from_the_log(
+    user, token, settings, monkeypatch
+):
+    """Kills push.py's layer_failed ``if not self.finished: degrade()`` → ``if self.finished``.
+
+    The process's receive on its layer channel starts failing while the layer
+    probe still finds the layer healthy (only that channel is broken): each
+    failure hands the watcher to the poller (and the probe brings it back, with
+    a catch-up), so an event committed meanwhile still reaches it, once, in order.
+    """
+    settings.REALTIME_POLL_INTERVAL = 0.05
+    run = await sync_to_async(_started_run)(user, steps=1)  # seq 1
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        hub = get_hub(get_channel_layer())
+        real_receive = hub.layer.receive
+
+        async def broken_receive(channel):
+            if channel == hub.channel:
+                raise ConnectionError("this process's layer channel is broken (test)")
+            return await real_receive(channel)
+
+        monkeypatch.setattr(hub.layer, "receive", broken_receive)
+        # The hub's task is parked in a receive begun before the break: it brings seq 2.
+        await sync_to_async(services.step_start)(run_id=run.id, index=0)
+        await sync_to_async(services.step_succeed)(run_id=run.id, index=0, output={})  # seq 3
+        frames = [await receive(ws) for _ in range(2)]
+        assert frames == await logged_frames(run.id, after=connected["seq"])
+    finally:
+        await close_socket(ws)
+
+
+@pytest.mark.usefixtures("push")
+async def test_a_push_watcher_refused_before_it_joined_ends_without_an_error(token):
+    """Kills push.py's ``subscribed = False`` → ``True`` at start.
+
+    A watcher refused before it joins its run's group (here: a run id that is
+    not a UUID) has no group to leave: leaving one anyway raised as the client
+    went, a traceback under Daphne for a plain 4400.
+    """
+    ws, frame = await open_socket("not-a-uuid", headers=token_headers(token))
+    try:
+        assert (frame["type"], frame["payload"]["code"]) == ("error", "4400")
+        assert (await ws.receive_output(timeout=WAIT))["code"] == 4400
+        await ws.disconnect(timeout=WAIT)  # raises what the consumer raised on the way out
+    finally:
+        await close_socket(ws)
+
+
+@pytest.mark.usefixtures("push", "dispatched")
+async def test_nothing_is_sent_after_the_close_that_ends_a_finished_run(user, token):
+    """Kills base.py's _finish ``finished = True`` → ``False``.
+
+    The run's final event closes the socket (1000); a ping the client sent
+    before it saw that close is not answered: nothing follows the close frame.
+    """
+    run = await sync_to_async(_started_run)(user, steps=1)
+    ws, connected = await open_socket(run.id, headers=token_headers(token))
+    try:
+        await sync_to_async(_do_step)(run.id, 0)
+        await sync_to_async(services.run_succeed)(run_id=run.id, output={})
+        frames, code = await receive_until_close(ws)
+        assert frames == await logged_frames(run.id, after=connected["seq"]) and code == CLOSE_NORMAL
+        await ws.send_to(text_data='{"type": "ping"}')
+        await ws.disconnect(timeout=WAIT)  # returns once the consumer has ended
+        assert ws.output_queue.empty()
     finally:
         await close_socket(ws)

@@ -237,3 +237,17 @@ def test_connect_publisher_reports_an_unreachable_layer_and_raises_nothing(setti
         assert "could not connect to the channel layer yet" in caplog.text
     finally:
         channel_layers.backends = {}
+
+
+@pytest.mark.redis
+def test_connect_publisher_answers_true_once_connected(settings, redis_connects):
+    """Kills publisher.py's connect_publisher ``return True`` → ``False`` (its docstring's answer)."""
+    from tests.realtime.conftest import use_layer
+
+    layers = use_layer("pubsub", settings)
+    next(layers)
+    try:
+        assert publisher.connect_publisher() is True
+        assert redis_connects == ["realtime-publisher"]
+    finally:
+        next(layers, None)
