@@ -101,3 +101,48 @@ def test_the_server_does_not_start_with_an_unverified_daphne():
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "TuningOutdated: realtime.daphne_tuning patches daphne as of 0.1" in done.stderr
+
+
+async def test_a_lean_queue_hands_items_over_in_order_to_whoever_waits():
+    import asyncio
+
+    queue = daphne_tuning.LeanQueue()
+    waiting = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    queue.put_nowait("connect")
+    queue.put_nowait("receive")
+    assert await waiting == "connect"
+    assert queue.qsize() == 1
+    assert await queue.get() == "receive"
+    assert queue.empty()
+    with pytest.raises(asyncio.QueueEmpty):
+        queue.get_nowait()
+
+
+async def test_a_cancelled_get_leaves_its_item_to_the_next_getter():
+    """Daphne cancels an application that outlives its socket; the item must not be lost with it."""
+    import asyncio
+
+    queue = daphne_tuning.LeanQueue()
+    first = asyncio.ensure_future(queue.get())
+    second = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait("message")  # wakes the first getter ...
+    first.cancel()  # ... which is cancelled before it runs
+    assert await second == "message"
+    assert first.cancelled()
+
+
+def test_daphne_gives_each_application_a_lean_queue():
+    """Under Daphne (daphne.server imported first), create_application is the patched copy."""
+    script = (
+        "import daphne.server\n"
+        "from realtime import daphne_tuning\n"
+        "import quikday.asgi\n"
+        "assert daphne.server.Server.create_application.realtime_tuned\n"
+        "print('ok')\n"
+    )
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "quikday.settings"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "ok", done.stderr
