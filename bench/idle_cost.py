@@ -148,29 +148,11 @@ def main() -> int:
     parser.add_argument("--profile", type=float, default=0.0, help="seconds of py-spy after the window")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()
-    from bench.write_cost import prepare
+    from bench.write_cost import setup_web_tool
 
-    database_url = prepare(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quikday"))
-    os.environ["DATABASE_URL"] = database_url
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
-    os.environ.setdefault("SECRET_KEY", "idle-cost-only")
-    os.environ.update(
-        DEBUG="0",
-        SECURE_SSL_REDIRECT="0",
-        LOG_LEVEL="WARNING",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        DJANGO_SETTINGS_MODULE="quikday.settings",
-    )
-    import django
-
-    django.setup()
-    from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
-
+    database_url, user, token_key = setup_web_tool("idle-cost")
     from runs import services
 
-    user, _ = get_user_model().objects.get_or_create(username="idle-cost")
-    token, _ = Token.objects.get_or_create(user=user)
     # Processing runs: a finished run's socket is closed after its snapshot.
     run_ids = []
     for _ in range(args.runs):
@@ -181,7 +163,7 @@ def main() -> int:
     async def run_all() -> None:
         for tree in args.trees.split(","):
             result = await trial(
-                Path(tree).resolve(), args, run_ids=run_ids, token=token.key, database_url=database_url
+                Path(tree).resolve(), args, run_ids=run_ids, token=token_key, database_url=database_url
             )
             print(json.dumps(result), flush=True)
 

@@ -153,28 +153,9 @@ def main() -> int:
         help="seconds the sockets idle before the events (CPU %% of a core)",
     )
     args = parser.parse_args()
-    from bench.write_cost import prepare
+    from bench.write_cost import setup_web_tool
 
-    os.environ["DATABASE_URL"] = prepare(
-        os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quikday")
-    )
-    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
-    os.environ.setdefault("SECRET_KEY", "web-cost-only")
-    os.environ.update(
-        DEBUG="0",
-        SECURE_SSL_REDIRECT="0",
-        LOG_LEVEL="WARNING",
-        ALLOWED_HOSTS="127.0.0.1,localhost",
-        DJANGO_SETTINGS_MODULE="quikday.settings",
-    )
-    import django
-
-    django.setup()
-    from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
-
-    user, _ = get_user_model().objects.get_or_create(username="web-cost")
-    token, _ = Token.objects.get_or_create(user=user)
+    _, user, token_key = setup_web_tool("web-cost")
 
     loops = args.loops.split(",")
     switches = args.metrics.split(",")
@@ -187,7 +168,7 @@ def main() -> int:
         for loop, metrics in zip(loops, switches, strict=True):
             result = await trial(
                 loop, metrics=metrics, watchers=args.watchers, runs=args.runs, steps=args.steps,
-                idle=args.idle, user=user, token=token.key,
+                idle=args.idle, user=user, token=token_key,
             )  # fmt: skip
             print(json.dumps(result), flush=True)
 

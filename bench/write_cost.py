@@ -114,6 +114,32 @@ def prepare(database_url: str) -> str:
     return url
 
 
+def setup_web_tool(name: str):
+    """For a tool that starts its own Daphne (bench/web_cost.py, bench/idle_cost.py): Django on
+    prepare()'s database and REDIS_URL (db 13 unless set), set up as the bench's web processes
+    are; the user ``name`` and its token. Returns (database URL, user, token key)."""
+    database_url = prepare(os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/quikday"))
+    os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
+    os.environ.setdefault("SECRET_KEY", f"{name}-only")
+    os.environ.update(
+        DEBUG="0",
+        SECURE_SSL_REDIRECT="0",
+        LOG_LEVEL="WARNING",
+        ALLOWED_HOSTS="127.0.0.1,localhost",
+        DJANGO_SETTINGS_MODULE="quikday.settings",
+    )
+    import django
+
+    django.setup()
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    user, _ = get_user_model().objects.get_or_create(username=name)
+    token, _ = Token.objects.get_or_create(user=user)
+    return database_url, user, token.key
+
+
 def measure(runs: int, steps: int, redis_server: OwnRedis) -> dict:
     from django.contrib.auth import get_user_model
     from django.db import connection
