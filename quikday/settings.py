@@ -212,7 +212,7 @@ SPECTACULAR_SETTINGS = {
     },
 }
 
-# --- CORS: the API from pages on other origins (docs/protocol.md, "Auth") ---------
+# --- CORS: the API from pages on other origins (docs/protocol.md, "CORS") ---------
 # Empty (the default): no CORS headers, so browsers keep pages on other origins
 # out of the API, as without the library. Each origin listed may call /api/ with
 # a token in the Authorization header; nothing else is opened to it:
@@ -228,7 +228,7 @@ CORS_URLS_REGEX = r"^/api/"
 CORS_ALLOW_CREDENTIALS = False
 # A token in a header and a JSON body; Accept is safelisted, listed for clarity.
 CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type")
-# How long a browser may reuse a preflight's answer (Chromium caps it at 2 hours).
+# How long a browser may reuse a preflight's answer (browsers cap it: docs/protocol.md).
 CORS_PREFLIGHT_MAX_AGE = env_int("CORS_PREFLIGHT_MAX_AGE", 7200)
 # A 503's Retry-After (the database is briefly away) is readable by such a page too.
 CORS_EXPOSE_HEADERS = ("retry-after",)

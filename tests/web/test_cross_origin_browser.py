@@ -26,7 +26,7 @@ import pytest
 from realtime.models import ConnectionTicket
 from runs import services
 from runs.models import Run
-from tests.processes import celery_worker, daphne_server, subprocess_env
+from tests.processes import Server, celery_worker, daphne_server, subprocess_env
 from tests.web.test_browser import WAIT_MS, shot
 
 pytestmark = [
@@ -122,10 +122,24 @@ def app_origin() -> Iterator[ThreadingHTTPServer]:
 
 
 @contextmanager
-def api_server(allowed: str) -> Iterator[tuple[object, dict[str, str]]]:
+def api_server(allowed: str) -> Iterator[tuple[Server, dict[str, str]]]:
+    """A Daphne on the test database whose CORS_ALLOWED_ORIGINS is ``allowed``, and its env."""
     env = subprocess_env(DJANGO_ALLOW_ASYNC_UNSAFE="", CORS_ALLOWED_ORIGINS=allowed)
     with daphne_server(env=env) as server:
         yield server, env
+
+
+@pytest.fixture(scope="module")
+def app() -> Iterator[ThreadingHTTPServer]:
+    with app_origin() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def allowing(django_db_setup, app) -> Iterator[tuple[Server, dict[str, str]]]:
+    """The API server with the app's origin allowed, shared by the module's tests (a start costs seconds)."""
+    with api_server(allowed=app.origin) as started:
+        yield started
 
 
 @contextmanager
@@ -151,13 +165,12 @@ def queued_run(owner) -> Run:
     return services.run_create(owner=owner, steps=steps, prompt="cors")
 
 
-def test_a_page_on_an_allowed_origin_takes_tickets_and_watches_a_run_live(browser, user, token):
+def test_a_page_on_an_allowed_origin_takes_tickets_and_watches_a_run_live(
+    browser, app, allowing, user, token
+):
+    server, env = allowing
     run = queued_run(user)
-    with (
-        app_origin() as app,
-        api_server(allowed=app.origin) as (server, env),
-        app_page(browser, app, server, token, run) as page,
-    ):
+    with app_page(browser, app, server, token, run) as page:
         page.goto(app.origin)
         page.wait_for_selector('#conn[data-state="live"]')
         assert page.text_content("#status") == "queued"
@@ -176,13 +189,12 @@ def test_a_page_on_an_allowed_origin_takes_tickets_and_watches_a_run_live(browse
         assert page.text_content("#progress") == "3/3 steps"
 
 
-def test_a_page_on_an_allowed_origin_polls_through_cors_when_websockets_are_blocked(browser, user, token):
+def test_a_page_on_an_allowed_origin_polls_through_cors_when_websockets_are_blocked(
+    browser, app, allowing, user, token
+):
+    server, env = allowing
     run = queued_run(user)
-    with (
-        app_origin() as app,
-        api_server(allowed=app.origin) as (server, env),
-        app_page(browser, app, server, token, run) as page,
-    ):
+    with app_page(browser, app, server, token, run) as page:
         page.route_web_socket(re.compile(r".*/ws/.*"), lambda ws: ws.close(code=1011, reason="blocked"))
         page.goto(app.origin)
         page.wait_for_selector('#conn[data-state="polling"]')
@@ -196,14 +208,10 @@ def test_a_page_on_an_allowed_origin_polls_through_cors_when_websockets_are_bloc
 
 
 def test_the_same_page_against_a_server_that_does_not_allow_its_origin_says_so(
-    browser, user, token, dispatched
+    browser, app, user, token, dispatched
 ):
     run = queued_run(user)
-    with (
-        app_origin() as app,
-        api_server(allowed="") as (server, _),
-        app_page(browser, app, server, token, run) as page,
-    ):
+    with api_server(allowed="") as (server, _), app_page(browser, app, server, token, run) as page:
         failed = []
         page.on("requestfailed", lambda request: failed.append(request.url))
         page.goto(app.origin)
