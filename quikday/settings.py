@@ -57,8 +57,9 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 MIDDLEWARE = [
-    # First: every /api/ answer, errors and 503s included, carries the CORS headers,
-    # so a page on an allowed origin can read why a request failed.
+    # First: every /api/ answer carries the CORS headers, errors and the answers other
+    # middleware make (CommonMiddleware's 308) included, so a page on an allowed
+    # origin can read why a request failed, or follow it.
     "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "quikday.middleware.DatabaseUnavailableMiddleware",

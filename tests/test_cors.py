@@ -72,6 +72,14 @@ def test_an_allowed_origin_reads_a_refusal_too(cors, db):
     assert response[ALLOW_ORIGIN] == APP
 
 
+def test_an_answer_of_the_middleware_carries_the_headers_too(cors, db, token):
+    # CommonMiddleware's 308 for a write without its slash replaces the view's answer: only
+    # a CorsMiddleware outside it adds the headers the page needs to follow it.
+    response = Client(headers={"Origin": APP, "Authorization": f"Token {token}"}).post("/api/ws-tickets")
+    assert response.status_code == 308 and response["Location"] == "/api/ws-tickets/"
+    assert response[ALLOW_ORIGIN] == APP
+
+
 @pytest.mark.parametrize("origin", [SAME_HOST_OTHER_PORT, "https://localhost:3000", "https://evil.example"])
 def test_another_origin_gets_no_cors_headers(cors, db, token, origin):
     assert ALLOW_ORIGIN not in preflight("/api/ws-tickets/", origin)
