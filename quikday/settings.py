@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from quikday.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from quikday.env import env_bool, env_choice, env_float, env_int, env_list, env_origins, env_str
 from realtime.frames import TS_FORMAT
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "corsheaders",
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
@@ -56,6 +57,10 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 MIDDLEWARE = [
+    # First: every /api/ answer carries the CORS headers, errors and the answers other
+    # middleware make (CommonMiddleware's 308) included, so a page on an allowed
+    # origin can read why a request failed, or follow it.
+    "corsheaders.middleware.CorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "quikday.middleware.DatabaseUnavailableMiddleware",
     "quikday.middleware.chunked_body_middleware",
@@ -207,6 +212,27 @@ SPECTACULAR_SETTINGS = {
         "StepStatusEnum": "runs.models.StepStatus",
     },
 }
+
+# --- CORS: the API from pages on other origins (docs/protocol.md, "CORS") ---------
+# Empty (the default): no CORS headers, so browsers keep pages on other origins
+# out of the API, as without the library. Each origin listed may call /api/ with
+# a token in the Authorization header; nothing else is opened to it:
+# - only /api/ (the pages, the admin, /metrics and /healthz are this site's own);
+# - no credentials: a browser never lets such a page read an answer to a request
+#   that carried this site's cookies, so a session (and its CSRF token) stays
+#   usable from this origin only. Another port of the same host is another
+#   origin but the same site, whose cookies a browser does send along;
+# - the WebSocket Origin check is not widened to these origins (realtime/auth.py):
+#   a page there connects with a ticket, which needs no Origin check.
+CORS_ALLOWED_ORIGINS = env_origins("CORS_ALLOWED_ORIGINS")
+CORS_URLS_REGEX = r"^/api/"
+CORS_ALLOW_CREDENTIALS = False
+# A token in a header and a JSON body; Accept is safelisted, listed for clarity.
+CORS_ALLOW_HEADERS = ("accept", "authorization", "content-type")
+# How long a browser may reuse a preflight's answer (browsers cap it: docs/protocol.md).
+CORS_PREFLIGHT_MAX_AGE = env_int("CORS_PREFLIGHT_MAX_AGE", 7200)
+# A 503's Retry-After (the database is briefly away) is readable by such a page too.
+CORS_EXPOSE_HEADERS = ("retry-after",)
 
 # --- Redis, channel layer and Celery -------------------------------------------
 REDIS_URL = env_str("REDIS_URL")

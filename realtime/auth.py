@@ -10,7 +10,9 @@ another origin (cross-site WebSocket hijacking). A missing Origin (non-browser
 clients, which carry no ambient cookies to abuse) is allowed, and so is any
 Origin with a ticket: a ticket is not an ambient credential (another site
 cannot make a browser send one), and a handshake with a ticket never looks at
-the cookie.
+the cookie. CORS_ALLOWED_ORIGINS is not accepted here: those origins may call
+the API with a token but are never allowed this site's cookies, and a socket
+that reaches the Origin check is one that could authenticate by cookie.
 """
 
 from urllib.parse import parse_qs, urlparse

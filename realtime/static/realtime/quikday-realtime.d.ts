@@ -66,7 +66,12 @@ export interface Status {
   transport: "websocket" | "http";
   /** Reconnects since the last good connection. */
   attempt: number;
-  /** Why a closed watch ended: "finished", "stopped", or the server's message (e.g. "not your run"). */
+  /**
+   * Why a closed watch ended: "finished", "stopped", or the server's message (e.g. "not your run").
+   * While reconnecting: why the last HTTP request (a ticket, a poll) failed, or null when none did —
+   * from another origin "no answer over HTTP: … or it does not allow this page's origin
+   * (CORS_ALLOWED_ORIGINS)", since a browser tells a page no more than that.
+   */
   reason: string | null;
   /** The close code (or HTTP status) that ended it, when there was one. */
   code: number | null;

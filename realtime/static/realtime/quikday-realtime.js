@@ -166,6 +166,8 @@ export class Connection {
     this.opening = false;
     this.timers = { retry: null, ping: null, pong: null, poll: null, probe: null, connect: null };
     this.lastError = null;
+    this.failure = null; // why the last HTTP request (a ticket, a poll) failed: a reconnecting status's reason
+    this.reason = null; // the last status's reason
     this._onOnline = () => this._online();
     this._onOffline = () => this._setState(STATE.OFFLINE, { reason: "the browser is offline" });
     if (typeof globalThis.addEventListener === "function" && !options.ignoreBrowserNetwork) {
@@ -195,17 +197,19 @@ export class Connection {
   }
 
   _setState(state, extra = {}) {
-    const changed = state !== this.state || extra.reason !== undefined;
+    const reason = extra.reason === undefined ? null : extra.reason;
+    const changed = state !== this.state || reason !== this.reason;
     this.state = state;
+    this.reason = reason;
     if (changed) {
       this.onStatus({
         state,
         mode: this.mode,
         transport: state === STATE.POLLING ? "http" : "websocket",
         attempt: this.attempt,
-        reason: null,
         code: null,
         ...extra,
+        reason,
       });
     }
   }
@@ -235,6 +239,7 @@ export class Connection {
         this.finish(HTTP_FINAL[error.status], error.status);
         return;
       }
+      this._httpFailed(error);
       this._socketFailed(false);
       return;
     }
@@ -281,6 +286,7 @@ export class Connection {
       this.mode = frame.payload && frame.payload.mode;
       this.attempt = 0;
       this.socketFailures = 0;
+      this.failure = null;
       this._stopPolling();
       this._setState(STATE.LIVE);
     }
@@ -352,7 +358,8 @@ export class Connection {
     const offline = globalThis.navigator && globalThis.navigator.onLine === false;
     const delay = backoffDelay(this.attempt, { ...this.options, random: this.random });
     this.attempt += 1;
-    this._setState(offline ? STATE.OFFLINE : STATE.RECONNECTING, { retryInMs: delay, reason: undefined });
+    const reason = offline ? "the browser is offline" : this.failure;
+    this._setState(offline ? STATE.OFFLINE : STATE.RECONNECTING, { retryInMs: delay, reason });
     this._later("retry", delay, () => this._openSocket());
   }
 
@@ -372,6 +379,7 @@ export class Connection {
       ok = true;
     } catch (error) {
       if (this._pollRefused(error)) return;
+      this._httpFailed(error);
       ok = false;
     }
     if (this.stopped) return;
@@ -393,12 +401,25 @@ export class Connection {
       await this.hooks.poll();
     } catch (error) {
       if (this._pollRefused(error)) return;
+      this._httpFailed(error);
       // Unreachable now: back to reconnecting (socket first, then polling again).
       this._stopPolling();
       this._retryLater();
       return;
     }
     if (this.polling && !this.stopped) this._later("poll", this.options.pollIntervalMs, () => this._pollTick());
+  }
+
+  /** Note why an HTTP request failed. A browser tells a page nothing more than "failed" both
+   * when the server is unreachable and when CORS refuses this page's origin. */
+  _httpFailed(error) {
+    if (error instanceof HttpError) {
+      this.failure = `the server answered HTTP ${error.status}`;
+    } else if (isCrossOrigin(this.options.baseUrl)) {
+      this.failure = `${UNREACHABLE}, or it does not allow this page's origin (CORS_ALLOWED_ORIGINS)`;
+    } else {
+      this.failure = UNREACHABLE;
+    }
   }
 
   _pollRefused(error) {
@@ -417,6 +438,15 @@ export class Connection {
 }
 
 // --- Helpers shared by the watchers ---------------------------------------------------------
+
+const UNREACHABLE = "no answer over HTTP: the server is down or unreachable";
+
+/** Whether `baseUrl` is another origin than this page's (there CORS decides what the page reads). */
+function isCrossOrigin(baseUrl) {
+  if (!baseUrl) return false;
+  const here = globalThis.location && globalThis.location.origin;
+  return !here || new URL(baseUrl, globalThis.location.href).origin !== here;
+}
 
 function httpGetter(options) {
   const fetchImpl = options.fetch || globalThis.fetch.bind(globalThis);

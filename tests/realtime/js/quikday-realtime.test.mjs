@@ -447,6 +447,57 @@ test("from another origin each attempt takes a fresh ticket; none is reused", as
   assert.equal(h.sockets[1].url, `wss://api.example.com/ws/runs/${RUN_ID}/?since=2&ticket=t2`);
 });
 
+test("from another origin, a ticket that cannot be fetched (CORS or down) says so while reconnecting", async () => {
+  let ticketsWork = false;
+  const ticket = async () => {
+    if (!ticketsWork) throw new TypeError("Failed to fetch"); // all a browser says, CORS or network
+    return "t1";
+  };
+  const h = harness({ options: { baseUrl: "https://api.example.com/", ticket } });
+  watchRun(RUN_ID, h.options);
+  for (let i = 0; i < 4; i++) {
+    await flush();
+    await h.clock.advance(h.clock.pending()[0]);
+  }
+  assert.equal(h.sockets.length, 0, "no socket without a ticket");
+  const last = h.statuses.at(-1);
+  assert.equal(last.state, "reconnecting");
+  assert.match(last.reason, /down or unreachable, or it does not allow this page's origin \(CORS_ALLOWED_ORIGINS\)/);
+  assert.equal(h.statuses.filter((s) => s.reason === last.reason).length, 1, "said once, not on every retry");
+
+  ticketsWork = true;
+  await h.clock.advance(h.clock.pending()[0]);
+  h.sockets[0].frame(connected(2, snapshotRun(2)));
+  assert.equal(h.statuses.at(-1).state, "live");
+  assert.equal(h.statuses.at(-1).reason, null);
+});
+
+test("on the page's own origin an unreachable server is not blamed on CORS; an HTTP error is named", async () => {
+  const page = { origin: "http://app.test", href: "http://app.test/runs/" };
+  const previous = Object.getOwnPropertyDescriptor(globalThis, "location");
+  Object.defineProperty(globalThis, "location", { value: page, configurable: true });
+  try {
+    let answer = () => Promise.reject(new TypeError("Failed to fetch"));
+    const h = harness({ answers: () => answer() });
+    watchRun(RUN_ID, h.options);
+    await flush();
+    h.sockets[0].serverClose(1006);
+    await h.clock.advance(h.clock.pending()[0]);
+    h.sockets[1].serverClose(1006);
+    await flush();
+    assert.equal(h.statuses.at(-1).state, "reconnecting");
+    assert.equal(h.statuses.at(-1).reason, "no answer over HTTP: the server is down or unreachable");
+    answer = () => json({ error: "unavailable" }, 503);
+    await h.clock.advance(h.clock.pending()[0]);
+    h.sockets[2].serverClose(1006);
+    await flush();
+    assert.equal(h.statuses.at(-1).reason, "the server answered HTTP 503");
+  } finally {
+    if (previous) Object.defineProperty(globalThis, "location", previous);
+    else delete globalThis.location;
+  }
+});
+
 // --- watchRuns ---------------------------------------------------------------------------
 
 test("the run list stream dedupes per run across a reconnect's snapshot", async () => {
