@@ -7,6 +7,7 @@ layer down included: tests/realtime/test_user_stream.py.
 
 import asyncio
 import json
+import logging
 from datetime import timedelta
 from types import SimpleNamespace
 
@@ -14,6 +15,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
+from django.db import OperationalError
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -257,3 +259,40 @@ def test_changed_since_reads_the_runs_with_an_event_or_created_after_it(
         str(queued.id)
     ]
     assert summaries.summaries_changed_since(since=timezone.now() + timedelta(seconds=1)) == []
+
+
+async def test_a_failed_read_is_asked_again_from_the_same_point_and_warned_once(user, monkeypatch, caplog):
+    """The database away at a tick: the next tick reads from where the failed one would have,
+    so a change older than the failed tick (by more than the overlap) still comes; one warning, then
+    one line when it works again.
+
+    Red with the window moved on before the read (list_poller.py's ``watch.since = read_at`` above the read).
+    """
+    hour_ago = timezone.now() - timedelta(hours=1)
+    monkeypatch.setattr(log, "timezone", SimpleNamespace(now=lambda: hour_ago + timedelta(minutes=1)))
+    run = await make_run(user)
+    await start_run(run)  # its event stamped 59 minutes ago
+    original = summaries.summaries_changed_since
+    away = {"reads": 4}  # two ticks: realtime.db.read tries a failed read once more
+
+    def flaky(**kwargs):
+        if away["reads"]:
+            away["reads"] -= 1
+            raise OperationalError("the database is away")
+        return original(**kwargs)
+
+    monkeypatch.setattr(summaries, "summaries_changed_since", flaky)
+    poller = get_list_poller()
+    page = _Page(user.pk)
+    poller.watch(page, interval=3600.0, since=hour_ago)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="realtime.list_poller"):
+            for _ in range(3):
+                for watch in poller.sockets.values():
+                    watch.due = 0.0
+                await poller.tick()
+    finally:
+        poller.unwatch(page)
+    assert page.lines == [(str(run.id), 1)]
+    levels = [r.levelno for r in caplog.records if r.name == "realtime.list_poller"]
+    assert levels == [logging.WARNING, logging.DEBUG, logging.INFO]
