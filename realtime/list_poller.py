@@ -127,17 +127,26 @@ class ListPoller(per_loop.Ticker):
         self.read_worked(logger, "the run lists are re-read again")
         for _, watch in due:
             watch.since = read_at
-        lines = [(s["id"], s["seq"], s["owner_id"], frames.summary_frame_text(s)) for s in found]
+        if not found:
+            return
+        # Grouped once by owner: each socket takes its user's lines (staff: all), whatever their number.
+        every: list[tuple[str, int, str]] = []
+        by_owner: dict[int, list[tuple[str, int, str]]] = {}
+        for summary in found:  # oldest run first: new runs arrive in creation order
+            line = (summary["id"], summary["seq"], frames.summary_frame_text(summary))
+            every.append(line)
+            by_owner.setdefault(summary["owner_id"], []).append(line)
         handouts = [
-            _hand(socket, [line for line in lines if socket.sees_all or line[2] == socket.user_id])
+            _hand(socket, every if socket.sees_all else by_owner[socket.user_id])
             for socket, _ in due
+            if socket.sees_all or socket.user_id in by_owner
         ]
         await asyncio.gather(*handouts)
 
 
-async def _hand(socket: ListWatcher, lines: list[tuple[str, int, int, str]]) -> None:
+async def _hand(socket: ListWatcher, lines: list[tuple[str, int, str]]) -> None:
     try:
-        for run_id, seq, _, text in lines:  # oldest run first: new runs arrive in creation order
+        for run_id, seq, text in lines:
             await socket.deliver_summary(run_id, seq, text)
     except Exception:
         # One broken socket must not stop the others' deliveries.

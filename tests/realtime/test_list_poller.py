@@ -296,3 +296,27 @@ async def test_a_failed_read_is_asked_again_from_the_same_point_and_warned_once(
     assert page.lines == [(str(run.id), 1)]
     levels = [r.levelno for r in caplog.records if r.name == "realtime.list_poller"]
     assert levels == [logging.WARNING, logging.DEBUG, logging.INFO]
+
+
+async def test_a_tick_reads_from_the_earliest_point_any_of_its_sockets_needs(user, monkeypatch):
+    """Two pages due at one tick, one last served an hour ago, one just now: the read starts an hour ago,
+    so the first still gets a change of 30 minutes ago (the second, whose snapshot had it, drops it by seq).
+
+    Red with the latest point instead (list_poller.py's ``min(watch.since …)`` → ``max``).
+    """
+    hour_ago = timezone.now() - timedelta(hours=1)
+    monkeypatch.setattr(log, "timezone", SimpleNamespace(now=lambda: hour_ago + timedelta(minutes=30)))
+    run = await make_run(user)
+    await start_run(run)
+    poller = get_list_poller()
+    behind, fresh = _Page(user.pk), _Page(user.pk)
+    poller.watch(behind, interval=3600.0, since=hour_ago)
+    poller.watch(fresh, interval=3600.0, since=timezone.now())
+    try:
+        for watch in poller.sockets.values():
+            watch.due = 0.0
+        await poller.tick()
+    finally:
+        poller.unwatch(behind)
+        poller.unwatch(fresh)
+    assert (str(run.id), 1) in behind.lines
