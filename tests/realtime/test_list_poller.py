@@ -320,3 +320,33 @@ async def test_a_tick_reads_from_the_earliest_point_any_of_its_sockets_needs(use
         poller.unwatch(behind)
         poller.unwatch(fresh)
     assert (str(run.id), 1) in behind.lines
+
+
+async def test_a_line_re_read_within_the_overlap_is_sent_once_and_never_goes_back(
+    settings, db_reads, user, token
+):
+    """Poll mode: every tick within OVERLAP_SECONDS of a change reads its run again; the socket sends
+    each seq once, and a line older than what it sent is dropped.
+
+    Red with the socket's seq check letting an equal seq through (user_stream.py's
+    ``seq <= self.seen`` → ``<``): a duplicate line a tick.
+    """
+    settings.REALTIME_MODE, settings.REALTIME_POLL_INTERVAL = "poll", 0.05
+    ws = await open_list(token)
+    try:
+        run = await make_run(user)
+        await start_run(run)
+        first = await line_of(ws, run.id)
+        if first["seq"] == 0:  # created and started in two ticks
+            assert (await line_of(ws, run.id))["seq"] == 1
+        db_reads.clear()
+        async with asyncio.timeout(WAIT):
+            while sum(str(run.id) in [s["id"] for s in read.result] for read in db_reads) < 3:
+                await asyncio.sleep(0.05)  # a look now and then, not an interleaving
+        (socket,) = get_list_poller().sockets
+        stale = await sync_to_async(summaries.run_summary)(run_id=run.id)
+        await socket.deliver_summary(str(run.id), 0, json.dumps({"stale": stale}))  # an older line
+        await ws.send_to(text_data=json.dumps({"type": "ping"}))
+        assert (await receive(ws))["type"] == "pong"  # nothing between: no repeat, nothing older
+    finally:
+        await close_socket(ws)
