@@ -2,7 +2,8 @@
 
 Starts one Daphne process (on uvloop, as the web command does) from a source
 tree, opens ``--sockets`` WebSocket clients (token auth, push mode, over
-``--runs`` runs, 200 at a time) that then send nothing, waits ``--settle``
+``--runs`` runs, 200 at a time; with ``--list``, run-list sockets /ws/runs/
+instead, each showing the user's runs) that then send nothing, waits ``--settle``
 seconds (an idle backend reports its statistics up to 10 s late) and reads,
 from ``/proc/<pid>/stat``, the Daphne process's CPU time over ``--window``
 seconds — by default 120 s, two whole access re-check periods
@@ -19,7 +20,7 @@ database and Redis. ``--profile SECONDS`` records the idle Daphne with py-spy
 after the window (collapsed stacks next to the JSON line's ``profile``).
 ``--daphne-args`` is passed to Daphne (e.g. ``--ping-interval 50``).
 
-Usage: python bench/idle_cost.py [--trees .] [--sockets 5000] [--window 120]
+Usage: python bench/idle_cost.py [--trees .] [--sockets 5000] [--window 120] [--list]
   (DATABASE_URL's server, in bench/write_cost.py's database; REDIS_URL's Redis.)
 One JSON line per trial.
 """
@@ -79,14 +80,16 @@ async def trial(tree: Path, args, *, run_ids: list, token: str, database_url: st
         url = f"ws://127.0.0.1:{port}/ws/runs/"
         warm = await _open(f"{url}{run_ids[0]}/", token)  # imports, pools, the hub's channel
         await warm.close()
+
+        def path(i: int) -> str:
+            return "" if args.list else f"{run_ids[i % len(run_ids)]}/"
+
         await asyncio.sleep(1.0)
         rss_before = rss_kb(daphne.pid)
         began = time.perf_counter()
         for start in range(0, args.sockets, BATCH):
             count = min(BATCH, args.sockets - start)
-            sockets += await asyncio.gather(
-                *(_open(f"{url}{run_ids[(start + i) % len(run_ids)]}/", token) for i in range(count))
-            )
+            sockets += await asyncio.gather(*(_open(url + path(start + i), token) for i in range(count)))
         open_s = time.perf_counter() - began
         await asyncio.sleep(args.settle)
         admin_dsn, dbname = pg_admin_dsn(database_url)
@@ -119,6 +122,7 @@ async def trial(tree: Path, args, *, run_ids: list, token: str, database_url: st
         cpu_pct = 100 * cpu / window
         return {
             "tree": str(tree),
+            "endpoint": "/ws/runs/" if args.list else "/ws/runs/<id>/",
             "daphne_args": args.daphne_args,
             "sockets": held,
             "open_s": round(open_s, 1),
@@ -145,6 +149,7 @@ def main() -> int:
     parser.add_argument("--settle", type=float, default=12.0)
     parser.add_argument("--window", type=float, default=120.0)
     parser.add_argument("--daphne-args", default="")
+    parser.add_argument("--list", action="store_true", help="run-list sockets (/ws/runs/), not run sockets")
     parser.add_argument("--profile", type=float, default=0.0, help="seconds of py-spy after the window")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     args = parser.parse_args()

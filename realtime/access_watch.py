@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
 from django.conf import settings
 
-from realtime import db, selectors
+from realtime import db, per_loop, selectors
 
 logger = logging.getLogger(__name__)
 
@@ -65,54 +64,35 @@ class Credentials:
         return self.user_id in revoked.user_ids or self.session_key in revoked.session_keys
 
 
-class AccessWatch:
+class AccessWatch(per_loop.Ticker):
     """Re-checks the credentials of all of one event loop's sockets, one read per period."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self.sockets: dict[Holder, Credentials] = {}
-        self._task: asyncio.Task | None = None
-        self._wake = asyncio.Event()
-        self._failing = False  # the last read failed (warned once until one works again)
+    task_name = "realtime-access-watch"
 
-    @property
-    def running(self) -> bool:
-        return self._task is not None
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop)
+        self.sockets: dict[Holder, Credentials] = {}
+        self._due = 0.0
 
     def watch(self, socket: Holder, credentials: Credentials) -> None:
         """Re-check ``credentials`` every period until ``socket`` is unwatched or told they are gone."""
         self.sockets[socket] = credentials
-        if self._task is None:
-            self._task = self.loop.create_task(self._run(), name="realtime-access-watch")
+        if not self.running:
+            # On a grid from the first socket; a late tick does not push the next ones back.
+            self._due = self.loop.time() + settings.REALTIME_ACCESS_RECHECK_SECONDS
+            self.start()
 
     def unwatch(self, socket: Holder) -> None:
         """Forget ``socket`` (it is closing). Idempotent."""
         if self.sockets.pop(socket, None) is not None and not self.sockets:
             self._wake.set()  # the last one: stop now, not at the next tick
 
-    async def _run(self) -> None:
-        period = settings.REALTIME_ACCESS_RECHECK_SECONDS
-        due = self.loop.time() + period
-        try:
-            while self.sockets:
-                delay = due - self.loop.time()
-                if delay > 0:
-                    self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
-                    except TimeoutError:
-                        pass
-                    continue
-                # On a grid from the first socket; a late tick does not push the next ones back.
-                due = max(due + period, self.loop.time())
-                await self.tick()
-        finally:
-            # Synchronous from the last emptiness check: a watch() arriving
-            # after this sees no task and starts a new one.
-            self._task = None
+    def next_due(self) -> float | None:
+        return self._due if self.sockets else None
 
     async def tick(self) -> None:
         """One read for the credentials of every watched socket; each socket whose are gone is told."""
+        self._due = max(self._due + settings.REALTIME_ACCESS_RECHECK_SECONDS, self.loop.time())
         watched = dict(self.sockets)
         if not watched:
             return
@@ -125,28 +105,18 @@ class AccessWatch:
                 session_keys={c.session_key for c in by_user if c.session_key is not None},
             )
         except Exception as error:  # noqa: BLE001 - the database is away: the next tick asks again
-            self._read_failed(error, len(watched))
+            warning = (
+                f"could not re-check the credentials of {len(watched)} sockets"
+                f" (again every {settings.REALTIME_ACCESS_RECHECK_SECONDS:g} s until it works): %s"
+            )
+            self.read_failed(logger, "re-checking the sockets' credentials", error, warning=warning)
             return
-        if self._failing:
-            self._failing = False
-            logger.info("the sockets' credentials are re-checked again")
+        self.read_worked(logger, "the sockets' credentials are re-checked again")
         gone = [socket for socket, credentials in watched.items() if credentials.revoked_in(revoked)]
         for socket in gone:
             self.unwatch(socket)
         if gone:
             await asyncio.gather(*(_tell(socket) for socket in gone))
-
-    def _read_failed(self, error: Exception, sockets: int) -> None:
-        if self._failing:
-            logger.debug("re-checking the credentials of %d sockets failed again: %s", sockets, error)
-            return
-        self._failing = True
-        logger.warning(
-            "could not re-check the credentials of %d sockets (again every %g s until it works): %s",
-            sockets,
-            settings.REALTIME_ACCESS_RECHECK_SECONDS,
-            error,
-        )
 
 
 async def _tell(socket: Holder) -> None:
@@ -157,13 +127,9 @@ async def _tell(socket: Holder) -> None:
         logger.warning("closing a socket whose credentials were revoked failed", exc_info=True)
 
 
-_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AccessWatch] = weakref.WeakKeyDictionary()
+_watches: per_loop.Instances[asyncio.AbstractEventLoop, AccessWatch] = per_loop.Instances()
 
 
 def get_access_watch() -> AccessWatch:
     """The access watch of the running event loop (one per server process)."""
-    loop = asyncio.get_running_loop()
-    watch = _watches.get(loop)
-    if watch is None:
-        watch = _watches[loop] = AccessWatch(loop)
-    return watch
+    return per_loop.of_running_loop(_watches, AccessWatch)

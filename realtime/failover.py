@@ -32,13 +32,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-import weakref
 from typing import Protocol
 
 from channels.layers import BaseChannelLayer
 from django.conf import settings
 
-from realtime import publisher, shards
+from realtime import per_loop, publisher, shards
 
 logger = logging.getLogger(__name__)
 
@@ -204,16 +203,12 @@ class LayerProbe:
                 consumer.degrade()
 
 
-_probes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LayerProbe] = weakref.WeakKeyDictionary()
+_probes: per_loop.Instances[asyncio.AbstractEventLoop, LayerProbe] = per_loop.Instances()
 
 
 def get_probe() -> LayerProbe:
     """The layer probe of the running event loop (one per server process)."""
-    loop = asyncio.get_running_loop()
-    probe = _probes.get(loop)
-    if probe is None:
-        probe = _probes[loop] = LayerProbe(loop)
-    return probe
+    return per_loop.of_running_loop(_probes, LayerProbe)
 
 
 def publish_failed() -> None:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
 
 RUN_STATUS = "run_status"
 RUN_COMPLETED = "run_completed"
@@ -99,6 +100,18 @@ def build_frame(*, type: str, run_id: uuid.UUID | str, seq: int, ts: datetime | 
 
 def encode_frame(frame: dict) -> str:
     return json.dumps(frame, cls=DjangoJSONEncoder, separators=(",", ":"))
+
+
+def summary_frame_text(summary: dict) -> str:
+    """A run summary's ``run_summary`` frame, encoded (the publisher's and the list poller's)."""
+    frame = build_frame(
+        type=RUN_SUMMARY,
+        run_id=summary["id"],
+        seq=summary["seq"],
+        ts=timezone.now(),
+        payload={"run": summary},
+    )
+    return encode_frame(frame)
 
 
 def encode_payload(payload: Any) -> str:

@@ -23,12 +23,11 @@ import logging
 import math
 import time
 import uuid
-import weakref
 from dataclasses import dataclass
 from typing import Protocol
 
 from observability import record
-from realtime import db, frames, selectors
+from realtime import db, frames, per_loop, selectors
 
 logger = logging.getLogger(__name__)
 
@@ -48,20 +47,20 @@ class _Watch:
     due: float
 
 
-class Poller:
+class Poller(per_loop.Ticker):
     """Reads the event log for all of one event loop's watchers."""
 
+    task_name = "realtime-poller"
+
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        super().__init__(loop)
         self.runs: dict[uuid.UUID, dict[Watcher, _Watch]] = {}
-        self._task: asyncio.Task | None = None
-        self._wake = asyncio.Event()
 
     # --- Registry ----------------------------------------------------------------
 
     def watch(self, consumer: Watcher, *, interval: float) -> None:
         """Poll ``consumer``'s run for it every ``interval`` seconds (or change its interval)."""
-        first_due = _next_slot(self.loop.time(), interval)
+        first_due = next_slot(self.loop.time(), interval)
         watchers = self.runs.setdefault(consumer.run_id, {})
         current = watchers.get(consumer)
         if current is None:
@@ -69,9 +68,7 @@ class Poller:
         else:
             current.interval = interval
             current.due = min(current.due, first_due)
-        self._wake.set()
-        if self._task is None:
-            self._task = self.loop.create_task(self._run(), name="realtime-poller")
+        self.start()
 
     def unwatch(self, consumer: Watcher) -> None:
         watchers = self.runs.get(consumer.run_id)
@@ -90,22 +87,8 @@ class Poller:
 
     # --- Ticking -----------------------------------------------------------------
 
-    async def _run(self) -> None:
-        try:
-            while self.runs:
-                delay = min(w.due for ws in self.runs.values() for w in ws.values()) - self.loop.time()
-                if delay > 0:
-                    self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
-                    except TimeoutError:
-                        pass
-                    continue
-                await self.tick()
-        finally:
-            # Synchronous from the last emptiness check: a watch() arriving
-            # after this sees no task and starts a new one.
-            self._task = None
+    def next_due(self) -> float | None:
+        return min((w.due for ws in self.runs.values() for w in ws.values()), default=None)
 
     async def tick(self) -> None:
         """One query for every run with a due watcher; then hand out the events."""
@@ -115,7 +98,7 @@ class Poller:
         for run_id, watchers in self.runs.items():
             for consumer, watch in watchers.items():
                 if watch.due <= now:
-                    watch.due = _next_slot(now, watch.interval)
+                    watch.due = next_slot(now, watch.interval)
                     due.append((run_id, consumer))
                     cursors[run_id] = min(cursors.get(run_id, consumer.last_seq), consumer.last_seq)
         if not cursors:
@@ -140,7 +123,7 @@ class Poller:
             await asyncio.gather(*handouts)
 
 
-def _next_slot(now: float, interval: float) -> float:
+def next_slot(now: float, interval: float) -> float:
     """The next multiple of ``interval`` after ``now``.
 
     Due times sit on one grid per interval, so every watcher with the same
@@ -160,13 +143,9 @@ async def _hand(consumer: Watcher, found: list[tuple[int, str, bool]]) -> None:
         logger.warning("poll delivery to a watcher of run %s failed", consumer.run_id, exc_info=True)
 
 
-_pollers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Poller] = weakref.WeakKeyDictionary()
+_pollers: per_loop.Instances[asyncio.AbstractEventLoop, Poller] = per_loop.Instances()
 
 
 def get_poller() -> Poller:
     """The poller of the running event loop (one per server process)."""
-    loop = asyncio.get_running_loop()
-    poller = _pollers.get(loop)
-    if poller is None:
-        poller = _pollers[loop] = Poller(loop)
-    return poller
+    return per_loop.of_running_loop(_pollers, Poller)

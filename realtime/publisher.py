@@ -23,7 +23,6 @@ from typing import Any
 from asgiref.sync import async_to_sync
 from channels.layers import InMemoryChannelLayer, get_channel_layer
 from django.conf import settings
-from django.utils import timezone
 
 from observability import record
 from realtime import frames
@@ -97,18 +96,11 @@ SUMMARY_MESSAGE_TYPE = "run.summary"  # RunListConsumer.run_summary
 
 def publish_summary(summary: dict[str, Any]) -> bool:
     """Send a run's summary to its owner's and staff's list groups. Never raises; False on failure."""
-    frame = frames.build_frame(
-        type=frames.RUN_SUMMARY,
-        run_id=summary["id"],
-        seq=summary["seq"],
-        ts=timezone.now(),
-        payload={"run": summary},
-    )
     message = {
         "type": SUMMARY_MESSAGE_TYPE,
         "run_id": summary["id"],
         "seq": summary["seq"],
-        "text": frames.encode_frame(frame),
+        "text": frames.summary_frame_text(summary),
     }
     try:
         group_send_each((frames.user_group_name(summary["owner_id"]), frames.STAFF_GROUP), message)

@@ -8,6 +8,7 @@ run's ``seq``: a client keeps, per run, the summary with the highest seq.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Collection
 from datetime import UTC, datetime
 from functools import cache
 
@@ -17,11 +18,15 @@ from django.db.models import Count, Q, QuerySet
 from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
-from runs.models import Run, Step, StepStatus
+from realtime.models import RunEvent
+from runs.models import Run, RunStatus, Step, StepStatus
 from runs.selectors import run_list_for_user
 
 # A page's snapshot: the newest runs (a list page shows no more).
 SNAPSHOT_SIZE = 100
+# Owners per IN list of summaries_changed_since; with more, every changed run is read
+# (a statement's parameters are bounded: 65,535 in PostgreSQL's protocol).
+_OWNERS_IN_ONE_LIST = 10_000
 _COUNTED = tuple(
     s.value for s in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.SKIPPED, StepStatus.RUNNING)
 )
@@ -149,3 +154,39 @@ def _as_datetime(value: datetime | str | None) -> datetime | None:
 def run_summaries_for_user(*, user, limit: int = SNAPSHOT_SIZE) -> list[dict]:
     """The newest runs the user may see (staff: everyone's), newest first."""
     return [_summary(run) for run in _with_counts(run_list_for_user(user=user))[:limit]]
+
+
+def summaries_changed_since(*, since: datetime, owner_ids: Collection[int] | None = None) -> list[dict]:
+    """The summaries of the runs that may have moved since ``since``, oldest run first — one statement.
+
+    A summary moves (its seq grows) only with an event of its run, each logged
+    with its ``ts`` (realtime.log), or with the run's creation: a run without
+    events is queued, and creating it sets ``updated_at``. So the runs with an
+    event after ``since`` (index runevent_ts) and the queued runs updated after
+    it (index run_status_updated) are all the runs whose line may have moved;
+    the read grows with the changes, not with the runs or who watches them.
+    ``owner_ids`` limits it to those users' runs (None: everyone's, for staff).
+
+    The process's run-list poller (realtime.list_poller) asks this once per
+    tick for every list socket of the process.
+    """
+    # order_by(): the models' default orderings would join and sort inside the subqueries.
+    changed = (
+        RunEvent.objects.filter(ts__gt=since)
+        .order_by()
+        .values("run_id")
+        .union(Run.objects.filter(status=RunStatus.QUEUED, updated_at__gt=since).order_by().values("id"))
+    )
+    runs = Run.objects.filter(pk__in=changed)
+    if owner_ids is not None and len(owner_ids) <= _OWNERS_IN_ONE_LIST:
+        runs = runs.filter(owner_id__in=list(owner_ids))
+    runs = runs.select_related("owner").only(*_SUMMARY_FIELDS).order_by("created_at")
+    return [_summary(run) for run in _with_counts(runs)]
+
+
+# What a summary reads of a run: not its output (a run's step outputs may be large).
+_SUMMARY_FIELDS = (
+    "owner__" + get_user_model().USERNAME_FIELD,
+    *("owner_id", "status", "prompt", "seq", "plan", "cancel_requested_at"),
+    *("created_at", "started_at", "finished_at"),
+)

@@ -7,15 +7,18 @@ newest runs' summaries and sends them in ``connected``; after that each
 (realtime.list_feed) is relayed. Joining before reading means a
 change committed while connecting is either in the snapshot or relayed; the
 consumer (and the client) keep per run the highest seq, so a run's line never
-goes back. A reconnect gets a fresh snapshot, so nothing is missed across it;
-the same re-read every REALTIME_LIST_REFRESH_INTERVAL (REALTIME_POLL_INTERVAL
-in poll mode, where nothing is published) covers a summary lost in transit.
+goes back. A reconnect gets a fresh snapshot, so nothing is missed across it.
+A summary lost in transit, and every change in poll mode (where nothing is
+published), comes with the process's run-list poller (realtime.list_poller):
+one read per tick for all list sockets, every REALTIME_LIST_REFRESH_INTERVAL
+(REALTIME_POLL_INTERVAL in poll mode or degraded).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import datetime
 
 from django.conf import settings
 from django.utils import timezone
@@ -25,6 +28,7 @@ from realtime import db, frames, selectors, summaries
 from realtime.close_codes import CLOSE_UNAUTHENTICATED
 from realtime.consumers.socket import ProtocolSocket
 from realtime.failover import get_probe
+from realtime.list_poller import get_list_poller
 from realtime.publisher import SUMMARY_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
@@ -38,8 +42,8 @@ class RunListConsumer(ProtocolSocket):
     a client that stops reading is resynced with a fresh ``connected`` instead of
     buffering without bound, and a channel layer that is down (at the
     handshake, or later) does not fail it: the process's layer probe
-    (realtime.failover) degrades it to re-reading every REALTIME_POLL_INTERVAL
-    and brings it back once the layer is.
+    (realtime.failover) degrades it to the run-list poller's re-read every
+    REALTIME_POLL_INTERVAL and brings it back once the layer is.
     """
 
     observed: record.Connection | None = None  # this socket in the logs and metrics
@@ -50,12 +54,12 @@ class RunListConsumer(ProtocolSocket):
         self.seen: dict[str, int] = {}  # run id → the highest seq sent for it
         self.groups: list[str] = []
         self.subscribed = False  # a member of its groups on the layer
-        self.degraded = False  # re-reading every REALTIME_POLL_INTERVAL until the layer is back
+        self.degraded = False  # re-read every REALTIME_POLL_INTERVAL until the layer is back
         self.registered = False  # with the process's layer probe
+        self.polled = False  # by the process's run-list poller
         self.tasks: list[asyncio.Task] = []
         self.layer_reader: asyncio.Task | None = None
         self.resyncing = False
-        self.refresh_now = asyncio.Event()
 
     async def connect(self) -> None:
         await self.accept()
@@ -68,14 +72,16 @@ class RunListConsumer(ProtocolSocket):
             await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
             return
         self.user = user
+        self.user_id, self.sees_all = user.pk, user.is_staff  # the list poller's fan-out
         self.groups = [frames.user_group_name(user.pk)] + ([frames.STAFF_GROUP] if user.is_staff else [])
         get_probe().register(self, self.channel_layer)
         self.registered = True
         if not await self.resubscribe():
             self.degrade()
+        read_at = timezone.now()
         runs = await self._read()
         await self._send_frame("connected", {"mode": settings.REALTIME_MODE, "runs": runs})
-        self.tasks.append(asyncio.create_task(self._refresh()))
+        self._poll(since=read_at)
         self._watch_access(user=user, token_key=token_key)
 
     # --- The layer (called by this connection and by the process's layer probe) ---------
@@ -114,14 +120,17 @@ class RunListConsumer(ProtocolSocket):
 
     def degrade(self) -> None:
         self.degraded = True
-        self.refresh_now.set()  # re-read at the poll interval from now on
+        if self.polled:
+            self._poll()  # re-read at the poll interval from now on
         get_probe().suspect()
 
     async def recover(self) -> bool:
         if not await self.resubscribe():
             return False
         self.degraded = False
-        self.refresh_now.set()  # what changed while the layer was down
+        if self.polled:
+            # Its poll slot stays: what changed while the layer was down comes then.
+            self._poll()
         return True
 
     # --- Reading ------------------------------------------------------------------------
@@ -132,34 +141,21 @@ class RunListConsumer(ProtocolSocket):
             self.seen[summary["id"]] = max(self.seen.get(summary["id"], -1), summary["seq"])
         return runs
 
-    def _refresh_interval(self) -> float:
+    def _poll(self, *, since: datetime | None = None) -> None:
+        """Have the process's run-list poller re-read this socket's runs at this socket's interval."""
         if self.degraded or settings.REALTIME_MODE == "poll":
-            return settings.REALTIME_POLL_INTERVAL
-        return settings.REALTIME_LIST_REFRESH_INTERVAL
-
-    async def _refresh(self) -> None:
-        while not self.finished:
-            try:
-                await asyncio.wait_for(self.refresh_now.wait(), self._refresh_interval())
-            except TimeoutError:
-                pass
-            self.refresh_now.clear()
-            if self.resyncing:
-                continue
-            try:
-                runs = await db.read(summaries.run_summaries_for_user, user=self.user)
-            except Exception as error:  # noqa: BLE001 - the next round tries again
-                logger.warning("list stream refresh failed: %s", error)
-                continue
-            for summary in reversed(runs):  # oldest first, so new runs arrive in creation order
-                if summary["seq"] > self.seen.get(summary["id"], -1):
-                    await self._send_summary(summary["id"], summary["seq"], None, summary=summary)
+            interval = settings.REALTIME_POLL_INTERVAL
+        else:
+            interval = settings.REALTIME_LIST_REFRESH_INTERVAL
+        get_list_poller().watch(self, interval=interval, since=since)
+        self.polled = True
 
     async def run_summary(self, message: dict) -> None:
         """A summary from the publisher: relay it unless this socket has that seq already."""
-        await self._send_summary(message["run_id"], message["seq"], message["text"])
+        await self.deliver_summary(message["run_id"], message["seq"], message["text"])
 
-    async def _send_summary(self, run_id: str, seq: int, text: str | None, *, summary=None) -> None:
+    async def deliver_summary(self, run_id: str, seq: int, text: str) -> None:
+        """A run's line, from the publisher or the list poller: sent unless this socket has that seq."""
         if self.finished or self.resyncing or seq <= self.seen.get(run_id, -1):
             return
         if self._client_behind():
@@ -169,10 +165,7 @@ class RunListConsumer(ProtocolSocket):
             self.tasks.append(asyncio.create_task(self._resync_when_drained()))
             return
         self.seen[run_id] = seq
-        if text is None:
-            await self._send_frame(frames.RUN_SUMMARY, {"run": summary}, run_id=run_id)
-        else:
-            await self.send(text_data=text)
+        await self.send(text_data=text)
 
     async def _resync_when_drained(self) -> None:
         await self._wait_until_drained()
@@ -197,6 +190,9 @@ class RunListConsumer(ProtocolSocket):
         if self.registered:
             self.registered = False
             get_probe().unregister(self)
+        if self.polled:
+            self.polled = False
+            get_list_poller().unwatch(self)
         if self.subscribed:
             self.subscribed = False
             for group in self.groups:
@@ -211,7 +207,6 @@ class RunListConsumer(ProtocolSocket):
     async def _pong(self) -> None:
         await self._send_frame("pong", {})
 
-    async def _send_frame(self, type: str, payload: dict, *, run_id: str = "") -> None:
-        seq = payload["run"]["seq"] if type == frames.RUN_SUMMARY else 0
-        frame = frames.build_frame(type=type, run_id=run_id, seq=seq, ts=timezone.now(), payload=payload)
+    async def _send_frame(self, type: str, payload: dict) -> None:
+        frame = frames.build_frame(type=type, run_id="", seq=0, ts=timezone.now(), payload=payload)
         await self.send(text_data=frames.encode_frame(frame))

@@ -1,7 +1,9 @@
 """Fixtures of the realtime tests: the channel-layer backend, and connection hygiene."""
 
+import asyncio
 import os
 import uuid
+from typing import Any, NamedTuple
 
 import pytest
 from asgiref.sync import SyncToAsync
@@ -12,7 +14,7 @@ from django.db import connections
 
 from realtime import db, publisher
 from tests.plugin import REDIS_UP
-from tests.realtime.support import close_socket
+from tests.realtime.support import close_socket, statements_counted
 
 # A prefix of this session's own: the core layer keeps groups in Redis keys,
 # and the shared Redis serves other test sessions too.
@@ -77,6 +79,31 @@ def _close_publisher_connections() -> None:
             await layer.flush()
 
     loop_thread.run(close(), timeout=5)
+
+
+class Read(NamedTuple):
+    """One read through realtime.db.read: the selector, its SQL statements, when it began, its answer."""
+
+    fn: Any
+    statements: int
+    began: float
+    result: Any
+
+
+@pytest.fixture
+def db_reads(monkeypatch) -> list[Read]:
+    """Every read through realtime.db.read (connect snapshots, pollers' ticks, access checks), in order."""
+    made: list[Read] = []
+    original = db.read
+
+    async def counted(fn, /, **kwargs):
+        began = asyncio.get_running_loop().time()
+        result, statements = await original(statements_counted(fn), **kwargs)
+        made.append(Read(fn, statements, began, result))
+        return result
+
+    monkeypatch.setattr(db, "read", counted)
+    return made
 
 
 @pytest.fixture(autouse=True)

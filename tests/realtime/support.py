@@ -22,6 +22,8 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from websockets.exceptions import ConnectionClosed
 
 from quikday import asgi
@@ -50,6 +52,17 @@ LIVE_STACK = [
 ]
 TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 FRAME_KEYS = {"type", "run_id", "seq", "ts", "payload"}
+
+
+def statements_counted(fn: Callable[..., Any]) -> Callable[..., tuple[Any, int]]:
+    """``fn`` answering (its result, the SQL statements it made on its thread's connection)."""
+
+    def counted(**kwargs):
+        with CaptureQueriesContext(connection) as captured:
+            result = fn(**kwargs)
+        return result, len(captured.captured_queries)
+
+    return counted
 
 
 def token_headers(key: str) -> list[tuple[bytes, bytes]]:

@@ -17,11 +17,19 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from realtime import db, selectors
+from realtime import selectors
 from realtime.access_watch import Credentials, get_access_watch
 from realtime.close_codes import CLOSE_UNAUTHENTICATED
 from runs import services
-from tests.realtime.support import WAIT, close_socket, open_socket, receive, receive_close, token_headers
+from tests.realtime.support import (
+    WAIT,
+    close_socket,
+    open_socket,
+    receive,
+    receive_close,
+    statements_counted,
+    token_headers,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -43,26 +51,11 @@ def watch_reads(monkeypatch):
     original = selectors.revoked_credentials
 
     def counted(**credentials):
-        with CaptureQueriesContext(connection) as captured:
-            revoked = original(**credentials)
-        made.append(({k: set(v) for k, v in credentials.items()}, len(captured.captured_queries)))
+        revoked, statements = statements_counted(original)(**credentials)
+        made.append(({k: set(v) for k, v in credentials.items()}, statements))
         return revoked
 
     monkeypatch.setattr(selectors, "revoked_credentials", counted)
-    return made
-
-
-@pytest.fixture
-def all_reads(monkeypatch):
-    """Every selector read through realtime.db.read, in order."""
-    made = []
-    original = db.read
-
-    async def counted(fn, /, **kwargs):
-        made.append(fn)
-        return await original(fn, **kwargs)
-
-    monkeypatch.setattr(db, "read", counted)
     return made
 
 
@@ -142,9 +135,7 @@ def test_which_credentials_a_revocation_reaches():
 
 
 @pytest.mark.usefixtures("dispatched", "poll_mode")
-async def test_n_sockets_of_m_users_cost_one_read_per_tick(
-    settings, user, other_user, watch_reads, all_reads
-):
+async def test_n_sockets_of_m_users_cost_one_read_per_tick(settings, user, other_user, watch_reads, db_reads):
     settings.REALTIME_ACCESS_RECHECK_SECONDS = 3600  # this test ticks the watch itself
     sockets, expected = [], {"token_keys": set(), "user_ids": set(), "session_keys": set()}
     try:
@@ -162,11 +153,11 @@ async def test_n_sockets_of_m_users_cost_one_read_per_tick(
         watch = get_access_watch()
         assert len(watch.sockets) == 12 and watch.running
 
-        all_reads.clear()
+        db_reads.clear()
         await watch.tick()
         await watch.tick()
         polls = selectors.events_after_cursors
-        assert [fn for fn in all_reads if fn is not polls] == [selectors.revoked_credentials] * 2
+        assert [read.fn for read in db_reads if read.fn is not polls] == [selectors.revoked_credentials] * 2
         # Each read asked about every socket's credentials at once, one statement per kind.
         assert watch_reads == [(expected, 3)] * 2
         for ws in sockets:

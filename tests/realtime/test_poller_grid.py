@@ -3,7 +3,7 @@
 import asyncio
 import uuid
 
-from realtime.poller import Poller, _next_slot
+from realtime.poller import Poller, next_slot
 
 
 class FakeLoop:
@@ -50,10 +50,10 @@ def test_a_slower_interval_lands_on_the_faster_grid_when_it_is_a_multiple():
     assert poller.runs[slow.run_id][slow].due == 110.0
 
 
-def test_next_slot_is_strictly_after_now():
-    assert _next_slot(102.0, 2.0) == 104.0
-    assert _next_slot(102.0005, 2.0) == 104.0
-    assert _next_slot(103.9999, 2.0) == 104.0
+def testnext_slot_is_strictly_after_now():
+    assert next_slot(102.0, 2.0) == 104.0
+    assert next_slot(102.0005, 2.0) == 104.0
+    assert next_slot(103.9999, 2.0) == 104.0
 
 
 class ClockLoop:

@@ -223,6 +223,52 @@ def test_in_poll_mode_the_list_stream_rereads_its_runs(user):
         asyncio.run(scenario())
 
 
+def test_a_summary_lost_in_transit_reaches_the_page_by_the_next_tick(user, monkeypatch):
+    """Push mode, the layer healthy, this writer's summaries published to nobody: the server's
+    run-list poller brings each change within REALTIME_LIST_REFRESH_INTERVAL, to every page of the user.
+
+    Red with the healthy socket left out of the run-list poller (re-read only in poll mode or degraded).
+    """
+    from realtime import list_feed
+
+    lost = []
+    monkeypatch.setattr(
+        list_feed.publisher, "publish_summary", lambda summary: lost.append(summary["id"]) or True
+    )
+    token = Token.objects.create(user=user).key
+    mine: set[str] = set()
+    with daphne_server(env=subprocess_env(REALTIME_LIST_REFRESH_INTERVAL="0.5")) as server:
+
+        async def scenario():
+            async with stream(server, token) as first_ws, stream(server, token) as second_ws:
+                pages = [Client(first_ws, mine), Client(second_ws, mine)]
+                for page in pages:
+                    assert (await page.frame())["payload"] == {"mode": "push", "runs": []}
+                run = await in_thread(services.run_create, owner=user, steps=ECHO2)
+                mine.add(str(run.id))
+                for page in pages:
+                    frame = await page.frame()
+                    assert (frame["type"], frame["seq"], frame["payload"]["run"]["status"]) == (
+                        "run_summary",
+                        0,
+                        "queued",
+                    )
+                await in_thread(services.run_start, run_id=run.id)
+                for page in pages:
+                    frame = await page.frame()
+                    assert (frame["seq"], frame["payload"]["run"]["status"]) == (1, "processing")
+                    assert frame["payload"]["run"] == await in_thread(summaries.run_summary, run_id=run.id)
+                return str(run.id)
+
+        try:
+            run_id = asyncio.run(scenario())
+        except Exception:
+            print(server.log()[-6000:])
+            raise
+        assert lost.count(run_id) == 2  # neither change came by push
+        assert_clean_log(server)
+
+
 # --- Parity with /ws/runs/<id>/ (issue 11's hardening): the buffer bound, the layer down.
 # (The access re-check of both: test_protocol_daphne.py::test_revoked_credentials_close_an_open_socket_4401.)
 

@@ -1,0 +1,352 @@
+"""The run-list poller: one read per tick for every /ws/runs/ socket of a process.
+
+In-process sockets (WebsocketCommunicator) on the real PostgreSQL, and Redis
+for the layers. The same stream through a real Daphne, poll mode and the
+layer down included: tests/realtime/test_user_stream.py.
+"""
+
+import asyncio
+import json
+import logging
+from datetime import timedelta
+from types import SimpleNamespace
+
+import pytest
+from asgiref.sync import sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import get_user_model
+from django.db import OperationalError
+from django.utils import timezone
+from rest_framework.authtoken.models import Token
+
+from realtime import failover, list_feed, list_poller, log, summaries
+from realtime.list_poller import get_list_poller
+from runs import services
+from tests.realtime.support import WAIT, application, close_socket, receive, token_headers
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+ECHO = [{"tool": "echo"}]
+
+
+@pytest.fixture
+def unpublished(monkeypatch):
+    """Every summary is lost in transit: published to nobody (the run ids it would have carried)."""
+    lost = []
+    monkeypatch.setattr(
+        list_feed.publisher, "publish_summary", lambda summary: lost.append(summary["id"]) or True
+    )
+    return lost
+
+
+def _users_with_tokens(count: int, *, staff: int = 0) -> list[tuple[object, str]]:
+    made = []
+    for i in range(count + staff):
+        user = get_user_model().objects.create_user(username=f"list-{i}", is_staff=i >= count)
+        made.append((user, Token.objects.create(user=user).key))
+    return made
+
+
+users_with_tokens = sync_to_async(_users_with_tokens)
+make_run = sync_to_async(lambda owner: services.run_create(owner=owner, steps=ECHO))
+start_run = sync_to_async(lambda run: services.run_start(run_id=run.id))
+
+
+async def open_list(key: str) -> WebsocketCommunicator:
+    ws = WebsocketCommunicator(application, "/ws/runs/", headers=token_headers(key))
+    connected, _ = await ws.connect(timeout=WAIT)
+    assert connected
+    hello = await receive(ws)
+    assert hello["type"] == "connected", hello
+    return ws
+
+
+async def line_of(ws: WebsocketCommunicator, run_id, *, not_of: set[str] = frozenset()) -> dict:
+    """The next run_summary of ``run_id``; none of ``not_of``'s may come before it."""
+    while True:
+        frame = await receive(ws)
+        assert frame["run_id"] not in not_of, frame
+        if frame["type"] == "run_summary" and frame["run_id"] == str(run_id):
+            return frame
+
+
+async def test_n_list_sockets_cost_one_statement_per_tick(settings, db_reads):
+    """Twenty list sockets of twenty users (one staff) in poll mode: each tick is ONE statement for all.
+
+    Red with the per-socket re-read this replaced (user_stream.py's _refresh,
+    commit 77b8532): twenty reads a tick.
+    """
+    interval = 0.2
+    settings.REALTIME_MODE, settings.REALTIME_POLL_INTERVAL = "poll", interval
+    people = await users_with_tokens(19, staff=1)
+    sockets = []
+    try:
+        for _, key in people:
+            sockets.append(await open_list(key))
+        db_reads.clear()  # the connects' snapshots
+        began = asyncio.get_running_loop().time()
+        runs = [await make_run(user) for user, _ in people[:3]]
+        for i, ws in enumerate(sockets):
+            mine = runs if i == len(sockets) - 1 else runs[i : i + 1] if i < 3 else []
+            for run in mine:  # each socket gets its user's new line (staff's: all three)
+                await line_of(ws, run.id)
+        # A few more ticks while nothing changes.
+        async with asyncio.timeout(WAIT):
+            while len(db_reads) < 4:
+                await asyncio.sleep(interval / 4)  # a look now and then, not an interleaving
+        elapsed = asyncio.get_running_loop().time() - began
+    finally:
+        for ws in sockets:
+            await close_socket(ws)
+    # One read per tick at most, however many sockets: the grid's ticks in the time, and one
+    # at each end (a tick in flight when the count began).
+    assert len(db_reads) <= elapsed / interval + 2, (len(db_reads), elapsed)
+    assert {(read.fn, read.statements) for read in db_reads} == {(summaries.summaries_changed_since, 1)}
+
+
+async def test_a_summary_lost_in_transit_reaches_the_page_at_the_next_tick(
+    layer, settings, db_reads, unpublished, user, token
+):
+    """Push mode, the layer healthy, every summary published to nobody: the poller's next tick brings it.
+
+    Red with the re-read only in poll mode or degraded (the healthy socket
+    not watched: user_stream.py's _poll skipped unless degraded).
+    """
+    settings.REALTIME_MODE = "push"
+    settings.REALTIME_LIST_REFRESH_INTERVAL = 0.5
+    ws = await open_list(token)
+    try:
+        run = await make_run(user)
+        committed = asyncio.get_running_loop().time()
+        frame = await line_of(ws, run.id)
+        await start_run(run)
+        moved = await line_of(ws, run.id)
+    finally:
+        await close_socket(ws)
+    assert str(run.id) in unpublished  # nothing came by push
+    assert frame["payload"]["run"]["status"] == "queued" and frame["seq"] == 0
+    assert moved["payload"]["run"]["status"] == "processing" and moved["seq"] == 1
+    # The first read that began after the commit carried it.
+    after = [read for read in db_reads if read.began > committed]
+    assert after[0].fn is summaries.summaries_changed_since
+    assert str(run.id) in [s["id"] for s in after[0].result]
+
+
+@pytest.mark.parametrize("realtime_mode", ["push", "poll"])
+async def test_one_users_socket_never_receives_another_users_run(
+    realtime_mode, layer, settings, unpublished, user, other_user, staff_user
+):
+    """Alice's socket gets her runs, Bob's his, staff's both — through the poller's one read for all.
+
+    Red with the fan-out not filtering by owner (list_poller.py's tick handing
+    every line to every socket).
+    """
+    settings.REALTIME_MODE = realtime_mode
+    settings.REALTIME_POLL_INTERVAL = settings.REALTIME_LIST_REFRESH_INTERVAL = 0.2
+    keys = await sync_to_async(
+        lambda: [Token.objects.create(user=u).key for u in (user, other_user, staff_user)]
+    )()
+    alice, bob, root = [await open_list(key) for key in keys]
+    try:
+        bobs = await make_run(other_user)
+        await line_of(bob, bobs.id)
+        await line_of(root, bobs.id)
+        alices = await make_run(user)
+        await line_of(alice, alices.id, not_of={str(bobs.id)})
+        await line_of(root, alices.id)
+        # A tick that carries Bob's run again (the overlap) hands Alice nothing of it either.
+        await start_run(bobs)
+        await line_of(bob, bobs.id)
+        await alice.send_to(text_data=json.dumps({"type": "ping"}))
+        while (frame := await receive(alice))["type"] != "pong":
+            assert frame["run_id"] != str(bobs.id), frame
+        await bob.send_to(text_data=json.dumps({"type": "ping"}))
+        while (frame := await receive(bob))["type"] != "pong":
+            assert frame["run_id"] != str(alices.id), frame
+    finally:
+        for ws in (alice, bob, root):
+            await close_socket(ws)
+
+
+async def test_a_degraded_socket_is_fed_at_the_poll_interval_then_back_at_its_own(
+    layer, settings, monkeypatch, unpublished, user, token
+):
+    """The layer probe degrades a list socket: the poller re-reads it every REALTIME_POLL_INTERVAL,
+    then, recovered, every REALTIME_LIST_REFRESH_INTERVAL again.
+
+    Red with degrade() not changing the socket's interval (an hour here: nothing would come).
+    """
+    settings.REALTIME_MODE = "push"
+    settings.REALTIME_LIST_REFRESH_INTERVAL = 3600.0
+    settings.REALTIME_POLL_INTERVAL = 0.1
+
+    async def layer_still_down() -> None:
+        """The probe's check: the layer is healthy here, and the probe would recover the socket at once."""
+
+    monkeypatch.setattr(failover.get_probe(), "check", layer_still_down)
+    ws = await open_list(token)
+    try:
+        poller = get_list_poller()
+        (socket,) = poller.sockets
+        assert poller.interval_of(socket) == 3600.0
+        socket.degrade()  # as the probe does when the layer fails
+        assert poller.interval_of(socket) == 0.1
+        run = await make_run(user)
+        assert (await line_of(ws, run.id))["payload"]["run"]["status"] == "queued"
+        assert await socket.recover()
+        assert poller.interval_of(socket) == 3600.0
+    finally:
+        await close_socket(ws)
+    assert not get_list_poller().sockets  # unwatched when it closed
+
+
+class _Page:
+    """A stand-in list socket: what the poller hands it."""
+
+    def __init__(self, user_id: int, *, sees_all: bool = False):
+        self.user_id, self.sees_all = user_id, sees_all
+        self.lines: list[tuple[str, int]] = []
+
+    async def deliver_summary(self, run_id: str, seq: int, text: str) -> None:
+        assert json.loads(text)["payload"]["run"]["id"] == run_id
+        self.lines.append((run_id, seq))
+
+
+async def test_a_change_committed_after_a_tick_with_an_earlier_timestamp_is_in_the_next(user, monkeypatch):
+    """A change's timestamp is taken before its commit: one that commits after a tick, stamped before it,
+    is in the next tick's read (the window reaches OVERLAP_SECONDS back).
+
+    Red with OVERLAP_SECONDS = 0 (list_poller.py): the next window starts after its timestamp.
+    """
+    poller = get_list_poller()
+    page = _Page(user.pk)
+    poller.watch(page, interval=3600.0, since=timezone.now())
+    try:
+        stamped = timezone.now()  # the writer takes its timestamp …
+        for watch in poller.sockets.values():
+            watch.due = 0.0
+        await poller.tick()  # … a tick reads before the writer commits …
+        assert page.lines == []
+        monkeypatch.setattr(log, "timezone", SimpleNamespace(now=lambda: stamped))  # the event's ts
+        run = await make_run(user)
+        await start_run(run)  # … and its event, stamped then, commits now.
+        for watch in poller.sockets.values():
+            watch.due = 0.0
+        await poller.tick()
+    finally:
+        poller.unwatch(page)
+    assert (str(run.id), 1) in page.lines
+    assert list_poller.OVERLAP_SECONDS >= 1
+
+
+def test_changed_since_reads_the_runs_with_an_event_or_created_after_it(
+    user, other_user, django_assert_num_queries
+):
+    """The selector: runs with an event after ``since`` or created after it, of the owners asked (or all),
+    oldest first, in one statement; a run untouched since is not read."""
+    old = services.run_create(owner=user, steps=ECHO)
+    services.run_start(run_id=old.id)
+    since = timezone.now()
+    started = services.run_create(owner=user, steps=ECHO)
+    services.run_start(run_id=started.id)
+    services.step_start(run_id=old.id, index=0)
+    queued = services.run_create(owner=other_user, steps=ECHO)
+    with django_assert_num_queries(1):
+        everyone = summaries.summaries_changed_since(since=since)
+    assert [s["id"] for s in everyone] == [str(old.id), str(started.id), str(queued.id)]
+    assert everyone == [summaries.run_summary(run_id=s["id"]) for s in everyone]
+    assert [s["id"] for s in summaries.summaries_changed_since(since=since, owner_ids={other_user.pk})] == [
+        str(queued.id)
+    ]
+    assert summaries.summaries_changed_since(since=timezone.now() + timedelta(seconds=1)) == []
+
+
+async def test_a_failed_read_is_asked_again_from_the_same_point_and_warned_once(user, monkeypatch, caplog):
+    """The database away at a tick: the next tick reads from where the failed one would have,
+    so a change older than the failed tick (by more than the overlap) still comes; one warning, then
+    one line when it works again.
+
+    Red with the window moved on before the read (list_poller.py's ``watch.since = read_at`` above the read).
+    """
+    hour_ago = timezone.now() - timedelta(hours=1)
+    monkeypatch.setattr(log, "timezone", SimpleNamespace(now=lambda: hour_ago + timedelta(minutes=1)))
+    run = await make_run(user)
+    await start_run(run)  # its event stamped 59 minutes ago
+    original = summaries.summaries_changed_since
+    away = {"reads": 4}  # two ticks: realtime.db.read tries a failed read once more
+
+    def flaky(**kwargs):
+        if away["reads"]:
+            away["reads"] -= 1
+            raise OperationalError("the database is away")
+        return original(**kwargs)
+
+    monkeypatch.setattr(summaries, "summaries_changed_since", flaky)
+    poller = get_list_poller()
+    page = _Page(user.pk)
+    poller.watch(page, interval=3600.0, since=hour_ago)
+    try:
+        with caplog.at_level(logging.DEBUG, logger="realtime.list_poller"):
+            for _ in range(3):
+                for watch in poller.sockets.values():
+                    watch.due = 0.0
+                await poller.tick()
+    finally:
+        poller.unwatch(page)
+    assert page.lines == [(str(run.id), 1)]
+    levels = [r.levelno for r in caplog.records if r.name == "realtime.list_poller"]
+    assert levels == [logging.WARNING, logging.DEBUG, logging.INFO]
+
+
+async def test_a_tick_reads_from_the_earliest_point_any_of_its_sockets_needs(user, monkeypatch):
+    """Two pages due at one tick, one last served an hour ago, one just now: the read starts an hour ago,
+    so the first still gets a change of 30 minutes ago (the second, whose snapshot had it, drops it by seq).
+
+    Red with the latest point instead (list_poller.py's ``min(watch.since …)`` → ``max``).
+    """
+    hour_ago = timezone.now() - timedelta(hours=1)
+    monkeypatch.setattr(log, "timezone", SimpleNamespace(now=lambda: hour_ago + timedelta(minutes=30)))
+    run = await make_run(user)
+    await start_run(run)
+    poller = get_list_poller()
+    behind, fresh = _Page(user.pk), _Page(user.pk)
+    poller.watch(behind, interval=3600.0, since=hour_ago)
+    poller.watch(fresh, interval=3600.0, since=timezone.now())
+    try:
+        for watch in poller.sockets.values():
+            watch.due = 0.0
+        await poller.tick()
+    finally:
+        poller.unwatch(behind)
+        poller.unwatch(fresh)
+    assert (str(run.id), 1) in behind.lines
+
+
+async def test_a_line_re_read_within_the_overlap_is_sent_once_and_never_goes_back(
+    settings, db_reads, user, token
+):
+    """Poll mode: every tick within OVERLAP_SECONDS of a change reads its run again; the socket sends
+    each seq once, and a line older than what it sent is dropped.
+
+    Red with the socket's seq check letting an equal seq through (user_stream.py's
+    ``seq <= self.seen`` → ``<``): a duplicate line a tick.
+    """
+    settings.REALTIME_MODE, settings.REALTIME_POLL_INTERVAL = "poll", 0.05
+    ws = await open_list(token)
+    try:
+        run = await make_run(user)
+        await start_run(run)
+        first = await line_of(ws, run.id)
+        if first["seq"] == 0:  # created and started in two ticks
+            assert (await line_of(ws, run.id))["seq"] == 1
+        db_reads.clear()
+        async with asyncio.timeout(WAIT):
+            while sum(str(run.id) in [s["id"] for s in read.result] for read in db_reads) < 3:
+                await asyncio.sleep(0.05)  # a look now and then, not an interleaving
+        (socket,) = get_list_poller().sockets
+        stale = await sync_to_async(summaries.run_summary)(run_id=run.id)
+        await socket.deliver_summary(str(run.id), 0, json.dumps({"stale": stale}))  # an older line
+        await ws.send_to(text_data=json.dumps({"type": "ping"}))
+        assert (await receive(ws))["type"] == "pong"  # nothing between: no repeat, nothing older
+    finally:
+        await close_socket(ws)
