@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt
 
 .PHONY: venv venv-prod constraints test run serve dev bench bench-quick mutate chaos lint fmt clean
 
@@ -27,8 +27,12 @@ venv: $(BIN)/.installed  ## production's packages plus the tests' and tools'
 constraints: venv  ## after changing requirements*.txt: pin every installed dependency in constraints.txt
 	$(BIN)/python .ci/constraints.py
 
+# The suite on TEST_WORKERS pytest-xdist processes (docs/testing.md: each has its own test
+# database, Redis db — REDIS_URL's and the next ones — queue, ports and metrics); 0 runs it in one.
+# Most tests wait on Daphne, Celery, Redis or PostgreSQL processes: 3 workers fill 2 cores.
+TEST_WORKERS ?= 3
 test: venv  ## the whole suite, against real PostgreSQL and Redis
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
 # The embedded default: SQLite, the in-memory channel layer, runs executed in
 # this process — no PostgreSQL, no Redis. DEBUG=1 unless set, so no SECRET_KEY

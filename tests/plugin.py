@@ -42,6 +42,36 @@ os.environ.setdefault("STATIC_MANIFEST", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver,[::1]")
 os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
 os.environ.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
+
+# pytest-xdist (`-n N`): each worker ("gw0", "gw1"…) is a session of its own, started
+# with the controller's environment. pytest-django gives it a test database of its own
+# (test_<name>_gw0…); here it also gets a Redis db, a Celery queue and a metrics directory
+# of its own, so that no worker sees another's groups, tasks, fixed keys or gauges.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+WORKER_INDEX = int(WORKER[2:]) if WORKER.startswith("gw") else 0
+_METRICS_PREFIX = "quikday-test-metrics-"
+
+
+def worker_redis_url(url: str) -> str:
+    """``url`` moved to the db WORKER_INDEX places after its own (db 2 → 2, 3, 4 for gw0-gw2)."""
+    parsed = urlparse(url)
+    db = int(parsed.path.strip("/") or 0) + WORKER_INDEX
+    return parsed._replace(path=f"/{db}").geturl()
+
+
+# Once per worker: a pytest that a test starts inherits the worker's environment, already moved.
+if WORKER and os.environ.get("QUIKDAY_TEST_WORKER") != WORKER:
+    os.environ["QUIKDAY_TEST_WORKER"] = WORKER
+    for name in ("REDIS_URL", "CELERY_BROKER_URL"):
+        if os.environ.get(name):
+            os.environ[name] = worker_redis_url(os.environ[name])
+    if os.environ.get("REALTIME_REDIS_URLS"):
+        shards = os.environ["REALTIME_REDIS_URLS"].split(",")
+        os.environ["REALTIME_REDIS_URLS"] = ",".join(worker_redis_url(url.strip()) for url in shards)
+    if "CELERY_QUEUE" in os.environ:
+        os.environ["CELERY_QUEUE"] += f"-{WORKER}"
+    if os.path.basename(os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")).startswith(_METRICS_PREFIX):
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]  # the controller's: it removes it at its end
 # Failed publishes are retried in the background; keep that within a test or two.
 os.environ.setdefault("REALTIME_PUBLISH_RETRY_SECONDS", "10")
 # A queue of this session's own, so nothing left in Redis by another run is executed here.
@@ -49,7 +79,10 @@ os.environ.setdefault("CELERY_QUEUE", f"test-{uuid.uuid4().hex[:8]}")
 
 # prometheus-client's multiprocess files of this session (and of the processes it
 # starts, unless a test gives them a directory of their own), removed at the end.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="quikday-test-metrics-"))
+# Only the process that made the directory removes it: a pytest a test starts inherits it.
+CREATED_METRICS_DIR = None
+if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+    CREATED_METRICS_DIR = os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix=_METRICS_PREFIX)
 
 POSTGRES_UP = urlparse(os.environ["DATABASE_URL"]).scheme.startswith("postgres") and _answers(
     os.environ["DATABASE_URL"], 5432
@@ -68,6 +101,15 @@ if not IN_CI:
 def pytest_configure(config):
     if IN_CI and MISSING:
         raise pytest.UsageError(f"CI=true but {' and '.join(MISSING)} does not answer; start it first")
+    if WORKER and REDIS_UP:
+        import redis
+
+        try:
+            redis.Redis.from_url(os.environ["REDIS_URL"]).ping()
+        except redis.ResponseError as error:  # "DB index is out of range": fewer dbs than workers
+            raise pytest.UsageError(
+                f"{WORKER} uses {os.environ['REDIS_URL']} (REDIS_URL's db + {WORKER_INDEX}): {error}"
+            ) from None
 
 
 def pytest_collection_modifyitems(config, items):
@@ -92,8 +134,15 @@ def pytest_unconfigure(config):
     A daemon timer ends the process with the session's status, after printing
     the stuck threads' stacks, if the normal exit has not happened by then.
     """
-    if os.environ["PROMETHEUS_MULTIPROC_DIR"].startswith(tempfile.gettempdir() + "/quikday-test-metrics-"):
-        shutil.rmtree(os.environ["PROMETHEUS_MULTIPROC_DIR"], ignore_errors=True)  # this session's metrics
+    worker = hasattr(config, "workerinput")
+    if worker and "observability.reporter" in sys.modules:
+        # An xdist worker waits, idle, for the controller to end it: the reporter a test's
+        # import of quikday.asgi started would go on logging to pytest's closed capture.
+        sys.modules["observability.reporter"].stop()
+    if CREATED_METRICS_DIR:
+        shutil.rmtree(CREATED_METRICS_DIR, ignore_errors=True)  # this session's metrics
+    if worker:
+        return  # the controller kills a worker not gone 10 s after it asks; its own exit has the watchdog
     status = getattr(config, "_quikday_exitstatus", 1) or 1
 
     def force_exit() -> None:

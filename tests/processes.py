@@ -40,6 +40,7 @@ A test using them must commit its data for the child to see it:
 from __future__ import annotations
 
 import os
+import random
 import re
 import shlex
 import signal
@@ -100,11 +101,38 @@ def subprocess_env(**overrides: str) -> dict[str, str]:
     return env
 
 
+# Under pytest-xdist, worker gw<k> takes its ports from a block of its own below the
+# kernel's ephemeral range (32768+): a port handed out here is bound by the child only
+# later (and a fault test's server is restarted on it), so it must not be given by
+# bind(0) to another worker, nor taken by an outgoing connection, in between.
+_WORKER_PORTS = 1000
+_WORKER_PORTS_START = 20000
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A loopback port free at the time of asking."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port free at the time of asking (and, under xdist, in this worker's block)."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+    first = _WORKER_PORTS_START + int(worker[2:]) * _WORKER_PORTS
+    block = [port for port in range(first, first + _WORKER_PORTS) if port not in _handed_out]
+    if not block:
+        _handed_out.clear()
+        block = list(range(first, first + _WORKER_PORTS))
+    # From a random place: two runs on one machine (two people's) rarely meet.
+    start = random.randrange(len(block))
+    for port in block[start:] + block[:start]:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {first}-{first + _WORKER_PORTS - 1}")
 
 
 def _children(pid: int) -> list[int]:

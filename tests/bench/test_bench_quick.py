@@ -59,4 +59,6 @@ def test_quick_bench_completes_and_loses_nothing(tmp_path):
 
 
 def _bench_db(url: str) -> str:
-    return url.rsplit("/", 1)[1].split("?")[0] + "_bench"
+    # Per xdist worker (quikday_bench_gw1): two workers' bench runs would drop each other's.
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return url.rsplit("/", 1)[1].split("?")[0] + "_bench" + (f"_{worker}" if worker else "")

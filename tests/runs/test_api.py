@@ -269,14 +269,18 @@ def test_someone_else_s_run_is_a_404(api, other_user, make_run):
     assert api.get("/api/runs/").json()["count"] == 0
 
 
+UNKNOWN_RUN_ID = uuid.UUID("6a1f3c2e-9b4d-4e8a-8c71-2f5d0e9b7a13")
+
+
 @pytest.mark.parametrize(
     "url",
     [
         "/api/runs/not-a-uuid/",
         "/api/runs/12345/",
         "/api/runs/not-a-uuid/cancel/",
-        f"/api/runs/{uuid.uuid4()}/",
-        f"/api/runs/{uuid.uuid4()}/cancel/",
+        # A well-formed id no run has; fixed, so that every xdist worker collects the same tests.
+        f"/api/runs/{UNKNOWN_RUN_ID}/",
+        f"/api/runs/{UNKNOWN_RUN_ID}/cancel/",
         "/api/nothing-here/",
         "/api/runs/x/y/z/",
     ],
