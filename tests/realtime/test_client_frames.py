@@ -96,3 +96,26 @@ def test_a_sustained_flood_is_closed_4429():
     verdicts = [judge.judge(PING, None) for _ in range(56)]
     assert not any(isinstance(v, Close) for v in verdicts[:55])
     assert isinstance(verdicts[55], Close) and verdicts[55].close_code == CLOSE_RATE_LIMITED == 4429
+
+
+def test_a_quiet_spell_earns_no_credit_against_a_later_flood():
+    """The abuse score drains to 0, not below: a client idle for a while is closed as soon as a fresh one."""
+    clock = Clock()
+    judge = gate(clock, per_second=10.0, burst=5, close_after=50)
+    clock.now += 60.0
+    verdicts = [judge.judge(PING, None) for _ in range(56)]
+    assert not any(isinstance(v, Close) for v in verdicts[:55])
+    assert isinstance(verdicts[55], Close)
+
+
+def test_the_wait_for_the_next_frame_is_what_the_budget_lacks_of_one_frame():
+    """What the consumer holds a rate-limited client's reading for (realtime.consumers.socket)."""
+    clock = Clock()
+    judge = gate(clock, per_second=10.0, burst=5)
+    assert judge.seconds_until_next_frame() == 0.0  # a frame in the bucket: no wait
+    for _ in range(6):  # the burst, then one over it
+        judge.judge(PING, None)
+    assert judge.seconds_until_next_frame() == pytest.approx(0.1)  # a whole frame, at 10 a second
+    clock.now += 0.04
+    assert judge.judge(PING, None) == Ignore()  # dropped: 0.4 of a frame back, not a whole one
+    assert judge.seconds_until_next_frame() == pytest.approx(0.06)
