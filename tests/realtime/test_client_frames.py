@@ -119,3 +119,9 @@ def test_the_wait_for_the_next_frame_is_what_the_budget_lacks_of_one_frame():
     clock.now += 0.04
     assert judge.judge(PING, None) == Ignore()  # dropped: 0.4 of a frame back, not a whole one
     assert judge.seconds_until_next_frame() == pytest.approx(0.06)
+
+
+def test_an_unknown_types_name_is_quoted_back_cut_to_64_characters():
+    """The error echoes what the client sent, bounded: a 64 KiB type name is not sent back whole."""
+    verdict = gate().judge(json.dumps({"type": "t" * 100}), None)
+    assert verdict == Error("unknown_type", f"unknown frame type {'t' * 64!r}; the client may send 'ping'")
