@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from realtime.client_frames import ClientFrameGate, Close, Error, Ignore, Pong
+from realtime.client_frames import RATE_LIMIT_WINDOW_SECONDS, ClientFrameGate, Close, Error, Ignore, Pong
 from realtime.close_codes import CLOSE_RATE_LIMITED, CLOSE_TOO_BIG
 
 PING = '{"type": "ping"}'
@@ -125,3 +125,14 @@ def test_an_unknown_types_name_is_quoted_back_cut_to_64_characters():
     """The error echoes what the client sent, bounded: a 64 KiB type name is not sent back whole."""
     verdict = gate().judge(json.dumps({"type": "t" * 100}), None)
     assert verdict == Error("unknown_type", f"unknown frame type {'t' * 64!r}; the client may send 'ping'")
+
+
+def test_the_next_rate_limited_error_may_come_a_whole_window_after_the_last():
+    clock = Clock()
+    judge = gate(clock, per_second=0.5, burst=1)  # a second refills half a frame: still over the budget
+    assert judge.judge(PING, None) == Pong()
+    assert judge.judge(PING, None).code == "rate_limited"
+    clock.now += RATE_LIMIT_WINDOW_SECONDS / 2
+    assert judge.judge(PING, None) == Ignore()
+    clock.now += RATE_LIMIT_WINDOW_SECONDS / 2  # exactly one window after the error
+    assert judge.judge(PING, None).code == "rate_limited"
