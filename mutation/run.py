@@ -116,7 +116,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_poller.py",
     ],
     "realtime/db.py": ["tests/realtime/test_db.py"],
-    "realtime/auth.py": ["tests/realtime/test_consumer.py"],
+    "realtime/auth.py": ["tests/realtime/test_auth.py", "tests/realtime/test_consumer.py"],
     "realtime/routing.py": ["tests/realtime/test_poller.py", "tests/scenarios/test_modes.py"],
     "realtime/api.py": ["tests/realtime/test_selectors.py", "tests/runs/test_api.py"],
     "realtime/daphne_tuning.py": ["tests/realtime/test_daphne_tuning.py"],

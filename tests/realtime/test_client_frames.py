@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from realtime.client_frames import ClientFrameGate, Close, Error, Ignore, Pong
+from realtime.client_frames import RATE_LIMIT_WINDOW_SECONDS, ClientFrameGate, Close, Error, Ignore, Pong
 from realtime.close_codes import CLOSE_RATE_LIMITED, CLOSE_TOO_BIG
 
 PING = '{"type": "ping"}'
@@ -96,3 +96,43 @@ def test_a_sustained_flood_is_closed_4429():
     verdicts = [judge.judge(PING, None) for _ in range(56)]
     assert not any(isinstance(v, Close) for v in verdicts[:55])
     assert isinstance(verdicts[55], Close) and verdicts[55].close_code == CLOSE_RATE_LIMITED == 4429
+
+
+def test_a_quiet_spell_earns_no_credit_against_a_later_flood():
+    """The abuse score drains to 0, not below: a client idle for a while is closed as soon as a fresh one."""
+    clock = Clock()
+    judge = gate(clock, per_second=10.0, burst=5, close_after=50)
+    clock.now += 60.0
+    verdicts = [judge.judge(PING, None) for _ in range(56)]
+    assert not any(isinstance(v, Close) for v in verdicts[:55])
+    assert isinstance(verdicts[55], Close)
+
+
+def test_the_wait_for_the_next_frame_is_what_the_budget_lacks_of_one_frame():
+    """What the consumer holds a rate-limited client's reading for (realtime.consumers.socket)."""
+    clock = Clock()
+    judge = gate(clock, per_second=10.0, burst=5)
+    assert judge.seconds_until_next_frame() == 0.0  # a frame in the bucket: no wait
+    for _ in range(6):  # the burst, then one over it
+        judge.judge(PING, None)
+    assert judge.seconds_until_next_frame() == pytest.approx(0.1)  # a whole frame, at 10 a second
+    clock.now += 0.04
+    assert judge.judge(PING, None) == Ignore()  # dropped: 0.4 of a frame back, not a whole one
+    assert judge.seconds_until_next_frame() == pytest.approx(0.06)
+
+
+def test_an_unknown_types_name_is_quoted_back_cut_to_64_characters():
+    """The error echoes what the client sent, bounded: a 64 KiB type name is not sent back whole."""
+    verdict = gate().judge(json.dumps({"type": "t" * 100}), None)
+    assert verdict == Error("unknown_type", f"unknown frame type {'t' * 64!r}; the client may send 'ping'")
+
+
+def test_the_next_rate_limited_error_may_come_a_whole_window_after_the_last():
+    clock = Clock()
+    judge = gate(clock, per_second=0.5, burst=1)  # a second refills half a frame: still over the budget
+    assert judge.judge(PING, None) == Pong()
+    assert judge.judge(PING, None).code == "rate_limited"
+    clock.now += RATE_LIMIT_WINDOW_SECONDS / 2
+    assert judge.judge(PING, None) == Ignore()
+    clock.now += RATE_LIMIT_WINDOW_SECONDS / 2  # exactly one window after the error
+    assert judge.judge(PING, None).code == "rate_limited"

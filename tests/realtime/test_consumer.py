@@ -8,7 +8,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from realtime import selectors
+from realtime import selectors, tickets
 from runs import executor, services
 from tests.realtime.support import (
     WAIT,
@@ -149,6 +149,17 @@ async def test_an_origin_not_in_allowed_hosts_is_refused(track, user, origin):
     )
     connected, _ = await ws.connect(timeout=WAIT)
     assert not connected
+
+
+async def test_a_ticket_opens_a_socket_from_another_origin_once(track, user):
+    run = await make_run(user)
+    ticket, _ = await sync_to_async(tickets.issue_ticket)(user=user)
+    foreign = [(b"origin", b"https://spa.example.com"), (b"host", b"localhost:8000")]
+    # A repeated ?ticket= counts its last value, as request.GET does.
+    ws, frame = await open_socket(run.id, headers=foreign, query=f"ticket=nope&ticket={ticket}")
+    track(ws)
+    assert frame["type"] == "connected" and frame["payload"]["run"]["id"] == str(run.id)
+    await _refused(track, f"/ws/runs/{run.id}/?ticket={ticket}", foreign, 4401)  # used up
 
 
 async def test_a_finished_run_sends_connected_then_closes_1000(track, user, token):

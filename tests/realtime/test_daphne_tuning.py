@@ -1,8 +1,10 @@
 """realtime.daphne_tuning: autobahn's debug arguments are lazy and render the same text."""
 
+import functools
 import os
 import subprocess
 import sys
+import types
 from pprint import pformat
 
 import pytest
@@ -39,7 +41,8 @@ def test_daphne_waits_for_a_slow_client_to_answer_its_close():
     assert daphne_tuning.wait_longer_for_close_replies() is True
     factory = WebSocketFactory(server_class=None)
     factory.setProtocolOptions(autoPingTimeout=30, allowNullOrigin=True)  # as daphne.server does
-    assert factory.closeHandshakeTimeout == daphne_tuning.CLOSE_HANDSHAKE_TIMEOUT
+    # 30 s, as docs/reliability.md says: autobahn's 1 s lost a slow client's last frame.
+    assert factory.closeHandshakeTimeout == daphne_tuning.CLOSE_HANDSHAKE_TIMEOUT == 30.0
     assert factory.failByDrop is False  # a protocol error is a close frame (1007, 1002), not a reset
 
 
@@ -135,14 +138,141 @@ async def test_a_cancelled_get_leaves_its_item_to_the_next_getter():
 
 
 def test_daphne_gives_each_application_a_lean_queue():
-    """Under Daphne (daphne.server imported first), create_application is the patched copy."""
+    """Under Daphne (daphne.server imported first), create_application is the patched copy, and does
+    what Daphne's does: the application started with the connection's scope, a queue as its
+    ``receive`` and ``partial(handle_reply, protocol)`` as its ``send``, its task noted on the connection.
+    """
     script = (
+        "import asyncio, types\n"
         "import daphne.server\n"
         "from realtime import daphne_tuning\n"
         "import quikday.asgi\n"
-        "assert daphne.server.Server.create_application.realtime_tuned\n"
+        "Server = daphne.server.Server\n"
+        "assert Server.create_application.realtime_tuned\n"
+        "got = []\n"
+        "async def application(scope, receive, send):\n"
+        "    got.append((scope, await receive(), send.args, send('reply')))\n"
+        "async def main():\n"
+        "    protocol = object()\n"
+        "    server = types.SimpleNamespace(connections={protocol: {}}, application=application,\n"
+        "                                   handle_reply=lambda protocol, message: message)\n"
+        "    queue = Server.create_application(server, protocol, {'type': 'websocket'})\n"
+        "    assert isinstance(queue, daphne_tuning.LeanQueue)\n"
+        "    queue.put_nowait({'type': 'websocket.connect'})\n"
+        "    await server.connections[protocol]['application_instance']\n"
+        "    scope = {'type': 'websocket', 'asgi': {'version': '3.0'}}\n"
+        "    assert got == [(scope, {'type': 'websocket.connect'}, (protocol,), 'reply')], got\n"
+        "asyncio.run(main())\n"
         "print('ok')\n"
     )
     env = {**os.environ, "DJANGO_SETTINGS_MODULE": "quikday.settings"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "ok", done.stderr
+
+
+# --- What the consumers read and control of a Daphne connection (a real Twisted write buffer) ---
+
+
+class _DaphneTransport:
+    """Builds the transport under a Daphne connection: Twisted's FileDescriptor on a memory reactor.
+
+    Its "client" takes ``taking`` bytes of each write Twisted attempts.
+    """
+
+    @staticmethod
+    def make():
+        from twisted.internet import abstract
+        from twisted.internet.testing import MemoryReactor
+
+        class Transport(abstract.FileDescriptor):
+            taking = 0
+
+            def writeSomeData(self, data):
+                return min(self.taking, len(data))
+
+        transport = Transport(reactor=MemoryReactor())
+        transport.connected = 1
+        transport.startReading()
+        return transport
+
+
+def _daphne_send(transport):
+    """What Daphne hands the application as ``send``: ``partial(server.handle_reply, protocol)``."""
+
+    def handle_reply(protocol, message):
+        raise AssertionError("not sent in these tests")
+
+    return functools.partial(handle_reply, types.SimpleNamespace(transport=transport))
+
+
+async def _other_servers_send(message):
+    """``send`` under any other server (or the test communicator): no transport to read."""
+
+
+def test_unsent_bytes_is_what_the_client_has_not_taken_of_a_daphne_connection():
+    transport = _DaphneTransport.make()
+    send = _daphne_send(transport)
+    assert daphne_tuning.unsent_bytes(send) == 0
+    transport.write(b"a" * 1000)  # in Twisted's list of pending writes (_tempDataLen)
+    assert daphne_tuning.unsent_bytes(send) == 1000
+    transport.taking = 300
+    transport.doWrite()  # the client took 300: the rest is in dataBuffer past offset
+    assert (len(transport.dataBuffer), transport.offset) == (1000, 300)
+    assert daphne_tuning.unsent_bytes(send) == 700
+    transport.write(b"b" * 50)  # both buffers hold some
+    assert daphne_tuning.unsent_bytes(send) == 750
+    assert daphne_tuning.unsent_bytes(_other_servers_send) is None
+    assert daphne_tuning.unsent_bytes(functools.partial(_other_servers_send)) is None
+
+
+def test_each_read_of_a_daphne_connection_takes_at_most_4_kib():
+    """docs/reliability.md: Twisted read 64 KiB at a time, thousands of pings parsed in one go."""
+    transport = _DaphneTransport.make()
+    assert transport.bufferSize == 2**16
+    assert daphne_tuning.read_in_small_chunks(_daphne_send(transport)) is True
+    assert transport.bufferSize == daphne_tuning.CLIENT_READ_BYTES == 4096
+    assert daphne_tuning.read_in_small_chunks(_other_servers_send) is False
+
+
+@pytest.mark.parametrize("then_drop", [False, True])
+def test_holding_a_daphne_connections_reading_stops_reading_then_reads_again_or_drops(monkeypatch, then_drop):
+    import asyncio
+
+    later = []  # the loop's clock is moved, not waited for: the scheduled call is run by hand
+    loop = types.SimpleNamespace(call_later=lambda delay, callback: later.append((delay, callback)))
+    monkeypatch.setattr(asyncio, "get_running_loop", lambda: loop)
+    transport = _DaphneTransport.make()
+    reactor = transport.reactor
+    assert transport in reactor.readers
+    assert daphne_tuning.hold_reading(_daphne_send(transport), seconds=0.25, then_drop=then_drop) is True
+    assert transport not in reactor.readers  # its flood stays in the kernel, and on the client
+    [(delay, callback)] = later
+    assert delay == 0.25
+    callback()
+    if then_drop:
+        assert transport.disconnecting and transport not in reactor.readers
+    else:
+        assert not transport.disconnecting and transport in reactor.readers
+    assert daphne_tuning.hold_reading(_other_servers_send, seconds=1.0) is False
+    assert len(later) == 1
+
+
+async def test_a_lean_queue_wakes_its_getters_first_come_first_served():
+    import asyncio
+
+    queue = daphne_tuning.LeanQueue()
+    first = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    second = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    queue.put_nowait("a")
+    queue.put_nowait("b")
+    assert (await first, await second) == ("a", "b")
+
+
+def test_a_lean_queues_get_nowait_hands_items_over_in_order():
+    queue = daphne_tuning.LeanQueue()
+    for item in ("connect", "receive", "disconnect"):
+        queue.put_nowait(item)
+    assert [queue.get_nowait() for _ in range(3)] == ["connect", "receive", "disconnect"]
+    assert queue.empty() and queue.qsize() == 0
