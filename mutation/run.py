@@ -55,6 +55,7 @@ ENV: dict[str, dict[str, str]] = {
     "realtime/selectors.py": ONE_LAYER_PUSH,
     "realtime/consumers/__init__.py": ONE_LAYER,
     "realtime/shards.py": ONE_LAYER,
+    "realtime/api.py": ONE_LAYER_PUSH,
 }
 TARGETS: dict[str, list[str]] = {
     "runs/services.py": [
@@ -121,7 +122,8 @@ TARGETS: dict[str, list[str]] = {
     "realtime/db.py": ["tests/realtime/test_db.py"],
     "realtime/auth.py": ["tests/realtime/test_consumer.py"],
     "realtime/routing.py": ["tests/realtime/test_poller.py", "tests/scenarios/test_modes.py"],
-    "realtime/api.py": ["tests/realtime/test_selectors.py", "tests/runs/test_api.py"],
+    # GET /api/runs/<id>/events/ is tested with resume over the socket (the same frames).
+    "realtime/api.py": ["tests/scenarios/test_resume.py", "tests/runs/test_api.py"],
     "realtime/daphne_tuning.py": ["tests/realtime/test_daphne_tuning.py"],
     # Newer modules: the fast connect-time snapshot, the list stream and its tickets.
     "realtime/fast_snapshot.py": ["tests/realtime/test_selectors.py"],
