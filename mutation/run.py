@@ -118,6 +118,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_selectors.py",
         "tests/scenarios/test_resume.py",
         "tests/realtime/test_poller.py",
+        "tests/realtime/test_access_watch.py",  # revoked_credentials
     ],
     "realtime/db.py": ["tests/realtime/test_db.py"],
     "realtime/auth.py": ["tests/realtime/test_consumer.py"],
@@ -128,7 +129,11 @@ TARGETS: dict[str, list[str]] = {
     # Newer modules: the fast connect-time snapshot, the list stream and its tickets.
     "realtime/fast_snapshot.py": ["tests/realtime/test_selectors.py"],
     "realtime/tickets.py": ["tests/realtime/test_tickets.py"],
-    "realtime/summaries.py": ["tests/realtime/test_user_stream.py", "tests/web/test_pages.py"],
+    "realtime/summaries.py": [
+        "tests/realtime/test_summaries.py",
+        "tests/realtime/test_user_stream.py",
+        "tests/web/test_pages.py",
+    ],
     "realtime/list_feed.py": ["tests/realtime/test_user_stream.py"],
     "realtime/stream_api.py": ["tests/realtime/test_tickets.py", "tests/web/test_pages.py"],
     "realtime/consumers/user_stream.py": ["tests/realtime/test_user_stream.py"],
