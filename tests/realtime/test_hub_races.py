@@ -360,3 +360,31 @@ async def test_runs_watched_one_after_another_share_the_hubs_one_channel(hub, mo
         assert receiving.done() and hub.watchers == {}
     assert len(opened) == 1
     assert hub.channel == opened[0]
+
+
+async def test_a_failed_refresh_does_not_stop_the_events_of_the_runs_other_watchers(hub, monkeypatch):
+    """Kills hub.py's "nothing left" check in ``leave``: ``watchers or _joined`` → ``and``.
+
+    Back from an outage, one watcher of a run rejoins its group (a refresh) and
+    another one's refresh fails: the hub no longer counts the group as joined,
+    though both watchers are still its own and the first is back on push. The
+    last watcher of another run leaving then must not stop the hub's receiving:
+    the first watcher would get no event of its run again.
+    """
+    back, still_down = Watcher(), Watcher()
+    await asyncio.wait_for(hub.join(back, GROUP), WAIT)
+    await asyncio.wait_for(hub.join(still_down, GROUP), WAIT)
+    real_add = hub.layer.group_add
+
+    async def failing_add(group, channel):
+        raise LayerDown("group_add")
+
+    monkeypatch.setattr(hub.layer, "group_add", failing_add)
+    with pytest.raises(LayerDown):
+        await asyncio.wait_for(hub.join(still_down, GROUP, refresh=True), WAIT)
+    monkeypatch.setattr(hub.layer, "group_add", real_add)
+    other = Watcher()
+    await asyncio.wait_for(hub.join(other, GROUP + "-other"), WAIT)
+    await asyncio.wait_for(hub.leave(other, GROUP + "-other"), WAIT)
+    await _send(1)
+    assert await asyncio.wait_for(back.delivered.get(), WAIT) == 1
