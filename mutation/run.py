@@ -64,8 +64,13 @@ TARGETS: dict[str, list[str]] = {
         "tests/runs/test_redelivery.py",
         "tests/runs/test_executor.py",
         "tests/runs/test_reaper.py",
+        "tests/runs/test_takeover.py",  # step_retry's attempts
     ],
-    "runs/executor.py": ["tests/runs/test_executor.py", "tests/runs/test_redelivery.py"],
+    "runs/executor.py": [
+        "tests/runs/test_executor.py",
+        "tests/runs/test_redelivery.py",
+        "tests/runs/test_takeover.py",  # a resumed run, its step's attempts
+    ],
     "realtime/log.py": [
         "tests/realtime/test_guarantees.py",
         "tests/realtime/test_signals.py",
