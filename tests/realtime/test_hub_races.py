@@ -310,3 +310,81 @@ async def test_a_failed_receive_fails_every_watcher_over_at_once(hub, monkeypatc
         error = await asyncio.wait_for(watcher.failed.get(), WAIT)
         assert isinstance(error, LayerDown)
     assert not hub._task.done()  # the loop goes on (waiting to receive again), it did not die
+
+
+class LeavingWatcher(Watcher):
+    """A stand-in that ends on its final event, leaving the hub from inside the delivery.
+
+    As a RunConsumer does (``_finish``): the hub's own task delivers the final
+    event inline, so the last watcher's leave runs on that task, not parked.
+    """
+
+    def __init__(self, hub: RunHub, group: str) -> None:
+        super().__init__()
+        self.hub, self.group = hub, group
+
+    async def deliver(self, seq: int, text: str, *, final: bool) -> None:
+        await super().deliver(seq, text, final=final)
+        if final:
+            self.finished = True
+            await self.hub.leave(self, self.group)
+
+
+async def test_runs_watched_one_after_another_share_the_hubs_one_channel(hub, monkeypatch):
+    """Kills hub.py's ``_stop_receiving`` check ``task is not None and ...`` → ``or``.
+
+    Each run's only watcher ends on its final event, leaving from inside the
+    hub's delivery: the hub's task is busy then, not parked in ``receive``, so
+    the channel must stay for the next join. Dropped instead, the next join
+    opens another one, and the old one is never cleaned up (the pub/sub layer
+    frees a channel's queue only when a ``receive`` on it is cancelled): one
+    leaked channel per run the process watched.
+    """
+    opened: list[str] = []
+    real_open = shards.new_receiving_channel
+
+    async def counted_open(layer):
+        opened.append(await real_open(layer))
+        return opened[-1]
+
+    monkeypatch.setattr(shards, "new_receiving_channel", counted_open)
+    for number in range(3):
+        group = f"{GROUP}-{number}"
+        watcher = LeavingWatcher(hub, group)
+        await asyncio.wait_for(hub.join(watcher, group), WAIT)
+        receiving = hub._task
+        message = {"type": GROUP_MESSAGE_TYPE, "group": group, "seq": 1, "final": True, "text": "{}"}
+        await hub.layer.group_send(group, message)
+        assert await asyncio.wait_for(watcher.delivered.get(), WAIT) == 1
+        await asyncio.wait([receiving], timeout=WAIT)  # its watcher left: the hub's task ends
+        assert receiving.done() and hub.watchers == {}
+    assert len(opened) == 1
+    assert hub.channel == opened[0]
+
+
+async def test_a_failed_refresh_does_not_stop_the_events_of_the_runs_other_watchers(hub, monkeypatch):
+    """Kills hub.py's "nothing left" check in ``leave``: ``watchers or _joined`` → ``and``.
+
+    Back from an outage, one watcher of a run rejoins its group (a refresh) and
+    another one's refresh fails: the hub no longer counts the group as joined,
+    though both watchers are still its own and the first is back on push. The
+    last watcher of another run leaving then must not stop the hub's receiving:
+    the first watcher would get no event of its run again.
+    """
+    back, still_down = Watcher(), Watcher()
+    await asyncio.wait_for(hub.join(back, GROUP), WAIT)
+    await asyncio.wait_for(hub.join(still_down, GROUP), WAIT)
+    real_add = hub.layer.group_add
+
+    async def failing_add(group, channel):
+        raise LayerDown("group_add")
+
+    monkeypatch.setattr(hub.layer, "group_add", failing_add)
+    with pytest.raises(LayerDown):
+        await asyncio.wait_for(hub.join(still_down, GROUP, refresh=True), WAIT)
+    monkeypatch.setattr(hub.layer, "group_add", real_add)
+    other = Watcher()
+    await asyncio.wait_for(hub.join(other, GROUP + "-other"), WAIT)
+    await asyncio.wait_for(hub.leave(other, GROUP + "-other"), WAIT)
+    await _send(1)
+    assert await asyncio.wait_for(back.delivered.get(), WAIT) == 1
