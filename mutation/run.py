@@ -135,7 +135,11 @@ TARGETS: dict[str, list[str]] = {
         "tests/web/test_pages.py",
     ],
     "realtime/list_feed.py": ["tests/realtime/test_user_stream.py"],
-    "realtime/stream_api.py": ["tests/realtime/test_tickets.py", "tests/web/test_pages.py"],
+    "realtime/stream_api.py": [
+        "tests/realtime/test_tickets.py",
+        "tests/web/test_pages.py",
+        "tests/runs/test_api.py",
+    ],
     "realtime/consumers/user_stream.py": ["tests/realtime/test_user_stream.py"],
     # What every endpoint shares: the client frames' judge, the socket base, the close codes.
     "realtime/client_frames.py": ["tests/realtime/test_client_frames.py", "tests/realtime/test_consumer.py"],
