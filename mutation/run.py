@@ -20,6 +20,7 @@ reuse their test database (--reuse-db) between mutants.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import shlex
@@ -28,6 +29,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import coverage
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -52,6 +55,7 @@ ENV: dict[str, dict[str, str]] = {
     "realtime/selectors.py": ONE_LAYER_PUSH,
     "realtime/consumers/__init__.py": ONE_LAYER,
     "realtime/shards.py": ONE_LAYER,
+    "realtime/api.py": ONE_LAYER_PUSH,
 }
 TARGETS: dict[str, list[str]] = {
     "runs/services.py": [
@@ -114,18 +118,28 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_selectors.py",
         "tests/scenarios/test_resume.py",
         "tests/realtime/test_poller.py",
+        "tests/realtime/test_access_watch.py",  # revoked_credentials
     ],
     "realtime/db.py": ["tests/realtime/test_db.py"],
     "realtime/auth.py": ["tests/realtime/test_consumer.py"],
     "realtime/routing.py": ["tests/realtime/test_poller.py", "tests/scenarios/test_modes.py"],
-    "realtime/api.py": ["tests/realtime/test_selectors.py", "tests/runs/test_api.py"],
+    # GET /api/runs/<id>/events/ is tested with resume over the socket (the same frames).
+    "realtime/api.py": ["tests/scenarios/test_resume.py", "tests/runs/test_api.py"],
     "realtime/daphne_tuning.py": ["tests/realtime/test_daphne_tuning.py"],
     # Newer modules: the fast connect-time snapshot, the list stream and its tickets.
     "realtime/fast_snapshot.py": ["tests/realtime/test_selectors.py"],
     "realtime/tickets.py": ["tests/realtime/test_tickets.py"],
-    "realtime/summaries.py": ["tests/realtime/test_user_stream.py", "tests/web/test_pages.py"],
+    "realtime/summaries.py": [
+        "tests/realtime/test_summaries.py",
+        "tests/realtime/test_user_stream.py",
+        "tests/web/test_pages.py",
+    ],
     "realtime/list_feed.py": ["tests/realtime/test_user_stream.py"],
-    "realtime/stream_api.py": ["tests/realtime/test_tickets.py", "tests/web/test_pages.py"],
+    "realtime/stream_api.py": [
+        "tests/realtime/test_tickets.py",
+        "tests/web/test_pages.py",
+        "tests/runs/test_api.py",
+    ],
     "realtime/consumers/user_stream.py": ["tests/realtime/test_user_stream.py"],
     # What every endpoint shares: the client frames' judge, the socket base, the close codes.
     "realtime/client_frames.py": ["tests/realtime/test_client_frames.py", "tests/realtime/test_consumer.py"],
@@ -184,27 +198,51 @@ def copy_tree(dest: Path) -> None:
             shutil.copy2(source, target)
 
 
-def config_text(module: str, tests: list[str]) -> str:
-    command = [
+# Plugins no selection needs, not loaded by the mutants' runs: about 1.5 s of each
+# pytest start-up (schemathesis and hypothesis' imports); hypothesis' plugin stays
+# for a selection with a file that uses hypothesis.
+UNUSED_PLUGINS = ["schemathesis", "xdist", "pytest_cov"]
+
+
+def pytest_command(tests: list[str], *options: str) -> list[str]:
+    return [
         str(BIN / "python"),
         "-m",
         "pytest",
-        "-x",
         "-q",
         "-p",
         "no:cacheprovider",
         "--reuse-db",
-        "-o",
-        "timeout=30",  # a mutant that hangs a test costs 30 s, not the suite's 180
+        *options,
         *tests,
     ]
+
+
+def mutant_command(tests: list[str], plain: bool = False) -> list[str]:
+    if plain:  # as before the focus: every plugin, the selection in its own order
+        return pytest_command(tests, "-x", "-o", "timeout=30")
+    unused = list(UNUSED_PLUGINS)
+    if not any("hypothesis" in (ROOT / test.split("::")[0]).read_text() for test in tests):
+        unused.append("hypothesispytest")
+    return pytest_command(
+        tests,
+        "-x",
+        *(option for plugin in unused for option in ("-p", f"no:{plugin}")),
+        "-p",
+        "mutation.focus",  # the tests that reach the mutated lines first (mutation/focus.py)
+        "-o",
+        "timeout=30",  # a mutant that hangs a test costs 30 s, not the suite's 180
+    )
+
+
+def config_text(module: str, tests: list[str], plain: bool = False) -> str:
     excluded = ", ".join(json.dumps(pattern) for pattern in EXCLUDED_OPERATORS)
     return (
         "[cosmic-ray]\n"
         f"module-path = {json.dumps(module)}\n"
         f"timeout = {PER_MUTANT_TIMEOUT}\n"
         "excluded-modules = []\n"
-        f"test-command = {json.dumps(shlex.join(command))}\n\n"
+        f"test-command = {json.dumps(shlex.join(mutant_command(tests, plain)))}\n\n"
         "[cosmic-ray.distributor]\n"
         'name = "local"\n\n'
         "[cosmic-ray.filters.operators-filter]\n"
@@ -212,19 +250,80 @@ def config_text(module: str, tests: list[str]) -> str:
     )
 
 
+def _scopes(source: str) -> list[tuple[int, int]]:
+    """The line span of every function and class of a module (decorators included)."""
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+            spans.append((first, node.end_lineno or node.lineno))
+    return spans
+
+
+def focus_map(module: str, tree: Path, coverage_file: Path) -> dict[str, list[str]]:
+    """Line → the tests that execute it, from the coverage run's per-test contexts.
+
+    A line no test executes (a signature, a decorator, a class attribute: run
+    at import) stands for its innermost function or class: the tests that run
+    any line of it. A module-level line stays without tests: its mutants run
+    the selection in its own order.
+    """
+    data = coverage.CoverageData(basename=str(coverage_file))
+    data.read()
+    by_line: dict[int, set[str]] = {}
+    for line, contexts in (data.contexts_by_lineno(str(tree / module)) or {}).items():
+        tests = {context.rpartition("|")[0] for context in contexts if "|" in context}
+        if tests:
+            by_line[line] = tests
+    spans = sorted(_scopes((tree / module).read_text()), key=lambda span: span[1] - span[0])
+    lines = dict(by_line)
+    for line in range(1, len((tree / module).read_text().splitlines()) + 1):
+        if line in lines:
+            continue
+        for first, last in spans:  # innermost first
+            if first <= line <= last:
+                lines[line] = {test for n in range(first, last + 1) for test in by_line.get(n, ())}
+                break
+    return {str(line): sorted(tests) for line, tests in lines.items() if tests}
+
+
+def cover(module: str, tests: list[str], out: Path, env: dict[str, str]) -> Path:
+    """Run the selection once under coverage; write the module's focus map for mutation/focus.py."""
+    slug, tree = _slug(module), out / "tree"
+    rc, data = out / f"{slug}.coveragerc", out / f"{slug}.coverage"
+    rc.write_text(f"[run]\ninclude = {tree / module}\n")
+    data.unlink(missing_ok=True)
+    subprocess.run(
+        pytest_command(
+            tests, "--cov", f"--cov-config={rc}", "--cov-context=test", "--cov-report=", "-o", "timeout=90"
+        ),
+        cwd=tree,
+        env={**env, "COVERAGE_FILE": str(data)},
+        capture_output=True,
+    )
+    pristine = out / f"{slug}.pristine.py"
+    shutil.copy2(tree / module, pristine)
+    path = out / f"{slug}.focus.json"
+    lines = focus_map(module, tree, data) if data.exists() else {}
+    path.write_text(json.dumps({"module": module, "pristine": str(pristine), "lines": lines}))
+    return path
+
+
 def _slug(module: str) -> str:
     return module.replace("/", ".").removesuffix(".py")
 
 
-def run_module(module: str, tests: list[str], out: Path) -> dict:
+def run_module(module: str, tests: list[str], out: Path, plain: bool = False) -> dict:
     slug = _slug(module)
     tree = out / "tree"
     config, session = out / f"{slug}.toml", out / f"{slug}.sqlite"
-    config.write_text(config_text(module, tests))
+    config.write_text(config_text(module, tests, plain))
     session.unlink(missing_ok=True)
     started = time.monotonic()
 
     env = {**os.environ, **ENV.get(module, {})}
+    if not plain:
+        env["MUTATION_FOCUS"] = str(cover(module, tests, out, env))
 
     def cr(*args: str, **kwargs) -> subprocess.CompletedProcess:
         return subprocess.run([*args], cwd=tree, text=True, env=env, **kwargs)
@@ -309,6 +408,11 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "build" / "mutation")
     parser.add_argument("--list", action="store_true", help="print the modules and their tests, and stop")
     parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="no coverage run, every plugin, each selection in its own order (to compare speeds)",
+    )
+    parser.add_argument(
         "--report",
         action="store_true",
         help="only rewrite summary.md from the sessions in --out (also partial ones)",
@@ -333,7 +437,7 @@ def main() -> int:
     results = []
     for module in args.modules or list(TARGETS):
         print(f"== {module}", flush=True)
-        results.append(run_module(module, TARGETS[module], args.out))
+        results.append(run_module(module, TARGETS[module], args.out, args.plain))
         write_summary(results, args.out)  # after each module: a long run can be read as it goes
     print((args.out / "summary.md").read_text())
     return 0

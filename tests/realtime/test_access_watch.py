@@ -119,6 +119,18 @@ def test_revoked_credentials_names_what_no_longer_holds(user, other_user, django
     assert captured.captured_queries == []
 
 
+def test_credentials_are_asked_about_10_000_to_a_statement():
+    # A statement's parameters are bounded (65,535 in PostgreSQL's protocol): a
+    # process with more open sockets than that asks in several statements.
+    for asked, statements in [(10_000, 1), (10_001, 2)]:
+        with CaptureQueriesContext(connection) as captured:
+            revoked = selectors.revoked_credentials(
+                token_keys=set(), user_ids=set(range(1, asked + 1)), session_keys=set()
+            )
+        assert len(revoked.user_ids) == asked  # no such users
+        assert len(captured.captured_queries) == statements
+
+
 def test_which_credentials_a_revocation_reaches():
     revoked = selectors.Revoked(frozenset({"t1"}), frozenset({7}), frozenset({"s1"}))
     assert Credentials(token_key="t1").revoked_in(revoked)

@@ -1,10 +1,13 @@
 """Retention: the prune_run_events task and command delete events older than the setting."""
 
+import logging
 from datetime import timedelta
 from io import StringIO
 
 import pytest
 from django.core.management import CommandError, call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from realtime import retention, tasks
@@ -34,6 +37,24 @@ def test_the_task_prunes_by_the_setting(run, settings):
     assert tasks.prune_run_events() == 3  # 5, 4 and 3 days (and an hour) old
     assert _seqs(run) == [4, 5, 6]
     assert tasks.prune_run_events() == 0
+
+
+def test_a_prune_logs_what_it_deleted_and_nothing_when_it_deleted_nothing(run, settings, caplog):
+    settings.REALTIME_EVENT_RETENTION_DAYS = 3
+    with caplog.at_level(logging.INFO, logger="realtime.retention"):
+        tasks.prune_run_events()
+        tasks.prune_run_events()
+    lines = [r.getMessage() for r in caplog.records if r.name == "realtime.retention"]
+    assert lines == ["pruned 3 run event(s) older than 3 day(s)"]
+
+
+@pytest.mark.parametrize("days", [-1, -0.5])
+def test_a_negative_retention_period_is_refused_and_deletes_nothing(run, settings, days):
+    # A negative setting puts the cutoff in the future: every event, a live run's too, would go.
+    settings.REALTIME_EVENT_RETENTION_DAYS = days
+    with pytest.raises(ValueError, match="cannot be negative"):
+        tasks.prune_run_events()
+    assert _seqs(run) == [1, 2, 3, 4, 5, 6]
 
 
 def test_the_default_retention_is_seven_days(run, settings):
@@ -79,3 +100,25 @@ def test_the_command_refuses_a_bad_days(run, days):
 def test_pruning_goes_in_batches(run):
     assert retention.prune_run_events(days=0, batch_size=4) == 6
     assert _seqs(run) == []
+
+
+def _statements(queries) -> tuple[int, int]:
+    kinds = [q["sql"].split()[0] for q in queries.captured_queries]
+    return kinds.count("SELECT"), kinds.count("DELETE")
+
+
+def test_a_prune_deletes_at_most_5000_events_a_statement_and_stops_at_a_short_batch(run):
+    # The bound that keeps one prune from holding a huge transaction or lock set.
+    # 5,000 events past the retention (the run's own six are younger): one full
+    # batch (one DELETE), then a read that finds none.
+    old = timezone.now() - timedelta(days=30)
+    RunEvent.objects.bulk_create(
+        RunEvent(run=run, seq=seq, type="step.log", payload={}, ts=old) for seq in range(7, 7 + 5000)
+    )
+    with CaptureQueriesContext(connection) as queries:
+        assert retention.prune_run_events() == 5000
+    assert _statements(queries) == (2, 1)
+    # A batch shorter than 5,000 is the last: no read after it.
+    with CaptureQueriesContext(connection) as queries:
+        assert retention.prune_run_events(days=2) == 4
+    assert _statements(queries) == (1, 1)
