@@ -350,3 +350,69 @@ async def test_a_line_re_read_within_the_overlap_is_sent_once_and_never_goes_bac
         assert (await receive(ws))["type"] == "pong"  # nothing between: no repeat, nothing older
     finally:
         await close_socket(ws)
+
+
+async def test_a_page_alone_at_its_tick_is_read_its_users_runs_and_staffs_everyones(
+    user, other_user, staff_user, monkeypatch
+):
+    """A user's page due alone asks for that user's runs only; a staff page due alone, for everyone's:
+    it gets another user's run.
+
+    Red with the owners asked for the other way round (list_poller.py's ``None if everyone`` →
+    ``None if not everyone``): the staff page is read its own runs only and misses the other user's.
+    """
+    asked = []
+    original = summaries.summaries_changed_since
+
+    def noted(**kwargs):
+        asked.append(kwargs["owner_ids"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(summaries, "summaries_changed_since", noted)
+    since = timezone.now()
+    mine, theirs = await make_run(user), await make_run(other_user)
+    poller = get_list_poller()
+    for page in (_Page(user.pk), _Page(staff_user.pk, sees_all=True)):
+        poller.watch(page, interval=3600.0, since=since)
+        try:
+            for watch in poller.sockets.values():
+                watch.due = 0.0
+            await poller.tick()
+        finally:
+            poller.unwatch(page)
+        if page.sees_all:
+            assert {run_id for run_id, _ in page.lines} == {str(mine.id), str(theirs.id)}
+        else:
+            assert [run_id for run_id, _ in page.lines] == [str(mine.id)]
+    assert asked == [{user.pk}, None]
+
+
+class _BrokenPage(_Page):
+    async def deliver_summary(self, run_id: str, seq: int, text: str) -> None:
+        raise ConnectionResetError("the socket went away mid-send")
+
+
+async def test_a_page_that_fails_to_take_its_lines_does_not_stop_the_others(user, monkeypatch, caplog):
+    """Two pages of one user due at one tick, the first breaks on its first line: the second still
+    gets the run, and the warning carries the failure's traceback.
+
+    Red with the traceback left out of the warning (list_poller.py's ``exc_info=True`` → ``False``).
+    """
+    since = timezone.now()
+    run = await make_run(user)
+    poller = get_list_poller()
+    broken, page = _BrokenPage(user.pk), _Page(user.pk)
+    poller.watch(broken, interval=3600.0, since=since)
+    poller.watch(page, interval=3600.0, since=since)
+    try:
+        for watch in poller.sockets.values():
+            watch.due = 0.0
+        with caplog.at_level(logging.WARNING, logger="realtime.list_poller"):
+            await poller.tick()
+    finally:
+        poller.unwatch(broken)
+        poller.unwatch(page)
+    assert [run_id for run_id, _ in page.lines] == [str(run.id)]
+    (warning,) = [r for r in caplog.records if r.name == "realtime.list_poller"]
+    assert warning.levelno == logging.WARNING
+    assert "ConnectionResetError: the socket went away mid-send" in caplog.text  # its traceback
