@@ -416,3 +416,31 @@ async def test_a_page_that_fails_to_take_its_lines_does_not_stop_the_others(user
     (warning,) = [r for r in caplog.records if r.name == "realtime.list_poller"]
     assert warning.levelno == logging.WARNING
     assert "ConnectionResetError: the socket went away mid-send" in caplog.text  # its traceback
+
+
+async def test_the_poller_stops_as_soon_as_its_last_page_is_unwatched(user):
+    """The poller waiting for a page due in an hour: the page closes, the poller's task ends now.
+
+    Red with unwatch waking the task only for a page it did not watch (list_poller.py's
+    ``if self.sockets.pop(...) is not None`` → ``if not ...``): it sleeps until the hour is up.
+    """
+    poller = get_list_poller()
+    looked = asyncio.Event()
+    next_due = poller.next_due
+
+    def noted_next_due():
+        looked.set()  # named point: the task has read the next due time and goes to wait for it
+        return next_due()
+
+    poller.next_due = noted_next_due
+    page = _Page(user.pk)
+    try:
+        poller.watch(page, interval=3600.0)
+        task = poller._task
+        await asyncio.wait_for(looked.wait(), WAIT)
+        poller.unwatch(page)
+        await asyncio.wait_for(asyncio.shield(task), WAIT)
+        assert not poller.running
+    finally:
+        poller.unwatch(page)
+        del poller.next_due
