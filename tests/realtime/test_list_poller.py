@@ -444,3 +444,35 @@ async def test_the_poller_stops_as_soon_as_its_last_page_is_unwatched(user):
     finally:
         poller.unwatch(page)
         del poller.next_due
+
+
+async def test_each_tick_reads_on_from_the_last_one_not_from_the_start(user, monkeypatch):
+    """A page first served an hour ago: its first tick reads the hour, the next one only what came after
+    the first (less the overlap), so a page's reads stay the size of the changes since its last tick.
+
+    Red with the window left where it was after a read (list_poller.py's ``for _, watch in due:
+    watch.since = read_at`` → ``in []``): every tick reads the whole hour again.
+    """
+    asked = []
+    original = summaries.summaries_changed_since
+
+    def noted(**kwargs):
+        asked.append(kwargs["since"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(summaries, "summaries_changed_since", noted)
+    poller = get_list_poller()
+    page = _Page(user.pk)
+    first_served = timezone.now() - timedelta(hours=1)
+    poller.watch(page, interval=3600.0, since=first_served)
+    before = timezone.now()  # the first tick's read begins after this
+    try:
+        for _ in range(2):
+            for watch in poller.sockets.values():
+                watch.due = 0.0
+            await poller.tick()
+    finally:
+        poller.unwatch(page)
+    overlap = timedelta(seconds=list_poller.OVERLAP_SECONDS)
+    assert asked[0] == first_served - overlap
+    assert asked[1] >= before - overlap > first_served
