@@ -501,3 +501,36 @@ async def test_a_change_committed_9_5_s_after_its_timestamp_is_in_the_next_tick(
     finally:
         poller.unwatch(page)
     assert (str(run.id), 1) in page.lines
+
+
+async def test_after_the_database_is_back_a_new_outage_is_warned_again_and_its_end_said_once(
+    user, monkeypatch, caplog
+):
+    """Away, back for two ticks, away again: a warning, one "back" line, a new warning.
+
+    Red with a worked read leaving the ticker marked failing (per_loop.py's ``read_worked``
+    ``self._failing = False`` → ``True``): "back" at every tick, and the second outage only at debug.
+    """
+    original = summaries.summaries_changed_since
+    database = {"away": True}
+
+    def flaky(**kwargs):
+        if database["away"]:
+            raise OperationalError("the database is away")
+        return original(**kwargs)
+
+    monkeypatch.setattr(summaries, "summaries_changed_since", flaky)
+    poller = get_list_poller()
+    page = _Page(user.pk)
+    poller.watch(page, interval=3600.0, since=timezone.now())
+    try:
+        with caplog.at_level(logging.DEBUG, logger="realtime.list_poller"):
+            for away in (True, False, False, True):
+                database["away"] = away
+                for watch in poller.sockets.values():
+                    watch.due = 0.0
+                await poller.tick()
+    finally:
+        poller.unwatch(page)
+    levels = [r.levelno for r in caplog.records if r.name == "realtime.list_poller"]
+    assert levels == [logging.WARNING, logging.INFO, logging.WARNING]
