@@ -200,6 +200,13 @@ async def test_a_degraded_socket_is_fed_at_the_poll_interval_then_back_at_its_ow
     assert not get_list_poller().sockets  # unwatched when it closed
 
 
+async def tick_now(poller: list_poller.ListPoller) -> None:
+    """A tick with every page due now (the test ticks the poller itself)."""
+    for watch in poller.sockets.values():
+        watch.due = 0.0
+    await poller.tick()
+
+
 class _Page:
     """A stand-in list socket: what the poller hands it."""
 
@@ -223,16 +230,12 @@ async def test_a_change_committed_after_a_tick_with_an_earlier_timestamp_is_in_t
     poller.watch(page, interval=3600.0, since=timezone.now())
     try:
         stamped = timezone.now()  # the writer takes its timestamp …
-        for watch in poller.sockets.values():
-            watch.due = 0.0
-        await poller.tick()  # … a tick reads before the writer commits …
+        await tick_now(poller)  # … a tick reads before the writer commits …
         assert page.lines == []
         monkeypatch.setattr(log, "timezone", SimpleNamespace(now=lambda: stamped))  # the event's ts
         run = await make_run(user)
         await start_run(run)  # … and its event, stamped then, commits now.
-        for watch in poller.sockets.values():
-            watch.due = 0.0
-        await poller.tick()
+        await tick_now(poller)
     finally:
         poller.unwatch(page)
     assert (str(run.id), 1) in page.lines
@@ -288,9 +291,7 @@ async def test_a_failed_read_is_asked_again_from_the_same_point_and_warned_once(
     try:
         with caplog.at_level(logging.DEBUG, logger="realtime.list_poller"):
             for _ in range(3):
-                for watch in poller.sockets.values():
-                    watch.due = 0.0
-                await poller.tick()
+                await tick_now(poller)
     finally:
         poller.unwatch(page)
     assert page.lines == [(str(run.id), 1)]
@@ -313,9 +314,7 @@ async def test_a_tick_reads_from_the_earliest_point_any_of_its_sockets_needs(use
     poller.watch(behind, interval=3600.0, since=hour_ago)
     poller.watch(fresh, interval=3600.0, since=timezone.now())
     try:
-        for watch in poller.sockets.values():
-            watch.due = 0.0
-        await poller.tick()
+        await tick_now(poller)
     finally:
         poller.unwatch(behind)
         poller.unwatch(fresh)
@@ -375,9 +374,7 @@ async def test_a_page_alone_at_its_tick_is_read_its_users_runs_and_staffs_everyo
     for page in (_Page(user.pk), _Page(staff_user.pk, sees_all=True)):
         poller.watch(page, interval=3600.0, since=since)
         try:
-            for watch in poller.sockets.values():
-                watch.due = 0.0
-            await poller.tick()
+            await tick_now(poller)
         finally:
             poller.unwatch(page)
         if page.sees_all:
@@ -405,10 +402,8 @@ async def test_a_page_that_fails_to_take_its_lines_does_not_stop_the_others(user
     poller.watch(broken, interval=3600.0, since=since)
     poller.watch(page, interval=3600.0, since=since)
     try:
-        for watch in poller.sockets.values():
-            watch.due = 0.0
         with caplog.at_level(logging.WARNING, logger="realtime.list_poller"):
-            await poller.tick()
+            await tick_now(poller)
     finally:
         poller.unwatch(broken)
         poller.unwatch(page)
@@ -468,9 +463,7 @@ async def test_each_tick_reads_on_from_the_last_one_not_from_the_start(user, mon
     before = timezone.now()  # the first tick's read begins after this
     try:
         for _ in range(2):
-            for watch in poller.sockets.values():
-                watch.due = 0.0
-            await poller.tick()
+            await tick_now(poller)
     finally:
         poller.unwatch(page)
     overlap = timedelta(seconds=list_poller.OVERLAP_SECONDS)
@@ -489,15 +482,11 @@ async def test_a_change_committed_9_5_s_after_its_timestamp_is_in_the_next_tick(
     poller.watch(page, interval=3600.0, since=timezone.now())
     try:
         stamped = timezone.now() - timedelta(seconds=9.5)  # 9.5 s before the tick's read
-        for watch in poller.sockets.values():
-            watch.due = 0.0
-        await poller.tick()
+        await tick_now(poller)
         monkeypatch.setattr(log, "timezone", SimpleNamespace(now=lambda: stamped))  # the event's ts
         run = await make_run(user)
         await start_run(run)
-        for watch in poller.sockets.values():
-            watch.due = 0.0
-        await poller.tick()
+        await tick_now(poller)
     finally:
         poller.unwatch(page)
     assert (str(run.id), 1) in page.lines
@@ -527,9 +516,7 @@ async def test_after_the_database_is_back_a_new_outage_is_warned_again_and_its_e
         with caplog.at_level(logging.DEBUG, logger="realtime.list_poller"):
             for away in (True, False, False, True):
                 database["away"] = away
-                for watch in poller.sockets.values():
-                    watch.due = 0.0
-                await poller.tick()
+                await tick_now(poller)
     finally:
         poller.unwatch(page)
     levels = [r.levelno for r in caplog.records if r.name == "realtime.list_poller"]
