@@ -18,7 +18,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from realtime import selectors
-from realtime.access_watch import Credentials, get_access_watch
+from realtime.access_watch import AccessWatch, Credentials, get_access_watch
 from realtime.close_codes import CLOSE_UNAUTHENTICATED
 from runs import services
 from tests.realtime.support import (
@@ -273,3 +273,14 @@ async def test_a_failing_read_is_reported_once_and_tried_again_next_tick(
         assert levels == [logging.WARNING, logging.DEBUG, logging.INFO]
     finally:
         await close_socket(ws)
+
+
+async def test_after_a_tick_the_next_is_a_period_later(settings):
+    """Kills access_watch.py:95 ``self._due + REALTIME_ACCESS_RECHECK_SECONDS`` → ``-``: the next tick
+    due at once, a read at every pass of the loop instead of one per period."""
+    settings.REALTIME_ACCESS_RECHECK_SECONDS = 3600
+    loop = asyncio.get_running_loop()
+    watch = AccessWatch(loop)
+    watch._due = loop.time()
+    await watch.tick()  # no socket watched: no read, only the next due time
+    assert watch._due >= loop.time() + 3599
