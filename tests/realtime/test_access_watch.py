@@ -284,3 +284,34 @@ async def test_after_a_tick_the_next_is_a_period_later(settings):
     watch._due = loop.time()
     await watch.tick()  # no socket watched: no read, only the next due time
     assert watch._due >= loop.time() + 3599
+
+
+class _Holder:
+    def __init__(self):
+        self.told = 0
+
+    async def credentials_revoked(self) -> None:
+        self.told += 1
+
+
+class _BrokenHolder(_Holder):
+    async def credentials_revoked(self) -> None:
+        raise ConnectionResetError("the socket went away mid-close")
+
+
+async def test_a_socket_that_fails_to_close_keeps_no_other_open(settings, caplog):
+    """Kills access_watch.py:125 ``except Exception`` → another exception (the tick raises, the other
+    socket may stay open) and :127 ``exc_info=True`` → ``False`` (the warning loses its traceback)."""
+    settings.REALTIME_ACCESS_RECHECK_SECONDS = 3600  # this test ticks the watch itself
+    watch = get_access_watch()
+    broken, holder = _BrokenHolder(), _Holder()
+    try:
+        watch.watch(broken, Credentials())  # nothing lets these in any more
+        watch.watch(holder, Credentials())
+        with caplog.at_level(logging.WARNING, logger="realtime.access_watch"):
+            await watch.tick()
+    finally:
+        watch.unwatch(broken)
+        watch.unwatch(holder)
+    assert holder.told == 1
+    assert "ConnectionResetError: the socket went away mid-close" in caplog.text
