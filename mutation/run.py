@@ -56,6 +56,9 @@ ENV: dict[str, dict[str, str]] = {
     "realtime/consumers/__init__.py": ONE_LAYER,
     "realtime/shards.py": ONE_LAYER,
     "realtime/api.py": ONE_LAYER_PUSH,
+    "realtime/list_poller.py": ONE_LAYER,
+    "realtime/per_loop.py": ONE_LAYER_PUSH,
+    "realtime/access_watch.py": ONE_LAYER_PUSH,
 }
 TARGETS: dict[str, list[str]] = {
     "runs/services.py": [
@@ -140,8 +143,30 @@ TARGETS: dict[str, list[str]] = {
         "tests/web/test_pages.py",
     ],
     "realtime/list_feed.py": ["tests/realtime/test_user_stream.py"],
-    "realtime/stream_api.py": ["tests/realtime/test_tickets.py", "tests/web/test_pages.py"],
-    "realtime/consumers/user_stream.py": ["tests/realtime/test_user_stream.py"],
+    "realtime/stream_api.py": [
+        "tests/realtime/test_tickets.py",
+        "tests/web/test_pages.py",
+        "tests/runs/test_api.py",
+    ],
+    "realtime/consumers/user_stream.py": [
+        "tests/realtime/test_user_stream.py",
+        "tests/realtime/test_list_poller.py",
+    ],
+    # The run-list re-read (one statement per process per tick), the access watch (revoked
+    # credentials close 4401; its Daphne test is the one a process outside coverage runs),
+    # and the per-loop ticker both pollers and the watch run on.
+    "realtime/list_poller.py": ["tests/realtime/test_list_poller.py", "tests/realtime/test_user_stream.py"],
+    "realtime/access_watch.py": [
+        "tests/realtime/test_access_watch.py",
+        "tests/realtime/test_consumer.py::test_a_session_sockets_credentials_still_hold_at_its_recheck",
+        "tests/scenarios/test_protocol_daphne.py::test_revoked_credentials_close_an_open_socket_4401",
+    ],
+    "realtime/per_loop.py": [
+        "tests/realtime/test_poller_grid.py",
+        "tests/realtime/test_poller.py",
+        "tests/realtime/test_access_watch.py",
+        "tests/realtime/test_list_poller.py",
+    ],
     # What every endpoint shares: the client frames' judge, the socket base, the close codes.
     "realtime/client_frames.py": ["tests/realtime/test_client_frames.py", "tests/realtime/test_consumer.py"],
     "realtime/consumers/socket.py": [

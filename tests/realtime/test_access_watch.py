@@ -18,7 +18,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from realtime import selectors
-from realtime.access_watch import Credentials, get_access_watch
+from realtime.access_watch import AccessWatch, Credentials, get_access_watch
 from realtime.close_codes import CLOSE_UNAUTHENTICATED
 from runs import services
 from tests.realtime.support import (
@@ -117,6 +117,18 @@ def test_revoked_credentials_names_what_no_longer_holds(user, other_user, django
         nothing = selectors.revoked_credentials(token_keys=set(), user_ids=set(), session_keys=set())
     assert nothing == selectors.Revoked(frozenset(), frozenset(), frozenset())
     assert captured.captured_queries == []
+
+
+def test_credentials_are_asked_about_10_000_to_a_statement():
+    # A statement's parameters are bounded (65,535 in PostgreSQL's protocol): a
+    # process with more open sockets than that asks in several statements.
+    for asked, statements in [(10_000, 1), (10_001, 2)]:
+        with CaptureQueriesContext(connection) as captured:
+            revoked = selectors.revoked_credentials(
+                token_keys=set(), user_ids=set(range(1, asked + 1)), session_keys=set()
+            )
+        assert len(revoked.user_ids) == asked  # no such users
+        assert len(captured.captured_queries) == statements
 
 
 def test_which_credentials_a_revocation_reaches():
@@ -261,3 +273,45 @@ async def test_a_failing_read_is_reported_once_and_tried_again_next_tick(
         assert levels == [logging.WARNING, logging.DEBUG, logging.INFO]
     finally:
         await close_socket(ws)
+
+
+async def test_after_a_tick_the_next_is_a_period_later(settings):
+    """Kills access_watch.py:95 ``self._due + REALTIME_ACCESS_RECHECK_SECONDS`` → ``-``: the next tick
+    due at once, a read at every pass of the loop instead of one per period."""
+    settings.REALTIME_ACCESS_RECHECK_SECONDS = 3600
+    loop = asyncio.get_running_loop()
+    watch = AccessWatch(loop)
+    watch._due = loop.time()
+    await watch.tick()  # no socket watched: no read, only the next due time
+    assert watch._due >= loop.time() + 3599
+
+
+class _Holder:
+    def __init__(self):
+        self.told = 0
+
+    async def credentials_revoked(self) -> None:
+        self.told += 1
+
+
+class _BrokenHolder(_Holder):
+    async def credentials_revoked(self) -> None:
+        raise ConnectionResetError("the socket went away mid-close")
+
+
+async def test_a_socket_that_fails_to_close_keeps_no_other_open(settings, caplog):
+    """Kills access_watch.py:125 ``except Exception`` → another exception (the tick raises, the other
+    socket may stay open) and :127 ``exc_info=True`` → ``False`` (the warning loses its traceback)."""
+    settings.REALTIME_ACCESS_RECHECK_SECONDS = 3600  # this test ticks the watch itself
+    watch = get_access_watch()
+    broken, holder = _BrokenHolder(), _Holder()
+    try:
+        watch.watch(broken, Credentials())  # nothing lets these in any more
+        watch.watch(holder, Credentials())
+        with caplog.at_level(logging.WARNING, logger="realtime.access_watch"):
+            await watch.tick()
+    finally:
+        watch.unwatch(broken)
+        watch.unwatch(holder)
+    assert holder.told == 1
+    assert "ConnectionResetError: the socket went away mid-close" in caplog.text

@@ -200,6 +200,13 @@ async def test_a_degraded_socket_is_fed_at_the_poll_interval_then_back_at_its_ow
     assert not get_list_poller().sockets  # unwatched when it closed
 
 
+async def tick_now(poller: list_poller.ListPoller) -> None:
+    """A tick with every page due now (the test ticks the poller itself)."""
+    for watch in poller.sockets.values():
+        watch.due = 0.0
+    await poller.tick()
+
+
 class _Page:
     """A stand-in list socket: what the poller hands it."""
 
@@ -223,16 +230,12 @@ async def test_a_change_committed_after_a_tick_with_an_earlier_timestamp_is_in_t
     poller.watch(page, interval=3600.0, since=timezone.now())
     try:
         stamped = timezone.now()  # the writer takes its timestamp …
-        for watch in poller.sockets.values():
-            watch.due = 0.0
-        await poller.tick()  # … a tick reads before the writer commits …
+        await tick_now(poller)  # … a tick reads before the writer commits …
         assert page.lines == []
         monkeypatch.setattr(log, "timezone", SimpleNamespace(now=lambda: stamped))  # the event's ts
         run = await make_run(user)
         await start_run(run)  # … and its event, stamped then, commits now.
-        for watch in poller.sockets.values():
-            watch.due = 0.0
-        await poller.tick()
+        await tick_now(poller)
     finally:
         poller.unwatch(page)
     assert (str(run.id), 1) in page.lines
@@ -288,9 +291,7 @@ async def test_a_failed_read_is_asked_again_from_the_same_point_and_warned_once(
     try:
         with caplog.at_level(logging.DEBUG, logger="realtime.list_poller"):
             for _ in range(3):
-                for watch in poller.sockets.values():
-                    watch.due = 0.0
-                await poller.tick()
+                await tick_now(poller)
     finally:
         poller.unwatch(page)
     assert page.lines == [(str(run.id), 1)]
@@ -313,9 +314,7 @@ async def test_a_tick_reads_from_the_earliest_point_any_of_its_sockets_needs(use
     poller.watch(behind, interval=3600.0, since=hour_ago)
     poller.watch(fresh, interval=3600.0, since=timezone.now())
     try:
-        for watch in poller.sockets.values():
-            watch.due = 0.0
-        await poller.tick()
+        await tick_now(poller)
     finally:
         poller.unwatch(behind)
         poller.unwatch(fresh)
@@ -350,3 +349,175 @@ async def test_a_line_re_read_within_the_overlap_is_sent_once_and_never_goes_bac
         assert (await receive(ws))["type"] == "pong"  # nothing between: no repeat, nothing older
     finally:
         await close_socket(ws)
+
+
+async def test_a_page_alone_at_its_tick_is_read_its_users_runs_and_staffs_everyones(
+    user, other_user, staff_user, monkeypatch
+):
+    """A user's page due alone asks for that user's runs only; a staff page due alone, for everyone's:
+    it gets another user's run.
+
+    Red with the owners asked for the other way round (list_poller.py's ``None if everyone`` →
+    ``None if not everyone``): the staff page is read its own runs only and misses the other user's.
+    """
+    asked = []
+    original = summaries.summaries_changed_since
+
+    def noted(**kwargs):
+        asked.append(kwargs["owner_ids"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(summaries, "summaries_changed_since", noted)
+    since = timezone.now()
+    mine, theirs = await make_run(user), await make_run(other_user)
+    poller = get_list_poller()
+    for page in (_Page(user.pk), _Page(staff_user.pk, sees_all=True)):
+        poller.watch(page, interval=3600.0, since=since)
+        try:
+            await tick_now(poller)
+        finally:
+            poller.unwatch(page)
+        if page.sees_all:
+            assert {run_id for run_id, _ in page.lines} == {str(mine.id), str(theirs.id)}
+        else:
+            assert [run_id for run_id, _ in page.lines] == [str(mine.id)]
+    assert asked == [{user.pk}, None]
+
+
+class _BrokenPage(_Page):
+    async def deliver_summary(self, run_id: str, seq: int, text: str) -> None:
+        raise ConnectionResetError("the socket went away mid-send")
+
+
+async def test_a_page_that_fails_to_take_its_lines_does_not_stop_the_others(user, monkeypatch, caplog):
+    """Two pages of one user due at one tick, the first breaks on its first line: the second still
+    gets the run, and the warning carries the failure's traceback.
+
+    Red with the traceback left out of the warning (list_poller.py's ``exc_info=True`` → ``False``).
+    """
+    since = timezone.now()
+    run = await make_run(user)
+    poller = get_list_poller()
+    broken, page = _BrokenPage(user.pk), _Page(user.pk)
+    poller.watch(broken, interval=3600.0, since=since)
+    poller.watch(page, interval=3600.0, since=since)
+    try:
+        with caplog.at_level(logging.WARNING, logger="realtime.list_poller"):
+            await tick_now(poller)
+    finally:
+        poller.unwatch(broken)
+        poller.unwatch(page)
+    assert [run_id for run_id, _ in page.lines] == [str(run.id)]
+    (warning,) = [r for r in caplog.records if r.name == "realtime.list_poller"]
+    assert warning.levelno == logging.WARNING
+    assert "ConnectionResetError: the socket went away mid-send" in caplog.text  # its traceback
+
+
+async def test_the_poller_stops_as_soon_as_its_last_page_is_unwatched(user):
+    """The poller waiting for a page due in an hour: the page closes, the poller's task ends now.
+
+    Red with unwatch waking the task only for a page it did not watch (list_poller.py's
+    ``if self.sockets.pop(...) is not None`` → ``if not ...``): it sleeps until the hour is up.
+    """
+    poller = get_list_poller()
+    looked = asyncio.Event()
+    next_due = poller.next_due
+
+    def noted_next_due():
+        looked.set()  # named point: the task has read the next due time and goes to wait for it
+        return next_due()
+
+    poller.next_due = noted_next_due
+    page = _Page(user.pk)
+    try:
+        poller.watch(page, interval=3600.0)
+        task = poller._task
+        await asyncio.wait_for(looked.wait(), WAIT)
+        poller.unwatch(page)
+        await asyncio.wait_for(asyncio.shield(task), WAIT)
+        assert not poller.running
+    finally:
+        poller.unwatch(page)
+        del poller.next_due
+
+
+async def test_each_tick_reads_on_from_the_last_one_not_from_the_start(user, monkeypatch):
+    """A page first served an hour ago: its first tick reads the hour, the next one only what came after
+    the first (less the overlap), so a page's reads stay the size of the changes since its last tick.
+
+    Red with the window left where it was after a read (list_poller.py's ``for _, watch in due:
+    watch.since = read_at`` → ``in []``): every tick reads the whole hour again.
+    """
+    asked = []
+    original = summaries.summaries_changed_since
+
+    def noted(**kwargs):
+        asked.append(kwargs["since"])
+        return original(**kwargs)
+
+    monkeypatch.setattr(summaries, "summaries_changed_since", noted)
+    poller = get_list_poller()
+    page = _Page(user.pk)
+    first_served = timezone.now() - timedelta(hours=1)
+    poller.watch(page, interval=3600.0, since=first_served)
+    before = timezone.now()  # the first tick's read begins after this
+    try:
+        for _ in range(2):
+            await tick_now(poller)
+    finally:
+        poller.unwatch(page)
+    overlap = timedelta(seconds=list_poller.OVERLAP_SECONDS)
+    assert asked[0] == first_served - overlap
+    assert asked[1] >= before - overlap > first_served
+
+
+async def test_a_change_committed_9_5_s_after_its_timestamp_is_in_the_next_tick(user, monkeypatch):
+    """docs/reliability.md's promise: a commit within 10 s of its event's timestamp is on the page by the
+    first tick after it. An event stamped 9.5 s before a tick, committed after it, is in the next one.
+
+    Red with a 9 s overlap (list_poller.py's ``OVERLAP_SECONDS = 10.0`` → ``9.0``).
+    """
+    poller = get_list_poller()
+    page = _Page(user.pk)
+    poller.watch(page, interval=3600.0, since=timezone.now())
+    try:
+        stamped = timezone.now() - timedelta(seconds=9.5)  # 9.5 s before the tick's read
+        await tick_now(poller)
+        monkeypatch.setattr(log, "timezone", SimpleNamespace(now=lambda: stamped))  # the event's ts
+        run = await make_run(user)
+        await start_run(run)
+        await tick_now(poller)
+    finally:
+        poller.unwatch(page)
+    assert (str(run.id), 1) in page.lines
+
+
+async def test_after_the_database_is_back_a_new_outage_is_warned_again_and_its_end_said_once(
+    user, monkeypatch, caplog
+):
+    """Away, back for two ticks, away again: a warning, one "back" line, a new warning.
+
+    Red with a worked read leaving the ticker marked failing (per_loop.py's ``read_worked``
+    ``self._failing = False`` → ``True``): "back" at every tick, and the second outage only at debug.
+    """
+    original = summaries.summaries_changed_since
+    database = {"away": True}
+
+    def flaky(**kwargs):
+        if database["away"]:
+            raise OperationalError("the database is away")
+        return original(**kwargs)
+
+    monkeypatch.setattr(summaries, "summaries_changed_since", flaky)
+    poller = get_list_poller()
+    page = _Page(user.pk)
+    poller.watch(page, interval=3600.0, since=timezone.now())
+    try:
+        with caplog.at_level(logging.DEBUG, logger="realtime.list_poller"):
+            for away in (True, False, False, True):
+                database["away"] = away
+                await tick_now(poller)
+    finally:
+        poller.unwatch(page)
+    levels = [r.levelno for r in caplog.records if r.name == "realtime.list_poller"]
+    assert levels == [logging.WARNING, logging.INFO, logging.WARNING]

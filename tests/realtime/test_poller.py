@@ -4,6 +4,7 @@ import asyncio
 import os
 import subprocess
 import sys
+import uuid
 
 import pytest
 from asgiref.sync import sync_to_async
@@ -101,6 +102,22 @@ def test_the_poll_query_reads_each_run_from_its_own_cursor(user):
     first, second = (a.id, b.id) if pairs[0][0] == a.id else (b.id, a.id)
     assert pairs == expected[first] + expected[second]
     assert selectors.events_after_cursors(cursors={}) == []
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("dispatched")
+def test_a_poll_of_many_runs_is_one_statement_on_postgresql(user):
+    # One statement text whatever the count (planned once), not the portable path's
+    # OR'ed conditions in chunks of 200.
+    assert connection.vendor == "postgresql"
+    run = services.run_create(owner=user, steps=ECHO2)
+    executor.execute_run(run_id=run.id)
+    cursors = {uuid.uuid4(): 0 for _ in range(449)} | {run.id: 4}
+    with CaptureQueriesContext(connection) as captured:
+        found = selectors.events_after_cursors(cursors=cursors)
+    assert len(captured.captured_queries) == 1
+    assert [(e.run_id, e.seq) for e in found] == [(run.id, 5), (run.id, 6)]
 
 
 @pytest.mark.django_db(transaction=True)

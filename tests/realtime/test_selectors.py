@@ -8,11 +8,12 @@ PostgreSQL the two paths are also compared directly.
 """
 
 import json
+import threading
 import uuid
 from datetime import UTC, datetime
 
 import pytest
-from django.db import connection
+from django.db import connection, connections
 from rest_framework.authtoken.models import Token
 
 from realtime import selectors
@@ -110,6 +111,34 @@ def test_access_is_refused_as_the_api_refuses_it(user, other_user, staff_user):
     )
 
 
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)  # the step below commits on a connection of its own
+def test_the_orm_snapshot_reads_run_and_steps_from_one_database_snapshot(user, monkeypatch):
+    """A step committing between the run's read and its steps' read is in neither (the resync's read)."""
+    run = services.run_create(owner=user, steps=[{"tool": "echo"}])
+    services.run_start(run_id=run.id)
+    services.step_start(run_id=run.id, index=0)
+    seq = Run.objects.get(pk=run.id).seq
+    read_steps = selectors.prefetch_related_objects
+
+    def step_succeeds_then_read_steps(*args, **kwargs):
+        def succeed():
+            try:
+                services.step_succeed(run_id=run.id, index=0, output={"done": True})
+            finally:
+                connections.close_all()
+
+        writer = threading.Thread(target=succeed)
+        writer.start()
+        writer.join()
+        return read_steps(*args, **kwargs)
+
+    monkeypatch.setattr(selectors, "prefetch_related_objects", step_succeeds_then_read_steps)
+    snapshot = selectors.run_snapshot(run_id=run.id, user=user)
+    assert Run.objects.get(pk=run.id).seq > seq  # the step did commit meanwhile
+    assert (snapshot.seq, snapshot.run["steps"][0]["status"]) == (seq, "running")
+
+
 def test_resume_returns_the_backlog_with_the_snapshot(user):
     run = _runs_in_every_state(user)[1]
     state = selectors.connect_state(run_id=run.id, since=1, user=user)
@@ -137,3 +166,28 @@ def test_the_fast_path_answers_what_the_orm_path_answers(user, other_user, staff
             )
     assert fast_snapshot(run_id=runs[0].id, user=None, token_key="nosuchkey") == Refused.UNAUTHENTICATED
     assert selectors.user_for_token(key="nosuchkey") is None
+
+
+@pytest.fixture(params=["iso-8601", None])
+def drf_time_format(request, settings):
+    """DRF's own DATETIME_FORMATs instead of the project's strftime one: its default
+    ("iso-8601") and None (datetime objects, as a renderer would get them)."""
+    from realtime.fast_snapshot import _time_format
+
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DATETIME_FORMAT": request.param}
+    _time_format.cache_clear()
+    try:
+        yield request.param
+    finally:
+        _time_format.cache_clear()  # read again once pytest-django's settings fixture has restored them
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_the_fast_path_formats_times_as_drf_does_with_drfs_own_formats(user, drf_time_format):
+    assert connection.vendor == "postgresql"
+    for run in _runs_in_every_state(user):
+        reference = selectors.run_snapshot(run_id=run.id, user=user)
+        assert fast_snapshot(run_id=run.id, user=user, token_key=None) == reference
+    expected = "2026-11-27T12:00:05Z" if drf_time_format else datetime(2026, 11, 27, 12, 0, 5, tzinfo=UTC)
+    assert reference.run["started_at"] == expected  # DRF's rendering, not the project's

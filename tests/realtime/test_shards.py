@@ -222,3 +222,33 @@ async def test_core_layer_loses_direct_sends_to_a_process_channel_but_not_group_
         await layer.flush()
         for server in servers:
             server.stop()
+
+
+def test_which_servers_a_watcher_needs():
+    """The layer probe fails over exactly the watchers whose runs depend on a server that is down."""
+    from channels.layers import InMemoryChannelLayer
+    from channels_redis.core import RedisChannelLayer
+    from channels_redis.pubsub import RedisPubSubChannelLayer
+    from channels_redis.utils import _consistent_hash
+
+    hosts = ["redis://127.0.0.1:1/0", "redis://127.0.0.1:2/0"]  # never connected to
+    core, pubsub = RedisChannelLayer(hosts=hosts), RedisPubSubChannelLayer(hosts=hosts)
+    assert (shards.count(core), shards.count(pubsub), shards.count(InMemoryChannelLayer())) == (2, 2, 1)
+    for index in (0, 1):
+        other = 1 - index
+        # A process channel whose process part, and whole name, are both on the other server.
+        channel = next(
+            name
+            for n in range(1000)
+            if _consistent_hash(core.non_local_name(name := f"specific.{n}!x"), 2)
+            == _consistent_hash(name, 2)
+            == other
+        )
+        core_group, pubsub_group = shards.group_on(core, index, "run"), shards.group_on(pubsub, index, "run")
+        # Core layer: the group's member set, and the process channel its messages are written to.
+        assert shards.watcher_shards(core, core_group, channel) == {index, other}
+        assert shards.watcher_shards(core, core_group, None) == {index}
+        # Pub/sub layer: the group's own subscription only.
+        assert shards.watcher_shards(pubsub, pubsub_group, channel) == {index}
+    # Any other layer is one server, whatever the names.
+    assert shards.watcher_shards(InMemoryChannelLayer(), "run.0", "specific.1!x") == {0}

@@ -35,6 +35,21 @@ def test_a_ticket_is_stored_hashed_used_once_and_expires(db, user):
     assert tickets.consume_ticket(ticket="\x00" * tickets.TICKET_LENGTH) is None
 
 
+def test_a_ticket_is_refused_from_the_instant_it_expires(db, user, monkeypatch):
+    # As issuing prunes it (expires_at <= now): expires_at is the first instant it is no good.
+    ticket, expires_at = tickets.issue_ticket(user=user)
+    monkeypatch.setattr(tickets.timezone, "now", lambda: expires_at)
+    assert tickets.consume_ticket(ticket=ticket) is None
+
+
+def test_what_cannot_be_a_ticket_is_refused_without_a_database_round_trip(db, django_assert_num_queries):
+    # A flood of made-up tickets costs the database nothing: only 43 ASCII characters can be one.
+    with django_assert_num_queries(0):
+        assert tickets.consume_ticket(ticket="x" * 500) is None
+        assert tickets.consume_ticket(ticket="x" * (tickets.TICKET_LENGTH - 1)) is None
+        assert tickets.consume_ticket(ticket="é" * tickets.TICKET_LENGTH) is None
+
+
 def test_issuing_prunes_expired_tickets(db, user):
     tickets.issue_ticket(user=user)
     ConnectionTicket.objects.update(expires_at=timezone.now() - timedelta(seconds=1))

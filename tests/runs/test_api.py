@@ -435,6 +435,22 @@ def test_openapi_schema(api):
     assert set(status_param["schema"]["enum"]) == {"queued", "processing", "succeeded", "failed", "cancelled"}
 
 
+def test_the_realtime_endpoints_document_the_success_they_answer(api, user, dispatched):
+    """Each one's documented 2xx response is the one it answers, with its body's shape."""
+    paths = api.get("/api/schema/?format=json").json()["paths"]
+    run = services.run_create(owner=user, steps=[{"tool": "echo", "args": {}}])
+    any_object = {"type": "object", "additionalProperties": {}}
+    for path, method, answered, body in [
+        ("/api/ws-tickets/", "post", api.post("/api/ws-tickets/"), {"$ref": "#/components/schemas/WsTicket"}),
+        ("/api/run-summaries/", "get", api.get("/api/run-summaries/"), any_object),
+        ("/api/runs/{run_id}/events/", "get", api.get(f"/api/runs/{run.id}/events/"), any_object),
+    ]:
+        responses = paths[path][method]["responses"]
+        assert [code for code in responses if code.startswith("2")] == [str(answered.status_code)], path
+        assert responses[str(answered.status_code)]["content"]["application/json"]["schema"] == body, path
+    assert "requestBody" not in paths["/api/ws-tickets/"]["post"]  # a ticket is asked for with no body
+
+
 def test_openapi_schema_default_format(api):
     response = api.get("/api/schema/")
     assert response.status_code == 200
