@@ -162,7 +162,11 @@ TARGETS: dict[str, list[str]] = {
     "realtime/outage_logging.py": ["tests/realtime/test_outage_logging.py"],
     "realtime/tasks.py": ["tests/realtime/test_retention.py"],
     "realtime/management/commands/prune_run_events.py": ["tests/realtime/test_retention.py"],
-    "realtime/models.py": ["tests/realtime/test_log.py", "tests/realtime/test_tickets.py"],
+    "realtime/models.py": [
+        "tests/test_migrations.py",
+        "tests/realtime/test_log.py",
+        "tests/realtime/test_tickets.py",
+    ],
     "realtime/apps.py": ["tests/realtime/test_signals.py"],
     "realtime/consumers/__init__.py": ["tests/scenarios/test_modes.py"],
 }
