@@ -222,6 +222,13 @@ def test_http_events_bad_query_is_400(user, api, query):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_http_events_without_since_start_at_the_first(user, api):
+    run = _run_with_two_events(user)
+    body = api.get(f"/api/runs/{run.id}/events/").json()
+    assert (body["since"], body["recovered"], [e["seq"] for e in body["events"]]) == (0, True, [1, 2])
+
+
+@pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("limit", [1, 1000])
 def test_http_events_limit_goes_from_1_to_1000(user, api, limit):
     run = _run_with_two_events(user)
