@@ -8,14 +8,15 @@ the frames are exact.
 
 import asyncio
 import json
+import uuid
 
 import pytest
-from django.db import connections
+from django.db import connections, transaction
 from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from realtime import summaries
+from realtime import list_feed, summaries
 from runs import services
 from tests.processes import daphne_server, subprocess_env
 from tests.realtime.own_redis import OwnRedis
@@ -39,6 +40,18 @@ pytestmark = [
 
 WAIT = 30.0
 ECHO2 = [{"tool": "echo", "args": {"n": 0}}, {"tool": "echo", "args": {"n": 1}}]
+
+
+def test_a_runs_summary_goes_out_once_per_transaction_after_it_commits(monkeypatch):
+    # A cancel that skips five steps moves the list's line once, not six times.
+    published = []
+    monkeypatch.setattr(list_feed, "publish_summary", lambda *, run_id: published.append(run_id))
+    a, b = uuid.uuid4(), uuid.uuid4()
+    with transaction.atomic():
+        for run_id in (a, a, b, a):
+            list_feed.note_change(run_id=run_id)
+        assert published == []
+    assert published == [str(a), str(b)]
 
 
 class Client:
