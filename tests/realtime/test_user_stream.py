@@ -8,10 +8,11 @@ the frames are exact.
 
 import asyncio
 import json
+import logging
 import uuid
 
 import pytest
-from django.db import connections, transaction
+from django.db import OperationalError, connections, transaction
 from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -52,6 +53,27 @@ def test_a_runs_summary_goes_out_once_per_transaction_after_it_commits(monkeypat
             list_feed.note_change(run_id=run_id)
         assert published == []
     assert published == [str(a), str(b)]
+
+
+def test_a_summary_that_cannot_be_read_is_logged_and_not_published(monkeypatch, caplog):
+    def unreadable(*, run_id):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(list_feed.summaries, "run_summary", unreadable)
+    with caplog.at_level(logging.WARNING, logger="realtime.list_feed"):
+        assert list_feed.publish_summary(run_id=str(uuid.uuid4())) is False
+    assert "list streams re-read it" in caplog.text
+
+
+def test_a_summary_publish_that_raises_never_fails_the_writer(monkeypatch, user, settings):
+    settings.REALTIME_MODE = "push"
+
+    def exploding(summary):
+        raise RuntimeError("the layer exploded")
+
+    monkeypatch.setattr(list_feed.publisher, "publish_summary", exploding)
+    run = services.run_create(owner=user, steps=ECHO2)  # its summary goes out after the commit
+    assert summaries.run_summary(run_id=run.id)["status"] == "queued"
 
 
 class Client:
