@@ -11,7 +11,6 @@ highest seq, so a late or repeated summary never moves a line back.
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
 
@@ -30,7 +29,12 @@ def note_change(*, run_id: uuid.UUID | str) -> None:
         getattr(callback, "summary_of", None) == key for _, callback, _ in connection.run_on_commit
     ):
         return
-    callback = functools.partial(publish_summary, run_id=key)
+
+    # A function, not a functools.partial: a robust callback that raises is logged
+    # by its __qualname__, which a partial lacks (the AttributeError then failed the writer).
+    def callback() -> None:
+        publish_summary(run_id=key)
+
     callback.summary_of = key
     transaction.on_commit(callback, robust=True)
 

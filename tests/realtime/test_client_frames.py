@@ -4,8 +4,10 @@ import json
 
 import pytest
 
+from realtime import daphne_tuning
 from realtime.client_frames import RATE_LIMIT_WINDOW_SECONDS, ClientFrameGate, Close, Error, Ignore, Pong
 from realtime.close_codes import CLOSE_RATE_LIMITED, CLOSE_TOO_BIG
+from realtime.consumers.socket import ProtocolSocket
 
 PING = '{"type": "ping"}'
 
@@ -136,3 +138,41 @@ def test_the_next_rate_limited_error_may_come_a_whole_window_after_the_last():
     assert judge.judge(PING, None) == Ignore()
     clock.now += RATE_LIMIT_WINDOW_SECONDS / 2  # exactly one window after the error
     assert judge.judge(PING, None).code == "rate_limited"
+
+
+class _Socket(ProtocolSocket):
+    """A socket of the protocol without a server: what it sends, and when it stops reading."""
+
+    def __init__(self, frame_gate):
+        super().__init__()
+        self.base_send, self.frame_gate, self.sent = object(), frame_gate, []
+
+    async def _pong(self):
+        self.sent.append("pong")
+
+    async def _error(self, code, message):
+        self.sent.append(code)
+
+    async def _refuse(self, close_code, message):
+        self.sent.append(close_code)
+        self.finished = True
+
+
+async def test_a_flooding_client_is_not_read_while_over_its_budget_then_dropped_after_4429(monkeypatch):
+    """Daphne stops reading the client's socket (daphne_tuning.hold_reading): once when it goes over
+    its budget, with its rate_limited error, not again for each frame already read; then, at the
+    4429, for the close's grace, after which the connection is dropped."""
+    holds = []
+
+    def hold_reading(send, *, seconds, then_drop=False):
+        holds.append((len(socket.sent), then_drop, seconds))
+        return True
+
+    monkeypatch.setattr(daphne_tuning, "hold_reading", hold_reading)
+    socket = _Socket(gate(per_second=10.0, burst=5, close_after=50))  # a clock that stands still
+    for _ in range(56):
+        await socket.receive(text_data=PING)
+    assert socket.sent == ["pong"] * 5 + ["rate_limited", CLOSE_RATE_LIMITED]
+    (held_at, dropped, seconds), (closed_at, then_drop, grace) = holds
+    assert (held_at, dropped) == (5, False) and seconds > 0  # before the error frame went out
+    assert (closed_at, then_drop, grace) == (7, True, 2.0)  # docs/protocol.md: dropped 2 s later

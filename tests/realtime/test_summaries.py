@@ -41,3 +41,10 @@ def test_a_queued_run_cancelled_at_once_and_a_missing_run(user):
     services.run_cancel(run_id=run.id)  # queued: cancelled at once, its step created skipped
     assert summaries.run_summary(run_id=run.id) == _from_the_list(user, run.id)
     assert summaries.run_summary(run_id="00000000-0000-0000-0000-000000000000") is None
+
+
+def test_a_list_snapshot_is_the_newest_100_runs(user):
+    # docs/protocol.md: /ws/runs/'s connected frame holds the newest 100 runs' summaries.
+    ids = [str(services.run_create(owner=user, steps=PLAN[:1]).id) for _ in range(101)]
+    listed = [line["id"] for line in summaries.run_summaries_for_user(user=user)]
+    assert len(listed) == 100 and ids[0] not in listed

@@ -8,14 +8,16 @@ the frames are exact.
 
 import asyncio
 import json
+import logging
+import uuid
 
 import pytest
-from django.db import connections
+from django.db import OperationalError, connections, transaction
 from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from realtime import summaries
+from realtime import list_feed, summaries
 from runs import services
 from tests.processes import daphne_server, subprocess_env
 from tests.realtime.own_redis import OwnRedis
@@ -39,6 +41,39 @@ pytestmark = [
 
 WAIT = 30.0
 ECHO2 = [{"tool": "echo", "args": {"n": 0}}, {"tool": "echo", "args": {"n": 1}}]
+
+
+def test_a_runs_summary_goes_out_once_per_transaction_after_it_commits(monkeypatch):
+    # A cancel that skips five steps moves the list's line once, not six times.
+    published = []
+    monkeypatch.setattr(list_feed, "publish_summary", lambda *, run_id: published.append(run_id))
+    a, b = uuid.uuid4(), uuid.uuid4()
+    with transaction.atomic():
+        for run_id in (a, a, b, a):
+            list_feed.note_change(run_id=run_id)
+        assert published == []
+    assert published == [str(a), str(b)]
+
+
+def test_a_summary_that_cannot_be_read_is_logged_and_not_published(monkeypatch, caplog):
+    def unreadable(*, run_id):
+        raise OperationalError("the database went away")
+
+    monkeypatch.setattr(list_feed.summaries, "run_summary", unreadable)
+    with caplog.at_level(logging.WARNING, logger="realtime.list_feed"):
+        assert list_feed.publish_summary(run_id=str(uuid.uuid4())) is False
+    assert "list streams re-read it" in caplog.text
+
+
+def test_a_summary_publish_that_raises_never_fails_the_writer(monkeypatch, user, settings):
+    settings.REALTIME_MODE = "push"
+
+    def exploding(summary):
+        raise RuntimeError("the layer exploded")
+
+    monkeypatch.setattr(list_feed.publisher, "publish_summary", exploding)
+    run = services.run_create(owner=user, steps=ECHO2)  # its summary goes out after the commit
+    assert summaries.run_summary(run_id=run.id)["status"] == "queued"
 
 
 class Client:

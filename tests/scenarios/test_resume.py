@@ -212,13 +212,29 @@ def test_http_events_of_someone_elses_run_is_404(other_user, api):
 
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
-    "query", ["since=abc", "since=-1", "since=1.5", "limit=0", "limit=100000", "since=1e3"]
+    "query", ["since=abc", "since=-1", "since=1.5", "limit=0", "limit=1001", "limit=100000", "since=1e3"]
 )
 def test_http_events_bad_query_is_400(user, api, query):
     run = _run_with_two_events(user)
     response = api.get(f"/api/runs/{run.id}/events/?{query}")
     assert response.status_code == 400
     assert response.json()["error"] == "invalid"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_http_events_without_since_start_at_the_first(user, api):
+    run = _run_with_two_events(user)
+    body = api.get(f"/api/runs/{run.id}/events/").json()
+    assert (body["since"], body["recovered"], [e["seq"] for e in body["events"]]) == (0, True, [1, 2])
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("limit", [1, 1000])
+def test_http_events_limit_goes_from_1_to_1000(user, api, limit):
+    run = _run_with_two_events(user)
+    response = api.get(f"/api/runs/{run.id}/events/", {"since": 0, "limit": limit})
+    assert response.status_code == 200
+    assert len(response.json()["events"]) == min(limit, 2)
 
 
 @pytest.mark.django_db(transaction=True)
