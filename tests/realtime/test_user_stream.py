@@ -184,6 +184,13 @@ def test_summaries_of_each_change_reach_the_owner_and_staff_only(
             # Bob saw none of it: the next frame he gets is the pong to his ping.
             await bob_ws.send(json.dumps({"type": "ping"}))
             assert (await bob.frame())["type"] == "pong"
+            # A queued run has no event yet: its snapshot line is at seq 0, and its first
+            # event (seq 1) moves the line.
+            mine.add(str(earlier.id))
+            await in_thread(services.run_start, run_id=earlier.id)
+            frame = await bob.frame()
+            assert (frame["type"], frame["run_id"], frame["seq"]) == ("run_summary", str(earlier.id), 1)
+            assert frame["payload"]["run"]["status"] == "processing"
 
         # A reconnect's snapshot is the current state, newest first.
         async with stream(server, tokens["root"]) as again_ws:
