@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth import get_user_model
 from django.db import OperationalError
@@ -521,3 +522,31 @@ async def test_after_the_database_is_back_a_new_outage_is_warned_again_and_its_e
         poller.unwatch(page)
     levels = [r.levelno for r in caplog.records if r.name == "realtime.list_poller"]
     assert levels == [logging.WARNING, logging.INFO, logging.WARNING]
+
+
+@pytest.mark.parametrize("layer", ["memory"], indirect=True)
+async def test_a_closed_page_leaves_the_layer_probe_and_its_groups(layer, settings, staff_user):
+    """A page that closes is no longer among the probe's watchers nor in its user's and staff's groups.
+
+    Red with user_stream.py's connect not noting it registered with the probe
+    (``registered = True`` → ``False``): the probe kept the closed socket, and
+    its task ran on for it. The in-memory layer is the one whose memberships a
+    test can read (Channels' own disconnect also discards ``groups``).
+    """
+    settings.REALTIME_MODE = "push"
+    key = await sync_to_async(lambda: Token.objects.create(user=staff_user).key)()
+    ws = await open_list(key)
+    try:
+        probe = failover.get_probe()
+        (page,) = [c for c in probe.consumers if getattr(c, "user_id", None) == staff_user.pk]
+        groups = list(page.groups)
+        assert len(groups) == 2 and all(page.channel_name in _members(g) for g in groups)
+    finally:
+        await close_socket(ws)
+    assert page not in failover.get_probe().consumers
+    assert not any(page.channel_name in _members(g) for g in groups)
+
+
+def _members(group: str) -> set[str]:
+    """The channels in ``group`` on the in-memory layer."""
+    return set(get_channel_layer().groups.get(group, {}))
