@@ -163,3 +163,23 @@ def test_interval_of_is_a_watchers_current_interval():
     assert poller.interval_of(watcher) == 0.5
     poller.unwatch(watcher)
     assert poller.interval_of(watcher) is None
+
+
+def test_unwatching_a_runs_last_watcher_forgets_the_run_and_wakes_the_task():
+    """Red with unwatch acting only on a watcher it did not hold (poller.py's
+    ``watchers.pop(...) is not None`` → ``is None``): the run stayed in the poller,
+    polled for nobody, and the task slept on to a tick for no one."""
+    poller = Poller(FakeLoop(100.0))
+    run_id = uuid.uuid4()
+    first, second = Watcher(run_id), Watcher(run_id)
+    poller.watch(first, interval=2.0)
+    poller.watch(second, interval=2.0)
+    poller._wake.clear()
+    poller.unwatch(first)
+    assert set(poller.runs[run_id]) == {second} and poller._wake.is_set()
+    poller._wake.clear()
+    poller.unwatch(second)
+    assert run_id not in poller.runs and poller._wake.is_set()
+    poller._wake.clear()
+    poller.unwatch(second)  # a watcher it no longer holds: nothing to forget, no one to wake
+    assert not poller._wake.is_set()
