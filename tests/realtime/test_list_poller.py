@@ -6,6 +6,7 @@ layer down included: tests/realtime/test_user_stream.py.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 from datetime import timedelta
@@ -530,8 +531,10 @@ async def test_a_closed_page_leaves_the_layer_probe_and_its_groups(layer, settin
 
     Red with user_stream.py's connect not noting it registered with the probe
     (``registered = True`` → ``False``): the probe kept the closed socket, and
-    its task ran on for it. The in-memory layer is the one whose memberships a
-    test can read (Channels' own disconnect also discards ``groups``).
+    its task ran on for it; or with ``stop`` cancelling none of the socket's
+    tasks (its loop emptied): the layer reader outlived the page. The in-memory
+    layer is the one whose memberships a test can read (Channels' own disconnect
+    also discards ``groups``).
     """
     settings.REALTIME_MODE = "push"
     key = await sync_to_async(lambda: Token.objects.create(user=staff_user).key)()
@@ -541,9 +544,13 @@ async def test_a_closed_page_leaves_the_layer_probe_and_its_groups(layer, settin
         (page,) = [c for c in probe.consumers if getattr(c, "user_id", None) == staff_user.pk]
         groups = list(page.groups)
         assert len(groups) == 2 and all(page.channel_name in _members(g) for g in groups)
+        reader = page.layer_reader
+        assert reader is not None and not reader.done()
     finally:
         await close_socket(ws)
     assert page not in failover.get_probe().consumers
+    with contextlib.suppress(asyncio.CancelledError):  # its layer reader ends with it
+        await asyncio.wait_for(reader, WAIT)
     assert not any(page.channel_name in _members(g) for g in groups)
 
 
