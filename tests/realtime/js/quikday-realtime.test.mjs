@@ -51,6 +51,14 @@ async function flush() {
   await new Promise((resolve) => setImmediate(resolve));
 }
 
+// Two sockets in a row fail before `connected`: the client then asks over HTTP (its polling fallback).
+async function twoSocketsFailBeforeConnected(h) {
+  h.sockets[0].serverClose(1006);
+  await h.clock.advance(h.clock.pending()[0]);
+  h.sockets[1].serverClose(1006);
+  await flush();
+}
+
 function socketClass() {
   const sockets = [];
   class FakeSocket {
@@ -367,10 +375,7 @@ test("falls back to HTTP polling when sockets cannot connect, and back to the so
   });
   const watch = watchRun(RUN_ID, h.options);
   await flush();
-  h.sockets[0].serverClose(1006);
-  await h.clock.advance(h.clock.pending()[0]);
-  h.sockets[1].serverClose(1006);
-  await flush();
+  await twoSocketsFailBeforeConnected(h);
   assert.equal(h.statuses.at(-1).state, "polling");
   assert.equal(h.statuses.at(-1).mode, "http");
   assert.deepEqual(h.fetches, [`${BASE}api/runs/${RUN_ID}/`, `${BASE}api/runs/${RUN_ID}/events/?since=0`]);
@@ -409,10 +414,7 @@ test("polling follows has_more, and a lost history restarts from the run", async
   const h = harness({ answers: () => answers.shift() });
   const watch = watchRun(RUN_ID, h.options);
   await flush();
-  h.sockets[0].serverClose(1006);
-  await h.clock.advance(h.clock.pending()[0]);
-  h.sockets[1].serverClose(1006);
-  await flush();
+  await twoSocketsFailBeforeConnected(h);
   assert.equal(watch.run().seq, 4);
   assert.ok(h.fetches[2].endsWith("?since=2"));
   await h.clock.advance(2000);
@@ -425,10 +427,7 @@ test("an HTTP 404 while polling stops for good", async () => {
   const h = harness({ answers: () => json({ error: "not_found" }, 404) });
   watchRun(RUN_ID, h.options);
   await flush();
-  h.sockets[0].serverClose(1006);
-  await h.clock.advance(h.clock.pending()[0]);
-  h.sockets[1].serverClose(1006);
-  await flush();
+  await twoSocketsFailBeforeConnected(h);
   assert.equal(h.statuses.at(-1).state, "closed");
   assert.equal(h.statuses.at(-1).code, 404);
 });
@@ -481,10 +480,7 @@ test("on the page's own origin an unreachable server is not blamed on CORS; an H
     const h = harness({ answers: () => answer() });
     watchRun(RUN_ID, h.options);
     await flush();
-    h.sockets[0].serverClose(1006);
-    await h.clock.advance(h.clock.pending()[0]);
-    h.sockets[1].serverClose(1006);
-    await flush();
+    await twoSocketsFailBeforeConnected(h);
     assert.equal(h.statuses.at(-1).state, "reconnecting");
     assert.equal(h.statuses.at(-1).reason, "no answer over HTTP: the server is down or unreachable");
     answer = () => json({ error: "unavailable" }, 503);
