@@ -1,5 +1,8 @@
 // The live parts of the pages and the admin, on top of the realtime client.
 import { isTerminal, runProgress, watchRun, watchRuns } from "/static/realtime/quikday-realtime.js";
+import { toSecond } from "/static/web/time.js";
+
+export { toSecond };
 
 const STATE_LABEL = {
   connecting: "connecting",
@@ -38,14 +41,6 @@ export function duration(step, now = Date.now()) {
   if (!step || !step.started_at) return "";
   const end = step.finished_at ? Date.parse(step.finished_at) : now;
   return `${Math.max(0, (end - Date.parse(step.started_at)) / 1000).toFixed(1)} s`;
-}
-
-/** To the second, in the reader's time zone: 2026-11-27 16:07:59. */
-export function toSecond(iso) {
-  if (!iso) return "—";
-  const d = new Date(iso);
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
 function showConnection(node, modeNode, status) {
@@ -174,7 +169,9 @@ function progressCell(summary) {
   const bar = el("span", { class: "mini-progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": String(p.total), "aria-valuenow": String(p.succeeded), "aria-label": "Steps succeeded" });
   for (const kind of ["succeeded", "running", "failed", "skipped"]) {
     const width = p.total ? ((kind === "succeeded" ? p.succeeded : p[kind]) / p.total) * 100 : 0;
-    bar.append(el("span", { class: `bar bar-${kind}`, style: `width:${width}%` }));
+    const part = el("span", { class: `bar bar-${kind}` });
+    part.style.width = `${width}%`; // through the CSSOM: the CSP refuses style attributes
+    bar.append(part);
   }
   const extra = [p.failed ? `${p.failed} failed` : "", p.skipped ? `${p.skipped} skipped` : ""].filter(Boolean).join(", ");
   return [bar, el("span", { class: "count" }, `${p.succeeded}/${p.total}${extra ? " · " + extra : ""}`)];
