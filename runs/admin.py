@@ -9,7 +9,6 @@ run snapshot and the cells marked here with data-run-* attributes.
 """
 
 import uuid
-from datetime import datetime
 
 from django import forms
 from django.contrib import admin, messages
@@ -22,14 +21,10 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from runs import selectors, services
+from runs.display import to_second
 from runs.models import RUN_TERMINAL, Run, StepStatus
 from runs.serializers import RunSerializer
 from runs.tools import PlanError, validate_plan
-
-
-def to_second(moment: datetime | None) -> str:
-    """A timestamp to the second (the admin's pages are read by people, not parsers)."""
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
 
 
 class RunAddForm(forms.ModelForm):

@@ -239,7 +239,7 @@ def test_admin_change_page_and_change_list_update_live(browser, stack, alice, st
     shot(change, "admin-change-running")
     finished_exactly_once(change, run)
     times = change.text_content("[data-field=times]")
-    assert re.search(r"Finished\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", times), times
+    assert re.search(r"Finished\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", times), times
     shot(change, "admin-change-finished")
 
     change_list.wait_for_selector(f'[data-run-status="{run.id}"].status-succeeded')
