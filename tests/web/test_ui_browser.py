@@ -11,17 +11,11 @@ import pytest
 
 from runs import services
 from runs.display import to_second
-from runs.models import Run
-from tests.web.test_browser import (  # noqa: F401 (fixtures)
-    alice,
-    log_in,
-    new_page,
-    not_reloaded,
-    shot,
-    staff,
-    stack,
-    wait_for_state,
-)
+from tests.web import test_browser
+from tests.web.test_browser import log_in, shot, wait_for_state
+
+# The fixtures of the page tests: a Daphne and a Celery worker, a user, a staff user.
+stack, alice, staff = test_browser.stack, test_browser.alice, test_browser.staff
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
