@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -34,7 +35,13 @@ def run_list(request):
 @login_required
 def run_new(request):
     tools = tool_fields(list_tools())
-    context = {"tools": tools, "rows": range(INITIAL_ROWS), "error": None, "post": request.POST}
+    context = {
+        "tools": tools,
+        "rows": range(INITIAL_ROWS),
+        "error": None,
+        "post": request.POST,
+        "invalid": "",
+    }
     if request.method == "POST":
         fields = {tool["name"]: None if tool["any_args"] else tool["fields"] for tool in tools}
         rows: list[int] = []
@@ -43,10 +50,12 @@ def run_new(request):
             run = services.run_create(owner=request.user, steps=steps, prompt=request.POST.get("prompt", ""))
         except FormError as error:
             context["error"] = _row_message(error.message, error.row)
+            context["invalid"] = _field_id(request.POST, error.row, error.field, fields)
         except PlanError as error:
             # The plan's step numbers skip the empty rows; say which row of the form it is.
             row = rows[error.step] if error.step is not None and error.step < len(rows) else None
             context["error"] = _row_message(_PLAN_STEP_PREFIX.sub("", error.message), row)
+            context["invalid"] = _field_id(request.POST, row, error.field, fields)
         else:
             return redirect("run-page", run_id=run.id)
         posted = [int(key.split("-")[1]) for key in request.POST if re.match(r"step-\d+-", key)]
@@ -61,6 +70,29 @@ _PLAN_STEP_PREFIX = re.compile(r"^step \d+: ")
 def _not_found(request):
     """A page for people (the project's 404 handler answers JSON, for the API)."""
     return render(request, "web/not_found.html", status=404)
+
+
+class LogoutView(auth_views.LogoutView):
+    """Log out, and say so on the login page it leads to."""
+
+    def post(self, request, *args, **kwargs):
+        response = super().post(request, *args, **kwargs)
+        messages.info(request, "You are logged out.")
+        return response
+
+
+def _field_id(post, row: int | None, field: str | None, fields: dict) -> str:
+    """The id of the form's input at fault (marked aria-invalid), or "" when no one input is."""
+    if row is None:
+        return ""
+    tool = (post.get(f"step-{row}-tool") or "").strip()
+    if field in (None, "tool") or tool not in fields:
+        return f"step-{row}-tool"
+    if fields[tool] is None:  # a tool taking any arguments: its name/value pair
+        return f"step-{row}-any-{tool}-value"
+    if any(declared.name == field for declared in fields[tool]):
+        return f"step-{row}-arg-{tool}-{field}"
+    return f"step-{row}-tool"
 
 
 def _row_message(message: str, row: int | None) -> str:

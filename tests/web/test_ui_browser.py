@@ -11,8 +11,9 @@ import pytest
 
 from runs import services
 from runs.display import to_second
+from tests.processes import daphne_server, free_port, subprocess_env
 from tests.web import test_browser
-from tests.web.test_browser import log_in, shot, wait_for_state
+from tests.web.test_browser import log_in, new_page, not_reloaded, shot, wait_for_state
 
 # The fixtures of the page tests: a Daphne and a Celery worker, a user, a staff user.
 stack, alice, staff = test_browser.stack, test_browser.alice, test_browser.staff
@@ -54,3 +55,78 @@ def test_every_time_reads_alike_in_utc_whatever_the_browser_zone(browser, stack,
     page.goto("/admin/realtime/")
     page.wait_for_selector("#rt-updated:text-matches('^Updated')")
     assert re.fullmatch(r"Updated \d\d:\d\d:\d\d UTC", page.text_content("#rt-updated"))
+
+
+def test_a_newcomer_finds_names_descriptions_marked_errors_and_a_logout_message(browser, stack, alice):
+    from runs.tools import list_tools
+
+    server = stack["server"]
+    page = new_page(browser, server.url, width=1280)
+    log_in(page, alice)
+    icon = page.get_attribute("link[rel=icon]", "href")
+    assert page.request.get(icon).status == 200  # no favicon 404
+
+    # The select names the tools; the picked tool's whole description shows under it.
+    page.goto("/runs/new/")
+    assert page.eval_on_selector_all("#step-0-tool option", "os => os.map(o => o.textContent)") == [
+        "— none —",
+        *[tool.name for tool in list_tools()],
+    ]
+    page.select_option("#step-0-tool", "wait")
+    wait = next(tool for tool in list_tools() if tool.name == "wait")
+    assert page.is_visible('#steps [data-tool="wait"] .tool-description')
+    assert page.text_content('#steps [data-tool="wait"] .tool-description') == f"wait: {wait.description}"
+
+    # A value the server refuses: the message, and the field it is about marked and focused.
+    page.eval_on_selector("#run-form", "form => { form.noValidate = true; }")
+    page.fill("#step-0-arg-wait-seconds", "-1")
+    page.click("button.primary")
+    page.wait_for_selector("#form-error")
+    field = "#step-0-arg-wait-seconds"
+    assert page.get_attribute(field, "aria-invalid") == "true"
+    assert page.get_attribute(field, "aria-errormessage") == "form-error"
+    assert page.evaluate(f"document.activeElement === document.querySelector('{field}')")
+    border = page.eval_on_selector(field, "e => getComputedStyle(e).borderTopColor")
+    assert border == "rgb(192, 57, 43)", border  # --bad
+    assert page.get_attribute("#step-0-tool", "aria-invalid") is None  # only the one at fault
+    shot(page, "run-new-invalid")
+    phone = new_page(browser, server.url, width=390, height=844)
+    log_in(phone, alice)
+    phone.goto("/runs/new/")
+    phone.select_option("#step-0-tool", "wait")
+    shot(phone, "run-new-phone")
+    phone.context.close()
+
+    # A run's page leads back to the list under the list's own name.
+    run = services.run_create(owner=alice, steps=[{"tool": "echo", "args": {"t": "x"}}])
+    page.goto(f"/runs/{run.id}/")
+    assert (
+        page.text_content("nav.crumbs")
+        == f"Your runs \N{SINGLE RIGHT-POINTING ANGLE QUOTATION MARK} Run {str(run.id)[:8]}"
+    )
+
+    # A row the list adds live cuts a long prompt with "…", as the server's rows do.
+    page.goto("/runs/")
+    wait_for_state(page, "live", "#connection")
+    prompt = "a prompt much longer than the forty characters a row shows"
+    added = services.run_create(owner=alice, steps=[{"tool": "echo", "args": {"t": "x"}}], prompt=prompt)
+    row = page.wait_for_selector(f'#runs tr[data-run-id="{added.id}"] td:first-child')
+    assert row.text_content() == f"{str(added.id)[:8]} {prompt[:39]}…"
+    assert not_reloaded(page)
+
+    page.click("button.link")  # Log out
+    page.wait_for_url(re.compile(r"/login/"))
+    assert page.text_content(".messages").strip() == "You are logged out."
+    shot(page, "logged-out")
+
+
+def test_the_realtime_page_says_why_there_are_no_workers_in_embedded_mode(browser, staff):
+    # Embedded: no Redis, runs execute inside the web process.
+    env = subprocess_env(DJANGO_ALLOW_ASYNC_UNSAFE="", REDIS_URL="", RUNS_EXECUTOR="inline")
+    with daphne_server(env=env, port=free_port()) as server:
+        page = new_page(browser, server.url, width=1280)
+        log_in(page, staff)
+        page.goto("/admin/realtime/")
+        cell = page.wait_for_selector("#rt-workers tbody td")
+        assert cell.text_content() == "none: runs execute inside the web process (embedded mode)"
+        shot(page, "realtime-embedded")

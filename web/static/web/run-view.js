@@ -30,6 +30,12 @@ function statusBadge(status) {
   return el("span", { class: `status status-${status}` }, status);
 }
 
+/** Cut to `limit` characters with "…", as the server's truncatechars does. */
+export function truncate(text, limit) {
+  if (!text) return "";
+  return text.length > limit ? `${text.slice(0, limit - 1)}…` : text;
+}
+
 function shortJson(value) {
   if (value === null || value === undefined) return "";
   const text = typeof value === "string" ? value : JSON.stringify(value);
@@ -187,7 +193,7 @@ export function mountRunList({ body, connection, announcer, snapshot, showOwner,
         el(
           "tr",
           { "data-run-id": run.id, "data-status": run.status },
-          el("td", {}, el("a", { href: runUrl(run.id) }, el("code", {}, run.id.slice(0, 8))), " ", run.prompt ? run.prompt.slice(0, 40) : ""),
+          el("td", {}, el("a", { href: runUrl(run.id) }, el("code", {}, run.id.slice(0, 8))), " ", truncate(run.prompt, 40)),
           ...(showOwner ? [el("td", {}, run.owner)] : []),
           el("td", {}, statusBadge(run.status)),
           el("td", { class: "progress-cell" }, ...progressCell(run)),
@@ -251,6 +257,9 @@ export function enhanceRunForm(form) {
     sync(fieldset);
   };
   steps.querySelectorAll("fieldset.step").forEach(wire);
+  // The server marked the field the error is about: start there.
+  const invalid = form.querySelector('[aria-invalid="true"]');
+  if (invalid) invalid.focus();
   form.querySelector("#add-step").addEventListener("click", () => {
     const row = steps.querySelectorAll("fieldset.step").length;
     const html = template.innerHTML.replaceAll("__row__", String(row)).replaceAll("__number__", String(row + 1));
