@@ -43,7 +43,7 @@ class RunAddForm(forms.ModelForm):
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["id", "live_status", "owner", "progress", "created", "duration"]
+    list_display = ["short_id", "live_status", "owner", "progress", "created", "duration"]
     list_filter = ["status", "owner"]
     search_fields = ["prompt"]
     list_select_related = ["owner"]
@@ -155,7 +155,9 @@ class RunAdmin(admin.ModelAdmin):
         # admin treats any invalid filter.
         if any("\x00" in value for _, values in request.GET.lists() for value in values):
             return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
-        return super().changelist_view(request, extra_context)
+        # Before the rows are read: the live list takes runs created after it as new.
+        extra = {**(extra_context or {}), "drawn_at": timezone.now().isoformat()}
+        return super().changelist_view(request, extra)
 
     def get_search_results(self, request, queryset, search_term):
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
@@ -164,6 +166,11 @@ class RunAdmin(admin.ModelAdmin):
         except ValueError:
             return results, may_have_duplicates
         return results | queryset.filter(pk=run_id), may_have_duplicates
+
+    @admin.display(description="run", ordering="id")
+    def short_id(self, run: Run) -> str:
+        # Its first 8 characters, as on the pages: a full id wraps onto four lines at 1280 px.
+        return format_html('<code title="{}">{}</code>', run.id, str(run.id)[:8])
 
     @admin.display(description="status", ordering="status")
     def live_status(self, run: Run) -> str:

@@ -11,4 +11,5 @@ urlpatterns = [
     path("runs/new/", views.run_new, name="run-new-page"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run-page"),
     path("runs/<uuid:run_id>/cancel/", views.run_cancel, name="run-cancel-page"),
+    path("runs/<uuid:run_id>/rerun/", views.run_rerun, name="run-rerun-page"),
 ]

@@ -20,11 +20,13 @@ from runs.serializers import RunSerializer
 from runs.tools import PlanError, list_tools
 from web.forms import INITIAL_ROWS, FormError, parse_steps, tool_fields
 
+RECENT_RUNS = 5  # on the home page
+
 
 @login_required
 def home(request):
-    recent = run_summaries_for_user(user=request.user, limit=5)
-    return render(request, "web/home.html", {"recent": recent})
+    recent = run_summaries_for_user(user=request.user, limit=RECENT_RUNS)
+    return render(request, "web/home.html", {"recent": recent, "recent_limit": RECENT_RUNS})
 
 
 @login_required
@@ -119,3 +121,20 @@ def run_cancel(request, run_id):
     else:
         messages.success(request, "Cancel requested: the run stops before its next step.")
     return redirect("run-page", run_id=run_id)
+
+
+@login_required
+@require_POST
+def run_rerun(request, run_id):
+    """A new run with the same prompt and plan, the owner's (run_create's rules apply), and its page."""
+    run = selectors.run_get_for_user(user=request.user, run_id=run_id)
+    if run is None:
+        return _not_found(request)
+    try:
+        new = services.run_rerun(run=run, owner=run.owner)
+    except PlanError as error:
+        # The plan was valid once; a tool may have been removed or changed since.
+        messages.warning(request, f"Not re-run: {error.message}")
+        return redirect("run-page", run_id=run_id)
+    messages.success(request, f"A re-run of run {str(run_id)[:8]}: same prompt, same steps.")
+    return redirect("run-page", run_id=new.id)

@@ -11,6 +11,7 @@ import pytest
 
 from runs import services
 from runs.display import to_second
+from runs.models import Run
 from tests.processes import daphne_server, free_port, subprocess_env
 from tests.web import test_browser
 from tests.web.test_browser import log_in, new_page, not_reloaded, shot, wait_for_state
@@ -130,3 +131,86 @@ def test_the_realtime_page_says_why_there_are_no_workers_in_embedded_mode(browse
         cell = page.wait_for_selector("#rt-workers tbody td")
         assert cell.text_content() == "none: runs execute inside the web process (embedded mode)"
         shot(page, "realtime-embedded")
+
+
+def test_the_home_pages_recent_runs_are_live(browser, stack, alice):
+    server = stack["server"]
+    page = new_page(browser, server.url, width=1280)
+    log_in(page, alice)
+    page.wait_for_selector('#connection[data-state="live"]', state="attached")
+    assert page.is_hidden("#recent")  # no runs yet: the section shows with the first
+    run = services.run_create(
+        owner=alice, steps=[{"tool": "wait", "args": {"seconds": 0.5}}], prompt="made elsewhere"
+    )
+    item = f'#recent li[data-run-id="{run.id}"]'
+    page.wait_for_selector(f'{item}[data-status="succeeded"]')
+    assert page.text_content(f"{item} a") == f"{str(run.id)[:8]} made elsewhere"
+    assert not_reloaded(page)
+    shot(page, "home-recent-live")
+
+
+def test_the_admin_list_fits_1280_px_and_adds_new_runs_live(browser, stack, alice, staff):
+    server = stack["server"]
+    first = services.run_create(owner=alice, steps=[{"tool": "echo", "args": {"t": "x"}}], prompt="first")
+    page = new_page(browser, server.url, width=1280)
+    log_in(page, staff)
+    page.goto("/admin/runs/run/")
+    wait_for_state(page, "live", "#live-connection")
+    # Short ids (the full one in a title), and every column without a horizontal scroll.
+    code = page.query_selector(f'#result_list code[title="{first.id}"]')
+    assert code.text_content() == str(first.id)[:8]
+    fits = "e => e.scrollWidth <= e.clientWidth"
+    assert page.eval_on_selector("#changelist .results", fits)
+    assert page.is_visible("#result_list .column-duration")
+
+    run = services.run_create(owner=alice, steps=[{"tool": "wait", "args": {"seconds": 0.5}}] * 2)
+    row = f'#result_list tbody tr:has([data-run-status="{run.id}"])'
+    page.wait_for_selector(f'{row} [data-run-status="{run.id}"].status-succeeded')
+    assert page.query_selector("#result_list tbody tr").get_attribute("data-live-added") == ""
+    assert page.text_content(f"{row} [data-run-progress] .count") == "2/2"
+    assert page.get_attribute(f"{row} th a", "href") == f"/admin/runs/run/{run.id}/change/"
+    assert page.get_attribute(f"{row} input.action-select", "value") == str(run.id)
+    assert page.text_content(f"{row} .field-owner") == "alice"
+    assert page.eval_on_selector("#changelist .results", fits)
+    assert not_reloaded(page)
+    shot(page, "admin-list-live-1280")
+
+    # Filtered, a new run does not belong in the rows: the page says there is one.
+    page.goto("/admin/runs/run/?status__exact=failed")
+    wait_for_state(page, "live", "#live-connection")
+    services.run_create(owner=alice, steps=[{"tool": "echo", "args": {"t": "x"}}])
+    page.wait_for_selector("#new-runs:not([hidden])")
+    assert page.text_content("#new-runs [data-count]") == "1 new run"
+
+    phone = new_page(browser, server.url, width=390, height=844)
+    log_in(phone, staff)
+    phone.goto("/admin/runs/run/")
+    wait_for_state(phone, "live", "#live-connection")
+    shot(phone, "admin-list-phone")
+
+
+def test_an_owner_reruns_a_run_from_its_page(browser, stack, alice):
+    server = stack["server"]
+    run = services.run_create(
+        owner=alice, steps=[{"tool": "echo", "args": {"t": "again"}}], prompt="once more"
+    )
+    page = new_page(browser, server.url, width=1280)
+    log_in(page, alice)
+    page.goto(f"/runs/{run.id}/")
+    page.wait_for_selector("[data-field=status].status-succeeded")
+    page.click("[data-field=rerun] button")
+    page.wait_for_url(re.compile(rf"/runs/(?!{run.id})[0-9a-f-]{{36}}/$"))
+    new_id = page.url.rstrip("/").split("/")[-1]
+    new = Run.objects.get(pk=new_id)
+    assert (new.owner, new.plan, new.prompt) == (alice, run.plan, run.prompt)
+    assert (
+        page.text_content(".messages").strip()
+        == f"A re-run of run {str(run.id)[:8]}: same prompt, same steps."
+    )
+    page.wait_for_selector("[data-field=status].status-succeeded")
+    shot(page, "run-page-rerun")
+    phone = new_page(browser, server.url, width=390, height=844)
+    log_in(phone, alice)
+    phone.goto(f"/runs/{new_id}/")
+    phone.wait_for_selector("[data-field=status].status-succeeded")
+    shot(phone, "run-page-rerun-phone")

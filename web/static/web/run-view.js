@@ -183,10 +183,36 @@ function progressCell(summary) {
   return [bar, el("span", { class: "count" }, `${p.succeeded}/${p.total}${extra ? " · " + extra : ""}`)];
 }
 
+const newestFirst = (runs) => [...runs.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+
+/**
+ * Keep a list of run summaries live over the one run-list socket: `render(runs)` gets every run
+ * known (the page's snapshot and whatever the stream brings, new runs included) on each change.
+ */
+function watchSummaries({ snapshot, render, connection, announcer, onChange = () => {} }) {
+  const initial = new Map(snapshot.map((run) => [run.id, run]));
+  render(initial);
+  const known = new Map(snapshot.map((run) => [run.id, run.status]));
+  const watch = watchRuns({
+    ...overrides(),
+    onChange: (runs, changed) => {
+      for (const id of initial.keys()) if (!runs.has(id)) runs.set(id, initial.get(id));
+      render(runs);
+      onChange(runs, changed);
+      const news = changed.map((id) => runs.get(id)).filter((run) => known.get(run.id) !== run.status);
+      for (const run of news) known.set(run.id, run.status);
+      if (news.length && announcer) announcer.textContent = news.map((run) => `Run ${run.id.slice(0, 8)} ${run.status}`).join(". ");
+    },
+    onStatus: (status) => showConnection(connection, null, status),
+  });
+  window.addEventListener("pagehide", () => watch.stop());
+  return watch;
+}
+
 /** The list page: one row per run, newest first; new runs appear, statuses move. */
 export function mountRunList({ body, connection, announcer, snapshot, showOwner, runUrl }) {
   const render = (runs) => {
-    const sorted = [...runs.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+    const sorted = newestFirst(runs);
     if (!sorted.length) return;
     body.replaceChildren(
       ...sorted.map((run) =>
@@ -202,40 +228,92 @@ export function mountRunList({ body, connection, announcer, snapshot, showOwner,
       ),
     );
   };
-  const initial = new Map(snapshot.map((run) => [run.id, run]));
-  render(initial);
-  const known = new Map(snapshot.map((run) => [run.id, run.status]));
-  return watchRuns({
-    ...overrides(),
-    onChange: (runs, changed) => {
-      for (const id of snapshot.map((r) => r.id)) if (!runs.has(id)) runs.set(id, initial.get(id));
-      render(runs);
-      const news = changed.map((id) => runs.get(id)).filter((run) => known.get(run.id) !== run.status);
-      for (const run of news) known.set(run.id, run.status);
-      if (news.length && announcer) announcer.textContent = news.map((run) => `Run ${run.id.slice(0, 8)} ${run.status}`).join(". ");
-    },
-    onStatus: (status) => showConnection(connection, null, status),
-  });
+  return watchSummaries({ snapshot, render, connection, announcer });
 }
 
-/** The admin's change list: update the status and progress cells of the rows shown. */
-export function mountLiveCells({ root, connection }) {
-  return watchRuns({
+/** The home page's recent runs: the newest `limit`, live (new ones come in on top). */
+export function mountRecentRuns({ list, connection, announcer, snapshot, limit, runUrl }) {
+  const render = (runs) => {
+    const recent = newestFirst(runs).slice(0, limit);
+    list.closest("section").hidden = !recent.length;
+    list.replaceChildren(
+      ...recent.map((run) =>
+        el(
+          "li",
+          { "data-run-id": run.id, "data-status": run.status },
+          el("a", { href: runUrl(run.id) }, el("code", {}, run.id.slice(0, 8)), " ", truncate(run.prompt, 60) || "(no prompt)"),
+          " ",
+          statusBadge(run.status),
+        ),
+      ),
+    );
+  };
+  return watchSummaries({ snapshot, render, connection, announcer });
+}
+
+/**
+ * The admin's change list: update the status and progress cells of the rows shown, and add a
+ * row for each new run on the list's unfiltered first page (elsewhere a new run would not
+ * belong where it would land: the page offers a link to the list instead).
+ */
+export function mountLiveCells({ root, connection, newRuns }) {
+  const unfiltered = !new URLSearchParams(window.location.search).toString();
+  const shown = () => new Set([...root.querySelectorAll("[data-run-status]")].map((node) => node.dataset.runStatus));
+  // Runs created since the server drew the page are new; older ones not shown belong to other pages.
+  const drawnAt = Date.parse(newRuns.dataset.drawnAt);
+  let unseen = 0;
+  const update = (run) => {
+    const status = root.querySelector(`[data-run-status="${run.id}"]`);
+    if (status) {
+      status.textContent = run.status;
+      status.className = `status status-${run.status}`;
+    }
+    const progress = root.querySelector(`[data-run-progress="${run.id}"]`);
+    if (progress) progress.replaceChildren(...progressCell(run));
+  };
+  const add = (run) => {
+    const body = root.querySelector("#result_list tbody");
+    const model = body && body.querySelector("tr");
+    if (!unfiltered || !model) {
+      unseen += 1;
+      newRuns.hidden = false;
+      newRuns.querySelector("[data-count]").textContent = unseen === 1 ? "1 new run" : `${unseen} new runs`;
+      return;
+    }
+    // A copy of a row the admin drew, its cells filled for this run: same columns, same links.
+    const row = model.cloneNode(true);
+    const previous = model.querySelector("[data-run-status]").dataset.runStatus;
+    row.querySelector("input.action-select").value = run.id;
+    row.querySelector("input.action-select").checked = false;
+    row.classList.remove("selected");
+    const link = row.querySelector(".field-short_id a");
+    link.href = link.getAttribute("href").replace(previous, run.id);
+    const code = link.querySelector("code");
+    code.textContent = run.id.slice(0, 8);
+    code.title = run.id;
+    row.querySelector("[data-run-status]").dataset.runStatus = run.id;
+    row.querySelector("[data-run-progress]").dataset.runProgress = run.id;
+    row.querySelector(".field-owner").textContent = run.owner;
+    row.querySelector(".field-created").textContent = toSecond(run.created_at);
+    row.querySelector(".field-duration").textContent = "—";
+    row.dataset.liveAdded = "";
+    body.prepend(row);
+    update(run);
+  };
+  const watch = watchRuns({
     ...overrides(),
     onChange: (runs, changed) => {
+      const present = shown();
       for (const id of changed) {
         const run = runs.get(id);
-        const status = root.querySelector(`[data-run-status="${id}"]`);
-        if (status) {
-          status.textContent = run.status;
-          status.className = `status status-${run.status}`;
-        }
-        const progress = root.querySelector(`[data-run-progress="${id}"]`);
-        if (progress) progress.replaceChildren(...progressCell(run));
+        if (present.has(id)) update(run);
+        else if (Date.parse(run.created_at) >= drawnAt) add(run);
       }
     },
     onStatus: (status) => showConnection(connection, null, status),
   });
+  window.addEventListener("pagehide", () => watch.stop());
+  return watch;
 }
 
 // --- The new-run form ----------------------------------------------------------------------------
