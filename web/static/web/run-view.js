@@ -283,8 +283,11 @@ export function mountLiveCells({ root, connection, newRuns }) {
     // A copy of a row the admin drew, its cells filled for this run: same columns, same links.
     const row = model.cloneNode(true);
     const previous = model.querySelector("[data-run-status]").dataset.runStatus;
-    row.querySelector("input.action-select").value = run.id;
-    row.querySelector("input.action-select").checked = false;
+    const box = row.querySelector("input.action-select"); // absent without actions
+    if (box) {
+      box.value = run.id;
+      box.checked = false;
+    }
     row.classList.remove("selected");
     const link = row.querySelector(".field-short_id a");
     link.href = link.getAttribute("href").replace(previous, run.id);
