@@ -90,7 +90,8 @@ def test_every_page_runs_under_a_strict_policy_without_a_violation(browser, serv
     ]
     for path, ready in pages:
         policies[path] = visit(page, path, ready)
-        shot(page, "csp-" + (re.sub(r"[^a-z]+", "-", path).strip("-") or "home"))
+        name = re.sub(r"[^a-z]+", "-", path.replace(str(run.id), "run")).strip("-")
+        shot(page, f"csp-{name or 'home'}")
     for path, policy in policies.items():
         script_src = re.search(r"script-src ([^;]*)", policy)
         assert script_src, (path, policy)

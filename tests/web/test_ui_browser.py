@@ -171,6 +171,7 @@ def test_the_admin_list_fits_1280_px_and_adds_new_runs_live(browser, stack, alic
     assert page.get_attribute(f"{row} th a", "href") == f"/admin/runs/run/{run.id}/change/"
     assert page.get_attribute(f"{row} input.action-select", "value") == str(run.id)
     assert page.text_content(f"{row} .field-owner") == "alice"
+    assert page.text_content("#changelist .paginator").strip() == "2 runs"
     assert page.eval_on_selector("#changelist .results", fits)
     assert not_reloaded(page)
     shot(page, "admin-list-live-1280")

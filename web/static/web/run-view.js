@@ -301,6 +301,10 @@ export function mountLiveCells({ root, connection, newRuns }) {
     row.querySelector(".field-duration").textContent = "—";
     row.dataset.liveAdded = "";
     body.prepend(row);
+    // "3 runs" under a one-page list counts the added row too (a paged list keeps its links).
+    const paginator = root.querySelector(".paginator");
+    const count = paginator && paginator.textContent.trim().match(/^(\d+) runs?$/);
+    if (count) paginator.textContent = `${Number(count[1]) + 1} runs`;
     update(run);
   };
   const watch = watchRuns({
