@@ -78,7 +78,12 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
 @never_cache
 def realtime_page(request: HttpRequest) -> HttpResponse:
     """The page (wrapped in admin.site.admin_view by the URLconf: staff only)."""
-    context = {**admin.site.each_context(request), "title": "Realtime", "interval_ms": 2000}
+    context = {
+        **admin.site.each_context(request),
+        "title": "Realtime",
+        "interval_ms": 2000,
+        "embedded": settings.RUNS_EXECUTOR == "inline",
+    }
     return render(request, "observability/realtime.html", context)
 
 

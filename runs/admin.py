@@ -9,7 +9,6 @@ run snapshot and the cells marked here with data-run-* attributes.
 """
 
 import uuid
-from datetime import datetime
 
 from django import forms
 from django.contrib import admin, messages
@@ -22,14 +21,10 @@ from django.utils import timezone
 from django.utils.html import format_html
 
 from runs import selectors, services
+from runs.display import to_second
 from runs.models import RUN_TERMINAL, Run, StepStatus
 from runs.serializers import RunSerializer
 from runs.tools import PlanError, validate_plan
-
-
-def to_second(moment: datetime | None) -> str:
-    """A timestamp to the second (the admin's pages are read by people, not parsers)."""
-    return timezone.localtime(moment).strftime("%Y-%m-%d %H:%M:%S") if moment else "—"
 
 
 class RunAddForm(forms.ModelForm):
@@ -48,7 +43,7 @@ class RunAddForm(forms.ModelForm):
 
 @admin.register(Run)
 class RunAdmin(admin.ModelAdmin):
-    list_display = ["id", "live_status", "owner", "progress", "created", "duration"]
+    list_display = ["short_id", "live_status", "owner", "progress", "created", "duration"]
     list_filter = ["status", "owner"]
     search_fields = ["prompt"]
     list_select_related = ["owner"]
@@ -160,7 +155,9 @@ class RunAdmin(admin.ModelAdmin):
         # admin treats any invalid filter.
         if any("\x00" in value for _, values in request.GET.lists() for value in values):
             return HttpResponseRedirect(f"{request.path}?{ERROR_FLAG}=1")
-        return super().changelist_view(request, extra_context)
+        # Before the rows are read: the live list takes runs created after it as new.
+        extra = {**(extra_context or {}), "drawn_at": timezone.now().isoformat()}
+        return super().changelist_view(request, extra)
 
     def get_search_results(self, request, queryset, search_term):
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
@@ -169,6 +166,11 @@ class RunAdmin(admin.ModelAdmin):
         except ValueError:
             return results, may_have_duplicates
         return results | queryset.filter(pk=run_id), may_have_duplicates
+
+    @admin.display(description="run", ordering="id")
+    def short_id(self, run: Run) -> str:
+        # Its first 8 characters, as on the pages: a full id wraps onto four lines at 1280 px.
+        return format_html('<code title="{}">{}</code>', run.id, str(run.id)[:8])
 
     @admin.display(description="status", ordering="status")
     def live_status(self, run: Run) -> str:

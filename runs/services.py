@@ -331,7 +331,8 @@ def step_fail(*, run_id: uuid.UUID, index: int, error: str) -> Step:
     step.error = error
     step.finished_at = timezone.now()
     step.save(update_fields=["status", "error", "finished_at"])
-    run_fail(run_id=run_id, error=f"step {index} ({step.tool}) failed: {error}")
+    # People count steps from 1 (the pages' step column, the form's rows); `index` stays 0-based.
+    run_fail(run_id=run_id, error=f"step {index + 1} ({step.tool}) failed: {error}")
     return step
 
 

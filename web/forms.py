@@ -72,10 +72,13 @@ def tool_fields(tools: list[Tool]) -> list[dict]:
 
 
 class FormError(ValueError):
-    def __init__(self, message: str, *, row: int | None = None):
+    """``row``: the form's step row; ``field``: the tool's argument at fault ("tool": the tool)."""
+
+    def __init__(self, message: str, *, row: int | None = None, field: str | None = None):
         super().__init__(message)
         self.message = message
         self.row = row
+        self.field = field
 
 
 def _value(field: ArgField, raw: str | None, row: int) -> Any:
@@ -93,7 +96,7 @@ def _value(field: ArgField, raw: str | None, row: int) -> Any:
         if field.type in ("object", "array"):
             return json.loads(raw)
     except ValueError:
-        raise FormError(f"{field.name} must be a {field.type}", row=row) from None
+        raise FormError(f"{field.name} must be a {field.type}", row=row, field=field.name) from None
     return raw
 
 
@@ -108,7 +111,7 @@ def parse_steps(post, tools: dict[str, list[ArgField] | None]) -> tuple[list[dic
         if not name:
             continue
         if name not in tools:
-            raise FormError(f"unknown tool {name!r}", row=row)
+            raise FormError(f"unknown tool {name!r}", row=row, field="tool")
         fields = tools[name]
         args: dict[str, Any] = {}
         if fields is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 
 from django.contrib import messages
+from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
@@ -19,11 +20,13 @@ from runs.serializers import RunSerializer
 from runs.tools import PlanError, list_tools
 from web.forms import INITIAL_ROWS, FormError, parse_steps, tool_fields
 
+RECENT_RUNS = 5  # on the home page
+
 
 @login_required
 def home(request):
-    recent = run_summaries_for_user(user=request.user, limit=5)
-    return render(request, "web/home.html", {"recent": recent})
+    recent = run_summaries_for_user(user=request.user, limit=RECENT_RUNS)
+    return render(request, "web/home.html", {"recent": recent, "recent_limit": RECENT_RUNS})
 
 
 @login_required
@@ -34,7 +37,13 @@ def run_list(request):
 @login_required
 def run_new(request):
     tools = tool_fields(list_tools())
-    context = {"tools": tools, "rows": range(INITIAL_ROWS), "error": None, "post": request.POST}
+    context = {
+        "tools": tools,
+        "rows": range(INITIAL_ROWS),
+        "error": None,
+        "post": request.POST,
+        "invalid": "",
+    }
     if request.method == "POST":
         fields = {tool["name"]: None if tool["any_args"] else tool["fields"] for tool in tools}
         rows: list[int] = []
@@ -43,10 +52,12 @@ def run_new(request):
             run = services.run_create(owner=request.user, steps=steps, prompt=request.POST.get("prompt", ""))
         except FormError as error:
             context["error"] = _row_message(error.message, error.row)
+            context["invalid"] = _field_id(request.POST, error.row, error.field, fields)
         except PlanError as error:
             # The plan's step numbers skip the empty rows; say which row of the form it is.
             row = rows[error.step] if error.step is not None and error.step < len(rows) else None
             context["error"] = _row_message(_PLAN_STEP_PREFIX.sub("", error.message), row)
+            context["invalid"] = _field_id(request.POST, row, error.field, fields)
         else:
             return redirect("run-page", run_id=run.id)
         posted = [int(key.split("-")[1]) for key in request.POST if re.match(r"step-\d+-", key)]
@@ -61,6 +72,29 @@ _PLAN_STEP_PREFIX = re.compile(r"^step \d+: ")
 def _not_found(request):
     """A page for people (the project's 404 handler answers JSON, for the API)."""
     return render(request, "web/not_found.html", status=404)
+
+
+class LogoutView(auth_views.LogoutView):
+    """Log out, and say so on the login page it leads to."""
+
+    def post(self, request, *args, **kwargs):
+        response = super().post(request, *args, **kwargs)
+        messages.info(request, "You are logged out.")
+        return response
+
+
+def _field_id(post, row: int | None, field: str | None, fields: dict) -> str:
+    """The id of the form's input at fault (marked aria-invalid), or "" when no one input is."""
+    if row is None:
+        return ""
+    tool = (post.get(f"step-{row}-tool") or "").strip()
+    if field in (None, "tool") or tool not in fields:
+        return f"step-{row}-tool"
+    if fields[tool] is None:  # a tool taking any arguments: its name/value pair
+        return f"step-{row}-any-{tool}-value"
+    if any(declared.name == field for declared in fields[tool]):
+        return f"step-{row}-arg-{tool}-{field}"
+    return f"step-{row}-tool"
 
 
 def _row_message(message: str, row: int | None) -> str:
@@ -87,3 +121,20 @@ def run_cancel(request, run_id):
     else:
         messages.success(request, "Cancel requested: the run stops before its next step.")
     return redirect("run-page", run_id=run_id)
+
+
+@login_required
+@require_POST
+def run_rerun(request, run_id):
+    """A new run with the same prompt and plan, the owner's (run_create's rules apply), and its page."""
+    run = selectors.run_get_for_user(user=request.user, run_id=run_id)
+    if run is None:
+        return _not_found(request)
+    try:
+        new = services.run_rerun(run=run, owner=run.owner)
+    except PlanError as error:
+        # The plan was valid once; a tool may have been removed or changed since.
+        messages.warning(request, f"Not re-run: {error.message}")
+        return redirect("run-page", run_id=run_id)
+    messages.success(request, f"A re-run of run {str(run_id)[:8]}: same prompt, same steps.")
+    return redirect("run-page", run_id=new.id)

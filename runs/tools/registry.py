@@ -224,7 +224,8 @@ def validate_plan(steps: Any, *, max_steps: int) -> list[dict[str, Any]]:
         try:
             plan.append(_validate_step(spec))
         except PlanError as error:
-            raise PlanError(f"step {index}: {error.message}", step=index, field=error.field) from None
+            # The message counts from 1, as people do; `step` is the plan's 0-based index.
+            raise PlanError(f"step {index + 1}: {error.message}", step=index, field=error.field) from None
     return plan
 
 

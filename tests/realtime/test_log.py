@@ -104,7 +104,7 @@ async def test_step_failed_skips_the_rest_and_fails_the_run(user, token):
     ]
     assert frames[0]["payload"]["step"]["error"] == "boom"
     assert frames[3]["payload"]["status"] == "failed"
-    assert frames[3]["payload"]["error"] == "step 0 (echo) failed: boom"
+    assert frames[3]["payload"]["error"] == "step 1 (echo) failed: boom"
 
 
 async def test_step_skipped(user, token):

@@ -147,7 +147,7 @@ def test_rerun_of_a_plan_no_longer_valid_is_refused_with_a_message(admin_client,
     assert response.status_code == 200
     shown = messages_of(response)
     assert "Created 1 new run(s)." in shown
-    assert f"Not re-run: {old.id}: step 0: unknown tool 'vanishing_h1'" in shown
+    assert f"Not re-run: {old.id}: step 1: unknown tool 'vanishing_h1'" in shown
     assert Run.objects.count() == 3
 
 

@@ -95,7 +95,7 @@ BAD_BODIES = [
     ({"steps": {"tool": "echo"}}, "invalid_plan", "steps must be a list"),
     ({"steps": "echo"}, "invalid_plan", "steps must be a list"),
     ({"steps": None}, None, "steps"),
-    ({"steps": ["echo"]}, "invalid_plan", "step 0: a step must be an object"),
+    ({"steps": ["echo"]}, "invalid_plan", "step 1: a step must be an object"),
     ({"steps": [[]]}, "invalid_plan", "a step must be an object"),
     ({"steps": [{"tool": "echo", "args": "x"}]}, "invalid_plan", "must be an object"),
     ({"steps": [{"tool": "echo", "args": {"t": "a\u0000b"}}]}, "invalid_plan", "NUL"),
@@ -132,7 +132,7 @@ def test_plan_error_names_the_step_and_field(api):
         400,
     )
     assert (body["error"], body["step"], body["field"]) == ("invalid_plan", 1, "seconds")
-    assert body["message"] == "step 1: argument 'seconds' must be at least 0, got -1"
+    assert body["message"] == "step 2: argument 'seconds' must be at least 0, got -1"
 
 
 def test_too_many_steps_follows_the_setting(api, settings, sent):

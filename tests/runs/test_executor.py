@@ -80,7 +80,7 @@ def test_a_failing_step_fails_the_run_and_skips_the_rest(make_run):
     assert executor.execute_run(run_id=run.id) == "failed"
     run = Run.objects.get(pk=run.id)
     assert run.status == "failed"
-    assert run.error == "step 1 (fail) failed: boom"
+    assert run.error == "step 2 (fail) failed: boom"
     assert run.finished_at is not None and run.output is None
     assert list(run.steps.order_by("index").values_list("status", "error")) == [
         ("succeeded", ""),
@@ -96,7 +96,7 @@ def test_a_tool_crash_is_described_with_its_type(make_run, temporary_tools):
 
     run = make_run(steps=[{"tool": "crash_h1"}])
     assert executor.execute_run(run_id=run.id) == "failed"
-    assert Run.objects.get(pk=run.id).error == "step 0 (crash_h1) failed: KeyError: 'missing'"
+    assert Run.objects.get(pk=run.id).error == "step 1 (crash_h1) failed: KeyError: 'missing'"
 
 
 def test_output_json_cannot_hold_fails_the_step_not_the_save(make_run, temporary_tools):

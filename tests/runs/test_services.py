@@ -180,7 +180,7 @@ def test_step_fail_fails_the_run_and_skips_the_rest(make_run):
     services.step_fail(run_id=run.id, index=0, error="boom")
     run = Run.objects.get(pk=run.id)
     assert run.status == "failed"
-    assert run.error == "step 0 (echo) failed: boom"
+    assert run.error == "step 1 (echo) failed: boom"
     assert list(run.steps.order_by("index").values_list("status", "error")) == [
         ("failed", "boom"),
         ("skipped", ""),

@@ -115,7 +115,7 @@ def test_a_step_that_kept_losing_its_executor_fails_the_run(make_run, settings):
 
     run = Run.objects.get(pk=run.id)
     assert run.status == "failed"
-    assert run.error == "step 0 (echo) failed: its executor was lost during each of its 2 attempts"
+    assert run.error == "step 1 (echo) failed: its executor was lost during each of its 2 attempts"
     assert Step.objects.get(run=run, index=0).attempts == 2
 
 

@@ -80,65 +80,65 @@ def test_a_valid_plan_is_normalised():
         ("echo", "steps must be a list, got a string", None, None),
         (None, "steps must be a list, got null", None, None),
         ([], "a run needs at least one step", None, None),
-        (["echo"], "step 0: a step must be an object, got a string", 0, None),
-        ([{"tool": "echo"}, 7], "step 1: a step must be an object, got a number", 1, None),
-        ([{"args": {}}], "step 0: a step needs a 'tool' name", 0, "tool"),
-        ([{"tool": ""}], "step 0: a step needs a 'tool' name", 0, "tool"),
-        ([{"tool": 3}], "step 0: a step needs a 'tool' name", 0, "tool"),
-        ([{"tool": "nope"}], "step 0: unknown tool 'nope'", 0, "tool"),
-        ([{"tool": "echo", "when": 1}], "step 0: unknown step field 'when'", 0, "when"),
+        (["echo"], "step 1: a step must be an object, got a string", 0, None),
+        ([{"tool": "echo"}, 7], "step 2: a step must be an object, got a number", 1, None),
+        ([{"args": {}}], "step 1: a step needs a 'tool' name", 0, "tool"),
+        ([{"tool": ""}], "step 1: a step needs a 'tool' name", 0, "tool"),
+        ([{"tool": 3}], "step 1: a step needs a 'tool' name", 0, "tool"),
+        ([{"tool": "nope"}], "step 1: unknown tool 'nope'", 0, "tool"),
+        ([{"tool": "echo", "when": 1}], "step 1: unknown step field 'when'", 0, "when"),
         (
             [{"tool": "echo", "args": [1]}],
-            "step 0: args of tool 'echo' must be an object, got an array",
+            "step 1: args of tool 'echo' must be an object, got an array",
             0,
             None,
         ),
-        ([{"tool": "wait"}], "step 0: tool 'wait' needs argument 'seconds'", 0, "seconds"),
+        ([{"tool": "wait"}], "step 1: tool 'wait' needs argument 'seconds'", 0, "seconds"),
         (
             [{"tool": "wait", "args": {"seconds": "3"}}],
-            "step 0: argument 'seconds' must be a number, got a string",
+            "step 1: argument 'seconds' must be a number, got a string",
             0,
             "seconds",
         ),
         (
             [{"tool": "wait", "args": {"seconds": True}}],
-            "step 0: argument 'seconds' must be a number, got a boolean",
+            "step 1: argument 'seconds' must be a number, got a boolean",
             0,
             "seconds",
         ),
         (
             [{"tool": "wait", "args": {"seconds": None}}],
-            "step 0: argument 'seconds' must be a number, got null",
+            "step 1: argument 'seconds' must be a number, got null",
             0,
             "seconds",
         ),
         (
             [{"tool": "wait", "args": {"seconds": -1}}],
-            "step 0: argument 'seconds' must be at least 0, got -1",
+            "step 1: argument 'seconds' must be at least 0, got -1",
             0,
             "seconds",
         ),
         (
             [{"tool": "wait", "args": {"seconds": 61}}],
-            "step 0: argument 'seconds' must be at most 60, got 61",
+            "step 1: argument 'seconds' must be at most 60, got 61",
             0,
             "seconds",
         ),
         (
             [{"tool": "wait", "args": {"seconds": math.inf}}],
-            "step 0: argument 'seconds' must be a finite number",
+            "step 1: argument 'seconds' must be a finite number",
             0,
             "seconds",
         ),
         (
             [{"tool": "wait", "args": {"seconds": 1, "unit": "s"}}],
-            "step 0: tool 'wait' has no argument 'unit'",
+            "step 1: tool 'wait' has no argument 'unit'",
             0,
             "unit",
         ),
         (
             [{"tool": "fail", "args": {"message": 5}}],
-            "step 0: argument 'message' must be a string, got a number",
+            "step 1: argument 'message' must be a string, got a number",
             0,
             "message",
         ),
@@ -189,7 +189,7 @@ def test_wait_maximum_follows_the_setting():
     with override_settings(RUNS_WAIT_MAX_SECONDS=5):
         assert validate_plan([{"tool": "wait", "args": {"seconds": 5}}], max_steps=1)
         assert plan_error([{"tool": "wait", "args": {"seconds": 5.5}}]).message == (
-            "step 0: argument 'seconds' must be at most 5, got 5.5"
+            "step 1: argument 'seconds' must be at most 5, got 5.5"
         )
         assert get_tool("wait").describe()["args"]["seconds"]["maximum"] == 5
     assert validate_plan([{"tool": "wait", "args": {"seconds": 60}}], max_steps=1)

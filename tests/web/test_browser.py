@@ -239,7 +239,7 @@ def test_admin_change_page_and_change_list_update_live(browser, stack, alice, st
     shot(change, "admin-change-running")
     finished_exactly_once(change, run)
     times = change.text_content("[data-field=times]")
-    assert re.search(r"Finished\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$", times), times
+    assert re.search(r"Finished\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC$", times), times
     shot(change, "admin-change-finished")
 
     change_list.wait_for_selector(f'[data-run-status="{run.id}"].status-succeeded')
@@ -268,7 +268,7 @@ def test_a_failed_run_shows_failed_and_skipped_steps_as_such(browser, stack, ali
         == "1 of 3 steps succeeded (33 %) · 1 failed · 1 skipped"
     )
     assert page.get_attribute("[data-field=progress]", "aria-valuenow") == "1"  # failed is not done
-    assert "step 1 (fail) failed: no" in page.text_content("[data-field=error]")
+    assert "step 2 (fail) failed: no" in page.text_content("[data-field=error]")
     assert page.text_content('[data-field=steps] tr[data-index="1"] td.output') == "no"
     assert page.is_hidden("[data-field=cancel]")
     shot(page, "run-page-failed")

@@ -1,5 +1,8 @@
 // The live parts of the pages and the admin, on top of the realtime client.
 import { isTerminal, runProgress, watchRun, watchRuns } from "/static/realtime/quikday-realtime.js";
+import { toSecond } from "/static/web/time.js";
+
+export { toSecond };
 
 const STATE_LABEL = {
   connecting: "connecting",
@@ -27,6 +30,12 @@ function statusBadge(status) {
   return el("span", { class: `status status-${status}` }, status);
 }
 
+/** Cut to `limit` characters with "…", as the server's truncatechars does. */
+export function truncate(text, limit) {
+  if (!text) return "";
+  return text.length > limit ? `${text.slice(0, limit - 1)}…` : text;
+}
+
 function shortJson(value) {
   if (value === null || value === undefined) return "";
   const text = typeof value === "string" ? value : JSON.stringify(value);
@@ -38,14 +47,6 @@ export function duration(step, now = Date.now()) {
   if (!step || !step.started_at) return "";
   const end = step.finished_at ? Date.parse(step.finished_at) : now;
   return `${Math.max(0, (end - Date.parse(step.started_at)) / 1000).toFixed(1)} s`;
-}
-
-/** To the second, in the reader's time zone: 2026-11-27 16:07:59. */
-export function toSecond(iso) {
-  if (!iso) return "—";
-  const d = new Date(iso);
-  const pad = (n) => String(n).padStart(2, "0");
-  return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
 function showConnection(node, modeNode, status) {
@@ -174,23 +175,51 @@ function progressCell(summary) {
   const bar = el("span", { class: "mini-progress", role: "progressbar", "aria-valuemin": "0", "aria-valuemax": String(p.total), "aria-valuenow": String(p.succeeded), "aria-label": "Steps succeeded" });
   for (const kind of ["succeeded", "running", "failed", "skipped"]) {
     const width = p.total ? ((kind === "succeeded" ? p.succeeded : p[kind]) / p.total) * 100 : 0;
-    bar.append(el("span", { class: `bar bar-${kind}`, style: `width:${width}%` }));
+    const part = el("span", { class: `bar bar-${kind}` });
+    part.style.width = `${width}%`; // through the CSSOM: the CSP refuses style attributes
+    bar.append(part);
   }
   const extra = [p.failed ? `${p.failed} failed` : "", p.skipped ? `${p.skipped} skipped` : ""].filter(Boolean).join(", ");
   return [bar, el("span", { class: "count" }, `${p.succeeded}/${p.total}${extra ? " · " + extra : ""}`)];
 }
 
+const newestFirst = (runs) => [...runs.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+
+/**
+ * Keep a list of run summaries live over the one run-list socket: `render(runs)` gets every run
+ * known (the page's snapshot and whatever the stream brings, new runs included) on each change.
+ */
+function watchSummaries({ snapshot, render, connection, announcer, onChange = () => {} }) {
+  const initial = new Map(snapshot.map((run) => [run.id, run]));
+  render(initial);
+  const known = new Map(snapshot.map((run) => [run.id, run.status]));
+  const watch = watchRuns({
+    ...overrides(),
+    onChange: (runs, changed) => {
+      for (const id of initial.keys()) if (!runs.has(id)) runs.set(id, initial.get(id));
+      render(runs);
+      onChange(runs, changed);
+      const news = changed.map((id) => runs.get(id)).filter((run) => known.get(run.id) !== run.status);
+      for (const run of news) known.set(run.id, run.status);
+      if (news.length && announcer) announcer.textContent = news.map((run) => `Run ${run.id.slice(0, 8)} ${run.status}`).join(". ");
+    },
+    onStatus: (status) => showConnection(connection, null, status),
+  });
+  window.addEventListener("pagehide", () => watch.stop());
+  return watch;
+}
+
 /** The list page: one row per run, newest first; new runs appear, statuses move. */
 export function mountRunList({ body, connection, announcer, snapshot, showOwner, runUrl }) {
   const render = (runs) => {
-    const sorted = [...runs.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
+    const sorted = newestFirst(runs);
     if (!sorted.length) return;
     body.replaceChildren(
       ...sorted.map((run) =>
         el(
           "tr",
           { "data-run-id": run.id, "data-status": run.status },
-          el("td", {}, el("a", { href: runUrl(run.id) }, el("code", {}, run.id.slice(0, 8))), " ", run.prompt ? run.prompt.slice(0, 40) : ""),
+          el("td", {}, el("a", { href: runUrl(run.id) }, el("code", {}, run.id.slice(0, 8))), " ", truncate(run.prompt, 40)),
           ...(showOwner ? [el("td", {}, run.owner)] : []),
           el("td", {}, statusBadge(run.status)),
           el("td", { class: "progress-cell" }, ...progressCell(run)),
@@ -199,40 +228,99 @@ export function mountRunList({ body, connection, announcer, snapshot, showOwner,
       ),
     );
   };
-  const initial = new Map(snapshot.map((run) => [run.id, run]));
-  render(initial);
-  const known = new Map(snapshot.map((run) => [run.id, run.status]));
-  return watchRuns({
-    ...overrides(),
-    onChange: (runs, changed) => {
-      for (const id of snapshot.map((r) => r.id)) if (!runs.has(id)) runs.set(id, initial.get(id));
-      render(runs);
-      const news = changed.map((id) => runs.get(id)).filter((run) => known.get(run.id) !== run.status);
-      for (const run of news) known.set(run.id, run.status);
-      if (news.length && announcer) announcer.textContent = news.map((run) => `Run ${run.id.slice(0, 8)} ${run.status}`).join(". ");
-    },
-    onStatus: (status) => showConnection(connection, null, status),
-  });
+  return watchSummaries({ snapshot, render, connection, announcer });
 }
 
-/** The admin's change list: update the status and progress cells of the rows shown. */
-export function mountLiveCells({ root, connection }) {
-  return watchRuns({
+/** The home page's recent runs: the newest `limit`, live (new ones come in on top). */
+export function mountRecentRuns({ list, connection, announcer, snapshot, limit, runUrl }) {
+  const render = (runs) => {
+    const recent = newestFirst(runs).slice(0, limit);
+    list.closest("section").hidden = !recent.length;
+    list.replaceChildren(
+      ...recent.map((run) =>
+        el(
+          "li",
+          { "data-run-id": run.id, "data-status": run.status },
+          el("a", { href: runUrl(run.id) }, el("code", {}, run.id.slice(0, 8)), " ", truncate(run.prompt, 60) || "(no prompt)"),
+          " ",
+          statusBadge(run.status),
+        ),
+      ),
+    );
+  };
+  return watchSummaries({ snapshot, render, connection, announcer });
+}
+
+/**
+ * The admin's change list: update the status and progress cells of the rows shown, and add a
+ * row for each new run on the list's unfiltered first page (elsewhere a new run would not
+ * belong where it would land: the page offers a link to the list instead).
+ */
+export function mountLiveCells({ root, connection, newRuns }) {
+  const unfiltered = !new URLSearchParams(window.location.search).toString();
+  const shown = () => new Set([...root.querySelectorAll("[data-run-status]")].map((node) => node.dataset.runStatus));
+  // Runs created since the server drew the page are new; older ones not shown belong to other pages.
+  const drawnAt = Date.parse(newRuns.dataset.drawnAt);
+  let unseen = 0;
+  const update = (run) => {
+    const status = root.querySelector(`[data-run-status="${run.id}"]`);
+    if (status) {
+      status.textContent = run.status;
+      status.className = `status status-${run.status}`;
+    }
+    const progress = root.querySelector(`[data-run-progress="${run.id}"]`);
+    if (progress) progress.replaceChildren(...progressCell(run));
+  };
+  const add = (run) => {
+    const body = root.querySelector("#result_list tbody");
+    const model = body && body.querySelector("tr");
+    if (!unfiltered || !model) {
+      unseen += 1;
+      newRuns.hidden = false;
+      newRuns.querySelector("[data-count]").textContent = unseen === 1 ? "1 new run" : `${unseen} new runs`;
+      return;
+    }
+    // A copy of a row the admin drew, its cells filled for this run: same columns, same links.
+    const row = model.cloneNode(true);
+    const previous = model.querySelector("[data-run-status]").dataset.runStatus;
+    const box = row.querySelector("input.action-select"); // absent without actions
+    if (box) {
+      box.value = run.id;
+      box.checked = false;
+    }
+    row.classList.remove("selected");
+    const link = row.querySelector(".field-short_id a");
+    link.href = link.getAttribute("href").replace(previous, run.id);
+    const code = link.querySelector("code");
+    code.textContent = run.id.slice(0, 8);
+    code.title = run.id;
+    row.querySelector("[data-run-status]").dataset.runStatus = run.id;
+    row.querySelector("[data-run-progress]").dataset.runProgress = run.id;
+    row.querySelector(".field-owner").textContent = run.owner;
+    row.querySelector(".field-created").textContent = toSecond(run.created_at);
+    row.querySelector(".field-duration").textContent = "—";
+    row.dataset.liveAdded = "";
+    body.prepend(row);
+    // "3 runs" under a one-page list counts the added row too (a paged list keeps its links).
+    const paginator = root.querySelector(".paginator");
+    const count = paginator && paginator.textContent.trim().match(/^(\d+) runs?$/);
+    if (count) paginator.textContent = `${Number(count[1]) + 1} runs`;
+    update(run);
+  };
+  const watch = watchRuns({
     ...overrides(),
     onChange: (runs, changed) => {
+      const present = shown();
       for (const id of changed) {
         const run = runs.get(id);
-        const status = root.querySelector(`[data-run-status="${id}"]`);
-        if (status) {
-          status.textContent = run.status;
-          status.className = `status status-${run.status}`;
-        }
-        const progress = root.querySelector(`[data-run-progress="${id}"]`);
-        if (progress) progress.replaceChildren(...progressCell(run));
+        if (present.has(id)) update(run);
+        else if (Date.parse(run.created_at) >= drawnAt) add(run);
       }
     },
     onStatus: (status) => showConnection(connection, null, status),
   });
+  window.addEventListener("pagehide", () => watch.stop());
+  return watch;
 }
 
 // --- The new-run form ----------------------------------------------------------------------------
@@ -254,6 +342,9 @@ export function enhanceRunForm(form) {
     sync(fieldset);
   };
   steps.querySelectorAll("fieldset.step").forEach(wire);
+  // The server marked the field the error is about: start there.
+  const invalid = form.querySelector('[aria-invalid="true"]');
+  if (invalid) invalid.focus();
   form.querySelector("#add-step").addEventListener("click", () => {
     const row = steps.querySelectorAll("fieldset.step").length;
     const html = template.innerHTML.replaceAll("__row__", String(row)).replaceAll("__number__", String(row + 1));
