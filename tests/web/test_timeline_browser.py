@@ -18,7 +18,8 @@ from realtime import log
 from runs import services
 from runs.models import Run
 from tests.processes import ROOT, celery_worker, daphne_server, free_port, subprocess_env
-from tests.web.test_browser import CLIENT_TIMING, PASSWORD, RECORDER, WAIT_MS, log_in
+from tests.web import test_browser
+from tests.web.test_browser import CLIENT_TIMING, RECORDER, WAIT_MS, log_in
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -34,16 +35,8 @@ CLOCK = re.compile(r"\b\d\d:\d\d:\d\d\.\d{3} UTC\b")  # 24-hour, to the millisec
 PLAN = [{"tool": "echo", "args": {"text": "one"}}, {"tool": "echo", "args": {"text": "two"}}]
 
 
-@pytest.fixture
-def alice(django_user_model):
-    return django_user_model.objects.create_user(username="alice", password=PASSWORD)
-
-
-@pytest.fixture
-def staff(django_user_model):
-    return django_user_model.objects.create_user(
-        username="root", password=PASSWORD, is_staff=True, is_superuser=True
-    )
+# The page tests' users, as fixtures of this module too.
+alice, staff = test_browser.alice, test_browser.staff
 
 
 @pytest.fixture
