@@ -210,7 +210,11 @@ def test_the_replay_control_steps_through_the_events(browser, server, alice):
     page.wait_for_selector('.run-timeline[data-seq="0"]')
     assert page.text_content(readout) == f"seq 0 of {last} · before the first event: the run is queued"
     assert rows(page) == [("run", "queued"), ("step-0", "pending"), ("step-1", "pending")]
-    assert page.is_disabled("[data-replay=prev]") and page.is_disabled("[data-replay=first]")
+    off = ".run-timeline [data-replay={}][aria-disabled=true]"
+    assert page.query_selector(off.format("prev")) and page.query_selector(off.format("first"))
+    page.focus("[data-replay=prev]")
+    page.keyboard.press("Enter")  # nothing before the first event: stays
+    assert page.get_attribute(".run-timeline", "data-seq") == "0"
 
     page.click("[data-replay=next]")
     page.wait_for_selector('.run-timeline[data-seq="1"]')
@@ -220,6 +224,7 @@ def test_the_replay_control_steps_through_the_events(browser, server, alice):
     page.click("[data-replay=next]")
     page.click("[data-replay=next]")
     page.wait_for_selector('.run-timeline[data-seq="3"]')  # the second step_started of step 0
+    assert page.text_content(readout).endswith(" · step 1 (echo) started, attempt 2")
     assert rows(page) == [
         ("run", "processing"),
         ("step-0-1", "lost"),
@@ -240,6 +245,10 @@ def test_the_replay_control_steps_through_the_events(browser, server, alice):
     page.keyboard.press("End")
     page.wait_for_selector(f'.run-timeline[data-seq="{last}"][data-following="true"]')
     assert page.get_attribute("[data-replay=slider]", "aria-valuetext") == page.text_content(readout)
+    page.focus("[data-replay=next]")
+    page.keyboard.press("Enter")  # at the last event: nothing to do, and the focus stays put
+    assert page.evaluate("document.activeElement.dataset.replay") == "next"
+    assert page.get_attribute(".run-timeline", "data-seq") == str(last)
     page.focus("[data-replay=first]")
     page.keyboard.press("Enter")
     page.wait_for_selector('.run-timeline[data-seq="0"]')

@@ -146,4 +146,8 @@ test("readouts: durations and event descriptions", () => {
   assert.equal(describeEvent(runStarted(1, 1)), "run processing");
   assert.equal(describeEvent(started(2, 1, 1, { attempts: 2, worker: "celery@b" })), "step 2 (echo) started, attempt 2, on celery@b");
   assert.equal(describeEvent(runCompleted(5, "failed", 1, 2, "boom")), "run failed: boom");
+  // An attempt the event does not state is named from the model built up to it.
+  const events = [runStarted(1, 1), started(2, 0, 1), started(3, 0, 6)];
+  assert.equal(describeEvent(events[2], buildTimeline(events, { plan: PLAN, upto: 3 })), "step 1 (wait) started, attempt 2");
+  assert.equal(describeEvent(events[1], buildTimeline(events, { plan: PLAN, upto: 2 })), "step 1 (wait) started");
 });

@@ -255,8 +255,9 @@ export function formatDuration(ms) {
   return `${minutes} min ${String(Math.floor(seconds % 60)).padStart(2, "0")} s`;
 }
 
-/** One line about an event, for the replay's readout: "step 2 (echo) started, attempt 2". */
-export function describeEvent(frame) {
+/** One line about an event, for the replay's readout: "step 2 (echo) started, attempt 2".
+ * With the `model` built up to it, an attempt the event does not state (inferred) is named too. */
+export function describeEvent(frame, model = null) {
   if (!frame) return "before the first event: the run is queued";
   const payload = frame.payload || {};
   if (frame.type === "run_status") return `run ${payload.status}`;
@@ -264,7 +265,8 @@ export function describeEvent(frame) {
   const step = payload.step;
   if (!step) return frame.type;
   const verb = { step_started: "started", step_retried: "retried", step_succeeded: "succeeded", step_failed: "failed", step_skipped: "skipped" }[frame.type] || frame.type;
-  const attempt = statedAttempt(frame);
+  const inferred = model && (model.steps.find((s) => s.index === step.index)?.attempts || []).find((a) => a.startSeq === frame.seq);
+  const attempt = statedAttempt(frame) ?? (inferred ? inferred.attempt : null);
   const worker = statedWorker(frame);
   const extra = [attempt && attempt > 1 ? `attempt ${attempt}` : "", worker ? `on ${worker}` : "", frame.type === "step_failed" && step.error ? step.error : ""].filter(Boolean);
   return `step ${step.index + 1} (${step.tool}) ${verb}${extra.length ? ", " + extra.join(", ") : ""}`;

@@ -241,13 +241,13 @@ export function mountTimeline(root) {
     slider.value = String(at);
     const frame = shown.lastEvent;
     const text = frame
-      ? `seq ${frame.seq} of ${last} · ${frame.type} · ${clockTime(toMs(frame.ts))} · ${describeEvent(frame)}`
+      ? `seq ${frame.seq} of ${last} · ${frame.type} · ${clockTime(toMs(frame.ts))} · ${describeEvent(frame, shown)}`
       : `seq 0 of ${last} · ${describeEvent(null)}`;
     slider.setAttribute("aria-valuetext", text);
     if (readout.textContent !== text) readout.textContent = text;
-    buttons.first.disabled = buttons.prev.disabled = at === 0;
-    buttons.next.disabled = buttons.last.disabled = at >= last && position === null;
-    if (at >= last) buttons.next.disabled = true;
+    // aria-disabled, not disabled: a button that stops applying keeps the keyboard's focus.
+    const off = { first: at === 0, prev: at === 0, next: at >= last, last: at >= last && position === null };
+    for (const [name, value] of Object.entries(off)) buttons[name].setAttribute("aria-disabled", String(value));
     buttons.play.setAttribute("aria-pressed", String(playing !== null));
     buttons.play.textContent = playing !== null ? "Pause" : "Play";
   };
@@ -263,22 +263,14 @@ export function mountTimeline(root) {
     playing = null;
   };
 
-  buttons.first.addEventListener("click", () => {
-    stop();
-    show(0);
-  });
-  buttons.prev.addEventListener("click", () => {
-    stop();
-    show(current() - 1);
-  });
-  buttons.next.addEventListener("click", () => {
-    stop();
-    show(current() + 1);
-  });
-  buttons.last.addEventListener("click", () => {
-    stop();
-    show(latest());
-  });
+  const moves = { first: () => 0, prev: () => current() - 1, next: () => current() + 1, last: () => latest() };
+  for (const [name, target] of Object.entries(moves)) {
+    buttons[name].addEventListener("click", () => {
+      if (buttons[name].getAttribute("aria-disabled") === "true") return;
+      stop();
+      show(target());
+    });
+  }
   buttons.play.addEventListener("click", () => {
     if (playing !== null) {
       stop();
