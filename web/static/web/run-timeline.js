@@ -101,6 +101,7 @@ export function mountTimeline(root) {
   // Page through the log from what we have up to what the page has seen (or the end).
   const fill = async () => {
     if (fetching) return fetching;
+    const before = contiguous;
     fetching = (async () => {
       try {
         for (;;) {
@@ -124,7 +125,8 @@ export function mountTimeline(root) {
         fetching = null;
       }
       render();
-      if (wanted > contiguous && !pruned) fill();
+      // Still behind what the page saw (it moved on meanwhile): once more, only if this read got somewhere.
+      if (wanted > contiguous && contiguous > before && !pruned) fill();
     })();
     return fetching;
   };
