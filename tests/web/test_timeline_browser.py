@@ -14,7 +14,7 @@ import re
 import pytest
 from django.db import transaction
 
-from realtime import log
+from realtime import log, retention
 from runs import services
 from runs.models import Run
 from tests.processes import ROOT, celery_worker, daphne_server, free_port, subprocess_env
@@ -147,6 +147,24 @@ def test_a_failed_run_shows_failure_marks_and_the_skipped_rest(browser, server, 
     assert marks(page, "step-1") == ["skip"]
     assert page.get_attribute('[data-row="step-0-1"] [data-mark]', "title") == "ToolError: no"
     shot(page, "failed-desktop")
+
+
+def test_a_run_whose_log_was_pruned_shows_its_recorded_times(browser, server, alice):
+    run = services.run_create(owner=alice, steps=PLAN, prompt="pruned")
+    services.run_start(run_id=run.id)
+    services.step_start(run_id=run.id, index=0)
+    services.step_succeed(run_id=run.id, index=0, output={"text": "one"})
+    services.step_start(run_id=run.id, index=1)
+    services.step_fail(run_id=run.id, index=1, error="ToolError: no")
+    assert retention.prune_run_events(days=0) == 6
+    page = timeline_page(browser, server.url, alice)
+    page.goto(f"/runs/{run.id}/")
+    page.wait_for_selector('.run-timeline [data-row="run"][data-status="failed"]')
+    assert rows(page) == [("run", "failed"), ("step-0-1", "succeeded"), ("step-1-1", "failed")]
+    assert marks(page, "step-1-1") == ["failure"]
+    assert "pruned from the log" in page.text_content(".run-timeline [data-timeline=note]")
+    assert page.is_hidden(".run-timeline [data-timeline=replay]")
+    shot(page, "pruned-desktop")
 
 
 def test_a_cancelled_run_shows_a_cancel_mark_on_the_admin_page(browser, server, alice, staff):

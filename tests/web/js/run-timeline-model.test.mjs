@@ -5,6 +5,7 @@ import { test } from "node:test";
 import {
   buildTimeline,
   describeEvent,
+  eventsFromSnapshot,
   formatDuration,
   orderedEvents,
   timelineRows,
@@ -150,4 +151,27 @@ test("readouts: durations and event descriptions", () => {
   const events = [runStarted(1, 1), started(2, 0, 1), started(3, 0, 6)];
   assert.equal(describeEvent(events[2], buildTimeline(events, { plan: PLAN, upto: 3 })), "step 1 (wait) started, attempt 2");
   assert.equal(describeEvent(events[1], buildTimeline(events, { plan: PLAN, upto: 2 })), "step 1 (wait) started");
+});
+
+test("a pruned log: the bars rebuilt from the run's recorded times, one attempt per step", () => {
+  const run = {
+    status: "failed", created_at: at(0), started_at: at(1), finished_at: at(4), error: "step 1 (echo) failed: no", output: null, plan: PLAN,
+    steps: [
+      { index: 1, tool: "echo", status: "failed", error: "no", started_at: at(3), finished_at: at(4) },
+      { index: 0, tool: "wait", status: "succeeded", error: "", started_at: at(1.5), finished_at: at(3) },
+    ],
+  };
+  const frames = eventsFromSnapshot(run);
+  assert.deepEqual(frames.map((f) => [f.seq, f.type, f.rebuilt]), [
+    [1, "run_status", true], [2, "step_started", true], [3, "step_succeeded", true], [4, "step_started", true], [5, "step_failed", true], [6, "run_completed", true],
+  ]);
+  const model = buildTimeline(frames, { createdAt: run.created_at, plan: PLAN });
+  const [runRow, ...steps] = timelineRows(model);
+  assert.deepEqual([span(runRow.wait), span(runRow.exec), runRow.status], [[0, 1], [1, 4], "failed"]);
+  assert.deepEqual(steps.map((row) => [row.step, row.attempt, row.status, span(row.wait), span(row.exec)]), [
+    [0, 1, "succeeded", [1, 1.5], [1.5, 3]],
+    [1, 1, "failed", null, [3, 4]],
+  ]);
+  assert.deepEqual(model.marks.map((m) => [m.kind, m.scope]), [["failure", "step"], ["failure", "run"]]);
+  assert.deepEqual(eventsFromSnapshot({ status: "queued", created_at: at(0), started_at: null, steps: [] }), []);
 });

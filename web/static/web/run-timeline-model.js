@@ -200,6 +200,30 @@ export function buildTimeline(events, { createdAt = null, plan = null, upto = nu
 }
 
 /**
+ * Frames rebuilt from a run as GET /api/runs/<id>/ shows it, for a run whose log was pruned:
+ * its own and its steps' recorded times, one attempt per step (the snapshot keeps no earlier
+ * attempt), in the order they happened. Marked `rebuilt`: they are not the log, and have no seq
+ * a watcher saw.
+ */
+export function eventsFromSnapshot(run) {
+  const frames = [];
+  const push = (type, ts, payload) => ts && frames.push({ type, ts, payload, rebuilt: true });
+  if (!run) return frames;
+  push("run_status", run.started_at, { status: "processing", started_at: run.started_at });
+  for (const step of [...(run.steps || [])].sort((a, b) => a.index - b.index)) {
+    if (step.started_at) push("step_started", step.started_at, { step: { ...step, status: "running", output: null, error: "", finished_at: null } });
+    const type = { succeeded: "step_succeeded", failed: "step_failed", skipped: "step_skipped" }[step.status];
+    if (type) push(type, step.finished_at, { step });
+  }
+  if (TERMINAL.has(run.status)) {
+    push("run_completed", run.finished_at, { status: run.status, output: run.output, error: run.error, started_at: run.started_at, finished_at: run.finished_at });
+  }
+  frames.sort((a, b) => Date.parse(a.ts) - Date.parse(b.ts));
+  frames.forEach((frame, position) => (frame.seq = position + 1));
+  return frames;
+}
+
+/**
  * The segments to draw, relative to `origin` (ms): per row its queue wait and execution.
  * Rows: the run's, then each step's attempts (a step without an attempt: one empty row).
  */

@@ -7,7 +7,7 @@
 // from the page's own run socket (run-view.js re-dispatches each applied frame as
 // `quikday:run-change`), so the timeline opens no connection of its own. A gap (a reconnect's
 // snapshot jumped ahead, an event the page never saw) is filled from the same API.
-import { buildTimeline, describeEvent, formatDuration, orderedEvents, timelineRows, toMs } from "./run-timeline-model.js";
+import { buildTimeline, describeEvent, eventsFromSnapshot, formatDuration, orderedEvents, timelineRows, toMs } from "./run-timeline-model.js";
 
 const MARK_GLYPH = { failure: "✕", cancel: "■", skip: "–" };
 const PLAY_STEP_MS = 700; // one event per this while replaying
@@ -85,11 +85,18 @@ export function mountTimeline(root) {
   let wanted = 0; // the highest seq the page is known to have reached
   let fetching = null;
   let pruned = false;
+  let rebuilt = []; // a pruned log's frames, rebuilt from the run's recorded times
   let position = null; // the seq shown; null: follow the latest (live)
   let playing = null;
   let ticker = null;
 
   const ordered = () => orderedEvents([...events.values()]);
+
+  const getJson = async (url) => {
+    const response = await fetch(url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (!response.ok) throw new Error(`${url} answered HTTP ${response.status}`);
+    return response.json();
+  };
 
   const add = (frame) => {
     if (!frame || !Number.isInteger(frame.seq) || frame.seq < 1 || frame.type === "connected") return;
@@ -105,18 +112,19 @@ export function mountTimeline(root) {
     fetching = (async () => {
       try {
         for (;;) {
-          const response = await fetch(`${eventsUrl}?since=${contiguous}`, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-          if (!response.ok) throw new Error(`the events API answered HTTP ${response.status}`);
-          const page = await response.json();
+          const page = await getJson(`${eventsUrl}?since=${contiguous}`);
           if (!page.recovered) {
             pruned = contiguous === 0 && page.seq > 0;
+            if (pruned) rebuilt = eventsFromSnapshot(await getJson(root.dataset.runUrl));
             break;
           }
           for (const frame of page.events) add(frame);
           wanted = Math.max(wanted, page.seq);
           if (!page.has_more || !page.events.length) break;
         }
-        parts.note.textContent = pruned ? "This run's events were pruned from the log (older than the retention): no timeline." : "";
+        parts.note.textContent = pruned
+          ? "This run's events were pruned from the log (older than the retention period): the bars come from the run's recorded times, one per step, without earlier attempts or a replay."
+          : "";
         parts.note.hidden = !pruned;
       } catch (error) {
         parts.note.hidden = false;
@@ -141,7 +149,7 @@ export function mountTimeline(root) {
     else render();
   });
 
-  const known = () => ordered().filter((frame) => frame.seq <= contiguous);
+  const known = () => (pruned ? rebuilt : ordered().filter((frame) => frame.seq <= contiguous));
 
   const scaleOf = (model) => {
     const span = Math.max(1, model.end - model.origin);
