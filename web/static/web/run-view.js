@@ -153,8 +153,8 @@ export function mountRunView(panel, snapshot, options = {}) {
     ...options,
     onChange: (run, frame) => {
       render(run);
-      // Observable from outside (tests; a page embedding the panel): every applied change, once.
-      document.dispatchEvent(new CustomEvent("quikday:run-change", { detail: { seq: run.seq, type: frame.type, status: run.status } }));
+      // Observable from outside (tests; the timeline, run-timeline.js; a page embedding the panel): every applied change and its frame, once.
+      document.dispatchEvent(new CustomEvent("quikday:run-change", { detail: { seq: run.seq, type: frame.type, status: run.status, frame } }));
     },
     onStatus: (status) => {
       showConnection(parts.connection, parts.mode, status);
