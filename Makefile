@@ -44,6 +44,12 @@ TEST_WORKERS ?= 3
 test: venv  ## the whole suite, against real PostgreSQL and Redis
 	$(BIN)/python -m pytest -n $(TEST_WORKERS)
 
+# Drift, the day it happens: a throwaway venv with the newest releases requirements.in allows
+# (.ci/test-latest): which packages are newer than constraints.txt, the tests that start no
+# process, and the Procfile's web command started for real. Not part of `make test`: run it daily.
+test-latest:  ## the newest releases requirements.in allows, in a temp venv: drift, fast tests, a real Daphne start
+	.ci/test-latest
+
 # The embedded default: SQLite, the in-memory channel layer, runs executed in
 # this process — no PostgreSQL, no Redis. DEBUG=1 unless set, so no SECRET_KEY
 # is needed on a laptop (production runs the Procfile, with DEBUG off).
