@@ -18,11 +18,14 @@ relies on (checked by reading that source, without importing it), and its kind:
 
 The modules that reach ask ``usable(name)`` before applying; start-up calls
 ``review()`` so every unverified reach is reported once per process, used or not.
+At start-up only versions are compared (a few metadata reads); the source is
+read there only for a correctness reach on another release, and always by the tests.
 """
 
 from __future__ import annotations
 
 import ast
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -250,6 +253,28 @@ def source_of(where: str) -> str | None:
     """The source text of ``module:Qualified.name`` (a def, a class or an assignment), read
     from the installed file without importing the module; None when it is not there."""
     module, _, qualname = where.partition(":")
+    parsed = _parsed(module)
+    if parsed is None:
+        return None
+    lines, body = parsed
+    node = None
+    for part in qualname.split("."):
+        node = next((child for child in body if part in _names(child)), None)
+        if node is None:
+            return None
+        body = getattr(node, "body", [])
+    # ast.get_source_segment's text, from lines split once per file (it splits the file per call).
+    first, last = node.lineno - 1, node.end_lineno - 1
+    if first == last:
+        return lines[first].encode()[node.col_offset : node.end_col_offset].decode()
+    head = lines[first].encode()[node.col_offset :].decode()
+    tail = lines[last].encode()[: node.end_col_offset].decode()
+    return "".join([head, *lines[first + 1 : last], tail])
+
+
+@functools.cache
+def _parsed(module: str) -> tuple[list[str], list[ast.stmt]] | None:
+    """A module's source lines and its parsed top-level statements (each file once: reads share it)."""
     try:
         spec = importlib.util.find_spec(module)
     except (ImportError, ValueError):
@@ -258,14 +283,7 @@ def source_of(where: str) -> str | None:
         return None
     with open(spec.origin, encoding="utf-8") as file:
         text = file.read()
-    body = ast.parse(text).body
-    node = None
-    for part in qualname.split("."):
-        node = next((child for child in body if part in _names(child)), None)
-        if node is None:
-            return None
-        body = getattr(node, "body", [])
-    return ast.get_source_segment(text, node)
+    return text.splitlines(keepends=True), ast.parse(text).body
 
 
 def _names(node: ast.AST) -> set[str]:
@@ -283,14 +301,23 @@ def sha256(text: str) -> str:
 
 
 def problem(reach: Reach) -> str | None:
-    """Why ``reach`` is not verified on what is installed, or None when it is."""
+    """Why ``reach`` is not verified on the installed release, or None: the check made at start-up.
+
+    On a release it was read against the source is the one CI read (production installs
+    requirements.txt's pins), so only the version is looked at here; ``verify`` also reads the source.
+    """
     version = installed_version(reach.package)
     if version is None:
         return f"{reach.package} is not installed"
     if not read_against(reach, version):
         read = ", ".join(reach.read_against)
         return f"read against {reach.package} {read}, {reach.package} {version} is installed"
-    return changed_source(reach)
+    return None
+
+
+def verify(reach: Reach) -> str | None:
+    """``problem``, or what of the source the reach relies on changed: the check CI makes."""
+    return problem(reach) or changed_source(reach)
 
 
 def changed_source(reach: Reach) -> str | None:

@@ -61,7 +61,7 @@ def pretend(monkeypatch):
 def test_every_reach_is_verified_on_the_installed_release(name):
     """Red in CI when an upgrade brings a release the reach was not read against, or changes what it
     relies on: re-read the reach against it, then record the release (and any hash) in quikday.upstream."""
-    assert upstream.problem(upstream.REACHES[name]) is None
+    assert upstream.verify(upstream.REACHES[name]) is None
 
 
 @pytest.mark.parametrize("name", REACHES)
@@ -100,10 +100,10 @@ def test_a_changed_upstream_source_is_a_problem(name, read, monkeypatch):
         return None if read.sha256 is None else source + "\n# a changed line"
 
     monkeypatch.setattr(upstream, "source_of", rewritten)
-    found = upstream.problem(upstream.REACHES[name])
+    found = upstream.verify(upstream.REACHES[name])
     assert found is not None and read.where in found
     monkeypatch.setattr(upstream, "source_of", lambda where: None if where == read.where else real(where))
-    assert upstream.problem(upstream.REACHES[name]) == f"{read.where} no longer exists"
+    assert upstream.verify(upstream.REACHES[name]) == f"{read.where} no longer exists"
 
 
 def test_an_unverified_speed_reach_is_skipped_and_a_correctness_one_applied_each_logged_once(pretend, caplog):
@@ -126,12 +126,14 @@ def test_an_unverified_speed_reach_is_skipped_and_a_correctness_one_applied_each
     )
 
 
-def test_a_correctness_reach_whose_source_is_gone_is_not_applied(pretend, monkeypatch):
+def test_a_correctness_reach_on_another_release_without_what_it_relies_on_is_not_applied(
+    pretend, monkeypatch
+):
     real = upstream.source_of
     monkeypatch.setattr(
         upstream, "source_of", lambda where: None if "AccessLogGenerator" in where else real(where)
     )
-    pretend("")
+    pretend("daphne=4.3.0")
     from observability import access_log
 
     assert upstream.usable("daphne-access-log") is False
