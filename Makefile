@@ -5,26 +5,36 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile -c constraints.txt
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile
 
-.PHONY: venv venv-prod constraints test run serve dev bench bench-quick mutate chaos lint fmt clean
+.PHONY: venv venv-prod constraints test test-latest run serve dev bench bench-quick mutate chaos lint fmt clean
 
-# Production's packages only (what `make run` needs), at constraints.txt's versions.
-$(BIN)/.installed-prod: requirements.txt constraints.txt
+# Production's packages only (what `make run` needs): requirements.txt pins every one of them,
+# so this is exactly what a buildpack's plain `pip install -r requirements.txt` installs.
+$(BIN)/.installed-prod: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) -r requirements.txt
 	touch $@
 
-# And the tests' and tools' (requirements-dev.txt starts with requirements.txt).
-$(BIN)/.installed: $(BIN)/.installed-prod requirements-dev.txt
-	$(PIP) -r requirements-dev.txt
+# And the tests' and tools' (requirements-dev.txt starts with requirements.txt; constraints.txt
+# pins the tools' own dependencies).
+$(BIN)/.installed: $(BIN)/.installed-prod requirements-dev.txt constraints.txt
+	$(PIP) -c constraints.txt -r requirements-dev.txt
 	touch $@
 
 venv-prod: $(BIN)/.installed-prod
 
 venv: $(BIN)/.installed  ## production's packages plus the tests' and tools'
 
-constraints: venv  ## after changing requirements*.txt: pin every installed dependency in constraints.txt
+# The direct dependencies without their pins: pip keeps every installed version that satisfies
+# them and adds what is new (at its newest release that fits the rest).
+DIRECT_REQUIREMENTS = -r requirements.in $$(sed -e 's/\#.*//' -e '/^ *-r /d' requirements-dev.txt)
+# After editing requirements.in or requirements-dev.txt (UPGRADE="pkg ...": to those packages'
+# newest releases first): install what changed, then pin every installed package of the closure
+# in requirements.txt (production) and constraints.txt (production, tests and tools). Then make test.
+constraints: venv  ## after editing requirements.in / requirements-dev.txt (UPGRADE="pkg ..." to bump): re-pin requirements.txt and constraints.txt
+	$(if $(UPGRADE),$(PIP) --upgrade $(UPGRADE))
+	$(PIP) $(DIRECT_REQUIREMENTS)
 	$(BIN)/python .ci/constraints.py
 
 # The suite on TEST_WORKERS pytest-xdist processes (docs/testing.md: each has its own test
@@ -33,6 +43,12 @@ constraints: venv  ## after changing requirements*.txt: pin every installed depe
 TEST_WORKERS ?= 3
 test: venv  ## the whole suite, against real PostgreSQL and Redis
 	$(BIN)/python -m pytest -n $(TEST_WORKERS)
+
+# Drift, the day it happens: a throwaway venv with the newest releases requirements.in allows
+# (.ci/test-latest): which packages are newer than constraints.txt, the tests that start no
+# process, and the Procfile's web command started for real. Not part of `make test`: run it daily.
+test-latest:  ## the newest releases requirements.in allows, in a temp venv: drift, fast tests, a real Daphne start
+	.ci/test-latest
 
 # The embedded default: SQLite, the in-memory channel layer, runs executed in
 # this process — no PostgreSQL, no Redis. DEBUG=1 unless set, so no SECRET_KEY

@@ -27,7 +27,13 @@ def write_entry(self, host, date, request, status=None, length=None, ident=None,
     )
 
 
-def route_through_logging() -> None:
+def route_through_logging() -> bool:
+    """False when Daphne's access log is not the one this was read against (quikday.upstream)."""
+    from quikday import upstream
+
+    if not upstream.usable("daphne-access-log"):
+        return False
     from daphne.access import AccessLogGenerator
 
     AccessLogGenerator.write_entry = write_entry
+    return True

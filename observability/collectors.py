@@ -1,5 +1,5 @@
-"""Figures read at scrape time, once per scrape rather than per process: runs by status
-and the Celery queue's depth.
+"""Figures read at scrape time, once per scrape rather than per process: runs by status,
+the Celery queue's depth, and which reaches into other libraries are unverified.
 
 Both reads are bounded: the status count is one grouped query on an indexed
 column, the queue depth one LLEN with a short socket timeout; a failure
@@ -13,6 +13,7 @@ import logging
 from django.conf import settings
 from prometheus_client.core import GaugeMetricFamily
 
+from quikday import upstream
 from runs import selectors
 
 logger = logging.getLogger(__name__)
@@ -26,6 +27,21 @@ class ScrapeCollector:
     def collect(self):
         yield from self._runs_by_status()
         yield from self._queue_depth()
+        yield self._upstream_reaches()
+
+    def _upstream_reaches(self):
+        """Every reach of quikday.upstream, 1 when the installed library is not the one it was
+        read against (a speed reach is then skipped, a correctness one applied unverified)."""
+        gauge = GaugeMetricFamily(
+            "quikday_upstream_reach_unverified",
+            "1 when a patch or private access of another library (quikday.upstream) is not verified on "
+            "the installed release: skipped (speed) or applied unverified (correctness).",
+            labels=["reach", "package", "kind"],
+        )
+        problems = upstream.review()  # the processes of a host share one install
+        for name, reach in upstream.REACHES.items():
+            gauge.add_metric([name, reach.package, reach.kind], 0 if problems[name] is None else 1)
+        return gauge
 
     def _runs_by_status(self):
         runs = GaugeMetricFamily("quikday_runs", "Runs in each status now.", labels=["status"])

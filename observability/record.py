@@ -23,6 +23,7 @@ from django.conf import settings
 
 from observability import metrics, stats
 from observability.stats import Connection
+from quikday import upstream
 
 logger = logging.getLogger("quikday.lifecycle")
 frames_logger = logging.getLogger("quikday.frames")  # DEBUG: one line per frame
@@ -143,10 +144,18 @@ class _FrameTally:
         self.buckets = [0] * (len(metrics.LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.latency_sum = 0.0
         self._flushed = (dict(self.frames), list(self.buckets), 0.0)
+        # Whether the histogram's values take a batch (quikday.upstream "prometheus-histogram-batch";
+        # None until the first latency). If not, the flush observes each latency in ``unbatched``.
+        self.batched: bool | None = None
+        self.unbatched: list[float] = []
 
     def observe(self, latency: float) -> None:
         self.buckets[bisect.bisect_left(metrics.LATENCY_BUCKETS, latency)] += 1
         self.latency_sum += latency
+        if self.batched is None:
+            self.batched = upstream.usable("prometheus-histogram-batch")
+        if not self.batched:
+            self.unbatched.append(latency)
 
     def flush(self) -> None:
         frames, buckets, latency_sum = dict(self.frames), list(self.buckets), self.latency_sum
@@ -156,8 +165,13 @@ class _FrameTally:
             if count > before_frames[kind]:
                 _frames_sent[kind].inc(count - before_frames[kind])
         histogram = metrics.COMMIT_TO_SEND
-        # prometheus-client (pinned) keeps a histogram's buckets and sum as these values;
-        # adding to them is observe() for a batch (tests/observability checks the result).
+        if not self.batched:
+            pending, self.unbatched = self.unbatched, []
+            for latency in pending:
+                histogram.observe(latency)
+            return
+        # prometheus-client keeps a histogram's buckets and sum as these values; adding
+        # to them is observe() for a batch (tests/observability checks the result).
         for index, count in enumerate(buckets):
             if count > before_buckets[index]:
                 histogram._buckets[index].inc(count - before_buckets[index])

@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 
 from observability import stats
+from quikday import upstream
 
 # A web process that missed this many reports is gone; a worker is "seen recently" for a minute.
 STALE_REPORTS = 3
@@ -146,6 +147,7 @@ def page_data() -> dict[str, Any]:
         "latency_p99_ms": max(p99s) if p99s else None,
         "database": check_database(),
         "channel_layer": channel_layer_health(),
+        "upstream": upstream.unverified(),
         "failover": {
             "degraded_sockets": sum(r["degraded"] for r in live),
             "failovers": sum(r["failovers"] for r in live),

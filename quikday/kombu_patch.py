@@ -19,25 +19,16 @@ and the unacknowledged message stays in Redis for ``visibility_timeout``
 
 from __future__ import annotations
 
-import kombu
 import redis
 from kombu.transport import redis as kombu_redis
 
-# The versions this was reproduced on; a later kombu is checked by the test before the bound moves.
-AFFECTED_UP_TO = (5, 7, 0)
-
-
-def _version(text: str) -> tuple[int, ...]:
-    parts = []
-    for part in text.split(".")[:3]:
-        digits = "".join(ch for ch in part if ch.isdigit())
-        parts.append(int(digits or 0))
-    return tuple(parts)
+from quikday import upstream
 
 
 def apply() -> bool:
-    """Patch kombu's Redis channel when the installed kombu has the bug; return whether it did."""
-    if _version(kombu.__version__) > AFFECTED_UP_TO:
+    """Patch kombu's Redis channel; return whether it did. The kombu release it was read
+    against is registered in quikday.upstream ("kombu-redis-connparams")."""
+    if not upstream.usable("kombu-redis-connparams"):
         return False
     channel = kombu_redis.Channel
     if getattr(channel._connparams, "quikday_patched", False):

@@ -1,98 +1,19 @@
-"""Daphne's WebSocket stack, tuned at start-up: per-connection and per-frame costs, close timeout.
+"""Daphne's WebSocket stack, tuned at start-up: per-connection costs, close timeout, reads.
 
 Applied once by quikday/asgi.py; each change is measured in docs/benchmarks.md.
-Each patch names the package versions it was read against and the names it
-replaces; on any other version, or with a name gone, start-up fails with a
-``TuningOutdated`` that says which patch to re-read (a patch that silently
-stopped applying would lose its gain unnoticed).
+What each one relies on of Daphne and Twisted is registered in quikday.upstream
+("daphne-*", "twisted-write-buffer"), which says whether to apply it on the
+installed release: a speed patch on a release it was not read against is
+skipped (logged, in /metrics and on the Realtime page), and the service starts.
 """
 
 from __future__ import annotations
 
 import functools
 import gc
-from importlib import metadata
 from typing import Any
 
-# The major.minor releases each patched package was read against.
-VERIFIED = {"autobahn": ("26.10",), "daphne": ("4.2",), "twisted": ("26.10",)}
-
-
-class TuningOutdated(RuntimeError):
-    """An installed autobahn, Daphne or Twisted is not the one a patch or a reading here was written for."""
-
-
-def check_version(package: str) -> None:
-    """Raise TuningOutdated unless ``package``'s installed major.minor is one of VERIFIED's."""
-    installed = metadata.version(package)
-    if ".".join(installed.split(".")[:2]) not in VERIFIED[package]:
-        raise TuningOutdated(
-            f"realtime.daphne_tuning patches {package} as of {', '.join(VERIFIED[package])}, "
-            f"but {package} {installed} is installed: re-read the patches against it, "
-            "then add its version to VERIFIED"
-        )
-
-
-def _require(module, name: str) -> object:
-    """``module.name``, or TuningOutdated when the package renamed it."""
-    found = getattr(module, name, None)
-    if found is None:
-        raise TuningOutdated(
-            f"realtime.daphne_tuning patches {module.__name__}.{name}, which no longer exists"
-        )
-    return found
-
-
-class _Lazy:
-    """``render(value)``, computed only if a log line actually renders it."""
-
-    __slots__ = ("render", "value")
-
-    def __init__(self, render, value: object) -> None:
-        self.render = render
-        self.value = value
-
-    def __str__(self) -> str:
-        return str(self.render(self.value))
-
-    __repr__ = __str__
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
-
-
-def _lazy(render):
-    def make(value: object) -> _Lazy:
-        return _Lazy(render, value)
-
-    make.eager = render
-    return make
-
-
-def make_autobahn_logging_lazy() -> bool:
-    """autobahn formats its debug lines' arguments even when debug logging is off.
-
-    For every connection it pretty-prints its ~40 options (``pformat``), and
-    for every frame sent or received it styles names with click
-    (``hltype``/``hlval``): a visible share of the web process's CPU in the
-    connect-storm and fan-out workloads (docs/benchmarks.md). Here those
-    helpers return a lazy value that renders the same text if a debug line is
-    ever written. False when autobahn (Daphne) is not installed.
-    """
-    try:
-        from autobahn.twisted import websocket as twisted_websocket
-        from autobahn.websocket import protocol
-    except ImportError:
-        return False
-    check_version("autobahn")
-    patched = {protocol: ("pformat", "hltype", "hlval"), twisted_websocket: ("hltype", "hlval")}
-    for module, names in patched.items():
-        for name in names:
-            current = _require(module, name)
-            if not hasattr(current, "eager"):
-                setattr(module, name, _lazy(current))
-    return True
-
+from quikday import upstream
 
 # How long the server waits for a client to answer its close frame before it
 # drops the connection. autobahn's default is 1 s, and it then *aborts* the TCP
@@ -116,10 +37,9 @@ def wait_longer_for_close_replies() -> bool:
         from daphne import ws_protocol
     except ImportError:
         return False
-    check_version("daphne")
-    WebSocketFactory = _require(ws_protocol, "WebSocketFactory")
-    if not hasattr(WebSocketFactory, "setProtocolOptions"):
-        raise TuningOutdated("daphne's WebSocketFactory no longer has autobahn's setProtocolOptions")
+    if not upstream.usable("daphne-close-handshake"):
+        return False
+    WebSocketFactory = ws_protocol.WebSocketFactory
     if getattr(WebSocketFactory.__init__, "realtime_tuned", False):
         return True
     original = WebSocketFactory.__init__
@@ -133,45 +53,9 @@ def wait_longer_for_close_replies() -> bool:
     return True
 
 
-# What unsent_bytes reads of a Twisted transport: private attributes of
-# twisted.internet.abstract.FileDescriptor (its write buffer), and the public
-# reading controls. Checked at start-up (check_transport_internals).
-TRANSPORT_BUFFER_ATTRIBUTES = ("dataBuffer", "offset")
-TRANSPORT_INSTANCE_ATTRIBUTES = ("_tempDataLen",)
-
-
-def check_transport_internals() -> bool:
-    """Fail start-up unless Twisted is a verified version whose transports have what unsent_bytes reads.
-
-    Without this a Twisted that renamed its write buffer would make
-    unsent_bytes return None silently: the bound on a client that stops
-    reading (REALTIME_MAX_CLIENT_BUFFER) would be gone unnoticed. False when
-    Twisted is not installed.
-    """
-    try:
-        from twisted.internet import abstract
-    except ImportError:
-        return False
-    check_version("twisted")
-    descriptor = _require(abstract, "FileDescriptor")
-    for name in (
-        *TRANSPORT_BUFFER_ATTRIBUTES,
-        "bufferSize",
-        "pauseProducing",
-        "resumeProducing",
-        "loseConnection",
-    ):
-        if not hasattr(descriptor, name):
-            raise TuningOutdated(
-                f"realtime.daphne_tuning reads twisted FileDescriptor.{name}, which no longer exists"
-            )
-    probe = descriptor()
-    for name in TRANSPORT_INSTANCE_ATTRIBUTES:
-        if not hasattr(probe, name):
-            raise TuningOutdated(
-                f"realtime.daphne_tuning reads twisted FileDescriptor().{name}, which no longer exists"
-            )
-    return True
+# What the functions below read of a Daphne connection is registered in quikday.upstream:
+# "daphne-connection-transport" (Daphne's send holds the protocol) and "twisted-write-buffer"
+# (a transport's private write buffer). Each read falls back to "nothing to measure" if absent.
 
 
 def _transport(send: Any) -> Any:
@@ -302,19 +186,18 @@ class LeanQueue:
 def lean_application_queues() -> bool:
     """Daphne's ``Server.create_application``, with a LeanQueue as each connection's input queue.
 
-    A copy of daphne 4.2's method (pinned by VERIFIED) in which only the
-    queue's class differs. False outside a Daphne server (daphne.server not imported).
+    A copy of daphne 4.2's method (its source pinned in quikday.upstream) in
+    which only the queue's class differs. False outside a Daphne server
+    (daphne.server not imported), or on a Daphne the copy was not read against.
     """
     import sys
 
     # Importing daphne.server installs Twisted's reactor: patch it only where Daphne already did.
     server = sys.modules.get("daphne.server")
-    if server is None:
+    if server is None or not upstream.usable("daphne-application-queue"):
         return False
-    check_version("daphne")
-    Server = _require(server, "Server")
-    current = _require(Server, "create_application")
-    if getattr(current, "realtime_tuned", False):
+    Server = server.Server
+    if getattr(Server.create_application, "realtime_tuned", False):
         return True
 
     def create_application(self, protocol, scope):
@@ -356,8 +239,7 @@ def freeze_startup_heap() -> None:
 
 
 def apply() -> None:
-    check_transport_internals()
-    make_autobahn_logging_lazy()
+    upstream.review()  # every unverified reach of this process logged once, used here or not
     wait_longer_for_close_replies()
     lean_application_queues()
     freeze_startup_heap()

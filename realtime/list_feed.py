@@ -17,6 +17,7 @@ import uuid
 from django.conf import settings
 from django.db import connection, transaction
 
+from quikday import upstream
 from realtime import publisher, summaries
 
 logger = logging.getLogger(__name__)
@@ -25,8 +26,12 @@ logger = logging.getLogger(__name__)
 def note_change(*, run_id: uuid.UUID | str) -> None:
     """Publish the run's summary after the current transaction commits (once per transaction)."""
     key = str(run_id)
-    if connection.in_atomic_block and any(
-        getattr(callback, "summary_of", None) == key for _, callback, _ in connection.run_on_commit
+    # Django's queue of on-commit callbacks is private (quikday.upstream "django-on-commit-queue"):
+    # on a Django it was not read against, a summary goes out per change (clients keep the newest).
+    if (
+        connection.in_atomic_block
+        and upstream.usable("django-on-commit-queue")
+        and any(getattr(callback, "summary_of", None) == key for _, callback, _ in connection.run_on_commit)
     ):
         return
 

@@ -18,6 +18,11 @@ The layer probe (realtime/failover.py) checks each server on its own, and
 only the watchers whose runs depend on a server that is down fall back to
 polling. A process receives on channels made by ``new_receiving_channel``:
 on the pub/sub layer no Redis server is involved in that channel at all.
+
+What this reads of channels-redis' internals (``_consistent_hash``,
+``_kwargs``, ``_get_layer()``, a loop layer's ``channels``) is registered in
+quikday.upstream ("channels-redis-sharding"), with the release it was read
+against; tests/test_upstream.py fails on any other.
 """
 
 from __future__ import annotations

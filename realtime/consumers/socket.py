@@ -82,8 +82,9 @@ class ProtocolSocket(AsyncWebsocketConsumer):
         process's one database thread first (``aclose_old_connections``), so in
         a connect storm every ``accept()`` queues behind the other connections'
         database work. Every read of these consumers goes through
-        realtime.db.read, which replaces a dead connection itself. The copied
-        upstream methods are pinned by tests/realtime/test_channels_pin.py.
+        realtime.db.read, which replaces a dead connection itself. The upstream
+        methods copied here are registered in quikday.upstream ("channels-consumer-loop"):
+        their source as read is pinned there.
         """
         handler = getattr(self, get_handler_name(message), None)
         if handler is None:

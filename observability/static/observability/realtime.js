@@ -55,6 +55,8 @@ async function refresh() {
     set("rt-p99", data.latency_p99_ms === null ? "–" : `${data.latency_p99_ms} ms`);
     set("rt-database", data.database);
     set("rt-layer", data.channel_layer);
+    set("rt-upstream", data.upstream.length === 0 ? "all verified on the installed releases" :
+      data.upstream.map((u) => `${u.reach} (${u.kind}) ${u.action}: ${u.problem}`).join("; "));
     const f = data.failover;
     set("rt-failover", `${f.degraded_sockets} sockets polling now; ${f.failovers} failovers, ${f.recoveries} recoveries`);
     fill("rt-runs", data.runs, [(r) => [r.run_id, `${runAdmin}${r.run_id}/change/`], (r) => [r.sockets], (r) => [modes(r.modes)], (r) => [r.processes.join(", ")]]);
