@@ -1,4 +1,4 @@
-"""Daphne's WebSocket stack, tuned at start-up: per-connection and per-frame costs, close timeout.
+"""Daphne's WebSocket stack, tuned at start-up: per-connection and per-frame costs, close timeout, pings.
 
 Applied once by quikday/asgi.py; each change is measured in docs/benchmarks.md.
 Each patch names the package versions it was read against and the names it
@@ -241,6 +241,68 @@ def hold_reading(send: Any, *, seconds: float, then_drop: bool = False) -> bool:
     return True
 
 
+# The message a Daphne connection's application receives for each RFC 6455
+# ping or pong of its client, once it asked for them (judge_control_frames).
+CONTROL_FRAME_MESSAGE = "realtime.control_frame"
+PING, PONG = 0x9, 0xA
+
+
+def hand_control_frames_to_applications() -> bool:
+    """Daphne's WebSocket protocol, handing a client's pings and pongs to an application that asks.
+
+    autobahn answers every ping with a pong itself, below the application: no
+    rate limit saw them, and a client that never read its pongs grew the
+    process's write buffer without bound. On a connection whose application
+    called judge_control_frames, each ping or pong becomes a
+    CONTROL_FRAME_MESSAGE (``opcode``, ``payload``) in its input queue, after the
+    data frames read before it, and is answered only by send_control_pong.
+    autobahn's own keep-alive bookkeeping (its pings' pongs) runs before
+    ``onPong`` and is unchanged. False when Daphne is not installed.
+    """
+    try:
+        from daphne import ws_protocol
+    except ImportError:
+        return False
+    check_version("daphne")
+    WebSocketProtocol = _require(ws_protocol, "WebSocketProtocol")
+    if getattr(WebSocketProtocol.onPing, "realtime_tuned", False):
+        return True
+    originals = {PING: _require(WebSocketProtocol, "onPing"), PONG: _require(WebSocketProtocol, "onPong")}
+
+    def handler(opcode: int):
+        def on_control_frame(self, payload: bytes) -> None:
+            queue = getattr(self, "application_queue", None)
+            if not getattr(self, "realtime_judges_control_frames", False) or queue is None:
+                originals[opcode](self, payload)
+            elif self.state == self.STATE_OPEN:
+                queue.put_nowait({"type": CONTROL_FRAME_MESSAGE, "opcode": opcode, "payload": payload})
+
+        on_control_frame.realtime_tuned = True
+        return on_control_frame
+
+    WebSocketProtocol.onPing = handler(PING)
+    WebSocketProtocol.onPong = handler(PONG)
+    return True
+
+
+def judge_control_frames(send: Any) -> bool:
+    """Have this Daphne connection's pings and pongs handed to its application (see above).
+
+    False under any other server, which has no control frames to hand over.
+    """
+    protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
+    if protocol is None or not hasattr(protocol, "sendPong"):
+        return False
+    protocol.realtime_judges_control_frames = True
+    return True
+
+
+def send_control_pong(send: Any, payload: bytes) -> None:
+    """Answer a client's control ping of a Daphne connection (its payload echoed, as RFC 6455 says)."""
+    protocol = send.args[0]
+    protocol.sendPong(payload)
+
+
 class LeanQueue:
     """What Daphne needs of an application's input queue, without asyncio.Queue's four deques.
 
@@ -359,5 +421,6 @@ def apply() -> None:
     check_transport_internals()
     make_autobahn_logging_lazy()
     wait_longer_for_close_replies()
+    hand_control_frames_to_applications()
     lean_application_queues()
     freeze_startup_heap()
