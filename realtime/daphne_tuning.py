@@ -14,6 +14,8 @@ import gc
 from importlib import metadata
 from typing import Any
 
+from realtime.close_codes import CLOSE_TOO_BIG
+
 # The major.minor releases each patched package was read against.
 VERIFIED = {"autobahn": ("26.10",), "daphne": ("4.2",), "twisted": ("26.10",)}
 
@@ -303,6 +305,36 @@ def send_control_pong(send: Any, payload: bytes) -> None:
     protocol.sendPong(payload)
 
 
+def close_too_big_messages_with_4009() -> bool:
+    """Daphne's WebSocket protocol, closing a client message over its size limit with 4009, not 1009.
+
+    Past Daphne's ``--websocket_max_frame_size`` / ``_max_message_size`` (1 MiB)
+    autobahn refuses a message at its header, before the application sees it,
+    and closed with 1009; the protocol's code for a client frame too big is
+    4009 (realtime.close_codes), as the application closes one over
+    REALTIME_MAX_CLIENT_FRAME. Still at the header, nothing of it read; the
+    close frame's reason says the limit. False when Daphne is not installed.
+    """
+    try:
+        from daphne import ws_protocol
+    except ImportError:
+        return False
+    check_version("daphne")
+    check_version("autobahn")
+    WebSocketProtocol = _require(ws_protocol, "WebSocketProtocol")
+    current = _require(WebSocketProtocol, "_max_message_size_exceeded")
+    if getattr(current, "realtime_tuned", False):
+        return True
+    _require(WebSocketProtocol, "_fail_connection")
+
+    def _max_message_size_exceeded(self, msg_size, max_msg_size, reason) -> None:
+        self._fail_connection(CLOSE_TOO_BIG, f"a client frame is at most {max_msg_size} bytes")
+
+    _max_message_size_exceeded.realtime_tuned = True
+    WebSocketProtocol._max_message_size_exceeded = _max_message_size_exceeded
+    return True
+
+
 class LeanQueue:
     """What Daphne needs of an application's input queue, without asyncio.Queue's four deques.
 
@@ -422,5 +454,6 @@ def apply() -> None:
     make_autobahn_logging_lazy()
     wait_longer_for_close_replies()
     hand_control_frames_to_applications()
+    close_too_big_messages_with_4009()
     lean_application_queues()
     freeze_startup_heap()

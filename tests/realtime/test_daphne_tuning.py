@@ -309,3 +309,15 @@ def test_a_daphne_connection_hands_its_control_frames_to_an_application_that_ask
     daphne_tuning.send_control_pong(send, b"judged")
     assert answered[-1] == b"judged"
     assert daphne_tuning.judge_control_frames(_other_servers_send) is False
+
+
+def test_a_message_over_daphnes_limit_is_failed_with_4009():
+    """Issue 21 #9: autobahn closed it 1009 where docs/protocol.md says 4009 for a frame too big."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    assert daphne_tuning.close_too_big_messages_with_4009() is True  # idempotent: asgi.py applied it
+    failed = []
+    protocol = WebSocketProtocol()
+    protocol._fail_connection = lambda code, reason: failed.append((code, reason))
+    protocol._max_message_size_exceeded(2**20 + 1, 2**20, "received WebSocket frame size 1048577 exceeds …")
+    assert failed == [(4009, "a client frame is at most 1048576 bytes")]

@@ -18,7 +18,10 @@ from tests.scenarios.test_protocol_daphne import (
     _read_frame,
     _rss_kib,
     assert_clean_log,
+    frames_until_close,
     make_run,
+    open_socket,
+    ping_pong,
     refused,
 )
 from tests.waiting import wait_for
@@ -29,6 +32,9 @@ pytestmark = [
     pytest.mark.redis,
     pytest.mark.e2e,
 ]
+
+
+DAPHNE_MAX_FRAME = 1024 * 1024  # Daphne's default --websocket_max_frame_size (and message size)
 
 
 def assert_no_error_lines(server) -> None:
@@ -159,3 +165,28 @@ def test_unread_control_pongs_are_bounded_by_the_client_buffer(user, token):
         assert resync and resync[-1]["payload"]["run"]["status"] == "succeeded"
         assert close_code == 1000
         assert_clean_log(server)
+
+
+def test_a_frame_over_daphnes_limit_is_closed_4009_like_any_frame_too_big(daphne_process, user, token):
+    # Issue 21 #9: past Daphne's 1 MiB autobahn closed with 1009 itself, where docs/protocol.md says 4009.
+    run = make_run(user)
+    server = daphne_process
+
+    async def scenario():
+        async with open_socket(server, f"/ws/runs/{run.id}/", token=token) as ws:
+            assert json.loads(await ws.recv())["type"] == "connected"
+            await ws.send("x" * (DAPHNE_MAX_FRAME + 1))
+            frames, close = await frames_until_close(ws)
+            return frames, close, ws.close_reason
+
+    frames, close, reason = asyncio.run(scenario())
+    assert (close, reason, frames) == (4009, f"a client frame is at most {DAPHNE_MAX_FRAME} bytes", [])
+
+    async def bystander():
+        async with open_socket(server, f"/ws/runs/{run.id}/", token=token) as ws:
+            assert json.loads(await ws.recv())["type"] == "connected"
+            await ping_pong(ws)
+
+    asyncio.run(bystander())
+    assert_clean_log(server)
+    assert_no_error_lines(server)
