@@ -22,6 +22,7 @@ from tests.scenarios.test_protocol_daphne import (
     make_run,
     open_socket,
     ping_pong,
+    rechecking_server,  # noqa: F401 - a fixture, used by name
     refused,
 )
 from tests.waiting import wait_for
@@ -190,3 +191,40 @@ def test_a_frame_over_daphnes_limit_is_closed_4009_like_any_frame_too_big(daphne
     asyncio.run(bystander())
     assert_clean_log(server)
     assert_no_error_lines(server)
+
+
+@pytest.mark.parametrize("path", ["/ws/runs/{run}/?ticket={ticket}", "/ws/runs/?ticket={ticket}"])
+def test_a_socket_opened_with_a_ticket_is_closed_4401_once_its_user_is_deactivated(
+    rechecking_server,  # noqa: F811 - the fixture imported above
+    user,
+    path,
+):
+    # Issue 25 #1: a mutant that skipped the re-check of ticket-opened sockets survived every test.
+    # A ticket carries its user only (it is used up by the handshake): deactivating the user revokes it.
+    from realtime import tickets
+
+    run = make_run(user)
+    ticket, _ = tickets.issue_ticket(user=user)
+    server = rechecking_server
+
+    def deactivate():
+        from django.db import connection
+
+        try:
+            type(user).objects.filter(pk=user.pk).update(is_active=False)
+        finally:
+            connection.close()  # this thread's
+
+    async def scenario():
+        async with open_socket(server, path.format(run=run.id, ticket=ticket)) as ws:
+            assert json.loads(await ws.recv())["type"] == "connected"
+            await ping_pong(ws)  # open and served
+            await asyncio.to_thread(deactivate)
+            return await frames_until_close(ws)
+
+    frames, close = asyncio.run(scenario())
+    assert close == 4401
+    assert [(f["type"], f["payload"]) for f in frames] == [
+        ("error", {"code": "4401", "message": "the credentials were revoked"})
+    ]
+    assert_clean_log(server)
