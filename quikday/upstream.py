@@ -121,6 +121,42 @@ REACHES = {
             reads=(Read("daphne.ws_protocol:WebSocketFactory.__init__"),),
         ),
         Reach(
+            name="autobahn-control-frames",
+            package="autobahn",
+            read_against=("26.10",),
+            kind=CORRECTNESS,
+            used_by="realtime/daphne_tuning.py hand_control_frames_to_applications, judge_control_frames",
+            why="onPing/onPong replaced: a client's pings spend its frame budget, unread pongs are bounded",
+            reads=(
+                Read(
+                    "autobahn.websocket.protocol:WebSocketProtocol.onPing", contains="self.sendPong(payload)"
+                ),
+                Read("autobahn.websocket.protocol:WebSocketProtocol.onPong"),
+                Read("autobahn.websocket.protocol:WebSocketProtocol.sendPong"),
+                Read("autobahn.websocket.protocol:WebSocketProtocol.STATE_OPEN"),
+                Read(
+                    "daphne.ws_protocol:WebSocketProtocol.applicationCreateWorked",
+                    contains="self.application_queue = application_queue",
+                ),
+            ),
+        ),
+        Reach(
+            name="autobahn-message-too-big",
+            package="autobahn",
+            read_against=("26.10",),
+            kind=CORRECTNESS,
+            used_by="realtime/daphne_tuning.py close_too_big_messages_with_4009",
+            why="_max_message_size_exceeded replaced: a message over Daphne's limit closes 4009, not 1009",
+            reads=(
+                Read("autobahn.websocket.protocol:WebSocketProtocol._max_message_size_exceeded"),
+                Read("autobahn.websocket.protocol:WebSocketProtocol._fail_connection"),
+                Read(
+                    "autobahn.websocket.protocol:WebSocketProtocol.onMessageFrameBegin",
+                    contains="self._max_message_size_exceeded(",
+                ),
+            ),
+        ),
+        Reach(
             name="daphne-access-log",
             package="daphne",
             read_against=("4.2",),

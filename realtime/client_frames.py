@@ -97,6 +97,14 @@ class ClientFrameGate:
             return over_budget
         return self._content(text_data, bytes_data)
 
+    def judge_control_frame(self) -> Verdict:
+        """An RFC 6455 ping or pong (opcode 0x9 / 0xA): the same budget as a data frame; Pong if within it.
+
+        autobahn answers a control ping itself, below the application: counted
+        nowhere, an unread flood of them piled their pongs up in the process.
+        """
+        return self._over_budget() or Pong()
+
     def seconds_until_next_frame(self) -> float:
         """How long until the budget has a frame again (0 when it has one now)."""
         return max(0.0, (1.0 - self.tokens) / self.per_second)

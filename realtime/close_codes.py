@@ -2,7 +2,8 @@
 
 One table for both endpoints (/ws/runs/<id>/ and /ws/runs/). autobahn (under
 Daphne) lets a server close only with 1000 or 3000-4999: it turned 1009 into
-an exception and a 1011 close, hence 4009 for a frame that is too big.
+an exception and a 1011 close, hence 4009 for a frame that is too big — also
+when autobahn itself refuses one past Daphne's limit (realtime.daphne_tuning).
 """
 
 CLOSE_NORMAL = 1000

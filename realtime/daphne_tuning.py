@@ -1,4 +1,4 @@
-"""Daphne's WebSocket stack, tuned at start-up: per-connection costs, close timeout, reads.
+"""Daphne's WebSocket stack, tuned at start-up: per-connection costs, close timeout, reads, pings.
 
 Applied once by quikday/asgi.py; each change is measured in docs/benchmarks.md.
 What each one relies on of Daphne and Twisted is registered in quikday.upstream
@@ -14,6 +14,7 @@ import gc
 from typing import Any
 
 from quikday import upstream
+from realtime.close_codes import CLOSE_TOO_BIG
 
 # How long the server waits for a client to answer its close frame before it
 # drops the connection. autobahn's default is 1 s, and it then *aborts* the TCP
@@ -122,6 +123,97 @@ def hold_reading(send: Any, *, seconds: float, then_drop: bool = False) -> bool:
     transport.pauseProducing()
     after = transport.loseConnection if then_drop else transport.resumeProducing
     asyncio.get_running_loop().call_later(seconds, after)
+    return True
+
+
+# The message a Daphne connection's application receives for each RFC 6455
+# ping or pong of its client, once it asked for them (judge_control_frames).
+CONTROL_FRAME_MESSAGE = "realtime.control_frame"
+PING, PONG = 0x9, 0xA
+
+
+def hand_control_frames_to_applications() -> bool:
+    """Daphne's WebSocket protocol, handing a client's pings and pongs to an application that asks.
+
+    autobahn answers every ping with a pong itself, below the application: no
+    rate limit saw them, and a client that never read its pongs grew the
+    process's write buffer without bound. On a connection whose application
+    called judge_control_frames, each ping or pong becomes a
+    CONTROL_FRAME_MESSAGE (``opcode``, ``payload``) in its input queue, after the
+    data frames read before it, and is answered only by send_control_pong.
+    autobahn's own keep-alive bookkeeping (its pings' pongs) runs before
+    ``onPong`` and is unchanged. False when Daphne is not installed.
+    """
+    try:
+        from daphne import ws_protocol
+    except ImportError:
+        return False
+    if not upstream.usable("autobahn-control-frames"):
+        return False
+    WebSocketProtocol = ws_protocol.WebSocketProtocol
+    if getattr(WebSocketProtocol.onPing, "realtime_tuned", False):
+        return True
+    originals = {PING: WebSocketProtocol.onPing, PONG: WebSocketProtocol.onPong}
+
+    def handler(opcode: int):
+        def on_control_frame(self, payload: bytes) -> None:
+            queue = getattr(self, "application_queue", None)
+            if not getattr(self, "realtime_judges_control_frames", False) or queue is None:
+                originals[opcode](self, payload)
+            elif self.state == self.STATE_OPEN:
+                queue.put_nowait({"type": CONTROL_FRAME_MESSAGE, "opcode": opcode, "payload": payload})
+
+        on_control_frame.realtime_tuned = True
+        return on_control_frame
+
+    WebSocketProtocol.onPing = handler(PING)
+    WebSocketProtocol.onPong = handler(PONG)
+    return True
+
+
+def judge_control_frames(send: Any) -> bool:
+    """Have this Daphne connection's pings and pongs handed to its application (see above).
+
+    False under any other server, which has no control frames to hand over.
+    """
+    protocol = send.args[0] if isinstance(send, functools.partial) and send.args else None
+    if protocol is None or not hasattr(protocol, "sendPong"):
+        return False
+    protocol.realtime_judges_control_frames = True
+    return True
+
+
+def send_control_pong(send: Any, payload: bytes) -> None:
+    """Answer a client's control ping of a Daphne connection (its payload echoed, as RFC 6455 says)."""
+    protocol = send.args[0]
+    protocol.sendPong(payload)
+
+
+def close_too_big_messages_with_4009() -> bool:
+    """Daphne's WebSocket protocol, closing a client message over its size limit with 4009, not 1009.
+
+    Past Daphne's ``--websocket_max_frame_size`` / ``_max_message_size`` (1 MiB)
+    autobahn refuses a message at its header, before the application sees it,
+    and closed with 1009; the protocol's code for a client frame too big is
+    4009 (realtime.close_codes), as the application closes one over
+    REALTIME_MAX_CLIENT_FRAME. Still at the header, nothing of it read; the
+    close frame's reason says the limit. False when Daphne is not installed.
+    """
+    try:
+        from daphne import ws_protocol
+    except ImportError:
+        return False
+    if not upstream.usable("autobahn-message-too-big"):
+        return False
+    WebSocketProtocol = ws_protocol.WebSocketProtocol
+    if getattr(WebSocketProtocol._max_message_size_exceeded, "realtime_tuned", False):
+        return True
+
+    def _max_message_size_exceeded(self, msg_size, max_msg_size, reason) -> None:
+        self._fail_connection(CLOSE_TOO_BIG, f"a client frame is at most {max_msg_size} bytes")
+
+    _max_message_size_exceeded.realtime_tuned = True
+    WebSocketProtocol._max_message_size_exceeded = _max_message_size_exceeded
     return True
 
 
@@ -241,5 +333,7 @@ def freeze_startup_heap() -> None:
 def apply() -> None:
     upstream.review()  # every unverified reach of this process logged once, used here or not
     wait_longer_for_close_replies()
+    hand_control_frames_to_applications()
+    close_too_big_messages_with_4009()
     lean_application_queues()
     freeze_startup_heap()

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.urls import re_path
 
 from realtime.consumers import CONSUMER_FOR_MODE
+from realtime.consumers.unrouted import UnroutedSocket
 from realtime.consumers.user_stream import RunListConsumer
 
 _apps: dict[type, object] = {}
@@ -29,8 +30,9 @@ async def run_consumer_app(scope, receive, send):
 
 
 # Any run id matches here so that a malformed one gets close code 4400,
-# not a failed handshake.
+# not a failed handshake; any other path gets 4404 (the last route).
 websocket_urlpatterns = [
     re_path(r"^ws/runs/$", RunListConsumer.as_asgi()),
     re_path(r"^ws/runs/(?P<run_id>[^/]+)/$", run_consumer_app),
+    re_path(r"", UnroutedSocket.as_asgi()),
 ]

@@ -386,7 +386,7 @@ def procfile_command(process: str, env: dict[str, str] | None = None) -> list[st
 def procfile_worker(
     env: dict[str, str] | None = None, *, ready_timeout: float = READY_TIMEOUT
 ) -> Iterator[Worker]:
-    """The Procfile's ``worker`` exactly as deployed (gossip, mingle and heartbeats on), on $CELERY_QUEUE."""
+    """The Procfile's ``worker`` exactly as deployed (heartbeats on), on $CELERY_QUEUE."""
     env = subprocess_env() if env is None else env
     worker = Worker(procfile_command("worker", env), env)
     with _running(worker):

@@ -99,20 +99,38 @@ class ProtocolSocket(AsyncWebsocketConsumer):
 
     async def websocket_connect(self, message: dict) -> None:
         daphne_tuning.read_in_small_chunks(self.base_send)
+        daphne_tuning.judge_control_frames(self.base_send)
         await super().websocket_connect(message)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.finished:
             return  # closing (refused, too big, run finished): nothing more is answered
+        await self._act_on(self._frame_gate().judge(text_data, bytes_data), self._pong)
+
+    async def realtime_control_frame(self, message: dict) -> None:
+        """A client's RFC 6455 ping or pong, handed over by Daphne (daphne_tuning.judge_control_frames)."""
+        if self.finished:
+            return
+
+        async def pong() -> None:
+            if message["opcode"] == daphne_tuning.PING:
+                daphne_tuning.send_control_pong(self.base_send, message["payload"])
+
+        await self._act_on(self._frame_gate().judge_control_frame(), pong)
+
+    def _frame_gate(self) -> ClientFrameGate:
         if self.frame_gate is None:
             self.frame_gate = ClientFrameGate.from_settings()
-        verdict = self.frame_gate.judge(text_data, bytes_data)
+        return self.frame_gate
+
+    async def _act_on(self, verdict, pong) -> None:
+        """Do what the frame gate decided of a client frame; ``pong`` answers a ping within the budget."""
         if isinstance(verdict, Ignore) or (isinstance(verdict, Error) and verdict.code == "rate_limited"):
             # Over its budget: leave the rest in the client's socket until the budget has room.
             self._hold_reading(self.frame_gate.seconds_until_next_frame())
         if isinstance(verdict, Pong):
             if not self._client_behind():  # a client that does not read gets no more pongs
-                await self._pong()
+                await pong()
         elif isinstance(verdict, Error):
             await self._error(verdict.code, verdict.message)
         elif isinstance(verdict, Close):

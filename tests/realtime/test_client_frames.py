@@ -176,3 +176,15 @@ async def test_a_flooding_client_is_not_read_while_over_its_budget_then_dropped_
     (held_at, dropped, seconds), (closed_at, then_drop, grace) = holds
     assert (held_at, dropped) == (5, False) and seconds > 0  # before the error frame went out
     assert (closed_at, then_drop, grace) == (7, True, 2.0)  # docs/protocol.md: dropped 2 s later
+
+
+def test_control_frames_spend_the_same_budget_as_data_frames():
+    """RFC 6455 pings and pongs (answered by autobahn) were counted nowhere: issue 21 #4."""
+    judge = gate(per_second=10.0, burst=5, close_after=50)
+    assert [judge.judge(PING, None) for _ in range(3)] == [Pong()] * 3
+    assert [judge.judge_control_frame() for _ in range(2)] == [Pong()] * 2
+    assert judge.judge_control_frame().code == "rate_limited"
+    assert judge.judge(PING, None) == Ignore()
+    flood = [judge.judge_control_frame() for _ in range(49)]  # 2 dropped above, 49 here: 51 > 50
+    assert flood[:-1] == [Ignore()] * 48
+    assert flood[-1] == Close(CLOSE_RATE_LIMITED, "more than 10 frames a second, sustained")

@@ -216,3 +216,48 @@ def test_a_lean_queues_get_nowait_hands_items_over_in_order():
         queue.put_nowait(item)
     assert [queue.get_nowait() for _ in range(3)] == ["connect", "receive", "disconnect"]
     assert queue.empty() and queue.qsize() == 0
+
+
+@pytest.mark.parametrize("opcode", [daphne_tuning.PING, daphne_tuning.PONG])
+def test_a_daphne_connection_hands_its_control_frames_to_an_application_that_asks(opcode):
+    """Issue 21 #4: autobahn answered every client ping itself, below the rate limit and the buffer bound."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    assert daphne_tuning.hand_control_frames_to_applications() is True  # idempotent: asgi.py applied it
+    answered = []
+    protocol = WebSocketProtocol()
+    protocol.state = protocol.STATE_OPEN
+    protocol.sendPong = answered.append
+    protocol.application_queue = daphne_tuning.LeanQueue()
+    control_frame = {daphne_tuning.PING: protocol.onPing, daphne_tuning.PONG: protocol.onPong}[opcode]
+
+    control_frame(b"not asked")  # autobahn's own way: a ping is answered at once
+    assert answered == ([b"not asked"] if opcode == daphne_tuning.PING else [])
+    assert protocol.application_queue.empty()
+
+    send = functools.partial(lambda protocol, message: None, protocol)
+    assert daphne_tuning.judge_control_frames(send) is True
+    control_frame(b"asked")
+    assert protocol.application_queue.get_nowait() == {
+        "type": daphne_tuning.CONTROL_FRAME_MESSAGE,
+        "opcode": opcode,
+        "payload": b"asked",
+    }
+    protocol.state = protocol.STATE_CLOSING
+    control_frame(b"closing")
+    assert protocol.application_queue.empty() and len(answered) <= 1  # nothing after the open state
+    daphne_tuning.send_control_pong(send, b"judged")
+    assert answered[-1] == b"judged"
+    assert daphne_tuning.judge_control_frames(_other_servers_send) is False
+
+
+def test_a_message_over_daphnes_limit_is_failed_with_4009():
+    """Issue 21 #9: autobahn closed it 1009 where docs/protocol.md says 4009 for a frame too big."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    assert daphne_tuning.close_too_big_messages_with_4009() is True  # idempotent: asgi.py applied it
+    failed = []
+    protocol = WebSocketProtocol()
+    protocol._fail_connection = lambda code, reason: failed.append((code, reason))
+    protocol._max_message_size_exceeded(2**20 + 1, 2**20, "received WebSocket frame size 1048577 exceeds …")
+    assert failed == [(4009, "a client frame is at most 1048576 bytes")]

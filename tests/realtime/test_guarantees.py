@@ -580,6 +580,9 @@ async def test_an_event_arriving_after_a_gap_is_preceded_by_the_missed_ones(user
 
     Two events commit without being published (their publishes are dropped);
     then only the second is published: the watcher must get both, in order.
+    Then the next event, published as usual, arrives exactly once and is the
+    last frame before the close: kills a delivery that puts the last sent seq
+    back to its value before the gap (the gap would be sent again, issue 25 #3).
     """
     run = await sync_to_async(_started_run)(user, steps=1)  # seq 1
     ws, connected = await open_socket(run.id, headers=token_headers(token))
@@ -591,6 +594,10 @@ async def test_an_event_arriving_after_a_gap_is_preceded_by_the_missed_ones(user
         assert await sync_to_async(publisher.publish)(last)
         frames = [await receive(ws) for _ in range(2)]
         assert frames == await logged_frames(run.id, after=connected["seq"])
+        await sync_to_async(services.run_succeed)(run_id=run.id, output={})  # seq 4, final: published
+        after_the_gap, code = await receive_until_close(ws)
+        assert after_the_gap == await logged_frames(run.id, after=3)
+        assert ([frame["seq"] for frame in after_the_gap], code) == ([4], CLOSE_NORMAL)
     finally:
         await close_socket(ws)
 
