@@ -14,17 +14,21 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from quikday import dotenv
 from quikday.env import env_bool, env_choice, env_float, env_int, env_list, env_origins, env_str
 from realtime.frames import TS_FORMAT
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# `make run`'s .env (DEBUG, SECRET_KEY), if this checkout has one; the environment wins.
+dotenv.load()
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set SECRET_KEY in the environment (required when DEBUG is off)."
+            "SECRET_KEY is not set. Set SECRET_KEY in the environment (required when DEBUG is off); "
+            "on a laptop, `make run` writes one to .env for every manage.py command of the checkout."
         )
     SECRET_KEY = "insecure-development-key-only-used-with-DEBUG"
 

@@ -57,6 +57,7 @@ def make_run(tmp_path: Path, **env: str) -> Iterator[tuple[Server, str]]:
             "PORT": str(port),
             "PYTHONUNBUFFERED": "1",
             "RUNS_TOOL_MODULES": "tests.embedded_tools",
+            "QUIKDAY_ENV_FILE": str(tmp_path / ".env"),  # not the checkout's own
             **env,
         }
     )
