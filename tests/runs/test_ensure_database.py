@@ -30,7 +30,12 @@ def _exists(server: str, name: str) -> bool:
 def ensure_database(url: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "DATABASE_URL": url}
     return subprocess.run(
-        [sys.executable, "manage.py", "ensure_database"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "manage.py", "ensure_database"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -65,7 +70,9 @@ def test_make_dev_creates_the_database_before_migrating():
 
 
 def test_make_alone_lists_the_targets():
-    result = subprocess.run(["make", "--no-print-directory"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["make", "--no-print-directory"], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr
     listed = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("  make ")]
     assert {"run", "test", "dev", "help", "lint"} <= set(listed)
