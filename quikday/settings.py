@@ -203,7 +203,12 @@ SPECTACULAR_SETTINGS = {
         "runs.api.schema.add_error_responses",
     ],
     "TITLE": "Quik.day Realtime API",
-    "DESCRIPTION": "Create multi-step runs, follow them live over /ws/runs/<id>/.",
+    # Markdown: in a code span, "<id>" is text (outside one it would be taken for an HTML tag and dropped).
+    "DESCRIPTION": (
+        "Create multi-step runs and follow them live over the WebSocket `/ws/runs/<id>/` "
+        "(docs/protocol.md). Authenticate with `Authorization: Token <key>` (your key: the "
+        "API token page, `/account/token/`) or the site's session."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # /api/docs/ serves Swagger UI from drf-spectacular-sidecar's static files: no CDN.
