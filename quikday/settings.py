@@ -9,6 +9,7 @@ Two shapes of the same code:
 
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -48,6 +49,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -55,6 +57,27 @@ INSTALLED_APPS = [
     "realtime",
     "web",
 ]
+
+# --- Login throttling (django-axes): the site's login and the admin's ------------
+# Failed logins are counted per user name *and* client address, in the database
+# (every web process, and the embedded mode, sees the same counts): after
+# LOGIN_FAILURE_LIMIT in a row, that pair is refused — right password or not —
+# until LOGIN_COOLOFF_SECONDS have passed since the last failure, or staff unlock
+# it (admin: Axes > Access attempts, or manage.py axes_reset_username <name>).
+# Other users, and the same user from elsewhere, are unaffected. The API's token
+# and session authentication never call authenticate(), so they are untouched.
+AUTHENTICATION_BACKENDS = [
+    "web.login_throttle.LoginThrottleBackend",  # first: a locked pair is refused before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # failures only: no row per successful login
+AXES_CLIENT_IP_CALLABLE = "web.login_throttle.client_ip"
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
@@ -75,6 +98,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a refused (locked-out) login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "quikday.urls"
