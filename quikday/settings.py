@@ -76,6 +76,9 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True  # failures only: no row per successful login
 AXES_CLIENT_IP_CALLABLE = "web.login_throttle.client_ip"
+# Proxies in front of the web processes that append to X-Forwarded-For (the Procfile's
+# platform router: 1); the client is the address the outermost one saw (web/login_throttle.py).
+LOGIN_PROXY_COUNT = env_int("LOGIN_PROXY_COUNT", 0 if DEBUG else 1)
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 AXES_HTTP_RESPONSE_CODE = 429
 

@@ -5,13 +5,17 @@ The backend skips a login without a request: only code (a test's
 address to count it against. Every web login passes its request, so the site's
 and the admin's login are throttled.
 
-The client's address is ``REMOTE_ADDR`` as Daphne sets it: the socket's peer,
-or behind the platform's proxy (the Procfile's ``--proxy-headers``) the address
-the proxy put in X-Forwarded-For. The header itself is never read here, so a
-client that talks to Daphne directly cannot pick an address to dodge the count.
+The client's address: Daphne under the Procfile's ``--proxy-headers`` puts
+the *first* X-Forwarded-For entry in REMOTE_ADDR, and a platform's router
+appends to whatever header the client sent, so that entry is the client's to
+choose — a new one per attempt would dodge every lockout. The entry that counts
+is the one the outermost of LOGIN_PROXY_COUNT proxies appended: the
+LOGIN_PROXY_COUNT-th from the end. With no proxy (LOGIN_PROXY_COUNT=0, `make run`)
+or a shorter header, it is REMOTE_ADDR, the socket's peer.
 """
 
 from axes.backends import AxesStandaloneBackend
+from django.conf import settings
 from django.http import HttpRequest
 
 
@@ -23,4 +27,9 @@ class LoginThrottleBackend(AxesStandaloneBackend):
 
 
 def client_ip(request: HttpRequest) -> str | None:
+    proxies = settings.LOGIN_PROXY_COUNT
+    forwarded = [entry.strip() for entry in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+    forwarded = [entry for entry in forwarded if entry]
+    if proxies and len(forwarded) >= proxies:
+        return forwarded[-proxies]
     return request.META.get("REMOTE_ADDR")

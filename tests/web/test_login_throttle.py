@@ -89,12 +89,25 @@ def test_other_users_and_other_addresses_are_unaffected(alice, other_user):
     assert log_in(LOGINS["site"], other_user.username, "pw-bob-123")[1] is True
 
 
-def test_a_forwarded_for_header_sent_to_the_server_directly_does_not_pick_the_address(alice):
-    # Behind the platform's proxy, Daphne (--proxy-headers) has already put the proxy's
-    # X-Forwarded-For into REMOTE_ADDR; a header a client adds itself changes nothing.
+def test_without_a_proxy_a_forwarded_for_header_is_ignored(alice, settings):
+    settings.LOGIN_PROXY_COUNT = 0  # `make run`: clients talk to Daphne directly
     fail(LOGINS["site"])
     status, logged_in, _page = log_in(LOGINS["site"], "alice", RIGHT, HTTP_X_FORWARDED_FOR=ELSEWHERE)
     assert (status, logged_in) == (429, False)
+
+
+def test_behind_a_proxy_the_address_it_appended_counts_not_what_the_client_wrote(alice, settings):
+    settings.LOGIN_PROXY_COUNT = 1
+    # Daphne (--proxy-headers) hands the first entry over as REMOTE_ADDR: the client's own words.
+    for forged in range(settings.AXES_FAILURE_LIMIT):
+        client = Client(REMOTE_ADDR=f"192.0.2.{forged}", HTTP_X_FORWARDED_FOR=f"192.0.2.{forged}, {HOME}")
+        client.post(LOGINS["site"], {"username": "alice", "password": "wrong password"})
+    client = Client(REMOTE_ADDR="192.0.2.99", HTTP_X_FORWARDED_FOR=f"192.0.2.99, {HOME}")
+    refused = client.post(LOGINS["site"], {"username": "alice", "password": RIGHT})
+    assert refused.status_code == 429
+    assert AccessAttempt.objects.get().ip_address == HOME
+    elsewhere = Client(REMOTE_ADDR=HOME, HTTP_X_FORWARDED_FOR=f"{HOME}, {ELSEWHERE}")
+    assert elsewhere.post(LOGINS["site"], {"username": "alice", "password": RIGHT}).status_code == 302
 
 
 def test_staff_unlock_with_the_management_command(alice):
