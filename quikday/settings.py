@@ -75,6 +75,7 @@ AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", 900, mini
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_DISABLE_ACCESS_LOG = True  # failures only: no row per successful login
+AXES_VERBOSE = False  # no start-up banner on every process and manage.py command
 AXES_CLIENT_IP_CALLABLE = "web.login_throttle.client_ip"
 # Proxies in front of the web processes that append to X-Forwarded-For (the Procfile's
 # platform router: 1); the client is the address the outermost one saw (web/login_throttle.py).
