@@ -7,7 +7,11 @@ PORT ?= 8000
 
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile
 
-.PHONY: venv venv-prod constraints test test-latest run serve dev bench bench-quick mutate chaos lint fmt clean
+.PHONY: help venv venv-prod constraints test test-latest run serve dev bench bench-quick mutate chaos lint fmt clean
+.DEFAULT_GOAL := help
+
+help:  ## this list (`make` alone shows it too)
+	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-z][a-z -]*:[^=]*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # Production's packages only (what `make run` needs): requirements.txt pins every one of them,
 # so this is exactly what a buildpack's plain `pip install -r requirements.txt` installs.
@@ -16,13 +20,20 @@ $(BIN)/.installed-prod: requirements.txt
 	$(PIP) -r requirements.txt
 	touch $@
 
+# What README's examples need beyond production's packages: the `websockets` client of
+# "Watch a run live over a WebSocket" (its version from constraints.txt), so that they
+# work right after `make run`. Production never installs it.
+$(BIN)/.installed-examples: $(BIN)/.installed-prod
+	$(PIP) -c constraints.txt websockets
+	touch $@
+
 # And the tests' and tools' (requirements-dev.txt starts with requirements.txt; constraints.txt
 # pins the tools' own dependencies).
 $(BIN)/.installed: $(BIN)/.installed-prod requirements-dev.txt constraints.txt
 	$(PIP) -c constraints.txt -r requirements-dev.txt
 	touch $@
 
-venv-prod: $(BIN)/.installed-prod
+venv-prod: $(BIN)/.installed-prod  ## production's packages only, in .venv
 
 venv: $(BIN)/.installed  ## production's packages plus the tests' and tools'
 
@@ -51,10 +62,13 @@ test-latest:  ## the newest releases requirements.in allows, in a temp venv: dri
 	.ci/test-latest
 
 # The embedded default: SQLite, the in-memory channel layer, runs executed in
-# this process — no PostgreSQL, no Redis. DEBUG=1 unless set, so no SECRET_KEY
-# is needed on a laptop (production runs the Procfile, with DEBUG off).
+# this process — no PostgreSQL, no Redis. DEBUG=1 unless set, and a .env of the
+# checkout (written once: DEBUG=1 and a generated SECRET_KEY; quikday/dotenv.py)
+# gives every other manage.py command here the same settings. Production runs
+# the Procfile, with DEBUG off and no .env.
 run serve: export DEBUG ?= 1
-run: venv-prod  ## serve admin, API and WebSockets at http://$(HOST):$(PORT)
+run: venv-prod $(BIN)/.installed-examples  ## serve admin, API and WebSockets at http://127.0.0.1:8000 (HOST, PORT)
+	$(BIN)/python -m quikday.dotenv
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py ensure_admin --url http://$(HOST):$(PORT)/
 	$(MAKE) --no-print-directory serve
@@ -63,15 +77,19 @@ serve:  ## the server command of `make run` alone (tests start exactly this)
 	exec $(BIN)/daphne -b $(HOST) -p $(PORT) quikday.asgi:application
 
 # The full stack, as deployed: the Procfile's processes under honcho, against
-# PostgreSQL and Redis (local defaults below; set DATABASE_URL / REDIS_URL).
+# PostgreSQL and Redis (local defaults below; set DATABASE_URL / REDIS_URL). The
+# database is created if missing. honcho is told to read no .env (`-e /dev/null`):
+# it would override the environment with it, where the settings let the environment win.
 dev: export DEBUG ?= 1
 dev: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/quikday
 dev: export REDIS_URL ?= redis://127.0.0.1:6379/0
 dev: export PATH := $(abspath $(BIN)):$(PATH)
-dev: venv
+dev: venv  ## the full stack (the Procfile under honcho) on the local PostgreSQL and Redis
+	python -m quikday.dotenv
+	python manage.py ensure_database
 	python manage.py migrate --noinput  # the Procfile's release phase
 	python manage.py ensure_admin --url http://$(HOST):$(PORT)/
-	honcho start --port $(PORT) web worker beat
+	honcho -e /dev/null start --port $(PORT) web worker beat
 
 # Benchmarks (bench/, docs/benchmarks.md): the real stack against PostgreSQL and
 # Redis (DATABASE_URL / REDIS_URL override the bench's own quikday_bench and db 13).
@@ -101,13 +119,13 @@ chaos: venv  ## the fault tests (Redis restarts, PostgreSQL restarts and termina
 	SOAK_SECONDS=$(SOAK_SECONDS) SOAK_REPORT=$(SOAK_REPORT) nice -n 10 $(BIN)/python -m pytest -q -s -p no:cacheprovider \
 	  -o timeout=$$(( $(SOAK_SECONDS) + 300 )) tests/soak
 
-lint: venv
+lint: venv  ## ruff check and ruff format --check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-fmt: venv
+fmt: venv  ## ruff format, then ruff check --fix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-clean:
+clean:  ## remove .venv, collected static files and build output
 	rm -rf $(VENV) staticfiles .pytest_cache build

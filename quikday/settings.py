@@ -9,23 +9,28 @@ Two shapes of the same code:
 
 import os
 import warnings
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 from csp.constants import NONCE, NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
+from quikday import dotenv
 from quikday.env import env_bool, env_choice, env_float, env_int, env_list, env_origins, env_str
 from realtime.frames import TS_FORMAT
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# `make run`'s .env (DEBUG, SECRET_KEY), if this checkout has one; the environment wins.
+dotenv.load()
 
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
     if not DEBUG:
         raise ImproperlyConfigured(
-            "SECRET_KEY is not set. Set SECRET_KEY in the environment (required when DEBUG is off)."
+            "SECRET_KEY is not set. Set SECRET_KEY in the environment (required when DEBUG is off); "
+            "on a laptop, `make run` writes one to .env for every manage.py command of the checkout."
         )
     SECRET_KEY = "insecure-development-key-only-used-with-DEBUG"
 
@@ -47,6 +52,7 @@ INSTALLED_APPS = [
     "corsheaders",
     "rest_framework",
     "rest_framework.authtoken",
+    "axes",
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
@@ -54,6 +60,31 @@ INSTALLED_APPS = [
     "realtime",
     "csp",
 ]
+
+# --- Login throttling (django-axes): the site's login and the admin's ------------
+# Failed logins are counted per user name *and* client address, in the database
+# (every web process, and the embedded mode, sees the same counts): after
+# LOGIN_FAILURE_LIMIT in a row, that pair is refused — right password or not —
+# until LOGIN_COOLOFF_SECONDS have passed since the last failure, or staff unlock
+# it (admin: Axes > Access attempts, or manage.py axes_reset_username <name>).
+# Other users, and the same user from elsewhere, are unaffected. The API's token
+# and session authentication never call authenticate(), so they are untouched.
+AUTHENTICATION_BACKENDS = [
+    "web.login_throttle.LoginThrottleBackend",  # first: a locked pair is refused before any password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(seconds=env_int("LOGIN_COOLOFF_SECONDS", 900, minimum=1))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_DISABLE_ACCESS_LOG = True  # failures only: no row per successful login
+AXES_VERBOSE = False  # no start-up banner on every process and manage.py command
+AXES_CLIENT_IP_CALLABLE = "web.login_throttle.client_ip"
+# Proxies in front of the web processes that append to X-Forwarded-For (the Procfile's
+# platform router: 1); the client is the address the outermost one saw (web/login_throttle.py).
+LOGIN_PROXY_COUNT = env_int("LOGIN_PROXY_COUNT", 0 if DEBUG else 1)
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_HTTP_RESPONSE_CODE = 429
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
@@ -75,6 +106,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it turns a refused (locked-out) login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "quikday.urls"
@@ -203,7 +236,12 @@ SPECTACULAR_SETTINGS = {
         "runs.api.schema.add_error_responses",
     ],
     "TITLE": "Quik.day Realtime API",
-    "DESCRIPTION": "Create multi-step runs, follow them live over /ws/runs/<id>/.",
+    # Markdown: in a code span, "<id>" is text (outside one it would be taken for an HTML tag and dropped).
+    "DESCRIPTION": (
+        "Create multi-step runs and follow them live over the WebSocket `/ws/runs/<id>/` "
+        "(docs/protocol.md). Authenticate with `Authorization: Token <key>` (your key: the "
+        "API token page, `/account/token/`) or the site's session."
+    ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
     # /api/docs/ serves Swagger UI from drf-spectacular-sidecar's static files: no CDN.

@@ -5,6 +5,7 @@ from datetime import datetime
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from rest_framework.authtoken.models import Token
 
 from runs.models import Run, RunStatus, Step
 
@@ -92,3 +93,8 @@ def run_counts_by_status() -> dict[str, int]:
     for status, count in Run.objects.order_by().values_list("status").annotate(n=Count("pk")):
         counts[status] = count
     return counts
+
+
+def api_token_for_user(*, user: AbstractBaseUser) -> Token | None:
+    """The user's API token, if they have one."""
+    return Token.objects.filter(user=user).first()

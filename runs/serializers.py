@@ -1,6 +1,7 @@
 """JSON shapes of runs and steps: the API's, and the realtime snapshot's."""
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from runs.models import Run, RunStatus, Step
@@ -56,11 +57,42 @@ class RunSummarySerializer(RunSerializer):
         return len(run.plan or [])
 
 
+# A valid plan: what the API docs' "Try it out" starts from, so that sending it as it is works.
+EXAMPLE_PLAN = [
+    {"tool": "echo", "args": {"text": "hello"}},
+    {"tool": "wait", "args": {"seconds": 1}},
+    {"tool": "echo", "args": {"text": "done"}},
+]
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "description": "The steps, in order: each a tool and its arguments; GET /api/tools/ lists them.",
+        "items": {
+            "type": "object",
+            "properties": {
+                "tool": {"type": "string", "description": "A tool's name, e.g. echo, wait or fail."},
+                "args": {
+                    "type": "object",
+                    "additionalProperties": True,
+                    "description": "The tool's arguments.",
+                },
+            },
+            "required": ["tool"],
+        },
+        "example": EXAMPLE_PLAN,
+    }
+)
+class PlanField(serializers.JSONField):
+    """Any JSON here (runs.tools.validate_plan judges it); documented as the plan it must be."""
+
+
 class RunCreateSerializer(serializers.Serializer):
     """POST /api/runs/ body. The plan itself is checked by the tool registry."""
 
     prompt = serializers.CharField(required=False, allow_blank=True, default="", max_length=20_000)
-    steps = serializers.JSONField(help_text="[{tool, args}, …]; see GET /api/tools/.")
+    steps = PlanField(help_text="[{tool, args}, …]; see GET /api/tools/.")
 
     def validate_steps(self, value):
         # Shape and tool checks happen in runs.tools.validate_plan (via the

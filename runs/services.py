@@ -1,4 +1,4 @@
-"""The only writers of run and step state.
+"""The only writers of run and step state (and of a user's API token, at the end).
 
 Each function is one state change: keyword-only, atomic, and refusing an
 illegal transition with TransitionError. Every write names its fields
@@ -15,6 +15,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
+from rest_framework.authtoken.models import Token
 
 from runs.dispatch import dispatch_run
 from runs.models import RUN_TERMINAL, Run, RunStatus, Step, StepStatus
@@ -354,3 +355,32 @@ def step_retry(*, run_id: uuid.UUID, index: int) -> Step:
     step.started_at = timezone.now()
     step.save(update_fields=["attempts", "started_at"])
     return step
+
+
+# --- API tokens: one per user (DRF's Token), its key shown once -----------------------
+
+
+class TokenExistsError(Exception):
+    """The user has an API token already: replacing it is api_token_regenerate's, explicitly."""
+
+
+@transaction.atomic
+def api_token_create(*, user: AbstractBaseUser) -> Token:
+    """The user's first API token; refused when they have one (another tab made it, say)."""
+    token, created = Token.objects.get_or_create(user=user)
+    if not created:
+        raise TokenExistsError("you have an API token already; regenerate it to get a new key")
+    return token
+
+
+@transaction.atomic
+def api_token_regenerate(*, user: AbstractBaseUser) -> Token:
+    """Revoke the user's API token (if any) and create another: the old key stops working at once."""
+    Token.objects.filter(user=user).delete()
+    return Token.objects.create(user=user)
+
+
+def api_token_revoke(*, user: AbstractBaseUser) -> bool:
+    """Delete the user's API token; False when they had none."""
+    deleted, _ = Token.objects.filter(user=user).delete()
+    return bool(deleted)

@@ -34,6 +34,9 @@ def _answers(url: str, default_port: int) -> bool:
         return False
 
 
+# A checkout's .env (`make run` writes one: DEBUG=1) is a person's settings, not the suite's:
+# no test or process it starts reads it unless the test names a file itself.
+os.environ.setdefault("QUIKDAY_ENV_FILE", "")
 os.environ.setdefault("SECRET_KEY", "test-only-secret-key")
 os.environ.setdefault("DEBUG", "0")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")

@@ -7,6 +7,7 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
     path("logout/", views.LogoutView.as_view(), name="logout"),
+    path("account/token/", views.api_token, name="api-token-page"),
     path("runs/", views.run_list, name="run-list-page"),
     path("runs/new/", views.run_new, name="run-new-page"),
     path("runs/<uuid:run_id>/", views.run_detail, name="run-page"),

@@ -12,7 +12,8 @@ from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_http_methods, require_POST
 
 from realtime.summaries import run_summaries_for_user
 from runs import selectors, services
@@ -27,6 +28,31 @@ RECENT_RUNS = 5  # on the home page
 def home(request):
     recent = run_summaries_for_user(user=request.user, limit=RECENT_RUNS)
     return render(request, "web/home.html", {"recent": recent, "recent_limit": RECENT_RUNS})
+
+
+@never_cache  # the page shows a new key once: no copy of it in any cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def api_token(request):
+    """The user's API token: create it, see it once, regenerate or revoke it (POST, CSRF-checked)."""
+    action = request.POST.get("action") if request.method == "POST" else None
+    new_key, error, status = None, None, 200
+    if action == "create":
+        try:
+            new_key = services.api_token_create(user=request.user).key
+        except services.TokenExistsError as refused:
+            error, status = str(refused), 409
+    elif action == "regenerate":
+        new_key = services.api_token_regenerate(user=request.user).key
+    elif action == "revoke":
+        revoked = services.api_token_revoke(user=request.user)
+        messages.info(request, "Your API token is revoked." if revoked else "You had no API token.")
+        return redirect("api-token-page")
+    elif request.method == "POST":
+        error, status = "Unknown action: use the page's buttons.", 400
+    token = selectors.api_token_for_user(user=request.user)
+    context = {"token": token, "new_key": new_key, "error": error}
+    return render(request, "web/api_token.html", context, status=status)
 
 
 @login_required

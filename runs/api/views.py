@@ -1,9 +1,11 @@
 """REST endpoints for runs and tools. Reads via selectors, writes via services."""
 
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from django.urls import reverse
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, extend_schema
 from rest_framework import status
 from rest_framework.exceptions import NotFound
 from rest_framework.generics import GenericAPIView
+from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -11,6 +13,7 @@ from runs import selectors, services
 from runs.api.parsers import LimitedJSONParser
 from runs.models import RunStatus
 from runs.serializers import (
+    EXAMPLE_PLAN,
     RunCreateSerializer,
     RunSerializer,
     RunStatusFilterSerializer,
@@ -18,6 +21,33 @@ from runs.serializers import (
     ToolSerializer,
 )
 from runs.tools import list_tools
+
+# What GET /api/ lists: a URL name per entry, so that a moved route moves its link.
+INDEX = {
+    "docs": "api-docs",
+    "schema": "schema",
+    "runs": "run-list",
+    "tools": "tool-list",
+    "run_summaries": "run-summaries",
+    "ws_tickets": "ws-tickets",
+}
+
+
+class ApiIndexView(APIView):
+    """GET /api/: where everything is, for a person (or client) who starts at the root."""
+
+    permission_classes = [AllowAny]
+
+    @extend_schema(exclude=True)
+    def get(self, request):
+        links = {key: request.build_absolute_uri(reverse(name)) for key, name in INDEX.items()}
+        return Response(
+            {
+                **links,
+                "websocket": "/ws/runs/<id>/ (one run), /ws/runs/ (the run list)",
+                "authentication": "Authorization: Token <key> (your key: /account/token/) or the session",
+            }
+        )
 
 
 def get_visible_run_or_404(request, run_id):
@@ -43,7 +73,15 @@ class RunListCreateView(GenericAPIView):
         page = self.paginate_queryset(runs)
         return self.get_paginated_response(RunSummarySerializer(page, many=True).data)
 
-    @extend_schema(request=RunCreateSerializer, responses={201: RunSerializer})
+    @extend_schema(
+        request=RunCreateSerializer,
+        responses={201: RunSerializer},
+        examples=[
+            OpenApiExample(
+                "Three steps", value={"prompt": "say hello", "steps": EXAMPLE_PLAN}, request_only=True
+            )
+        ],
+    )
     def post(self, request):
         """Create a run; it is queued and executed once committed."""
         body = RunCreateSerializer(data=request.data)

@@ -46,10 +46,8 @@ _NOT_INHERITED = {
 STARTUP_TIMEOUT = 120.0
 
 
-@contextmanager
-def make_run(tmp_path: Path, **env: str) -> Iterator[tuple[Server, str]]:
-    """`make run` on a fresh SQLite file; yields the server and the API token it printed."""
-    port = free_port()
+def make_run_env(tmp_path: Path, port: int, **env: str) -> dict[str, str]:
+    """A person's shell in the checkout, for `make run` (or a command beside it) on ``tmp_path``'s files."""
     child_env = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
     child_env.update(
         {
@@ -57,10 +55,18 @@ def make_run(tmp_path: Path, **env: str) -> Iterator[tuple[Server, str]]:
             "PORT": str(port),
             "PYTHONUNBUFFERED": "1",
             "RUNS_TOOL_MODULES": "tests.embedded_tools",
+            "QUIKDAY_ENV_FILE": str(tmp_path / ".env"),  # not the checkout's own
             **env,
         }
     )
-    server = Server(["make", "--no-print-directory", "run"], child_env, port)
+    return child_env
+
+
+@contextmanager
+def make_run(tmp_path: Path, **env: str) -> Iterator[tuple[Server, str]]:
+    """`make run` on a fresh SQLite file; yields the server and the API token it printed."""
+    port = free_port()
+    server = Server(["make", "--no-print-directory", "run"], make_run_env(tmp_path, port, **env), port)
     with _running(server):
         server.wait_until(lambda: _healthy(server.url), STARTUP_TIMEOUT, "answering /healthz")
         found = re.search(r"API token:\s+(\w+)", server.log())

@@ -36,3 +36,10 @@ def browser():
                 os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
             else:
                 os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def alice_client(client, user):
+    """The Django test client, logged in as the suite's user alice."""
+    client.force_login(user)
+    return client

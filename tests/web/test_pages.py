@@ -10,12 +10,6 @@ from runs.models import Run
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def alice_client(client, user):
-    client.force_login(user)
-    return client
-
-
 @pytest.mark.parametrize("path", ["/", "/runs/", "/runs/new/"])
 def test_pages_need_a_login(client, path):
     response = client.get(path)

@@ -41,7 +41,8 @@ class Command(BaseCommand):
         elif password:
             out.write("Password:    from DJANGO_SUPERUSER_PASSWORD")
         else:
-            out.write("Password:    as set before (manage.py changepassword to reset it)")
+            reset = f".venv/bin/python manage.py changepassword {user.get_username()}"
+            out.write(f"Password:    as set before ({reset} resets it)")
         out.write(f"Watch runs:  {base}/   (log in, create a run, watch it live)")
         out.write(f"Log in:      {base}/admin/")
         out.write(f"API token:   {token.key}")
