@@ -4,6 +4,7 @@ from django.conf import settings
 from rest_framework import serializers
 
 from runs.models import Run, RunStatus, Step
+from runs.validation import PROMPT_MAX_LENGTH
 
 
 class StepSerializer(serializers.ModelSerializer):
@@ -59,7 +60,7 @@ class RunSummarySerializer(RunSerializer):
 class RunCreateSerializer(serializers.Serializer):
     """POST /api/runs/ body. The plan itself is checked by the tool registry."""
 
-    prompt = serializers.CharField(required=False, allow_blank=True, default="", max_length=20_000)
+    prompt = serializers.CharField(required=False, allow_blank=True, default="", max_length=PROMPT_MAX_LENGTH)
     steps = serializers.JSONField(help_text="[{tool, args}, …]; see GET /api/tools/.")
 
     def validate_steps(self, value):
