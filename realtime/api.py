@@ -8,7 +8,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from realtime import frames, selectors
-from realtime.params import SEQ_MAX, ParamError, parse_whole_number
+from realtime.params import ParamError, parse_whole_number
 from runs import selectors as run_selectors
 
 MAX_LIMIT = 1000
@@ -27,7 +27,7 @@ class WholeNumberField(serializers.IntegerField):
 
 
 class EventQuerySerializer(serializers.Serializer):
-    since = WholeNumberField(min_value=0, max_value=SEQ_MAX, default=0)
+    since = WholeNumberField(min_value=0, default=0)
     limit = WholeNumberField(min_value=1, max_value=MAX_LIMIT, default=MAX_LIMIT)
 
 
