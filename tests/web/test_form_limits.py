@@ -65,7 +65,10 @@ def test_one_step_past_the_limit_is_refused_not_dropped(alice_client, dispatched
     assert response.status_code == 400
     page = response.content.decode()
     limit = settings.RUNS_MAX_STEPS
-    assert f"a run has at most {limit} steps, got {limit + 1}" in page
+    # The form's own words (the service would refuse too, without saying how to fix the form).
+    assert (
+        f"a run has at most {limit} steps, got {limit + 1}: set the tool of the steps you do not need" in page
+    )
     assert 'id="form-error"' in page
     # The page is shown again with the rows it had, up to one past the limit; nothing was created.
     assert rows_rendered(response) == limit + 1
