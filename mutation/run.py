@@ -56,6 +56,7 @@ ENV: dict[str, dict[str, str]] = {
     "realtime/consumers/__init__.py": ONE_LAYER,
     "realtime/shards.py": ONE_LAYER,
     "realtime/api.py": ONE_LAYER_PUSH,
+    "realtime/params.py": ONE_LAYER_PUSH,
     "realtime/list_poller.py": ONE_LAYER,
     "realtime/per_loop.py": ONE_LAYER_PUSH,
     "realtime/access_watch.py": ONE_LAYER_PUSH,
@@ -132,7 +133,15 @@ TARGETS: dict[str, list[str]] = {
     "realtime/auth.py": ["tests/realtime/test_auth.py", "tests/realtime/test_consumer.py"],
     "realtime/routing.py": ["tests/realtime/test_poller.py", "tests/scenarios/test_modes.py"],
     # GET /api/runs/<id>/events/ is tested with resume over the socket (the same frames).
-    "realtime/api.py": ["tests/scenarios/test_resume.py", "tests/runs/test_api.py"],
+    "realtime/api.py": [
+        "tests/realtime/test_params.py",
+        "tests/scenarios/test_resume.py",
+        "tests/runs/test_api.py",
+    ],
+    # What a client may send: run ids and since, text PostgreSQL can store, the new-run form's bounds.
+    "realtime/params.py": ["tests/realtime/test_params.py"],
+    "runs/validation.py": ["tests/runs/test_input_limits.py", "tests/runs/test_tools.py"],
+    "web/forms.py": ["tests/web/test_form_limits.py", "tests/web/test_pages.py"],
     "realtime/daphne_tuning.py": ["tests/realtime/test_daphne_tuning.py"],
     # Newer modules: the fast connect-time snapshot, the list stream and its tickets.
     "realtime/fast_snapshot.py": ["tests/realtime/test_selectors.py"],

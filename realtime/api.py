@@ -8,14 +8,27 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from realtime import frames, selectors
+from realtime.params import ParamError, parse_whole_number
 from runs import selectors as run_selectors
 
 MAX_LIMIT = 1000
 
 
+class WholeNumberField(serializers.IntegerField):
+    """A query parameter judged as the WebSocket judges ``?since=`` (realtime.params), not by int()."""
+
+    def to_internal_value(self, data):
+        try:
+            return parse_whole_number(
+                str(data), name=self.field_name, minimum=self.min_value, maximum=self.max_value
+            )
+        except ParamError as error:
+            raise serializers.ValidationError(error.message) from None
+
+
 class EventQuerySerializer(serializers.Serializer):
-    since = serializers.IntegerField(min_value=0, default=0)
-    limit = serializers.IntegerField(min_value=1, max_value=MAX_LIMIT, default=MAX_LIMIT)
+    since = WholeNumberField(min_value=0, default=0)
+    limit = WholeNumberField(min_value=1, max_value=MAX_LIMIT, default=MAX_LIMIT)
 
 
 class RunEventsView(APIView):

@@ -11,10 +11,12 @@ run snapshot and the cells marked here with data-run-* attributes.
 import uuid
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin.views.main import ERROR_FLAG
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
+from django.forms.fields import InvalidJSONInput
 from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils import timezone
@@ -25,16 +27,49 @@ from runs.display import to_second
 from runs.models import RUN_TERMINAL, Run, StepStatus
 from runs.serializers import RunSerializer
 from runs.tools import PlanError, validate_plan
+from runs.validation import InputError, json_depth, load_json, prompt_problem
+
+
+class PlanField(forms.JSONField):
+    """A plan typed as JSON, parsed with the API's bounds; shown again exactly as typed.
+
+    Django's JSONField would parse any depth (a RecursionError past about a
+    thousand levels) and show a refused value again through json.dumps, which
+    fails on the very values refused (a lone surrogate cannot be encoded).
+    """
+
+    def to_python(self, value):
+        if not isinstance(value, str):
+            return super().to_python(value)
+        if not value.strip():
+            return None
+        depth = settings.RUNS_MAX_ARGS_DEPTH
+        # The steps' list and objects are two levels above their args.
+        if json_depth(value) > depth + 2:
+            raise forms.ValidationError(f"a step's args are nested more than {depth} levels deep")
+        try:
+            return load_json(value)
+        except InputError as error:
+            raise forms.ValidationError(f"{self.error_messages['invalid']} ({error.message})") from None
+
+    def bound_data(self, data, initial):
+        return InvalidJSONInput(data) if isinstance(data, str) else super().bound_data(data, initial)
 
 
 class RunAddForm(forms.ModelForm):
+    plan = PlanField(help_text=Run._meta.get_field("plan").help_text)
+
     class Meta:
         model = Run
         fields = ["owner", "prompt", "plan"]
 
-    def clean_plan(self):
-        from django.conf import settings
+    def clean_prompt(self):
+        problem = prompt_problem(self.cleaned_data["prompt"])
+        if problem:
+            raise forms.ValidationError(problem)
+        return self.cleaned_data["prompt"]
 
+    def clean_plan(self):
         try:
             return validate_plan(self.cleaned_data["plan"], max_steps=settings.RUNS_MAX_STEPS)
         except PlanError as error:

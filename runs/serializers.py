@@ -5,6 +5,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from runs.models import Run, RunStatus, Step
+from runs.validation import PROMPT_MAX_LENGTH
 
 
 class StepSerializer(serializers.ModelSerializer):
@@ -91,7 +92,7 @@ class PlanField(serializers.JSONField):
 class RunCreateSerializer(serializers.Serializer):
     """POST /api/runs/ body. The plan itself is checked by the tool registry."""
 
-    prompt = serializers.CharField(required=False, allow_blank=True, default="", max_length=20_000)
+    prompt = serializers.CharField(required=False, allow_blank=True, default="", max_length=PROMPT_MAX_LENGTH)
     steps = PlanField(help_text="[{tool, args}, …]; see GET /api/tools/.")
 
     def validate_steps(self, value):

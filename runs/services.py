@@ -19,7 +19,8 @@ from rest_framework.authtoken.models import Token
 
 from runs.dispatch import dispatch_run
 from runs.models import RUN_TERMINAL, Run, RunStatus, Step, StepStatus
-from runs.tools import validate_plan
+from runs.tools import PlanError, validate_plan
+from runs.validation import prompt_problem
 
 RUN_TRANSITIONS: dict[str, frozenset[str]] = {
     RunStatus.QUEUED: frozenset({RunStatus.PROCESSING, RunStatus.CANCELLED, RunStatus.FAILED}),
@@ -117,11 +118,16 @@ def _set_run_status(run: Run, status: str, **fields: Any) -> Run:
 def run_create(*, owner: AbstractBaseUser, steps: Any, prompt: str = "") -> Run:
     """Validate a plan, create a queued run and enqueue it once committed.
 
-    Raises runs.tools.PlanError when the plan cannot run; nothing is created then.
+    Raises runs.tools.PlanError when the plan cannot run or the prompt cannot be
+    stored (field "prompt"); nothing is created then.
     """
+    prompt = prompt or ""
+    problem = prompt_problem(prompt)
+    if problem:
+        raise PlanError(problem, field="prompt")
     plan = validate_plan(steps, max_steps=settings.RUNS_MAX_STEPS)
     with transaction.atomic():
-        run = Run.objects.create(owner=owner, prompt=prompt or "", plan=plan)
+        run = Run.objects.create(owner=owner, prompt=prompt, plan=plan)
         dispatch_run(run_id=run.id)
     return run
 

@@ -3,19 +3,28 @@
 The page posts rows ``step-<n>-tool`` and ``step-<n>-arg-<tool>-<name>`` (a row
 shows the fields of the tool picked in it); a tool that accepts any
 arguments gets a name/value pair. ``parse_steps`` turns the post into the
-plan the service validates; a row without a tool is ignored.
+plan the service validates; a row without a tool is ignored. The rows are
+bounded as the API's plan is: more steps than ``RUNS_MAX_STEPS`` are refused,
+never dropped, and a page shown again never has more rows than that (plus
+the one too many), whatever row numbers the post names.
 """
 
 from __future__ import annotations
 
-import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
+
 from runs.tools import Tool
+from runs.validation import InputError, load_json
 
 INITIAL_ROWS = 3
-MAX_ROWS = 50
+
+# A row number longer than this is no row a page made (nor one it shows again).
+_ROW_DIGITS = 9
+_ROW_FIELD = re.compile(r"step-(\d+)-")
 
 INPUT_TYPES = {"number": "number", "integer": "number", "string": "text", "boolean": "checkbox"}
 
@@ -94,10 +103,32 @@ def _value(field: ArgField, raw: str | None, row: int) -> Any:
             number = float(raw)
             return int(number) if number.is_integer() and "." not in raw else number
         if field.type in ("object", "array"):
-            return json.loads(raw)
+            # Nested a level deeper than args may be: the plan's check then says how deep is allowed.
+            return load_json(raw, max_depth=settings.RUNS_MAX_ARGS_DEPTH + 1)
+    except InputError as error:
+        raise FormError(f"{field.name} must be a {field.type}: {error.message}", row=row) from None
     except ValueError:
         raise FormError(f"{field.name} must be a {field.type}", row=row, field=field.name) from None
     return raw
+
+
+def _posted_rows(post) -> tuple[list[int], bool]:
+    """The row numbers the fields of ``post`` name, in order, and whether one is too long to be a row."""
+    rows, too_long = set(), False
+    for key in post:
+        match = _ROW_FIELD.match(key)
+        if match and len(match.group(1)) > _ROW_DIGITS:
+            too_long = True
+        elif match:
+            rows.add(int(match.group(1)))
+    return sorted(rows), too_long
+
+
+def rows_to_show(post) -> range:
+    """The rows of a form shown again: every row posted, up to one past the most a run may have."""
+    rows, _ = _posted_rows(post)
+    highest = max(rows, default=-1)
+    return range(max(INITIAL_ROWS, min(highest + 1, settings.RUNS_MAX_STEPS + 1)))
 
 
 def parse_steps(post, tools: dict[str, list[ArgField] | None]) -> tuple[list[dict], list[int]]:
@@ -105,11 +136,19 @@ def parse_steps(post, tools: dict[str, list[ArgField] | None]) -> tuple[list[dic
 
     ``tools``: name → fields (None: the tool takes any arguments).
     """
+    limit = settings.RUNS_MAX_STEPS
+    posted, too_long = _posted_rows(post)
+    if too_long:
+        raise FormError(f"a run has at most {limit} steps; the form has no row numbered that high")
+    picked = [row for row in posted if (post.get(f"step-{row}-tool") or "").strip()]
+    if len(picked) > limit:
+        raise FormError(
+            f"a run has at most {limit} steps, got {len(picked)}: "
+            "set the tool of the steps you do not need to “— none —”"
+        )
     steps, rows = [], []
-    for row in range(MAX_ROWS):
-        name = (post.get(f"step-{row}-tool") or "").strip()
-        if not name:
-            continue
+    for row in picked:
+        name = post[f"step-{row}-tool"].strip()
         if name not in tools:
             raise FormError(f"unknown tool {name!r}", row=row, field="tool")
         fields = tools[name]

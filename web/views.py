@@ -19,7 +19,7 @@ from realtime.summaries import run_summaries_for_user
 from runs import selectors, services
 from runs.serializers import RunSerializer
 from runs.tools import PlanError, list_tools
-from web.forms import INITIAL_ROWS, FormError, parse_steps, tool_fields
+from web.forms import INITIAL_ROWS, FormError, parse_steps, rows_to_show, tool_fields
 
 RECENT_RUNS = 5  # on the home page
 
@@ -86,8 +86,7 @@ def run_new(request):
             context["invalid"] = _field_id(request.POST, row, error.field, fields)
         else:
             return redirect("run-page", run_id=run.id)
-        posted = [int(key.split("-")[1]) for key in request.POST if re.match(r"step-\d+-", key)]
-        context["rows"] = range(max(INITIAL_ROWS, max(posted, default=0) + 1))
+        context["rows"] = rows_to_show(request.POST)
         return render(request, "web/run_new.html", context, status=400)
     return render(request, "web/run_new.html", context)
 

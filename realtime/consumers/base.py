@@ -28,6 +28,7 @@ from realtime.close_codes import (
     CLOSE_UNAUTHENTICATED,
 )
 from realtime.consumers.socket import ProtocolSocket
+from realtime.params import ParamError, parse_run_id, parse_whole_number
 from realtime.snapshot import Refused
 
 logger = logging.getLogger(__name__)
@@ -76,14 +77,10 @@ class BaseRunConsumer(ProtocolSocket):
             mode=self.mode, run_id=self.scope["url_route"]["kwargs"].get("run_id")
         )
         try:
-            self.run_id = uuid.UUID(self.scope["url_route"]["kwargs"]["run_id"])
-        except ValueError:
-            await self._refuse(CLOSE_BAD_REQUEST, "the run id is not a UUID")
-            return
-        try:
+            self.run_id = parse_run_id(self.scope["url_route"]["kwargs"]["run_id"])
             since = self._since()
-        except ValueError as error:
-            await self._refuse(CLOSE_BAD_REQUEST, str(error))
+        except ParamError as error:
+            await self._refuse(CLOSE_BAD_REQUEST, error.message)
             return
         user = self.scope.get("user")
         token_key = self.scope.get("auth_token")  # looked up with the snapshot, below
@@ -132,9 +129,7 @@ class BaseRunConsumer(ProtocolSocket):
         values = query.get("since")
         if not values:
             return None
-        if not values[-1].isdigit():
-            raise ValueError("since must be a non-negative whole number")
-        return int(values[-1])
+        return parse_whole_number(values[-1], name="since")
 
     # --- Transport hooks (overridden by the modes) ---------------------------------
 

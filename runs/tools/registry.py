@@ -12,6 +12,8 @@ from typing import Any
 
 from django.conf import settings
 
+from runs.validation import value_problem
+
 _TYPES: dict[str, tuple[type, ...]] = {
     "string": (str,),
     "number": (int, float),
@@ -232,6 +234,10 @@ def validate_plan(steps: Any, *, max_steps: int) -> list[dict[str, Any]]:
 def _validate_step(spec: Any) -> dict[str, Any]:
     if not isinstance(spec, dict):
         raise PlanError(f"a step must be an object, got {_json_type(spec)}")
+    # Before anything quotes the step's text in a message: a message must be sendable too.
+    problem = value_problem(spec, path="", texts_only=True)
+    if problem:
+        raise PlanError(problem, field="args" if problem.startswith("args") else None)
     unknown = sorted(set(spec) - {"tool", "args"})
     if unknown:
         raise PlanError(f"unknown step field '{unknown[0]}'", field=unknown[0])
@@ -242,42 +248,10 @@ def _validate_step(spec: Any) -> dict[str, Any]:
     if found is None:
         raise PlanError(f"unknown tool '{name}'", field="tool")
     args = found.validate(spec.get("args", {}))
-    problem = _unstorable(args, max_depth=settings.RUNS_MAX_ARGS_DEPTH)
+    problem = value_problem(args, path="args", max_depth=settings.RUNS_MAX_ARGS_DEPTH)
     if problem:
         raise PlanError(problem, field="args")
     return {"tool": name, "args": args}
-
-
-def _unstorable(value: Any, *, max_depth: int) -> str | None:
-    """Why ``value`` cannot be stored and executed, else None.
-
-    PostgreSQL's jsonb refuses NUL characters and NaN/Infinity, and a value
-    nested deeper than ``max_depth`` would exhaust Python's recursion limit
-    when the run is encoded, decoded or streamed (a run that could never
-    execute). Caught here, at creation, so such a plan is a 400, not a failure
-    later. Walked without recursion, so no depth can break the check itself.
-    """
-    pending: list[tuple[Any, str, int]] = [(value, "args", 0)]
-    while pending:
-        item, path, depth = pending.pop()
-        if isinstance(item, str):
-            if "\x00" in item:
-                return f"{path} must not contain NUL characters"
-        elif isinstance(item, float):
-            if not math.isfinite(item):
-                return f"{path} must be a finite number"
-        elif isinstance(item, (dict, list)):
-            if depth >= max_depth:
-                return f"{path} is nested more than {max_depth} levels deep"
-            if isinstance(item, dict):
-                for key, inner in reversed(list(item.items())):
-                    if isinstance(key, str) and "\x00" in key:
-                        return f"{path} must not contain NUL characters in its keys"
-                    pending.append((inner, f"{path}.{key}", depth + 1))
-            else:
-                for position in reversed(range(len(item))):
-                    pending.append((item[position], f"{path}[{position}]", depth + 1))
-    return None
 
 
 def _json_type(value: Any) -> str:

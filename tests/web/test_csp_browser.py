@@ -85,6 +85,7 @@ def test_every_page_runs_under_a_strict_policy_without_a_violation(browser, serv
         (f"/admin/runs/run/{run.id}/change/", "[data-field=steps] tr"),
         ("/admin/runs/run/add/", "#id_plan"),
         ("/admin/realtime/", "#rt-workers tbody tr"),
+        ("/account/token/", "main form.token-action"),
         # Swagger UI drew the operations: its bundle and start-up script ran.
         ("/api/docs/", ".opblock"),
     ]

@@ -1,0 +1,137 @@
+"""Text PostgreSQL cannot store, plans past the limits: refused alike by the API, the admin and the service.
+
+A lone surrogate (``"\\ud800"``) is valid in a JSON escape and in a Python
+string but cannot be encoded as UTF-8: it reached psycopg and was a 500.
+"""
+
+import json
+
+import pytest
+from django.conf import settings
+
+from runs import services
+from runs.models import Run
+from runs.tools import PlanError
+from tests.runs.test_admin import inline_management_empty
+
+pytestmark = pytest.mark.django_db
+
+ADD = "/admin/runs/run/add/"
+
+# Each: a plan holding text that cannot be stored, as JSON text (escapes as a client sends them).
+UNSTORABLE_PLANS = [
+    '[{"tool": "echo", "args": {"text": "\\ud800"}}]',
+    '[{"tool": "echo", "args": {"a": {"b": ["ok", "x\\udfff"]}}}]',
+    '[{"tool": "echo", "args": {"\\ud800": 1}}]',
+    '[{"tool": "echo", "args": {"deep": {"\\udc00key": 1}}}]',
+    '[{"tool": "fail", "args": {"message": "\\ud800"}}]',
+    '[{"tool": "echo", "args": {"text": "a\\u0000b"}}]',
+    '[{"tool": "echo", "args": {"a\\u0000": 1}}]',
+    '[{"tool": "\\ud800", "args": {}}]',
+    '[{"tool": "echo", "\\ud800": 1}]',
+    '[{"tool": "wait", "args": {"\\ud800": 1}}]',
+]
+
+
+def echo_steps(count: int) -> list[dict]:
+    return [{"tool": "echo", "args": {"n": index}} for index in range(count)]
+
+
+@pytest.fixture
+def admin_client(client, staff_user):
+    client.force_login(staff_user)
+    return client
+
+
+def admin_add(admin_client, user, *, plan: str, prompt: str = ""):
+    data = {"owner": user.pk, "prompt": prompt, "plan": plan, **inline_management_empty()}
+    return admin_client.post(ADD, data)
+
+
+@pytest.mark.parametrize("plan", UNSTORABLE_PLANS)
+def test_the_api_refuses_text_postgresql_cannot_store(api, dispatched, plan):
+    body = f'{{"prompt": "p", "steps": {plan}}}'
+    response = api.post("/api/runs/", body, content_type="application/json")
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "invalid_plan"
+    assert "must not contain" in response.json()["message"]
+    assert Run.objects.count() == 0 and dispatched == []
+
+
+@pytest.mark.parametrize("plan", UNSTORABLE_PLANS)
+def test_the_admin_refuses_text_postgresql_cannot_store(admin_client, user, dispatched, plan):
+    response = admin_add(admin_client, user, plan=plan)
+    assert response.status_code == 200
+    assert "must not contain" in response.content.decode()
+    assert Run.objects.count() == 0 and dispatched == []
+
+
+@pytest.mark.parametrize("plan", UNSTORABLE_PLANS)
+def test_the_service_refuses_text_postgresql_cannot_store(user, dispatched, plan):
+    with pytest.raises(PlanError, match="must not contain"):
+        services.run_create(owner=user, steps=json.loads(plan))
+    assert Run.objects.count() == 0
+
+
+@pytest.mark.parametrize("prompt", ["a\x00b", "a\ud800b", "p" * 20_001, 7])
+def test_the_service_refuses_a_prompt_it_cannot_store(user, dispatched, prompt):
+    with pytest.raises(PlanError) as refused:
+        services.run_create(owner=user, steps=echo_steps(1), prompt=prompt)
+    assert refused.value.field == "prompt"
+    assert Run.objects.count() == 0
+
+
+def test_the_admin_refuses_a_prompt_over_the_apis_limit(admin_client, user, dispatched):
+    response = admin_add(admin_client, user, plan=json.dumps(echo_steps(1)), prompt="p" * 20_001)
+    assert response.status_code == 200
+    assert "20000" in response.content.decode()
+    assert Run.objects.count() == 0
+
+
+@pytest.mark.parametrize("depth", [settings.RUNS_MAX_ARGS_DEPTH + 1, 900, 5_000, 100_000])
+def test_the_admin_refuses_a_plan_nested_too_deep(admin_client, user, dispatched, depth):
+    """5,000 levels were a RecursionError in json.loads (a 500); 900 then failed to be shown again."""
+    plan = '[{"tool": "echo", "args": {"a": ' + "[" * depth + "]" * depth + "}}]"
+    response = admin_add(admin_client, user, plan=plan)
+    assert response.status_code == 200
+    assert "nested more than" in response.content.decode()
+    assert Run.objects.count() == 0 and dispatched == []
+
+
+def test_the_admin_takes_a_plan_nested_to_the_limit(admin_client, user, dispatched):
+    depth = settings.RUNS_MAX_ARGS_DEPTH - 1  # args itself is the first level
+    plan = '[{"tool": "echo", "args": {"a": ' + "[" * depth + "]" * depth + "}}]"
+    response = admin_add(admin_client, user, plan=plan)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    assert Run.objects.count() == 1
+
+
+# --- RUNS_MAX_STEPS, at the limit and one past it, on every entry point -----------------
+
+
+def test_the_service_takes_the_most_steps_and_refuses_one_more(user, dispatched):
+    limit = settings.RUNS_MAX_STEPS
+    run = services.run_create(owner=user, steps=echo_steps(limit))
+    assert len(run.plan) == limit
+    with pytest.raises(PlanError, match=f"at most {limit} steps, got {limit + 1}"):
+        services.run_create(owner=user, steps=echo_steps(limit + 1))
+    assert Run.objects.count() == 1
+
+
+def test_the_api_takes_the_most_steps_and_refuses_one_more(api, dispatched):
+    limit = settings.RUNS_MAX_STEPS
+    created = api.post("/api/runs/", {"steps": echo_steps(limit)}, format="json")
+    assert created.status_code == 201 and len(created.json()["plan"]) == limit
+    refused = api.post("/api/runs/", {"steps": echo_steps(limit + 1)}, format="json")
+    assert refused.status_code == 400
+    assert f"at most {limit} steps, got {limit + 1}" in refused.json()["message"]
+    assert Run.objects.count() == 1
+
+
+def test_the_admin_takes_the_most_steps_and_refuses_one_more(admin_client, user, dispatched):
+    limit = settings.RUNS_MAX_STEPS
+    assert admin_add(admin_client, user, plan=json.dumps(echo_steps(limit))).status_code == 302
+    refused = admin_add(admin_client, user, plan=json.dumps(echo_steps(limit + 1)))
+    assert refused.status_code == 200
+    assert f"at most {limit} steps, got {limit + 1}" in refused.content.decode()
+    assert Run.objects.count() == 1

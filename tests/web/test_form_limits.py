@@ -1,0 +1,101 @@
+"""The new-run form under hostile and oversized posts: bounded like the API, a 400, never a 500."""
+
+import pytest
+from django.conf import settings
+
+from runs.models import Run
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alice_client(client, user):
+    client.force_login(user)
+    return client
+
+
+def rows_rendered(response) -> int:
+    """The step rows of the form itself (the add-a-step template is one more, not counted)."""
+    page = response.content.decode()
+    return page.split('id="step-template"')[0].count('<fieldset class="step"')
+
+
+def echo_rows(count: int, *, first: int = 0) -> dict[str, str]:
+    data = {}
+    for row in range(first, first + count):
+        data |= {
+            f"step-{row}-tool": "echo",
+            f"step-{row}-any-echo-name": "n",
+            f"step-{row}-any-echo-value": str(row),
+        }
+    return data
+
+
+@pytest.mark.parametrize("row", ["20000", "99999999999", "9" * 5000])
+def test_a_row_number_far_past_the_limit_renders_a_bounded_page(alice_client, dispatched, row):
+    """One field named step-<huge>-… once made the error page render that many rows (35 MB for 20,000)."""
+    response = alice_client.post("/runs/new/", {f"step-{row}-x": "1"})
+    assert response.status_code == 400
+    assert rows_rendered(response) <= settings.RUNS_MAX_STEPS + 1
+    assert Run.objects.count() == 0 and dispatched == []
+
+
+def test_a_tool_in_a_row_far_past_the_limit_is_refused_not_rendered(alice_client, dispatched):
+    response = alice_client.post("/runs/new/", {"step-0-tool": "echo", "step-99999999999-tool": "wait"})
+    assert response.status_code == 400
+    assert "at most" in response.content.decode()
+    assert rows_rendered(response) <= settings.RUNS_MAX_STEPS + 1
+    assert Run.objects.count() == 0
+
+
+def test_the_form_takes_as_many_steps_as_the_api(alice_client, dispatched):
+    response = alice_client.post("/runs/new/", echo_rows(settings.RUNS_MAX_STEPS))
+    assert response.status_code == 302
+    run = Run.objects.get()
+    assert [step["args"]["n"] for step in run.plan] == [str(row) for row in range(settings.RUNS_MAX_STEPS)]
+
+
+@pytest.mark.parametrize("first", [0, 7])
+def test_one_step_past_the_limit_is_refused_not_dropped(alice_client, dispatched, first):
+    """The form used to run the first 50 rows and drop the rest without a word; the API answers 400."""
+    data = {f"step-{row}-tool": "" for row in range(first)} | echo_rows(
+        settings.RUNS_MAX_STEPS + 1, first=first
+    )
+    response = alice_client.post("/runs/new/", data)
+    assert response.status_code == 400
+    page = response.content.decode()
+    limit = settings.RUNS_MAX_STEPS
+    # The form's own words (the service would refuse too, without saying how to fix the form).
+    assert (
+        f"a run has at most {limit} steps, got {limit + 1}: set the tool of the steps you do not need" in page
+    )
+    assert 'id="form-error"' in page
+    # The page is shown again with the rows it had, up to one past the limit; nothing was created.
+    assert rows_rendered(response) == limit + 1
+    assert Run.objects.count() == 0 and dispatched == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("prompt", "a\x00b"),
+        ("step-0-any-echo-value", "a\x00b"),
+        ("step-0-any-echo-name", "a\x00b"),
+        ("step-0-arg-fail-message", "a\x00b"),
+    ],
+)
+def test_a_nul_anywhere_in_the_form_is_a_400_naming_it(alice_client, dispatched, field, value):
+    """A NUL in the prompt was a 500 (PostgreSQL's DataError); the API answers 400 for it."""
+    tool = "fail" if "fail" in field else "echo"
+    data = {"step-0-tool": tool, "step-0-any-echo-name": "text", field: value}
+    response = alice_client.post("/runs/new/", data)
+    assert response.status_code == 400
+    assert "must not contain NUL characters" in response.content.decode()
+    assert Run.objects.count() == 0 and dispatched == []
+
+
+def test_a_prompt_over_the_apis_limit_is_refused(alice_client, dispatched):
+    response = alice_client.post("/runs/new/", {"prompt": "p" * 20_001, **echo_rows(1)})
+    assert response.status_code == 400
+    assert "prompt" in response.content.decode() and "20000" in response.content.decode()
+    assert Run.objects.count() == 0
