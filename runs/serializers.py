@@ -9,7 +9,17 @@ from runs.models import Run, RunStatus, Step
 class StepSerializer(serializers.ModelSerializer):
     class Meta:
         model = Step
-        fields = ["index", "tool", "args", "status", "output", "error", "started_at", "finished_at"]
+        fields = [
+            "index",
+            "tool",
+            "args",
+            "status",
+            "output",
+            "error",
+            "started_at",
+            "finished_at",
+            "attempts",
+        ]
         read_only_fields = fields
 
 

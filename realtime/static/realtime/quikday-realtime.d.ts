@@ -15,6 +15,8 @@ export interface Step {
   error: string;
   started_at: string | null;
   finished_at: string | null;
+  /** 1 when first started; each take-over of the step (its executor was lost) adds one (event `step_retried`). */
+  attempts: number;
 }
 
 /** A run as GET /api/runs/<id>/ returns it. */

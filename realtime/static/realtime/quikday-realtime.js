@@ -43,7 +43,7 @@ export const DEFAULTS = Object.freeze({
   socketRetryMs: 15000, // while polling, try the socket again this often
 });
 
-const STEP_EVENTS = new Set(["step_started", "step_succeeded", "step_failed", "step_skipped"]);
+const STEP_EVENTS = new Set(["step_started", "step_retried", "step_succeeded", "step_failed", "step_skipped"]);
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
 export function isTerminal(status) {
