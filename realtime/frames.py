@@ -35,6 +35,10 @@ EVENT_TYPES = (
     RUN_COMPLETED,
 )
 
+# Not an event of the log (the run's log goes with it): the last frame a run's
+# watcher gets when the run is deleted, before the close 4404 (docs/protocol.md).
+RUN_DELETED = "run_deleted"
+
 # Every timestamp of the protocol and the API: UTC with microseconds, always
 # (2026-11-27T16:07:59.000123Z). DRF's DATETIME_FORMAT is this, and the poll
 # query formats in PostgreSQL with ``TS_FORMAT_POSTGRES``, derived from it.

@@ -205,6 +205,18 @@ class RunAdmin(admin.ModelAdmin):
             obj.pk, obj.status, obj.created_at = run.pk, run.status, run.created_at
             obj._state.adding = False
 
+    def delete_model(self, request, obj):
+        """The delete button: through the service, so the run's watchers are told and its worker stops."""
+        services.run_delete(run_id=obj.pk)
+
+    def delete_queryset(self, request, queryset):
+        """The "delete selected" action: each run through the service, as one delete does."""
+        for run_id in queryset.values_list("pk", flat=True):
+            try:
+                services.run_delete(run_id=run_id)
+            except Run.DoesNotExist:
+                pass  # deleted meanwhile (another operator): what was asked is done
+
     def save_related(self, request, form, formsets, change):
         """A run has nothing related to save here: its steps are the executor's."""
 

@@ -202,6 +202,17 @@ def run_set_status(*, run_id: uuid.UUID, status: str) -> Run:
     return run_fail(run_id=run_id, error="marked failed by an operator")
 
 
+@transaction.atomic
+def run_delete(*, run_id: uuid.UUID) -> None:
+    """Delete a run, its steps and its events (an operator's delete in the admin).
+
+    Allowed in any status. Its watchers are told once the delete commits
+    (realtime's post_delete receiver); an executor still working on it finds
+    every further change refused (the run does not exist) and stops quietly.
+    """
+    _locked_run(run_id).delete()
+
+
 def _finish_open_steps(run: Run, *, error: str) -> None:
     """Skip the running step and create the plan's remaining steps as skipped.
 

@@ -141,7 +141,7 @@ export function watchRun(runId: string, options?: WatchRunOptions): RunWatch;
 export function watchRuns(options?: WatchRunsOptions): RunsWatch;
 
 export function applyRunFrame(run: Run | null, frame: Frame): Run | null;
-export function applyListFrame(runs: Map<string, RunSummary>, frame: Frame): string[];
+export function applyListFrame(runs: Map<string, RunSummary>, frame: Frame, gone?: Set<string>): string[];
 export function runProgress(run: Run | RunSummary | null): {
   total: number;
   succeeded: number;

@@ -184,7 +184,7 @@ function progressCell(summary) {
 export function mountRunList({ body, connection, announcer, snapshot, showOwner, runUrl }) {
   const render = (runs) => {
     const sorted = [...runs.values()].sort((a, b) => (a.created_at < b.created_at ? 1 : -1));
-    if (!sorted.length) return;
+    if (!sorted.length && !removed.size) return;
     body.replaceChildren(
       ...sorted.map((run) =>
         el(
@@ -199,15 +199,17 @@ export function mountRunList({ body, connection, announcer, snapshot, showOwner,
       ),
     );
   };
+  const removed = new Set(); // runs deleted since the page was rendered
   const initial = new Map(snapshot.map((run) => [run.id, run]));
   render(initial);
   const known = new Map(snapshot.map((run) => [run.id, run.status]));
   return watchRuns({
     ...overrides(),
     onChange: (runs, changed) => {
-      for (const id of snapshot.map((r) => r.id)) if (!runs.has(id)) runs.set(id, initial.get(id));
+      for (const id of changed) if (!runs.has(id)) removed.add(id);
+      for (const id of snapshot.map((r) => r.id)) if (!runs.has(id) && !removed.has(id)) runs.set(id, initial.get(id));
       render(runs);
-      const news = changed.map((id) => runs.get(id)).filter((run) => known.get(run.id) !== run.status);
+      const news = changed.map((id) => runs.get(id)).filter((run) => run && known.get(run.id) !== run.status);
       for (const run of news) known.set(run.id, run.status);
       if (news.length && announcer) announcer.textContent = news.map((run) => `Run ${run.id.slice(0, 8)} ${run.status}`).join(". ");
     },
@@ -223,6 +225,10 @@ export function mountLiveCells({ root, connection }) {
       for (const id of changed) {
         const run = runs.get(id);
         const status = root.querySelector(`[data-run-status="${id}"]`);
+        if (!run) {
+          if (status) status.closest("tr").remove(); // deleted
+          continue;
+        }
         if (status) {
           status.textContent = run.status;
           status.className = `status status-${run.status}`;
