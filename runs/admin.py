@@ -37,6 +37,14 @@ class RunAddForm(forms.ModelForm):
         model = Run
         fields = ["owner", "prompt", "plan"]
 
+    def clean_owner(self):
+        owner = self.cleaned_data["owner"]
+        try:
+            services.check_run_quota(owner=owner)
+        except services.QuotaExceeded as error:
+            raise forms.ValidationError(f"{owner} is over a quota: {error.message}") from None
+        return owner
+
     def clean_plan(self):
         from django.conf import settings
 
@@ -142,7 +150,7 @@ class RunAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         try:
             new = services.run_rerun(run=run, owner=run.owner)
-        except PlanError as error:
+        except (PlanError, services.QuotaExceeded) as error:
             self.message_user(request, f"Not re-run: {error.message}", messages.WARNING)
         else:
             link = format_html('Re-run as <a href="{}">run {}</a>.', self._change_url(new.id), new.id)
@@ -242,8 +250,8 @@ class RunAdmin(admin.ModelAdmin):
             try:
                 services.run_rerun(run=run, owner=run.owner)
                 created += 1
-            except PlanError as error:
-                # The plan was valid once; a tool may have been removed or changed since.
+            except (PlanError, services.QuotaExceeded) as error:
+                # The plan was valid once (a tool may have been removed since); its owner may be over a quota.
                 refused.append(f"{run.id}: {error.message}")
         if created:
             self.message_user(request, f"Created {created} new run(s).", messages.SUCCESS)

@@ -8,10 +8,13 @@ writer changed (the run's event counter above all).
 
 from __future__ import annotations
 
+import math
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
 from django.utils import timezone
@@ -110,16 +113,79 @@ def _set_run_status(run: Run, status: str, **fields: Any) -> Run:
     return run
 
 
+# --- Quotas ---------------------------------------------------------------------
+
+QUOTA_WINDOW = timedelta(seconds=60)
+
+
+class QuotaExceeded(Exception):
+    """A create over the owner's quota: ``limit`` names which; ``retry_after``: seconds to wait."""
+
+    def __init__(self, message: str, *, limit: str, retry_after: int):
+        super().__init__(message)
+        self.message = message
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+def check_run_quota(*, owner: AbstractBaseUser) -> None:
+    """Raise QuotaExceeded if ``owner`` may not create a run now (staff never are refused).
+
+    run_create calls it under the owner's row lock, so concurrent creates of
+    one user are counted one after the other; a form may call it first, to
+    say so next to its fields.
+    """
+    if owner.is_staff:
+        return
+    max_active = settings.RUNS_MAX_ACTIVE_PER_USER
+    if max_active:
+        active = Run.objects.filter(owner=owner, status__in=(RunStatus.QUEUED, RunStatus.PROCESSING)).count()
+        if active >= max_active:
+            raise QuotaExceeded(
+                f"you have {active} runs queued or processing, the most allowed at once ({max_active});"
+                " create more when one of them ends",
+                limit="active_runs",
+                retry_after=settings.RUNS_ACTIVE_RETRY_AFTER_SECONDS,
+            )
+    max_creates = settings.RUNS_MAX_CREATES_PER_MINUTE
+    if max_creates:
+        since = timezone.now() - QUOTA_WINDOW
+        recent = list(
+            Run.objects.filter(owner=owner, created_at__gt=since)
+            .order_by("-created_at")
+            .values_list("created_at", flat=True)[:max_creates]
+        )
+        if len(recent) >= max_creates:
+            # The oldest of the last max_creates leaves the window first.
+            wait = (recent[-1] - since).total_seconds()
+            raise QuotaExceeded(
+                f"you created {max_creates} runs in the last minute, the most allowed;"
+                f" try again in {math.ceil(wait)} s",
+                limit="creates_per_minute",
+                retry_after=max(1, math.ceil(wait)),
+            )
+
+
+def _lock_user(owner: AbstractBaseUser) -> None:
+    """Lock the owner's row until commit: one create of theirs at a time is counted."""
+    users = get_user_model()._default_manager
+    list(users.select_for_update().filter(pk=owner.pk).values_list("pk", flat=True))
+
+
 # --- Runs -----------------------------------------------------------------------
 
 
 def run_create(*, owner: AbstractBaseUser, steps: Any, prompt: str = "") -> Run:
     """Validate a plan, create a queued run and enqueue it once committed.
 
-    Raises runs.tools.PlanError when the plan cannot run; nothing is created then.
+    Raises runs.tools.PlanError when the plan cannot run, QuotaExceeded when
+    the owner is over a quota; nothing is created then.
     """
     plan = validate_plan(steps, max_steps=settings.RUNS_MAX_STEPS)
     with transaction.atomic():
+        if not owner.is_staff:
+            _lock_user(owner)
+            check_run_quota(owner=owner)
         run = Run.objects.create(owner=owner, prompt=prompt or "", plan=plan)
         dispatch_run(run_id=run.id)
     return run

@@ -47,6 +47,13 @@ def run_new(request):
             # The plan's step numbers skip the empty rows; say which row of the form it is.
             row = rows[error.step] if error.step is not None and error.step < len(rows) else None
             context["error"] = _row_message(_PLAN_STEP_PREFIX.sub("", error.message), row)
+        except services.QuotaExceeded as error:
+            context["error"] = f"Not created: {error.message}."
+            response = render(
+                request, "web/run_new.html", {**context, "rows": range(INITIAL_ROWS)}, status=429
+            )
+            response["Retry-After"] = str(error.retry_after)
+            return response
         else:
             return redirect("run-page", run_id=run.id)
         posted = [int(key.split("-")[1]) for key in request.POST if re.match(r"step-\d+-", key)]
