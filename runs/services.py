@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from runs.dispatch import dispatch_run
@@ -166,10 +167,59 @@ def check_run_quota(*, owner: AbstractBaseUser) -> None:
             )
 
 
-def _lock_user(owner: AbstractBaseUser) -> None:
-    """Lock the owner's row until commit: one create of theirs at a time is counted."""
+def _lock_user(owner_id: int) -> None:
+    """Lock the owner's row until commit: their creates and hand-overs are counted one at a time.
+
+    Lock order: a run's row (when the caller holds one), then its owner's row;
+    the owner's waiting runs are then taken with SKIP LOCKED, never waited for.
+    """
     users = get_user_model()._default_manager
-    list(users.select_for_update().filter(pk=owner.pk).values_list("pk", flat=True))
+    list(users.select_for_update().filter(pk=owner_id).values_list("pk", flat=True))
+
+
+# --- Fair execution ---------------------------------------------------------------
+
+
+def _dispatch_waiting(owner_id: int) -> list[uuid.UUID]:
+    """Hand the owner's oldest waiting runs to the executor while fewer than
+    RUNS_MAX_INFLIGHT_PER_USER of theirs are in flight; the caller holds the owner's row lock.
+
+    In flight: processing, or queued and dispatched. A user's backlog so waits
+    in the database, not in the broker's FIFO queue, where it would be ahead
+    of every other user's runs.
+    """
+    limit = settings.RUNS_MAX_INFLIGHT_PER_USER
+    waiting = Run.objects.filter(owner_id=owner_id, status=RunStatus.QUEUED, dispatched_at__isnull=True)
+    if limit:
+        in_flight = Run.objects.filter(owner_id=owner_id).filter(
+            Q(status=RunStatus.PROCESSING) | Q(status=RunStatus.QUEUED, dispatched_at__isnull=False)
+        )
+        room = limit - in_flight.count()
+        if room <= 0:
+            return []
+        waiting = waiting.order_by("created_at")[:room]
+    else:
+        waiting = waiting.order_by("created_at")
+    run_ids = list(waiting.select_for_update(skip_locked=True).values_list("pk", flat=True))
+    if run_ids:
+        Run.objects.filter(pk__in=run_ids).update(dispatched_at=timezone.now())
+        for run_id in run_ids:
+            dispatch_run(run_id=run_id)
+    return run_ids
+
+
+def _hand_over(owner_id: int) -> None:
+    """A run of the owner ended: dispatch their next waiting run, if any."""
+    _lock_user(owner_id)
+    _dispatch_waiting(owner_id)
+
+
+@transaction.atomic
+def runs_dispatch_waiting(*, owner_id: int) -> list[uuid.UUID]:
+    """The sweeps' way in: dispatch an owner's waiting runs that have room (a hand-over lost
+    with its process, a limit raised). Returns the runs dispatched."""
+    _lock_user(owner_id)
+    return _dispatch_waiting(owner_id)
 
 
 # --- Runs -----------------------------------------------------------------------
@@ -183,11 +233,11 @@ def run_create(*, owner: AbstractBaseUser, steps: Any, prompt: str = "") -> Run:
     """
     plan = validate_plan(steps, max_steps=settings.RUNS_MAX_STEPS)
     with transaction.atomic():
-        if not owner.is_staff:
-            _lock_user(owner)
-            check_run_quota(owner=owner)
+        _lock_user(owner.pk)
+        check_run_quota(owner=owner)
         run = Run.objects.create(owner=owner, prompt=prompt or "", plan=plan)
-        dispatch_run(run_id=run.id)
+        if run.id in _dispatch_waiting(owner.pk):
+            run.refresh_from_db(fields=["dispatched_at"])
     return run
 
 
@@ -209,7 +259,14 @@ def run_start(*, run_id: uuid.UUID) -> Run | None:
 def run_succeed(*, run_id: uuid.UUID, output: Any) -> Run:
     """processing → succeeded, with the step outputs."""
     run = _locked_run(run_id)
-    return _set_run_status(run, RunStatus.SUCCEEDED, output=output, finished_at=timezone.now())
+    return _end(run, RunStatus.SUCCEEDED, output=output, finished_at=timezone.now())
+
+
+def _end(run: Run, status: str, **fields: Any) -> Run:
+    """A terminal transition; the owner's next waiting run is dispatched in the same transaction."""
+    _set_run_status(run, status, **fields)
+    _hand_over(run.owner_id)
+    return run
 
 
 @transaction.atomic
@@ -218,7 +275,7 @@ def run_fail(*, run_id: uuid.UUID, error: str) -> Run:
     run = _locked_run(run_id)
     check_run_transition(run.status, RunStatus.FAILED)
     _finish_open_steps(run, error=error)
-    return _set_run_status(run, RunStatus.FAILED, error=error, finished_at=timezone.now())
+    return _end(run, RunStatus.FAILED, error=error, finished_at=timezone.now())
 
 
 @transaction.atomic
@@ -251,7 +308,7 @@ def run_cancel_finish(*, run_id: uuid.UUID) -> Run:
 def _cancel_now(run: Run) -> Run:
     check_run_transition(run.status, RunStatus.CANCELLED)
     _finish_open_steps(run, error="")
-    return _set_run_status(run, RunStatus.CANCELLED, finished_at=timezone.now())
+    return _end(run, RunStatus.CANCELLED, finished_at=timezone.now())
 
 
 @transaction.atomic
@@ -276,7 +333,11 @@ def run_delete(*, run_id: uuid.UUID) -> None:
     (realtime's post_delete receiver); an executor still working on it finds
     every further change refused (the run does not exist) and stops quietly.
     """
-    _locked_run(run_id).delete()
+    run = _locked_run(run_id)
+    owner_id, was_open = run.owner_id, not run.is_terminal
+    run.delete()
+    if was_open:
+        _hand_over(owner_id)
 
 
 def _finish_open_steps(run: Run, *, error: str) -> None:
