@@ -8,7 +8,8 @@ every worker process (main and pool children) runs its observability reporter.
 """
 
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
-from django.db.models.signals import post_init, post_save
+from django.db import transaction
+from django.db.models.signals import post_delete, post_init, post_save
 
 from observability import record, reporter
 from realtime import list_feed, log, publisher
@@ -70,6 +71,13 @@ def step_saved(sender, instance: Step, created: bool, update_fields=None, raw=Fa
         list_feed.note_change(run_id=instance.run_id)
 
 
+def run_deleted(sender, instance: Run, **kwargs) -> None:
+    run_id, owner_id = instance.pk, instance.owner_id
+    transaction.on_commit(
+        lambda: publisher.publish_run_deleted(run_id=run_id, owner_id=owner_id), robust=True
+    )
+
+
 def worker_process_started(**kwargs) -> None:
     publisher.connect_publisher()
     reporter.start("worker-child")
@@ -90,6 +98,7 @@ def connect() -> None:
     post_init.connect(remember_step_state, sender=Step, dispatch_uid="realtime.step.post_init")
     post_save.connect(run_saved, sender=Run, dispatch_uid="realtime.run.post_save")
     post_save.connect(step_saved, sender=Step, dispatch_uid="realtime.step.post_save")
+    post_delete.connect(run_deleted, sender=Run, dispatch_uid="realtime.run.post_delete")
     worker_process_init.connect(worker_process_started, dispatch_uid="realtime.worker_process_init")
     worker_ready.connect(worker_started, dispatch_uid="realtime.worker_ready")
     worker_process_shutdown.connect(worker_process_stopping, dispatch_uid="realtime.worker_process_shutdown")
