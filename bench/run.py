@@ -44,6 +44,10 @@ from bench.modes import BY_KEY, MODES, POLL_INTERVAL, availability  # noqa: E402
 
 DEFAULT_DATABASE_URL = "postgres://postgres@127.0.0.1:5432/quikday_bench"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/13"
+# The bench's one user stands for many: its runs are the system's load, so the per-user quotas and
+# the fair share (one run of a user in flight) would measure one user's limits, not the system's.
+for _name in ("RUNS_MAX_ACTIVE_PER_USER", "RUNS_MAX_CREATES_PER_MINUTE", "RUNS_MAX_INFLIGHT_PER_USER"):
+    os.environ.setdefault(_name, "0")
 CONNECTION_MODES = ("push-pubsub", "push-redis", "poll")
 # --only: "modes" is every per-mode workload but the idle sockets (latency, idle DB load,
 # storms, fan-out); the others are one workload each.

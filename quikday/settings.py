@@ -395,6 +395,18 @@ CELERY_BEAT_SCHEDULE = {
 # --- Runs -------------------------------------------------------------------------
 RUNS_MAX_STEPS = env_int("RUNS_MAX_STEPS", 50, minimum=1)
 RUNS_WAIT_MAX_SECONDS = env_float("RUNS_WAIT_MAX_SECONDS", 60.0)
+# Per-user quotas (staff are exempt; 0 turns a limit off): runs queued or
+# processing at once, and runs created in any 60 seconds. Over either, a create
+# is refused (the API: 429 with Retry-After).
+RUNS_MAX_ACTIVE_PER_USER = env_int("RUNS_MAX_ACTIVE_PER_USER", 10, minimum=0)
+RUNS_MAX_CREATES_PER_MINUTE = env_int("RUNS_MAX_CREATES_PER_MINUTE", 30, minimum=0)
+# Fair execution: a user's runs handed to the executor at once (queued in the
+# broker or processing); the rest wait, queued, and each run that ends hands
+# over its owner's next. Keep it below the workers' total concurrency so that
+# other users' runs find a free slot. 0: no limit (plain FIFO).
+RUNS_MAX_INFLIGHT_PER_USER = env_int("RUNS_MAX_INFLIGHT_PER_USER", 1, minimum=0)
+# What a refusal for too many active runs says to wait (their end is not known in advance).
+RUNS_ACTIVE_RETRY_AFTER_SECONDS = env_int("RUNS_ACTIVE_RETRY_AFTER_SECONDS", 5, minimum=1)
 # How deeply a step's arguments may nest (objects and arrays); deeper plans are refused with a 400.
 RUNS_MAX_ARGS_DEPTH = env_int("RUNS_MAX_ARGS_DEPTH", 32, minimum=1)
 RUNS_STALE_AFTER_SECONDS = env_float("RUNS_STALE_AFTER_SECONDS", 600.0, minimum=1.0)

@@ -44,7 +44,7 @@ def watch_sql() -> str:
     us = "round(extract(epoch FROM s.{}) * 1000000)::bigint"  # epoch microseconds: exact
     step_rows = (
         "SELECT json_agg(json_build_array(s.index, s.tool, s.args, s.status, s.output, s.error, "  # noqa: S608
-        f"{us.format('started_at')}, {us.format('finished_at')}) ORDER BY s.index)"
+        f"{us.format('started_at')}, {us.format('finished_at')}, s.attempts) ORDER BY s.index)"
         f" FROM {steps} s WHERE s.run_id = r.id"
     )
     return (
@@ -134,10 +134,19 @@ def fast_snapshot(*, run_id: uuid.UUID, user, token_key: str | None) -> Snapshot
                 "error": step_error,
                 "started_at": _drf_time(step_started, tz),
                 "finished_at": _drf_time(step_finished, tz),
+                "attempts": attempts,
             }
-            for index, tool, args, step_status, step_output, step_error, step_started, step_finished in (
-                _json(steps) or []
-            )
+            for (
+                index,
+                tool,
+                args,
+                step_status,
+                step_output,
+                step_error,
+                step_started,
+                step_finished,
+                attempts,
+            ) in _json(steps) or []
         ],
         "ws_url": f"/ws/runs/{found}/",
     }

@@ -22,7 +22,22 @@ STEP_STARTED = "step_started"
 STEP_SUCCEEDED = "step_succeeded"
 STEP_FAILED = "step_failed"
 STEP_SKIPPED = "step_skipped"
-EVENT_TYPES = (RUN_STATUS, STEP_STARTED, STEP_SUCCEEDED, STEP_FAILED, STEP_SKIPPED, RUN_COMPLETED)
+# A running step whose executor was lost is executed again by the one taking the
+# run over: its status stays running, its started_at and attempts change.
+STEP_RETRIED = "step_retried"
+EVENT_TYPES = (
+    RUN_STATUS,
+    STEP_STARTED,
+    STEP_SUCCEEDED,
+    STEP_FAILED,
+    STEP_SKIPPED,
+    STEP_RETRIED,
+    RUN_COMPLETED,
+)
+
+# Not an event of the log (the run's log goes with it): the last frame a run's
+# watcher gets when the run is deleted, before the close 4404 (docs/protocol.md).
+RUN_DELETED = "run_deleted"
 
 # Every timestamp of the protocol and the API: UTC with microseconds, always
 # (2026-11-27T16:07:59.000123Z). DRF's DATETIME_FORMAT is this, and the poll

@@ -25,6 +25,7 @@ from channels.layers import BaseChannelLayer
 from django.conf import settings
 
 from realtime import shards
+from realtime.publisher import DELETED_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class Member(Protocol):
         """Whether ``deliver(seq)`` would send at once (not busy, no gap to fill first)."""
 
     async def deliver(self, seq: int, text: str, *, final: bool) -> None: ...
+
+    async def run_deleted(self) -> None: ...
 
     async def layer_failed(self, error: Exception) -> None: ...
 
@@ -184,6 +187,10 @@ class RunHub:
         members = self.watchers.get(message.get("group", ""))
         if not members:
             return
+        if message.get("type") == DELETED_MESSAGE_TYPE:
+            for consumer in list(members):
+                self._on_own_task(consumer.run_deleted())
+            return
         seq, text, final = message["seq"], message["text"], message.get("final", False)
         for consumer in list(members):
             if consumer.finished:
@@ -193,9 +200,12 @@ class RunHub:
             else:
                 # Busy, or a gap to fill from the log first: on its own task, so
                 # this run's other watchers (and other runs) are not kept waiting.
-                task = self.loop.create_task(consumer.deliver(seq, text, final=final))
-                self._deliveries.add(task)  # the loop keeps only weak references to tasks
-                task.add_done_callback(self._deliveries.discard)
+                self._on_own_task(consumer.deliver(seq, text, final=final))
+
+    def _on_own_task(self, coroutine) -> None:
+        task = self.loop.create_task(coroutine)
+        self._deliveries.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(self._deliveries.discard)
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RunHub] = weakref.WeakKeyDictionary()

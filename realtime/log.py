@@ -22,6 +22,7 @@ from realtime.frames import (
     RUN_COMPLETED,
     RUN_STATUS,
     STEP_FAILED,
+    STEP_RETRIED,
     STEP_SKIPPED,
     STEP_STARTED,
     STEP_SUCCEEDED,
@@ -67,6 +68,15 @@ def record_step_change(*, step: Step) -> RunEvent | None:
     type = _STEP_EVENT.get(step.status)
     if type is None:
         return None
+    return _append_step(step, type)
+
+
+def record_step_retry(*, step: Step) -> RunEvent:
+    """step_retried: a running step's new attempt (its started_at and attempts are the new attempt's)."""
+    return _append_step(step, STEP_RETRIED)
+
+
+def _append_step(step: Step, type: str) -> RunEvent:
     run = step.run if Step.run.is_cached(step) else None
     return append(run_id=step.run_id, type=type, payload={"step": _STEP.to_representation(step)}, run=run)
 

@@ -40,6 +40,8 @@ class Watcher(Protocol):
 
     async def deliver(self, seq: int, text: str, *, final: bool) -> None: ...
 
+    async def run_deleted(self) -> None: ...
+
 
 @dataclass
 class _Watch:
@@ -113,6 +115,9 @@ class Poller(per_loop.Ticker):
         record.poll_tick(
             runs=len(cursors), watchers=len(due), rows=len(found), seconds=time.monotonic() - started
         )
+        quiet = [run_id for run_id in cursors if run_id not in {event.run_id for event in found}]
+        if quiet:
+            await self._end_deleted(quiet, due)
         by_run: dict[uuid.UUID, list[tuple[int, str, bool]]] = {}
         for event in found:
             by_run.setdefault(event.run_id, []).append(
@@ -121,6 +126,20 @@ class Poller(per_loop.Ticker):
         handouts = [_hand(consumer, by_run[run_id]) for run_id, consumer in due if run_id in by_run]
         if handouts:
             await asyncio.gather(*handouts)
+
+    async def _end_deleted(self, quiet: list[uuid.UUID], due: list[tuple[uuid.UUID, Watcher]]) -> None:
+        """Watchers of a run that is gone (deleted) get its `run_deleted` and are closed.
+
+        Only runs without new events are looked up: a run with events still exists.
+        """
+        try:
+            gone = await db.read(selectors.runs_missing, run_ids=quiet)
+        except Exception:
+            logger.warning("looking up %d polled runs failed", len(quiet), exc_info=True)
+            return
+        ended = [consumer.run_deleted() for run_id, consumer in due if run_id in gone]
+        if ended:
+            await asyncio.gather(*ended, return_exceptions=True)
 
 
 def next_slot(now: float, interval: float) -> float:

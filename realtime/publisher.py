@@ -89,6 +89,30 @@ def publish(event: RunEvent, *, text: str | None = None) -> bool:
     return True
 
 
+# A run was deleted: its watchers get a `run_deleted` frame and close 4404 (RunConsumer.run_deleted).
+DELETED_MESSAGE_TYPE = "run.deleted"
+
+
+def publish_run_deleted(*, run_id, owner_id: int) -> bool:
+    """Tell a deleted run's watchers, and its owner's and staff's run lists. Never raises; False on failure.
+
+    Not retried: a watcher that misses it finds the run gone at its next
+    reconnect (4404), and the run lists at their next re-read.
+    """
+    if settings.REALTIME_MODE == "poll":
+        return False  # pollers notice the run is gone
+    group = frames.group_name(run_id)
+    message = {"type": DELETED_MESSAGE_TYPE, "group": group, "run_id": str(run_id)}
+    try:
+        group_send(group, message)
+        group_send_each((frames.user_group_name(owner_id), frames.STAFF_GROUP), message)
+    except Exception as error:  # noqa: BLE001 - a publish must never fail the writer
+        logger.warning("the deletion of run %s was not published (%s)", run_id, error)
+        _report_failure()
+        return False
+    return True
+
+
 # --- Run summaries for the user-level stream (/ws/runs/; realtime.list_feed reads them) ----
 
 SUMMARY_MESSAGE_TYPE = "run.summary"  # RunListConsumer.run_summary

@@ -224,6 +224,12 @@ def events_after_cursors(*, cursors: dict[uuid.UUID, int]) -> list[PolledEvent]:
 _OR_CHUNK = 200
 
 
+def runs_missing(*, run_ids: list[uuid.UUID]) -> set[uuid.UUID]:
+    """Which of ``run_ids`` no longer exist (deleted): the poller ends their watchers."""
+    found = set(Run.objects.filter(pk__in=run_ids).values_list("pk", flat=True))
+    return {run_id for run_id in run_ids if run_id not in found}
+
+
 def event_ids_older_than(*, cutoff: datetime, limit: int) -> list[int]:
     """Ids of at most ``limit`` events recorded before ``cutoff``, oldest first (retention)."""
     return list(RunEvent.objects.filter(ts__lt=cutoff).order_by("ts").values_list("pk", flat=True)[:limit])

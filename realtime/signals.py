@@ -8,17 +8,24 @@ every worker process (main and pool children) runs its observability reporter.
 """
 
 from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
-from django.db.models.signals import post_init, post_save
+from django.db import transaction
+from django.db.models.signals import post_delete, post_init, post_save
 
 from observability import record, reporter
 from realtime import list_feed, log, publisher
 from runs.models import Run, Step
 
 _LOADED = "_realtime_loaded_status"
+_LOADED_ATTEMPTS = "_realtime_loaded_attempts"
 
 
 def remember_status(sender, instance, **kwargs) -> None:
     instance.__dict__[_LOADED] = instance.__dict__.get("status")
+
+
+def remember_step_state(sender, instance, **kwargs) -> None:
+    remember_status(sender, instance)
+    instance.__dict__[_LOADED_ATTEMPTS] = instance.__dict__.get("attempts")
 
 
 def _status_changed(instance, created: bool, update_fields) -> bool:
@@ -27,6 +34,15 @@ def _status_changed(instance, created: bool, update_fields) -> bool:
     previous = None if created else instance.__dict__.get(_LOADED)
     instance.__dict__[_LOADED] = instance.status
     return previous != instance.status
+
+
+def _attempt_added(instance: Step, created: bool, update_fields) -> bool:
+    """A step saved with more attempts than it was loaded with: it is executed again."""
+    if created or (update_fields is not None and "attempts" not in update_fields):
+        return False
+    previous = instance.__dict__.get(_LOADED_ATTEMPTS)
+    instance.__dict__[_LOADED_ATTEMPTS] = instance.attempts
+    return previous is not None and instance.attempts > previous
 
 
 def run_saved(sender, instance: Run, created: bool, update_fields=None, raw=False, **kwargs) -> None:
@@ -45,11 +61,21 @@ def step_saved(sender, instance: Step, created: bool, update_fields=None, raw=Fa
     if raw:
         instance.__dict__[_LOADED] = instance.status
         return
-    if (
-        _status_changed(instance, created, update_fields)
-        and log.record_step_change(step=instance) is not None
-    ):
+    if _status_changed(instance, created, update_fields):
+        event = log.record_step_change(step=instance)
+    elif _attempt_added(instance, created, update_fields):
+        event = log.record_step_retry(step=instance)
+    else:
+        event = None
+    if event is not None:
         list_feed.note_change(run_id=instance.run_id)
+
+
+def run_deleted(sender, instance: Run, **kwargs) -> None:
+    run_id, owner_id = instance.pk, instance.owner_id
+    transaction.on_commit(
+        lambda: publisher.publish_run_deleted(run_id=run_id, owner_id=owner_id), robust=True
+    )
 
 
 def worker_process_started(**kwargs) -> None:
@@ -69,9 +95,10 @@ def worker_process_stopping(**kwargs) -> None:
 
 def connect() -> None:
     post_init.connect(remember_status, sender=Run, dispatch_uid="realtime.run.post_init")
-    post_init.connect(remember_status, sender=Step, dispatch_uid="realtime.step.post_init")
+    post_init.connect(remember_step_state, sender=Step, dispatch_uid="realtime.step.post_init")
     post_save.connect(run_saved, sender=Run, dispatch_uid="realtime.run.post_save")
     post_save.connect(step_saved, sender=Step, dispatch_uid="realtime.step.post_save")
+    post_delete.connect(run_deleted, sender=Run, dispatch_uid="realtime.run.post_delete")
     worker_process_init.connect(worker_process_started, dispatch_uid="realtime.worker_process_init")
     worker_ready.connect(worker_started, dispatch_uid="realtime.worker_ready")
     worker_process_shutdown.connect(worker_process_stopping, dispatch_uid="realtime.worker_process_shutdown")

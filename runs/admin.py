@@ -69,6 +69,14 @@ class RunAddForm(forms.ModelForm):
             raise forms.ValidationError(problem)
         return self.cleaned_data["prompt"]
 
+    def clean_owner(self):
+        owner = self.cleaned_data["owner"]
+        try:
+            services.check_run_quota(owner=owner)
+        except services.QuotaExceeded as error:
+            raise forms.ValidationError(f"{owner} is over a quota: {error.message}") from None
+        return owner
+
     def clean_plan(self):
         try:
             return validate_plan(self.cleaned_data["plan"], max_steps=settings.RUNS_MAX_STEPS)
@@ -172,7 +180,7 @@ class RunAdmin(admin.ModelAdmin):
             return HttpResponseNotAllowed(["POST"])
         try:
             new = services.run_rerun(run=run, owner=run.owner)
-        except PlanError as error:
+        except (PlanError, services.QuotaExceeded) as error:
             self.message_user(request, f"Not re-run: {error.message}", messages.WARNING)
         else:
             link = format_html('Re-run as <a href="{}">run {}</a>.', self._change_url(new.id), new.id)
@@ -242,6 +250,18 @@ class RunAdmin(admin.ModelAdmin):
             obj.pk, obj.status, obj.created_at = run.pk, run.status, run.created_at
             obj._state.adding = False
 
+    def delete_model(self, request, obj):
+        """The delete button: through the service, so the run's watchers are told and its worker stops."""
+        services.run_delete(run_id=obj.pk)
+
+    def delete_queryset(self, request, queryset):
+        """The "delete selected" action: each run through the service, as one delete does."""
+        for run_id in queryset.values_list("pk", flat=True):
+            try:
+                services.run_delete(run_id=run_id)
+            except Run.DoesNotExist:
+                pass  # deleted meanwhile (another operator): what was asked is done
+
     def save_related(self, request, form, formsets, change):
         """A run has nothing related to save here: its steps are the executor's."""
 
@@ -267,8 +287,8 @@ class RunAdmin(admin.ModelAdmin):
             try:
                 services.run_rerun(run=run, owner=run.owner)
                 created += 1
-            except PlanError as error:
-                # The plan was valid once; a tool may have been removed or changed since.
+            except (PlanError, services.QuotaExceeded) as error:
+                # The plan was valid once (a tool may have been removed since); its owner may be over a quota.
                 refused.append(f"{run.id}: {error.message}")
         if created:
             self.message_user(request, f"Created {created} new run(s).", messages.SUCCESS)

@@ -17,7 +17,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 
 from runs import selectors, services
 from runs.leases import run_lease
-from runs.models import Run, RunStatus, StepStatus
+from runs.models import Run, RunStatus, Step, StepStatus
 from runs.tools import StepExecution, get_tool
 
 logger = logging.getLogger(__name__)
@@ -48,14 +48,18 @@ def execute_run(*, run_id: uuid.UUID, after_error: bool = False) -> str:
             return Outcome.SKIPPED_MISSING
         if run.is_terminal:
             return Outcome.SKIPPED_FINISHED
-        if run.status == RunStatus.QUEUED and services.run_start(run_id=run_id) is None:
-            return Outcome.SKIPPED_FINISHED
         try:
+            if run.status == RunStatus.QUEUED and services.run_start(run_id=run_id) is None:
+                return Outcome.SKIPPED_FINISHED
             return _execute_steps(run, after_error=after_error)
         except services.TransitionError as error:
             # Someone else (an operator, the reaper) finished the run meanwhile.
             logger.info("run %s was finished elsewhere during execution: %s", run_id, error)
             return Outcome.SKIPPED_FINISHED
+        except (Run.DoesNotExist, Step.DoesNotExist):
+            # An operator deleted it meanwhile: nothing is left to record anything on.
+            logger.info("run %s was deleted during execution; stopping", run_id)
+            return Outcome.SKIPPED_MISSING
 
 
 def _execute_steps(run: Run, *, after_error: bool) -> str:

@@ -41,6 +41,10 @@ class Run(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # When the run was handed to the executor (the broker). A queued run without
+    # it waits for its owner's runs in flight to drop below RUNS_MAX_INFLIGHT_PER_USER
+    # (runs.services: fair execution), so one user's backlog never fills the queue.
+    dispatched_at = models.DateTimeField(null=True, blank=True, editable=False)
     # The run's event counter: the seq of its latest event in realtime's log.
     # Written only by realtime.log under this row's lock.
     seq = models.PositiveBigIntegerField(default=0, editable=False)

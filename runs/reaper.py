@@ -62,4 +62,6 @@ def reap_stuck_runs(*, stale_after: float | None = None) -> ReapReport:
     for run_id in selectors.runs_queued_without_progress(since=since):
         dispatch_run(run_id=run_id)
         report.redispatched.append(run_id)
+    for owner_id in selectors.owners_with_waiting_runs():
+        report.redispatched.extend(services.runs_dispatch_waiting(owner_id=owner_id))
     return report

@@ -70,7 +70,19 @@ def runs_processing_without_progress(*, since: datetime) -> list[uuid.UUID]:
 
 
 def runs_queued_without_progress(*, since: datetime) -> list[uuid.UUID]:
-    return runs_without_progress(status=RunStatus.QUEUED, since=since)
+    """Dispatched queued runs untouched since ``since`` (a waiting one is not late: it waits its turn)."""
+    dispatched = set(runs_queued_ids())
+    return [
+        run_id
+        for run_id in runs_without_progress(status=RunStatus.QUEUED, since=since)
+        if run_id in dispatched
+    ]
+
+
+def owners_with_waiting_runs() -> list[int]:
+    """Users with queued runs not yet dispatched (runs.services' fair execution)."""
+    waiting = Run.objects.filter(status=RunStatus.QUEUED, dispatched_at__isnull=True)
+    return list(waiting.values_list("owner_id", flat=True).distinct().order_by("owner_id"))
 
 
 def runs_processing_ids() -> list[uuid.UUID]:
@@ -81,10 +93,9 @@ def runs_processing_ids() -> list[uuid.UUID]:
 
 
 def runs_queued_ids() -> list[uuid.UUID]:
-    """Every queued run, oldest first."""
-    return list(
-        Run.objects.filter(status=RunStatus.QUEUED).order_by("created_at").values_list("pk", flat=True)
-    )
+    """Every queued run handed to the executor, oldest first (not those waiting their turn)."""
+    queued = Run.objects.filter(status=RunStatus.QUEUED, dispatched_at__isnull=False)
+    return list(queued.order_by("created_at").values_list("pk", flat=True))
 
 
 def run_counts_by_status() -> dict[str, int]:

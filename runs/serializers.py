@@ -11,7 +11,17 @@ from runs.validation import PROMPT_MAX_LENGTH
 class StepSerializer(serializers.ModelSerializer):
     class Meta:
         model = Step
-        fields = ["index", "tool", "args", "status", "output", "error", "started_at", "finished_at"]
+        fields = [
+            "index",
+            "tool",
+            "args",
+            "status",
+            "output",
+            "error",
+            "started_at",
+            "finished_at",
+            "attempts",
+        ]
         read_only_fields = fields
 
 

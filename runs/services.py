@@ -8,12 +8,16 @@ writer changed (the run's event counter above all).
 
 from __future__ import annotations
 
+import math
 import uuid
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
@@ -112,6 +116,114 @@ def _set_run_status(run: Run, status: str, **fields: Any) -> Run:
     return run
 
 
+# --- Quotas ---------------------------------------------------------------------
+
+QUOTA_WINDOW = timedelta(seconds=60)
+
+
+class QuotaExceeded(Exception):
+    """A create over the owner's quota: ``limit`` names which; ``retry_after``: seconds to wait."""
+
+    def __init__(self, message: str, *, limit: str, retry_after: int):
+        super().__init__(message)
+        self.message = message
+        self.limit = limit
+        self.retry_after = retry_after
+
+
+def check_run_quota(*, owner: AbstractBaseUser) -> None:
+    """Raise QuotaExceeded if ``owner`` may not create a run now (staff never are refused).
+
+    run_create calls it under the owner's row lock, so concurrent creates of
+    one user are counted one after the other; a form may call it first, to
+    say so next to its fields.
+    """
+    if owner.is_staff:
+        return
+    max_active = settings.RUNS_MAX_ACTIVE_PER_USER
+    if max_active:
+        active = Run.objects.filter(owner=owner, status__in=(RunStatus.QUEUED, RunStatus.PROCESSING)).count()
+        if active >= max_active:
+            raise QuotaExceeded(
+                f"you have {active} runs queued or processing, the most allowed at once ({max_active});"
+                " create more when one of them ends",
+                limit="active_runs",
+                retry_after=settings.RUNS_ACTIVE_RETRY_AFTER_SECONDS,
+            )
+    max_creates = settings.RUNS_MAX_CREATES_PER_MINUTE
+    if max_creates:
+        since = timezone.now() - QUOTA_WINDOW
+        recent = list(
+            Run.objects.filter(owner=owner, created_at__gt=since)
+            .order_by("-created_at")
+            .values_list("created_at", flat=True)[:max_creates]
+        )
+        if len(recent) >= max_creates:
+            # The oldest of the last max_creates leaves the window first.
+            wait = (recent[-1] - since).total_seconds()
+            raise QuotaExceeded(
+                f"you created {max_creates} runs in the last minute, the most allowed;"
+                f" try again in {math.ceil(wait)} s",
+                limit="creates_per_minute",
+                retry_after=max(1, math.ceil(wait)),
+            )
+
+
+def _lock_user(owner_id: int) -> None:
+    """Lock the owner's row until commit: their creates and hand-overs are counted one at a time.
+
+    Lock order: a run's row (when the caller holds one), then its owner's row;
+    the owner's waiting runs are then taken with SKIP LOCKED, never waited for.
+    """
+    users = get_user_model()._default_manager
+    list(users.select_for_update().filter(pk=owner_id).values_list("pk", flat=True))
+
+
+# --- Fair execution ---------------------------------------------------------------
+
+
+def _dispatch_waiting(owner_id: int) -> list[uuid.UUID]:
+    """Hand the owner's oldest waiting runs to the executor while fewer than
+    RUNS_MAX_INFLIGHT_PER_USER of theirs are in flight; the caller holds the owner's row lock.
+
+    In flight: processing, or queued and dispatched. A user's backlog so waits
+    in the database, not in the broker's FIFO queue, where it would be ahead
+    of every other user's runs.
+    """
+    limit = settings.RUNS_MAX_INFLIGHT_PER_USER
+    waiting = Run.objects.filter(owner_id=owner_id, status=RunStatus.QUEUED, dispatched_at__isnull=True)
+    if limit:
+        in_flight = Run.objects.filter(owner_id=owner_id).filter(
+            Q(status=RunStatus.PROCESSING) | Q(status=RunStatus.QUEUED, dispatched_at__isnull=False)
+        )
+        room = limit - in_flight.count()
+        if room <= 0:
+            return []
+        waiting = waiting.order_by("created_at")[:room]
+    else:
+        waiting = waiting.order_by("created_at")
+    run_ids = list(waiting.select_for_update(skip_locked=True).values_list("pk", flat=True))
+    if run_ids:
+        Run.objects.filter(pk__in=run_ids).update(dispatched_at=timezone.now())
+        for run_id in run_ids:
+            dispatch_run(run_id=run_id)
+    return run_ids
+
+
+def _hand_over(owner_id: int) -> None:
+    """A run of the owner ended: dispatch their next waiting run, if any."""
+    _lock_user(owner_id)
+    _dispatch_waiting(owner_id)
+
+
+@transaction.atomic
+def runs_dispatch_waiting(*, owner_id: int) -> list[uuid.UUID]:
+    """The sweeps' way in: dispatch an owner's waiting runs that have room (a hand-over lost
+    with its process, a limit raised). Returns the runs dispatched."""
+    _lock_user(owner_id)
+    return _dispatch_waiting(owner_id)
+
+
 # --- Runs -----------------------------------------------------------------------
 
 
@@ -119,7 +231,8 @@ def run_create(*, owner: AbstractBaseUser, steps: Any, prompt: str = "") -> Run:
     """Validate a plan, create a queued run and enqueue it once committed.
 
     Raises runs.tools.PlanError when the plan cannot run or the prompt cannot be
-    stored (field "prompt"); nothing is created then.
+    stored (field "prompt"), QuotaExceeded when the owner is over a quota;
+    nothing is created then.
     """
     prompt = prompt or ""
     problem = prompt_problem(prompt)
@@ -127,8 +240,11 @@ def run_create(*, owner: AbstractBaseUser, steps: Any, prompt: str = "") -> Run:
         raise PlanError(problem, field="prompt")
     plan = validate_plan(steps, max_steps=settings.RUNS_MAX_STEPS)
     with transaction.atomic():
+        _lock_user(owner.pk)
+        check_run_quota(owner=owner)
         run = Run.objects.create(owner=owner, prompt=prompt, plan=plan)
-        dispatch_run(run_id=run.id)
+        if run.id in _dispatch_waiting(owner.pk):
+            run.refresh_from_db(fields=["dispatched_at"])
     return run
 
 
@@ -150,7 +266,14 @@ def run_start(*, run_id: uuid.UUID) -> Run | None:
 def run_succeed(*, run_id: uuid.UUID, output: Any) -> Run:
     """processing → succeeded, with the step outputs."""
     run = _locked_run(run_id)
-    return _set_run_status(run, RunStatus.SUCCEEDED, output=output, finished_at=timezone.now())
+    return _end(run, RunStatus.SUCCEEDED, output=output, finished_at=timezone.now())
+
+
+def _end(run: Run, status: str, **fields: Any) -> Run:
+    """A terminal transition; the owner's next waiting run is dispatched in the same transaction."""
+    _set_run_status(run, status, **fields)
+    _hand_over(run.owner_id)
+    return run
 
 
 @transaction.atomic
@@ -159,7 +282,7 @@ def run_fail(*, run_id: uuid.UUID, error: str) -> Run:
     run = _locked_run(run_id)
     check_run_transition(run.status, RunStatus.FAILED)
     _finish_open_steps(run, error=error)
-    return _set_run_status(run, RunStatus.FAILED, error=error, finished_at=timezone.now())
+    return _end(run, RunStatus.FAILED, error=error, finished_at=timezone.now())
 
 
 @transaction.atomic
@@ -192,7 +315,7 @@ def run_cancel_finish(*, run_id: uuid.UUID) -> Run:
 def _cancel_now(run: Run) -> Run:
     check_run_transition(run.status, RunStatus.CANCELLED)
     _finish_open_steps(run, error="")
-    return _set_run_status(run, RunStatus.CANCELLED, finished_at=timezone.now())
+    return _end(run, RunStatus.CANCELLED, finished_at=timezone.now())
 
 
 @transaction.atomic
@@ -207,6 +330,21 @@ def run_set_status(*, run_id: uuid.UUID, status: str) -> Run:
     if status == RunStatus.CANCELLED:
         return _cancel_now(run)
     return run_fail(run_id=run_id, error="marked failed by an operator")
+
+
+@transaction.atomic
+def run_delete(*, run_id: uuid.UUID) -> None:
+    """Delete a run, its steps and its events (an operator's delete in the admin).
+
+    Allowed in any status. Its watchers are told once the delete commits
+    (realtime's post_delete receiver); an executor still working on it finds
+    every further change refused (the run does not exist) and stops quietly.
+    """
+    run = _locked_run(run_id)
+    owner_id, was_open = run.owner_id, not run.is_terminal
+    run.delete()
+    if was_open:
+        _hand_over(owner_id)
 
 
 def _finish_open_steps(run: Run, *, error: str) -> None:

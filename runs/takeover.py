@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from runs import selectors
+from runs import selectors, services
 from runs.dispatch import dispatch_run
 from runs.leases import run_lease
 
@@ -39,6 +39,7 @@ BROKER_MARKER_KEY = "quikday:broker-marker"
 class TakeoverReport:
     taken_over: list[uuid.UUID] = field(default_factory=list)
     redispatched: list[uuid.UUID] = field(default_factory=list)
+    released: list[uuid.UUID] = field(default_factory=list)  # waiting runs dispatched
 
 
 def take_over_runs() -> TakeoverReport:
@@ -51,6 +52,9 @@ def take_over_runs() -> TakeoverReport:
         dispatch_run(run_id=run_id, expires=settings.RUNS_TAKEOVER_MESSAGE_EXPIRES)
         report.taken_over.append(run_id)
         logger.warning("run %s has no live executor; dispatched again to take it over", run_id)
+    for owner_id in selectors.owners_with_waiting_runs():
+        # A hand-over lost with its process (or a limit raised): waiting runs with room go now.
+        report.released.extend(services.runs_dispatch_waiting(owner_id=owner_id))
     if broker_lost_its_messages():
         for run_id in selectors.runs_queued_ids():
             dispatch_run(run_id=run_id)

@@ -42,6 +42,13 @@ os.environ.setdefault("DEBUG", "0")
 os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 # Nothing is collected for tests: static files are served from the apps (see settings).
 os.environ.setdefault("STATIC_MANIFEST", "0")
+# Per-user quotas off: most tests create runs of one user in bulk. The quota
+# tests (tests/runs/test_quotas.py) turn them on with the settings fixture.
+os.environ.setdefault("RUNS_MAX_ACTIVE_PER_USER", "0")
+os.environ.setdefault("RUNS_MAX_CREATES_PER_MINUTE", "0")
+# Fair execution off likewise (each run dispatched at its create, as most tests
+# expect); tests/runs/test_fairness.py turns it on.
+os.environ.setdefault("RUNS_MAX_INFLIGHT_PER_USER", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver,[::1]")
 os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
 os.environ.setdefault("REDIS_URL", DEFAULT_REDIS_URL)

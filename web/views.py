@@ -84,6 +84,13 @@ def run_new(request):
             row = rows[error.step] if error.step is not None and error.step < len(rows) else None
             context["error"] = _row_message(_PLAN_STEP_PREFIX.sub("", error.message), row)
             context["invalid"] = _field_id(request.POST, row, error.field, fields)
+        except services.QuotaExceeded as error:
+            context["error"] = f"Not created: {error.message}."
+            response = render(
+                request, "web/run_new.html", {**context, "rows": rows_to_show(request.POST)}, status=429
+            )
+            response["Retry-After"] = str(error.retry_after)
+            return response
         else:
             return redirect("run-page", run_id=run.id)
         context["rows"] = rows_to_show(request.POST)
@@ -160,6 +167,9 @@ def run_rerun(request, run_id):
     except PlanError as error:
         # The plan was valid once; a tool may have been removed or changed since.
         messages.warning(request, f"Not re-run: {error.message}")
+        return redirect("run-page", run_id=run_id)
+    except services.QuotaExceeded as error:
+        messages.warning(request, f"Not re-run: {error.message}.")
         return redirect("run-page", run_id=run_id)
     messages.success(request, f"A re-run of run {str(run_id)[:8]}: same prompt, same steps.")
     return redirect("run-page", run_id=new.id)

@@ -162,6 +162,16 @@ class BaseRunConsumer(ProtocolSocket):
                     await self._send_event(event.seq, frames.encode_event(event), final=False)
             await self._send_event(seq, text, final=final)
 
+    async def run_deleted(self) -> None:
+        """The run was deleted (the hub, the poller): a last `run_deleted` frame, then close 4404."""
+        async with self.deliver_lock:
+            if self.finished:
+                return
+            self.finished = True
+            await self._send_frame(frames.RUN_DELETED, {}, seq=self.last_seq)
+            await self.unsubscribe()
+            await self.close(code=CLOSE_NOT_FOUND)
+
     def delivers_without_waiting(self, seq: int) -> bool:
         """Whether ``deliver(seq)`` sends at once: no delivery under way, no gap to fill first."""
         return not self.deliver_lock.locked() and seq <= self.last_seq + 1

@@ -29,9 +29,12 @@ from realtime.close_codes import CLOSE_UNAUTHENTICATED
 from realtime.consumers.socket import ProtocolSocket
 from realtime.failover import get_probe
 from realtime.list_poller import get_list_poller
-from realtime.publisher import SUMMARY_MESSAGE_TYPE
+from realtime.publisher import DELETED_MESSAGE_TYPE, SUMMARY_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
+
+# A deleted run's "highest seq sent": above any seq, so no late summary brings its line back.
+DELETED = 2**63
 
 
 class RunListConsumer(ProtocolSocket):
@@ -117,6 +120,8 @@ class RunListConsumer(ProtocolSocket):
                 return
             if message.get("type") == SUMMARY_MESSAGE_TYPE:
                 await self.run_summary(message)
+            elif message.get("type") == DELETED_MESSAGE_TYPE:
+                await self.run_deleted(message)
 
     def degrade(self) -> None:
         self.degraded = True
@@ -153,6 +158,17 @@ class RunListConsumer(ProtocolSocket):
     async def run_summary(self, message: dict) -> None:
         """A summary from the publisher: relay it unless this socket has that seq already."""
         await self.deliver_summary(message["run_id"], message["seq"], message["text"])
+
+    async def run_deleted(self, message: dict) -> None:
+        """A run was deleted: its line goes (`run_deleted`), and no later summary of it brings it back."""
+        run_id = message["run_id"]
+        if self.finished or self.seen.get(run_id) == DELETED:
+            return
+        self.seen[run_id] = DELETED
+        frame = frames.build_frame(
+            type=frames.RUN_DELETED, run_id=run_id, seq=0, ts=timezone.now(), payload={}
+        )
+        await self.send(text_data=frames.encode_frame(frame))
 
     async def deliver_summary(self, run_id: str, seq: int, text: str) -> None:
         """A run's line, from the publisher or the list poller: sent unless this socket has that seq."""

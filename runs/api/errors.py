@@ -12,7 +12,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from quikday.middleware import DATABASE_RETRY_AFTER_SECONDS, DATABASE_UNAVAILABLE, is_lost_connection
-from runs.services import TransitionError
+from runs.services import QuotaExceeded, TransitionError
 from runs.tools import PlanError
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,17 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
         if exc.field is not None:
             body["field"] = exc.field
         return Response(body, status=status.HTTP_400_BAD_REQUEST)
+    if isinstance(exc, QuotaExceeded):
+        return Response(
+            {
+                "error": "quota_exceeded",
+                "message": exc.message,
+                "limit": exc.limit,
+                "retry_after": exc.retry_after,
+            },
+            status=status.HTTP_429_TOO_MANY_REQUESTS,
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     if isinstance(exc, TransitionError):
         return Response(
             {"error": "conflict", "message": exc.message, "status": exc.current},

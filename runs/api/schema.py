@@ -30,6 +30,11 @@ ERRORS = {
 WRITE_ERRORS = {
     "308": "The URL ends with a slash; repeat the request at the Location given.",
     "409": "The run's state does not allow it (e.g. cancelling a finished run).",
+    "429": (
+        "A create over the user's quota (quota_exceeded): too many runs queued or processing"
+        " (RUNS_MAX_ACTIVE_PER_USER) or created in the last minute (RUNS_MAX_CREATES_PER_MINUTE);"
+        " `limit` says which; retry after the Retry-After header's seconds (also `retry_after`)."
+    ),
 }
 
 

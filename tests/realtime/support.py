@@ -162,7 +162,13 @@ def apply_event(run: dict, frame: dict) -> dict:
     if kind == wire.RUN_STATUS:
         run["status"] = payload["status"]
         run["started_at"] = payload["started_at"]
-    elif kind in (wire.STEP_STARTED, wire.STEP_SUCCEEDED, wire.STEP_FAILED, wire.STEP_SKIPPED):
+    elif kind in (
+        wire.STEP_STARTED,
+        wire.STEP_RETRIED,
+        wire.STEP_SUCCEEDED,
+        wire.STEP_FAILED,
+        wire.STEP_SKIPPED,
+    ):
         step = payload["step"]
         others = [s for s in run["steps"] if s["index"] != step["index"]]
         run["steps"] = sorted([*others, step], key=lambda s: s["index"])

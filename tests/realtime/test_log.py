@@ -88,6 +88,20 @@ async def test_step_succeeded(user, token):
     assert [(f["type"], f["payload"]) for f in frames] == [("step_succeeded", {"step": step})]
 
 
+async def test_step_retried(user, token):
+    # Issue 21 #8: a taken-over step's new attempt moved its started_at without an
+    # event, so snapshot + events no longer equalled GET /api/runs/<id>/.
+    run = await make_run(user, "echo", "echo", started=True, running=0)
+    first = await step_json(run.id, 0)
+    frames = await verify_action(
+        run.id, lambda: services.step_retry(run_id=run.id, index=0), headers=token_headers(token), count=1
+    )
+    step = await step_json(run.id, 0)
+    assert step["status"] == "running" and step["attempts"] == 2 and first["attempts"] == 1
+    assert step["started_at"] > first["started_at"]
+    assert [(f["type"], f["payload"]) for f in frames] == [("step_retried", {"step": step})]
+
+
 async def test_step_failed_skips_the_rest_and_fails_the_run(user, token):
     run = await make_run(user, "echo", "echo", "echo", started=True, running=0)
     frames = await verify_action(

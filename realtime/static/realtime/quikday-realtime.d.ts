@@ -15,6 +15,8 @@ export interface Step {
   error: string;
   started_at: string | null;
   finished_at: string | null;
+  /** 1 when first started; each take-over of the step (its executor was lost) adds one (event `step_retried`). */
+  attempts: number;
 }
 
 /** A run as GET /api/runs/<id>/ returns it. */
@@ -139,7 +141,7 @@ export function watchRun(runId: string, options?: WatchRunOptions): RunWatch;
 export function watchRuns(options?: WatchRunsOptions): RunsWatch;
 
 export function applyRunFrame(run: Run | null, frame: Frame): Run | null;
-export function applyListFrame(runs: Map<string, RunSummary>, frame: Frame): string[];
+export function applyListFrame(runs: Map<string, RunSummary>, frame: Frame, gone?: Set<string>): string[];
 export function runProgress(run: Run | RunSummary | null): {
   total: number;
   succeeded: number;

@@ -43,7 +43,7 @@ export const DEFAULTS = Object.freeze({
   socketRetryMs: 15000, // while polling, try the socket again this often
 });
 
-const STEP_EVENTS = new Set(["step_started", "step_succeeded", "step_failed", "step_skipped"]);
+const STEP_EVENTS = new Set(["step_started", "step_retried", "step_succeeded", "step_failed", "step_skipped"]);
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 
 export function isTerminal(status) {
@@ -101,11 +101,18 @@ export function runProgress(run) {
 /**
  * The user-level stream's reducer: a Map run id → summary, keeping per run the summary
  * with the highest seq (a summary of a run is never replaced by an older one).
- * Returns the ids that changed.
+ * `run_deleted` removes the run; `gone` (a Set of the ids deleted so far) keeps a late
+ * summary or snapshot from bringing it back. Returns the ids that changed.
  */
-export function applyListFrame(runs, frame) {
+export function applyListFrame(runs, frame, gone = new Set()) {
   const changed = [];
+  if (frame && frame.type === "run_deleted") {
+    gone.add(frame.run_id);
+    if (runs.delete(frame.run_id)) changed.push(frame.run_id);
+    return changed;
+  }
   const offer = (summary) => {
+    if (gone.has(summary.id)) return;
     const known = runs.get(summary.id);
     if (known && known.seq >= summary.seq) return;
     runs.set(summary.id, summary);
@@ -531,16 +538,18 @@ export function watchRun(runId, options = {}) {
 
 /**
  * Follow the summaries of the user's runs (staff: everyone's) over /ws/runs/.
- * onChange(runs: Map<id, summary>, changedIds) after each change. A reconnect
+ * onChange(runs: Map<id, summary>, changedIds) after each change (a changed id no longer in
+ * `runs` was deleted). A reconnect
  * re-sends the snapshot; a run's summary is only ever replaced by a newer one (seq).
  */
 export function watchRuns(options = {}) {
   const runs = new Map();
+  const gone = new Set();
   const onChange = options.onChange || (() => {});
   const get = httpGetter(options);
   const take = (frame) => {
     if (options.onFrame) options.onFrame(frame);
-    const changed = applyListFrame(runs, frame);
+    const changed = applyListFrame(runs, frame, gone);
     if (changed.length) onChange(runs, changed);
   };
   const hooks = {

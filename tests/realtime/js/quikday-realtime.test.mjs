@@ -217,6 +217,19 @@ test("the list reducer keeps the newest summary of each run", () => {
   assert.equal(runs.get("a").status, "succeeded");
 });
 
+test("the list reducer drops a deleted run, and no later summary brings it back", () => {
+  const runs = new Map();
+  const gone = new Set();
+  const a = (seq) => ({ id: "a", seq, status: "processing" });
+  applyListFrame(runs, { type: "connected", payload: { runs: [a(2), { id: "b", seq: 0 }] } }, gone);
+  assert.deepEqual(applyListFrame(runs, { type: "run_deleted", run_id: "a", seq: 0, payload: {} }, gone), ["a"]);
+  assert.deepEqual([...runs.keys()], ["b"]);
+  assert.deepEqual(applyListFrame(runs, { type: "run_summary", payload: { run: a(3) } }, gone), []);
+  assert.deepEqual(applyListFrame(runs, { type: "connected", payload: { runs: [a(4)] } }, gone), []);
+  assert.deepEqual(applyListFrame(runs, { type: "run_deleted", run_id: "a", seq: 0, payload: {} }, gone), []);
+  assert.deepEqual([...runs.keys()], ["b"]);
+});
+
 // --- Backoff ------------------------------------------------------------------------------
 
 test("backoff is exponential with full jitter and a ceiling", () => {

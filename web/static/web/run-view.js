@@ -189,17 +189,19 @@ const newestFirst = (runs) => [...runs.values()].sort((a, b) => (a.created_at < 
  * Keep a list of run summaries live over the one run-list socket: `render(runs)` gets every run
  * known (the page's snapshot and whatever the stream brings, new runs included) on each change.
  */
-function watchSummaries({ snapshot, render, connection, announcer, onChange = () => {} }) {
+function watchSummaries({ snapshot, render, connection, announcer, removed = new Set(), onChange = () => {} }) {
   const initial = new Map(snapshot.map((run) => [run.id, run]));
   render(initial);
   const known = new Map(snapshot.map((run) => [run.id, run.status]));
   const watch = watchRuns({
     ...overrides(),
     onChange: (runs, changed) => {
-      for (const id of initial.keys()) if (!runs.has(id)) runs.set(id, initial.get(id));
+      // A changed id the stream no longer has was deleted (run_deleted): the snapshot's copy stays out.
+      for (const id of changed) if (!runs.has(id)) removed.add(id);
+      for (const id of initial.keys()) if (!runs.has(id) && !removed.has(id)) runs.set(id, initial.get(id));
       render(runs);
       onChange(runs, changed);
-      const news = changed.map((id) => runs.get(id)).filter((run) => known.get(run.id) !== run.status);
+      const news = changed.map((id) => runs.get(id)).filter((run) => run && known.get(run.id) !== run.status);
       for (const run of news) known.set(run.id, run.status);
       if (news.length && announcer) announcer.textContent = news.map((run) => `Run ${run.id.slice(0, 8)} ${run.status}`).join(". ");
     },
@@ -211,9 +213,10 @@ function watchSummaries({ snapshot, render, connection, announcer, onChange = ()
 
 /** The list page: one row per run, newest first; new runs appear, statuses move. */
 export function mountRunList({ body, connection, announcer, snapshot, showOwner, runUrl }) {
+  const removed = new Set(); // runs deleted since the page was drawn: the last one deleted empties the table
   const render = (runs) => {
     const sorted = newestFirst(runs);
-    if (!sorted.length) return;
+    if (!sorted.length && !removed.size) return;
     body.replaceChildren(
       ...sorted.map((run) =>
         el(
@@ -228,7 +231,7 @@ export function mountRunList({ body, connection, announcer, snapshot, showOwner,
       ),
     );
   };
-  return watchSummaries({ snapshot, render, connection, announcer });
+  return watchSummaries({ snapshot, render, connection, announcer, removed });
 }
 
 /** The home page's recent runs: the newest `limit`, live (new ones come in on top). */
@@ -313,7 +316,10 @@ export function mountLiveCells({ root, connection, newRuns }) {
       const present = shown();
       for (const id of changed) {
         const run = runs.get(id);
-        if (present.has(id)) update(run);
+        if (!run) {
+          const status = root.querySelector(`[data-run-status="${id}"]`);
+          if (status) status.closest("tr").remove(); // deleted
+        } else if (present.has(id)) update(run);
         else if (Date.parse(run.created_at) >= drawnAt) add(run);
       }
     },
