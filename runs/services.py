@@ -485,8 +485,8 @@ def step_fail(*, run_id: uuid.UUID, index: int, error: str) -> Step:
 def step_retry(*, run_id: uuid.UUID, index: int) -> Step:
     """A running step whose executor was lost is started again: one more attempt.
 
-    Its status stays running (clients saw it start; no event), ``started_at``
-    is the new attempt's.
+    Its status stays running, ``started_at`` is the new attempt's and
+    ``attempts`` one more: realtime's signals log it as a ``step_retried`` event.
     """
     step = _locked_step(run_id, index, requested=StepStatus.RUNNING)
     if step.status != StepStatus.RUNNING:

@@ -12,9 +12,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from django.db import transaction
 
-from realtime import log, retention
+from realtime import retention
 from runs import services
 from runs.models import Run
 from tests.processes import ROOT, celery_worker, daphne_server, free_port, subprocess_env
@@ -88,16 +87,13 @@ def loaded(page, run: Run) -> None:
 def retried_run(owner) -> Run:
     """A run whose step 0's executor was lost: taken over, executed again (attempt 2), then finished.
 
-    The take-over's retry (services.step_retry) changes no status, so nothing logs it yet; the
-    log's own writer records it here as a step_started of the running step, as the system
-    writes a step's event, so the timeline infers the second attempt from it.
+    The take-over's retry (services.step_retry) is logged as a step_retried event with the step's
+    attempts, as the take-over writes it.
     """
     run = services.run_create(owner=owner, steps=PLAN, prompt="retried")
     services.run_start(run_id=run.id)
     services.step_start(run_id=run.id, index=0)
-    with transaction.atomic():
-        step = services.step_retry(run_id=run.id, index=0)
-        log.record_step_change(step=step)
+    services.step_retry(run_id=run.id, index=0)
     services.step_succeed(run_id=run.id, index=0, output={"text": "one"})
     services.step_start(run_id=run.id, index=1)
     services.step_succeed(run_id=run.id, index=1, output={"text": "two"})
@@ -118,6 +114,10 @@ def test_a_retried_step_shows_each_attempt_as_its_own_bar(browser, server, alice
             ("step-1-1", "succeeded"),
         ]
         assert page.get_attribute('[data-row="step-0-2"]', "data-attempt") == "2"
+        # The steps table says the step ran twice, and why (issue 22: nothing told the user).
+        note = page.text_content('.steps tr[data-index="0"] .attempts')
+        assert note == "started 2 times: its first attempt was interrupted", note
+        assert page.query_selector('.steps tr[data-index="1"] .attempts') is None
         assert "attempt 2" in page.text_content('[data-row="step-0-2"] .tl-label')
         # Each bar is drawn where its times put it: attempt 2 starts where attempt 1 ends.
         first, second = (
@@ -190,6 +190,9 @@ def test_bars_appear_live_as_steps_start_on_the_page_s_one_socket(browser, serve
     # The worker starts once the page watches the queued run: every step starts in its view.
     run = services.run_create(owner=alice, steps=[{"tool": "wait", "args": {"seconds": 1}}] * 3)
     page = timeline_page(browser, server.url, alice)
+    # The home page the login lands on has its live list's socket: count the run page's alone.
+    page.wait_for_selector('#connection[data-state="live"]')
+    page.sockets.clear()
     page.goto(f"/runs/{run.id}/")
     page.wait_for_selector('[data-field=connection][data-state="live"]')
     assert rows(page) == [
@@ -241,8 +244,11 @@ def test_the_replay_control_steps_through_the_events(browser, server, alice):
     )
     page.click("[data-replay=next]")
     page.click("[data-replay=next]")
-    page.wait_for_selector('.run-timeline[data-seq="3"]')  # the second step_started of step 0
-    assert page.text_content(readout).endswith(" · step 1 (echo) started, attempt 2")
+    page.wait_for_selector('.run-timeline[data-seq="3"]')  # step 0's step_retried
+    assert re.fullmatch(
+        rf"seq 3 of {last} · step_retried · {CLOCK.pattern} · step 1 \(echo\) retried, attempt 2",
+        page.text_content(readout),
+    )
     assert rows(page) == [
         ("run", "processing"),
         ("step-0-1", "lost"),

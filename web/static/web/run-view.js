@@ -43,6 +43,13 @@ function shortJson(value) {
 }
 
 /** Seconds to a tenth: finished − started, or now − started while it runs. */
+/** A step started more than once (its executor was lost: a worker died, the server restarted) says so. */
+function attemptsNote(step) {
+  if (!step || !(step.attempts > 1)) return [];
+  const earlier = step.attempts === 2 ? "its first attempt was" : `its first ${step.attempts - 1} attempts were`;
+  return [el("small", { class: "attempts" }, `started ${step.attempts} times: ${earlier} interrupted`)];
+}
+
 export function duration(step, now = Date.now()) {
   if (!step || !step.started_at) return "";
   const end = step.finished_at ? Date.parse(step.finished_at) : now;
@@ -127,7 +134,7 @@ export function mountRunView(panel, snapshot, options = {}) {
         el("td", {}, String(index + 1)),
         el("td", {}, el("code", {}, spec.tool)),
         el("td", { class: "args" }, el("code", {}, shortJson(spec.args || {}))),
-        el("td", {}, statusBadge(status)),
+        el("td", {}, statusBadge(status), ...attemptsNote(step)),
         el("td", { class: "duration", "data-duration": "" }, duration(step)),
         el("td", { class: step && step.error ? "output error-text" : "output" }, output),
       );
