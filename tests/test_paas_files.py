@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 import sys
 
 import pytest
@@ -150,16 +151,47 @@ def test_render_wires_every_process_to_the_one_database_key_value_and_settings()
 # --- No drift between them ---------------------------------------------------------------
 
 
+# Values that differ by platform: its host names, and Heroku's self-signed Redis certificate.
+PLATFORM_SPECIFIC = {"ALLOWED_HOSTS", "REDIS_SSL_CERT_REQS"}
+
+
 def test_heroku_and_render_set_the_same_values():
     heroku = {name: spec["value"] for name, spec in app_json()["env"].items() if "value" in spec}
     (group,) = render_yaml()["envVarGroups"]
     render = {entry["key"]: entry["value"] for entry in group["envVars"] if "value" in entry}
-    shared = set(heroku) & set(render)
-    assert {"WEB_CONCURRENCY", "WORKER_CONCURRENCY"} <= shared
-    assert {k: heroku[k] for k in shared - {"ALLOWED_HOSTS"}} == {
-        k: render[k] for k in shared - {"ALLOWED_HOSTS"}
+    assert {"WEB_CONCURRENCY", "WORKER_CONCURRENCY"} <= set(heroku) & set(render)
+    assert {k: v for k, v in heroku.items() if k not in PLATFORM_SPECIFIC} == {
+        k: v for k, v in render.items() if k not in PLATFORM_SPECIFIC
     }
-    assert set(heroku) - {"ALLOWED_HOSTS"} == set(render) - {"ALLOWED_HOSTS"}
+
+
+def test_heroku_redis_tls_urls_accept_its_self_signed_certificate():
+    """Heroku Key-Value Store's REDIS_URL is rediss:// with a certificate no CA signed: app.json's
+    REDIS_SSL_CERT_REQS makes every Redis client of the app (broker, channel layer, /healthz) accept it."""
+    value = app_json()["env"]["REDIS_SSL_CERT_REQS"]["value"]
+    script = (
+        "import json; from quikday import settings as s;"
+        "print(json.dumps([s.REDIS_URL, s.CELERY_BROKER_URL, s.REALTIME_REDIS_URLS]))"
+    )
+    env = production_env(
+        REDIS_URL="rediss://:secret@redis.example.com:6380",
+        REALTIME_REDIS_URLS="rediss://a.example.com:6380/0?x=1,redis://b.example.com/0",
+        REDIS_SSL_CERT_REQS=value,
+        DATABASE_URL="sqlite:///:memory:",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [
+        "rediss://:secret@redis.example.com:6380?ssl_cert_reqs=none",
+        "rediss://:secret@redis.example.com:6380?ssl_cert_reqs=none",
+        ["rediss://a.example.com:6380/0?x=1&ssl_cert_reqs=none", "redis://b.example.com/0"],
+    ]
+    import redis
+
+    pool = redis.Redis.from_url(json.loads(done.stdout)[0]).connection_pool
+    assert pool.connection_kwargs["ssl_cert_reqs"] == "none"  # redis-py reads it from the URL
 
 
 def test_readme_lists_the_deploy_files():
