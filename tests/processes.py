@@ -378,7 +378,11 @@ def procfile_command(process: str, env: dict[str, str] | None = None) -> list[st
                 r"\$\{([A-Z_]+):-([^}]*)\}", lambda m: env.get(m.group(1)) or m.group(2), command
             )
             args = shlex.split(command)
-            return [str(BIN / args[0]), *args[1:]]
+            assignments = []  # NAME=value before the command: the shell's way, env(1)'s here
+            while "=" in args[0]:
+                assignments.append(args.pop(0))
+            command_line = [str(BIN / args[0]), *args[1:]]
+            return ["env", *assignments, *command_line] if assignments else command_line
     raise LookupError(f"no {process!r} process in the Procfile")
 
 
