@@ -115,7 +115,9 @@ DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=1)
 DATABASES["default"].update(
     {
         "CONN_MAX_AGE": 0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60),
-        "CONN_HEALTH_CHECKS": not DATABASE_POOL,
+        # Pool: the pool checks a connection as it hands it out (one round trip),
+        # so a server restart or a terminated backend costs no request a 503.
+        "CONN_HEALTH_CHECKS": True,
     }
 )
 if DATABASE_POOL:

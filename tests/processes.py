@@ -79,11 +79,18 @@ def database_url() -> str:
     return f"postgres://{auth}{host}:{port}/{quote(conf['NAME'], safe='')}"
 
 
+def without_the_test_processs_own(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without the settings tests/plugin.py set for the test process alone (production's defaults)."""
+    for name in env.pop("QUIKDAY_TEST_PROCESS_ONLY", "").split(","):
+        env.pop(name, None)
+    return env
+
+
 def subprocess_env(**overrides: str) -> dict[str, str]:
     """os.environ for a child process, pointed at the test database and this session's queue."""
     from django.conf import settings
 
-    env = dict(os.environ)
+    env = without_the_test_processs_own(dict(os.environ))
     env.update(
         {
             "DATABASE_URL": database_url(),

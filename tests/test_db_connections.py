@@ -20,7 +20,16 @@ from django.contrib.auth import get_user_model
 from rest_framework.authtoken.models import Token
 
 from bench.db_connections import WEB_ROLE, WORKER_ROLE, ConnectionCounter, load
-from tests.processes import BIN, ROOT, celery_beat, database_url, procfile_worker, subprocess_env, web_servers
+from tests.processes import (
+    BIN,
+    ROOT,
+    celery_beat,
+    database_url,
+    procfile_worker,
+    subprocess_env,
+    web_servers,
+    without_the_test_processs_own,
+)
 from tests.test_deploy import manage, production_env
 
 BEAT_ROLE = "quikday-beat"
@@ -88,7 +97,7 @@ def _settings_of(argv: list[str], **env: str) -> dict:
     done = subprocess.run(
         [sys.executable, "-c", script, json.dumps(argv)],
         cwd=ROOT,
-        env=production_env(DATABASE_URL=POSTGRES, **env),
+        env={**without_the_test_processs_own(production_env(DATABASE_URL=POSTGRES)), **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -107,6 +116,7 @@ def test_web_processes_pool_their_connections_and_celery_workers_do_not():
 
 
 def test_a_pool_no_larger_than_the_read_threads_stops_start_up():
-    result = manage("check", env=production_env(DATABASE_URL=POSTGRES, DATABASE_POOL_MAX_SIZE="4"))
+    env = without_the_test_processs_own(production_env(DATABASE_URL=POSTGRES))
+    result = manage("check", env={**env, "DATABASE_POOL_MAX_SIZE": "4"})
     assert result.returncode != 0
     assert "DATABASE_POOL_MAX_SIZE (4) must be greater than REALTIME_DB_THREADS (4)" in result.stderr
