@@ -1,4 +1,4 @@
-"""``daphne`` on uvloop: Daphne's own command line, with uvloop's event loop under Twisted.
+"""``daphne`` on uvloop: the web command's Daphne process (quikday/daphne_server.py), on uvloop's event loop.
 
 Daphne runs Twisted's asyncio reactor on a loop it creates when
 ``daphne.server`` is imported, so the loop policy is set here first. The web
@@ -15,9 +15,9 @@ def main() -> None:
     import uvloop
 
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
-    from daphne.cli import CommandLineInterface
+    from quikday import daphne_server
 
-    CommandLineInterface.entrypoint()
+    daphne_server.main()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Two shapes of the same code:
 """
 
 import os
+import sys
 import warnings
 from datetime import timedelta
 from pathlib import Path
@@ -130,21 +131,39 @@ TEMPLATES = [
 ]
 
 # --- Database -----------------------------------------------------------------
-# DATABASE_POOL=1 uses psycopg 3's connection pool (Django 5.1+) instead of
-# persistent per-thread connections (DATABASE_CONN_MAX_AGE seconds).
-DATABASE_POOL = env_bool("DATABASE_POOL", False)
-DATABASES = {
-    "default": dj_database_url.config(
-        default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}",
-        conn_max_age=0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60),
-        conn_health_checks=not DATABASE_POOL,
-    )
-}
-if DATABASE_POOL and DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+# PostgreSQL in a web process: psycopg 3's connection pool (Django 5.1+), at
+# most DATABASE_POOL_MAX_SIZE connections per process whatever the load — the
+# bound docs/operations.md adds up against the server's max_connections.
+# Persistent per-thread connections are not bounded under ASGI: Django runs each
+# request's sync code on a thread of its own, and every such thread opened a
+# connection that outlived the request.
+# A Celery worker's pool process runs one task at a time on one thread: one
+# persistent connection (DATABASE_CONN_MAX_AGE seconds, health-checked) is its
+# bound already, and Celery closes a prefork process's pool after every task
+# (two new connections per task, measured). So workers keep theirs by default.
+# SQLite (embedded mode) keeps its per-thread connections.
+_COMMAND = Path(sys.argv[0])
+CELERY_WORKER_PROCESS = "celery" in (_COMMAND.name, _COMMAND.parent.name) and "worker" in sys.argv[1:]
+DATABASES = {"default": dj_database_url.config(default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASE_POOL = env_bool("DATABASE_POOL", not CELERY_WORKER_PROCESS) and DATABASES["default"][
+    "ENGINE"
+].endswith("postgresql")
+DATABASE_POOL_MAX_SIZE = env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=1)
+DATABASES["default"].update(
+    {
+        "CONN_MAX_AGE": 0 if DATABASE_POOL else env_int("DATABASE_CONN_MAX_AGE", 60),
+        # Pool: the pool checks a connection as it hands it out (one round trip),
+        # so a server restart or a terminated backend costs no request a 503.
+        "CONN_HEALTH_CHECKS": True,
+    }
+)
+if DATABASE_POOL:
     DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
         "min_size": env_int("DATABASE_POOL_MIN_SIZE", 1),
-        "max_size": env_int("DATABASE_POOL_MAX_SIZE", 10, minimum=1),
-        "timeout": env_float("DATABASE_POOL_TIMEOUT", 10.0, minimum=0.1),
+        "max_size": DATABASE_POOL_MAX_SIZE,
+        # A burst queues for a connection as long as a platform's router waits for
+        # an answer (Heroku: 30 s), rather than answering 503 after a few seconds.
+        "timeout": env_float("DATABASE_POOL_TIMEOUT", 30.0, minimum=0.1),
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool(
     "DATABASE_SERVER_SIDE_BINDING", True
@@ -298,8 +317,21 @@ CORS_PREFLIGHT_MAX_AGE = env_int("CORS_PREFLIGHT_MAX_AGE", 7200)
 CORS_EXPOSE_HEADERS = ("retry-after",)
 
 # --- Redis, channel layer and Celery -------------------------------------------
-REDIS_URL = env_str("REDIS_URL")
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or REDIS_URL
+# Managed Redis over TLS (rediss://) may present a certificate no CA signed
+# (Heroku Key-Value Store does): REDIS_SSL_CERT_REQS=none accepts it, the
+# traffic still encrypted. Added to every rediss:// URL below that does not say
+# already; redis-py, kombu and channels-redis all read it from the URL.
+REDIS_SSL_CERT_REQS = env_choice("REDIS_SSL_CERT_REQS", "", ("", "required", "optional", "none"))
+
+
+def _redis_tls(url: str) -> str:
+    if not REDIS_SSL_CERT_REQS or not url.startswith("rediss://") or "ssl_cert_reqs=" in url:
+        return url
+    return f"{url}{'&' if '?' in url else '?'}ssl_cert_reqs={REDIS_SSL_CERT_REQS}"
+
+
+REDIS_URL = _redis_tls(env_str("REDIS_URL"))
+CELERY_BROKER_URL = _redis_tls(env_str("CELERY_BROKER_URL")) or REDIS_URL
 EMBEDDED = not REDIS_URL
 
 REALTIME_MODE = env_choice("REALTIME_MODE", "push", ("push", "poll", "hybrid"))
@@ -312,6 +344,12 @@ REALTIME_GROUP_EXPIRY = env_int("REALTIME_GROUP_EXPIRY", 900, minimum=60)
 # Threads (each with its own database connection) that run a web process's
 # realtime reads — connect snapshots, gap fills, poller ticks — side by side.
 REALTIME_DB_THREADS = env_int("REALTIME_DB_THREADS", 4, minimum=1)
+if DATABASE_POOL and DATABASE_POOL_MAX_SIZE <= REALTIME_DB_THREADS:
+    # Each read thread keeps one of the pool's connections: requests need at least one more.
+    raise ImproperlyConfigured(
+        f"DATABASE_POOL_MAX_SIZE ({DATABASE_POOL_MAX_SIZE}) must be greater than REALTIME_DB_THREADS"
+        f" ({REALTIME_DB_THREADS}): each read thread holds one of the pool's connections"
+    )
 REALTIME_EVENT_RETENTION_DAYS = env_float("REALTIME_EVENT_RETENTION_DAYS", 7.0, minimum=0.0)
 REALTIME_MAX_CLIENT_FRAME = 64 * 1024
 # Each WebSocket connection may send this many frames a second (bursts of _BURST);
@@ -339,7 +377,9 @@ REALTIME_PUBLISH_RETRY_DELAY = env_float("REALTIME_PUBLISH_RETRY_DELAY", 0.5, mi
 # The channel layer's Redis servers: channels-redis hashes each run's group over
 # them (realtime/shards.py), so adding servers adds publish and fan-out capacity.
 # The broker (Celery) stays on REDIS_URL.
-REALTIME_REDIS_URLS = env_list("REALTIME_REDIS_URLS", [REDIS_URL] if REDIS_URL else [])
+REALTIME_REDIS_URLS = [
+    _redis_tls(url) for url in env_list("REALTIME_REDIS_URLS", [REDIS_URL] if REDIS_URL else [])
+]
 
 if REDIS_URL:
     if REALTIME_CHANNEL_LAYER == "pubsub":
@@ -374,6 +414,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# SIGTERM (a deploy: the platform sends SIGKILL 30 s later) is a cold shutdown
+# (the Procfile's REMAP_SIGTERM=SIGQUIT) that first lets running tasks go on for
+# this long; a run still executing then is cancelled and its message requeued,
+# and another worker resumes it (docs/reliability.md, "Deploys").
+CELERY_WORKER_SOFT_SHUTDOWN_TIMEOUT = env_float("WORKER_SOFT_SHUTDOWN_TIMEOUT", 20.0)
 CELERY_BROKER_TRANSPORT_OPTIONS = {
     # A message whose worker died unacknowledged comes back after this long.
     "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600, minimum=10),

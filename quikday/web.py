@@ -5,7 +5,8 @@ the port once per child with SO_REUSEPORT (so the kernel spreads incoming
 connections evenly over the children), listens with the given backlog, and
 starts ``WEB_CONCURRENCY`` (default: the cores this process may use) children
 ``daphne --endpoint fd:fileno=N``, each adopting its own listening socket (on
-uvloop by default: quikday/daphne_uvloop.py; ``--loop asyncio`` for the plain one).
+uvloop by default: quikday/daphne_uvloop.py; ``--loop asyncio`` for the plain one),
+each Daphne's server being quikday/daphne_server.py's.
 
 The parent keeps every listening socket open: connections the kernel queued
 on a child that dies wait in that socket's backlog until the replacement,
@@ -15,7 +16,8 @@ A child that keeps dying at start-up (bad settings) is restarted with a
 growing delay; after ``MAX_QUICK_DEATHS`` deaths in a row the parent gives up
 and exits 1, so the platform sees a crashed process rather than a silent loop.
 
-SIGTERM or SIGINT to the parent is forwarded (as SIGTERM) to every child;
+SIGTERM or SIGINT to the parent is forwarded (as SIGTERM) to every child,
+which closes its WebSockets with 1012, service restart (quikday/daphne_server.py);
 the parent waits ``--stop-timeout`` seconds for them, kills what is left, and
 exits 0. Each child also gets SIGTERM if the parent itself dies.
 
@@ -36,7 +38,6 @@ import ctypes
 import ctypes.util
 import logging
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -118,13 +119,8 @@ class WebServer:
         daphne_args: list[str],
         loop: str = "uvloop",
     ):
-        if loop == "uvloop":
-            self.daphne = [sys.executable, "-m", "quikday.daphne_uvloop"]
-        else:
-            found = shutil.which("daphne", path=os.path.dirname(sys.executable)) or shutil.which("daphne")
-            if found is None:
-                raise SystemExit("daphne is not installed")
-            self.daphne = [found]
+        module = "quikday.daphne_uvloop" if loop == "uvloop" else "quikday.daphne_server"
+        self.daphne = [sys.executable, "-m", module]
         self.daphne_args = daphne_args
         self.slots = []
         for number in range(processes):

@@ -52,6 +52,13 @@ os.environ.setdefault("RUNS_MAX_INFLIGHT_PER_USER", "0")
 os.environ.setdefault("ALLOWED_HOSTS", "localhost,127.0.0.1,testserver,[::1]")
 os.environ.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
 os.environ.setdefault("REDIS_URL", DEFAULT_REDIS_URL)
+# This process keeps plain per-thread connections (health-checked), not production's
+# pool: its tests terminate and restart the backends under it, and count each read
+# thread's own connection. The processes it starts (Daphne, the web command, Celery)
+# get production's default: tests.processes.subprocess_env leaves this out again.
+if "DATABASE_POOL" not in os.environ:
+    os.environ["DATABASE_POOL"] = "0"
+    os.environ["QUIKDAY_TEST_PROCESS_ONLY"] = "DATABASE_POOL"
 
 # pytest-xdist (`-n N`): each worker ("gw0", "gw1"…) is a session of its own, started
 # with the controller's environment. pytest-django gives it a test database of its own

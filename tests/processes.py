@@ -79,11 +79,18 @@ def database_url() -> str:
     return f"postgres://{auth}{host}:{port}/{quote(conf['NAME'], safe='')}"
 
 
+def without_the_test_processs_own(env: dict[str, str]) -> dict[str, str]:
+    """``env`` without the settings tests/plugin.py set for the test process alone (production's defaults)."""
+    for name in env.pop("QUIKDAY_TEST_PROCESS_ONLY", "").split(","):
+        env.pop(name, None)
+    return env
+
+
 def subprocess_env(**overrides: str) -> dict[str, str]:
     """os.environ for a child process, pointed at the test database and this session's queue."""
     from django.conf import settings
 
-    env = dict(os.environ)
+    env = without_the_test_processs_own(dict(os.environ))
     env.update(
         {
             "DATABASE_URL": database_url(),
@@ -378,7 +385,11 @@ def procfile_command(process: str, env: dict[str, str] | None = None) -> list[st
                 r"\$\{([A-Z_]+):-([^}]*)\}", lambda m: env.get(m.group(1)) or m.group(2), command
             )
             args = shlex.split(command)
-            return [str(BIN / args[0]), *args[1:]]
+            assignments = []  # NAME=value before the command: the shell's way, env(1)'s here
+            while "=" in args[0]:
+                assignments.append(args.pop(0))
+            command_line = [str(BIN / args[0]), *args[1:]]
+            return ["env", *assignments, *command_line] if assignments else command_line
     raise LookupError(f"no {process!r} process in the Procfile")
 
 

@@ -100,7 +100,8 @@ def test_procfile_declares_release_web_worker_and_beat():
         r"--backlog \$\{WEB_LISTEN_BACKLOG:-2048\} -- --proxy-headers quikday\.asgi:application$",
         entries["web"],
     )
-    assert entries["worker"].startswith("celery -A quikday worker")
+    # SIGTERM is a cold shutdown after a soft one: running runs are handed back within the platform's grace.
+    assert entries["worker"].startswith("REMAP_SIGTERM=SIGQUIT celery -A quikday worker")
     assert entries["beat"].startswith("celery -A quikday beat")
 
 

@@ -20,7 +20,7 @@ from websockets.asyncio.client import connect
 
 from quikday import web
 from runs import services
-from tests.processes import serving_pid, subprocess_env, web_servers
+from tests.processes import free_port, serving_pid, subprocess_env, web_servers
 from tests.realtime.support import LIVE_STACK, LiveClient, check_frames, logged_frames
 from tests.waiting import WAIT
 
@@ -62,6 +62,36 @@ async def _clients_on_each(stack, server, run_id, token: str, pids: list[int], s
             return clients
         clients.append(await _open(stack, server, run_id, token, since))
     raise AssertionError(f"{MAX_CONNECTS} connects never spread over {pids}: {[c.pid for c in clients]}")
+
+
+async def _resume(stack, server, run_id, token: str, client: Client) -> None:
+    """Reconnect ``client`` with ``?since=`` its last seq; its frames go on in the same list."""
+    resumed = await _open(stack, server, run_id, token, since=client.last_seq())
+    client.ws = resumed.ws
+    client.frames += resumed.frames
+
+
+async def _live_after_the_first_step(stack, server, run_id, token: str) -> list[Client]:
+    """Clients on each web process, once they have read run_status and step 0's two events (seqs 1-3)."""
+    clients = await _clients_on_each(stack, server, run_id, token, server.children())
+    await sync_to_async(services.run_start)(run_id=run_id)
+    await _step(run_id, 0)
+    for client in clients:
+        await client.read(3)
+    return clients
+
+
+async def _succeed_and_read_to_close(run_id, clients: list[Client]) -> list[int | None]:
+    """The run succeeds; each client's close code once it has read everything up to it."""
+    await sync_to_async(services.run_succeed)(run_id=run_id, output={"done": True})
+    return await asyncio.gather(*(client.read_to_close() for client in clients))
+
+
+async def _each_got_the_log(run_id, clients: list[Client], steps: int) -> None:
+    logged = await logged_frames(run_id)
+    assert len(logged) == 2 + 2 * steps
+    for client in clients:
+        assert client.events() == logged
 
 
 @sync_to_async
@@ -112,14 +142,10 @@ async def test_clients_on_each_web_process_get_every_event_once_in_order(user):
             await sync_to_async(services.run_start)(run_id=run.id)
             for index in range(steps):
                 await _step(run.id, index)
-            await sync_to_async(services.run_succeed)(run_id=run.id, output={"done": True})
-            codes = await asyncio.gather(*(client.read_to_close() for client in clients))
+            codes = await _succeed_and_read_to_close(run.id, clients)
 
     assert codes == [1000] * len(clients)
-    logged = await logged_frames(run.id)
-    assert len(logged) == 2 + 2 * steps
-    for client in clients:
-        assert client.events() == logged  # every event, once, in order, the log's own bytes
+    await _each_got_the_log(run.id, clients, steps)  # every event, once, in order, the log's own bytes
     assert {client.pid for client in clients} == set(pids)
 
 
@@ -129,11 +155,7 @@ async def test_a_killed_web_process_is_restarted_and_its_clients_resume(user):
     with web_servers(subprocess_env(), processes=2) as server:
         pids = server.children()
         async with AsyncExitStack() as stack:
-            clients = await _clients_on_each(stack, server, run.id, token, pids)
-            await sync_to_async(services.run_start)(run_id=run.id)
-            await _step(run.id, 0)
-            for client in clients:
-                await client.read(3)  # run_status, step 0 started and succeeded: seqs 1-3
+            clients = await _live_after_the_first_step(stack, server, run.id, token)
 
             victim, survivor = pids
             os.kill(victim, signal.SIGKILL)
@@ -148,9 +170,7 @@ async def test_a_killed_web_process_is_restarted_and_its_clients_resume(user):
             assert "restarting it" in server.log()
 
             for client in dropped:
-                resumed = await _open(stack, server, run.id, token, since=client.last_seq())
-                client.ws = resumed.ws
-                client.frames += resumed.frames
+                await _resume(stack, server, run.id, token, client)
             # The new process serves clients too (fresh ones, replaying from seq 0).
             newcomers = await _clients_on_each(stack, server, run.id, token, sorted(restarted), since=0)
 
@@ -185,3 +205,38 @@ async def test_sigterm_stops_every_web_process(user):
             assert not os.path.exists(f"/proc/{pid}")  # stopped and reaped by the parent
         assert "stopping the web processes" in server.log()
         assert "restarting" not in server.log()
+
+
+async def test_a_deploy_closes_every_socket_with_1012_and_its_clients_resume_on_the_next_release(user):
+    """SIGTERM (what a platform sends at a deploy) closes each socket with 1012, service restart;
+    the events committed while no web process runs reach every client when it resumes with
+    ``?since=`` on the next release."""
+    steps = 2
+    token, run = await _token_and_run(user, steps)
+    port = free_port()
+    with web_servers(subprocess_env(), processes=2, port=port) as server:
+        pids = server.children()
+        async with AsyncExitStack() as stack:
+            clients = await _live_after_the_first_step(stack, server, run.id, token)
+            server.signal(signal.SIGTERM)
+            codes = await asyncio.gather(*(client.read_to_close() for client in clients))
+            assert server.popen.wait(timeout=WAIT) == 0
+        log = server.log()
+    assert codes == [1012] * len(clients)
+    assert all(client.ws.close_reason == "service restart" for client in clients)
+    for pid in pids:
+        per_process = sum(client.pid == pid for client in clients)
+        assert f"closed {per_process} WebSockets with 1012 (service restart)" in log
+    assert "did not answer the close" not in log and "Traceback" not in log
+
+    await _step(run.id, 1)  # between the releases
+    with web_servers(subprocess_env(), processes=2, port=port) as server:
+        async with AsyncExitStack() as stack:
+            for client in clients:
+                await _resume(stack, server, run.id, token, client)
+            codes = await _succeed_and_read_to_close(run.id, clients)
+    assert codes == [1000] * len(clients)
+    await _each_got_the_log(run.id, clients, steps)  # nothing lost, nothing twice, across the deploy
+    for client in clients:
+        resumed = [f for f in client.frames if f["type"] == "connected"][1]
+        assert resumed["payload"]["recovered"] is True

@@ -90,6 +90,8 @@ export interface Timing {
   pollAfterFailures?: number;
   pollIntervalMs?: number;
   socketRetryMs?: number;
+  /** After a 1012 (the server restarting), the reconnect waits anything up to this. */
+  restartSpreadMs?: number;
 }
 
 export interface ConnectOptions extends Timing {
@@ -135,6 +137,7 @@ export interface RunsWatch {
 
 export const STATE: Readonly<Record<"CONNECTING" | "LIVE" | "RECONNECTING" | "POLLING" | "OFFLINE" | "CLOSED", ConnectionState>>;
 export const FINAL_CLOSE_CODES: Readonly<Record<number, string>>;
+export const CLOSE_SERVICE_RESTART: 1012;
 export const DEFAULTS: Readonly<Required<Timing>>;
 
 export function watchRun(runId: string, options?: WatchRunOptions): RunWatch;

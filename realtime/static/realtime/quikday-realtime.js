@@ -35,13 +35,18 @@ const HTTP_FINAL = Object.freeze({ 400: "bad request", 401: "not authenticated",
 export const DEFAULTS = Object.freeze({
   baseDelayMs: 500, // first reconnect waits up to this (full jitter: anything from 0)
   maxDelayMs: 15000, // the backoff's ceiling
-  pingIntervalMs: 25000, // an idle socket sends a ping this often
+  pingIntervalMs: 25000, // an idle socket sends a ping this often (under the 55 s after which proxies such as Heroku's router drop an idle connection)
   pongTimeoutMs: 10000, // no frame this long after a ping: the connection is dead
   connectTimeoutMs: 10000, // no `connected` this long after opening: that socket failed
   pollAfterFailures: 2, // sockets that fail to connect in a row before HTTP polling is tried
   pollIntervalMs: 2000, // how often the fallback polls
   socketRetryMs: 15000, // while polling, try the socket again this often
+  restartSpreadMs: 5000, // after a 1012 (the server restarting: a deploy), the reconnect waits anything up to this
 });
+
+// The server is restarting (a deploy): every client of the process is told at once, so their
+// reconnects are spread over restartSpreadMs rather than the first backoff's half second.
+export const CLOSE_SERVICE_RESTART = 1012;
 
 const STEP_EVENTS = new Set(["step_started", "step_retried", "step_succeeded", "step_failed", "step_skipped"]);
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
@@ -343,11 +348,12 @@ export class Connection {
       this.finish(this.lastError || reason || FINAL_CLOSE_CODES[code], code);
       return;
     }
-    this._socketFailed(socket.gotConnected);
+    this._socketFailed(socket.gotConnected, code === CLOSE_SERVICE_RESTART);
   }
 
-  /** A socket closed or could not open; `wasLive`: it had delivered `connected`. */
-  _socketFailed(wasLive) {
+  /** A socket closed or could not open; `wasLive`: it had delivered `connected`;
+   * `restarting`: the server said it is restarting (1012). */
+  _socketFailed(wasLive, restarting = false) {
     if (this.stopped) return;
     this.socketFailures = wasLive ? 0 : this.socketFailures + 1;
     if (this.polling) {
@@ -358,12 +364,14 @@ export class Connection {
       this._tryPolling();
       return;
     }
-    this._retryLater();
+    this._retryLater(restarting);
   }
 
-  _retryLater() {
+  _retryLater(restarting = false) {
     const offline = globalThis.navigator && globalThis.navigator.onLine === false;
-    const delay = backoffDelay(this.attempt, { ...this.options, random: this.random });
+    const delay = restarting
+      ? Math.floor(this.random() * this.options.restartSpreadMs)
+      : backoffDelay(this.attempt, { ...this.options, random: this.random });
     this.attempt += 1;
     const reason = offline ? "the browser is offline" : this.failure;
     this._setState(offline ? STATE.OFFLINE : STATE.RECONNECTING, { retryInMs: delay, reason });

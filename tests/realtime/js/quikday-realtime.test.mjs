@@ -6,6 +6,7 @@ import {
   applyListFrame,
   applyRunFrame,
   backoffDelay,
+  DEFAULTS,
   runProgress,
   watchRun,
   watchRuns,
@@ -308,8 +309,32 @@ test("a successful connection resets the backoff", async () => {
   h.sockets[0].serverClose(1006);
   await h.clock.advance(h.clock.pending()[0]);
   h.sockets[1].frame(connected(0));
-  h.sockets[1].serverClose(1012);
+  h.sockets[1].serverClose(1006);
   assert.deepEqual(h.clock.pending(), [250]);
+});
+
+test("a server restarting (1012) spreads the reconnects over restartSpreadMs, then resumes with ?since=", async () => {
+  const delays = [];
+  for (const random of [0, 0.5, 0.999]) {
+    const h = harness({ options: { random: () => random } });
+    watchRun(RUN_ID, h.options);
+    await flush();
+    h.sockets[0].frame(connected(0));
+    for (const f of HISTORY.slice(0, 3)) h.sockets[0].frame(f);
+    h.sockets[0].serverClose(1012, "service restart");
+    assert.equal(h.statuses.at(-1).state, "reconnecting");
+    const [delay] = h.clock.pending();
+    delays.push(delay);
+    await h.clock.advance(delay);
+    assert.equal(h.sockets.length, 2);
+    assert.equal(h.sockets[1].url, `ws://app.test/ws/runs/${RUN_ID}/?since=3`);
+  }
+  // Uniform over [0, 5 s): a restarting process's clients do not all come back in the same half second.
+  assert.deepEqual(delays, [0, 2500, 4995]);
+});
+
+test("an idle socket pings well within the 55 s after which Heroku's router drops it", () => {
+  assert.ok(DEFAULTS.pingIntervalMs + DEFAULTS.pongTimeoutMs < 55000);
 });
 
 for (const [code, reason] of [
