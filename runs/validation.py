@@ -113,6 +113,13 @@ def json_depth(text: str) -> int:
     return deepest
 
 
+# How deeply a JSON document may nest before it is parsed at all: json.loads recurses once a
+# level, so past Python's recursion limit (less the caller's own stack) it raises
+# RecursionError, at a depth that depends on where it is called from. A bound well below
+# that makes the refusal the same everywhere; plans themselves stop at RUNS_MAX_ARGS_DEPTH.
+JSON_MAX_DEPTH = 512
+
+
 def load_json(text: str, *, max_depth: int | None = None) -> Any:
     """Parse JSON ``text``; raise InputError, with a message in JSON's terms, when it is not acceptable.
 

@@ -62,7 +62,11 @@ class RunListConsumer(ProtocolSocket):
         self.polled = False  # by the process's run-list poller
         self.tasks: list[asyncio.Task] = []
         self.layer_reader: asyncio.Task | None = None
+        # Until a `connected` frame is sent, a summary from the layer is dropped (the snapshot
+        # being read has it, or the run-list poller's next read, which starts before that
+        # read, brings it) and a deletion is held: no frame may come before `connected`.
         self.resyncing = False
+        self.deleted_while_resyncing: list[str] = []
 
     async def connect(self) -> None:
         await self.accept()
@@ -79,11 +83,11 @@ class RunListConsumer(ProtocolSocket):
         self.groups = [frames.user_group_name(user.pk)] + ([frames.STAFF_GROUP] if user.is_staff else [])
         get_probe().register(self, self.channel_layer)
         self.registered = True
+        self.resyncing = True
         if not await self.resubscribe():
             self.degrade()
         read_at = timezone.now()
-        runs = await self._read()
-        await self._send_frame("connected", {"mode": settings.REALTIME_MODE, "runs": runs})
+        await self._send_snapshot(resync=False)
         self._poll(since=read_at)
         self._watch_access(user=user, token_key=token_key)
 
@@ -165,6 +169,12 @@ class RunListConsumer(ProtocolSocket):
         if self.finished or self.seen.get(run_id) == DELETED:
             return
         self.seen[run_id] = DELETED
+        if self.resyncing:
+            self.deleted_while_resyncing.append(run_id)
+            return
+        await self._send_deleted(run_id)
+
+    async def _send_deleted(self, run_id: str) -> None:
         frame = frames.build_frame(
             type=frames.RUN_DELETED, run_id=run_id, seq=0, ts=timezone.now(), payload={}
         )
@@ -187,9 +197,17 @@ class RunListConsumer(ProtocolSocket):
         await self._wait_until_drained()
         if self.finished:
             return
+        await self._send_snapshot(resync=True)
+
+    async def _send_snapshot(self, *, resync: bool) -> None:
+        """Read this user's runs and send them as `connected`; then what the wait held back."""
         runs = await self._read()
+        payload = {"mode": settings.REALTIME_MODE, "runs": runs}
+        await self._send_frame("connected", {**payload, "resync": True} if resync else payload)
         self.resyncing = False
-        await self._send_frame("connected", {"mode": settings.REALTIME_MODE, "runs": runs, "resync": True})
+        held, self.deleted_while_resyncing = self.deleted_while_resyncing, []
+        for run_id in held:
+            await self._send_deleted(run_id)
 
     def layer_names(self) -> tuple[list[str], str | None]:
         """The user's (and staff's) groups, received on this socket's own channel."""

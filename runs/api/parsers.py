@@ -5,7 +5,7 @@ from rest_framework.exceptions import ParseError
 from rest_framework.parsers import JSONParser
 
 from runs.api.errors import BodyTooLarge
-from runs.validation import InputError, load_json
+from runs.validation import JSON_MAX_DEPTH, InputError, load_json
 
 
 class LimitedJSONParser(JSONParser):
@@ -32,6 +32,6 @@ class LimitedJSONParser(JSONParser):
         except (UnicodeDecodeError, LookupError):
             raise ParseError("JSON parse error - the body is not UTF-8 text") from None
         try:
-            return load_json(text)
+            return load_json(text, max_depth=JSON_MAX_DEPTH)
         except InputError as error:
             raise ParseError(f"JSON parse error - {error.message}") from None

@@ -22,6 +22,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from realtime import failover, list_feed, list_poller, log, summaries
+from realtime.consumers.user_stream import RunListConsumer
 from realtime.list_poller import get_list_poller
 from runs import services
 from tests.realtime.support import WAIT, application, close_socket, receive, token_headers
@@ -557,3 +558,36 @@ async def test_a_closed_page_leaves_the_layer_probe_and_its_groups(layer, settin
 def _members(group: str) -> set[str]:
     """The channels in ``group`` on the in-memory layer."""
     return set(get_channel_layer().groups.get(group, {}))
+
+
+async def test_nothing_comes_before_connected_on_a_list_socket(monkeypatch, user, token):
+    """A summary and a deletion the layer brings while the socket reads its snapshot: `connected`
+    comes first; the summary is dropped (the snapshot read after it has the run), the deletion
+    follows `connected`.
+
+    Red with the layer's messages relayed before `connected` (user_stream.py's connect not
+    holding them back while it reads): a run_summary was the socket's first frame.
+    """
+    run, other = await make_run(user), await make_run(user)
+    original = RunListConsumer._read
+
+    async def read_while_the_layer_brings(self):
+        if not self.seen:  # the connect's read, not a resync's
+            line = {"type": "run_summary", "run_id": str(run.id), "seq": 0, "payload": {}}
+            await self.run_summary({"run_id": str(run.id), "seq": 0, "text": json.dumps(line)})
+            await self.run_deleted({"run_id": str(other.id)})
+        return await original(self)
+
+    monkeypatch.setattr(RunListConsumer, "_read", read_while_the_layer_brings)
+    ws = WebsocketCommunicator(application, "/ws/runs/", headers=token_headers(token))
+    connected, _ = await ws.connect(timeout=WAIT)
+    assert connected
+    try:
+        hello = await receive(ws)
+        assert hello["type"] == "connected", hello
+        assert {line["id"] for line in hello["payload"]["runs"]} == {str(run.id), str(other.id)}
+        deleted = await receive(ws)
+        assert (deleted["type"], deleted["run_id"]) == ("run_deleted", str(other.id)), deleted
+        assert await ws.receive_nothing(timeout=0.2)
+    finally:
+        await close_socket(ws)

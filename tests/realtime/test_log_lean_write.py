@@ -44,6 +44,10 @@ def test_every_published_frame_is_its_logged_event(user, published):
     failed = services.run_create(owner=user, steps=_plan("echo", "fail", "echo"))  # step_failed, step_skipped
     executor.execute_run(run_id=succeeded.id)
     executor.execute_run(run_id=failed.id)
+    retried = services.run_create(owner=user, steps=_plan("echo"))  # step_retried: a take-over's attempt
+    services.run_start(run_id=retried.id)
+    services.step_start(run_id=retried.id, index=0)
+    services.step_retry(run_id=retried.id, index=0)
 
     types = {event.type for event, _ in published}
     assert types == set(frames.EVENT_TYPES)

@@ -250,12 +250,17 @@ async def test_a_stopped_server_exits_mid_run_and_the_next_start_resumes_the_run
             gate.touch()
             frames = await receive_all(ws)
             assert ws.close_code == 1000
-        assert [f["seq"] for f in frames] == list(range(1, 9))
+        assert [f["seq"] for f in frames] == list(range(1, 10))
+        # The gate step the stop interrupted runs again: its second attempt is an event of its own.
         assert [f["type"] for f in frames] == [
             "run_status",
-            *["step_started", "step_succeeded"] * 3,
+            *["step_started", "step_succeeded"],
+            *["step_started", "step_retried", "step_succeeded"],
+            *["step_started", "step_succeeded"],
             "run_completed",
         ]
+        retried = frames[4]["payload"]["step"]
+        assert (retried["index"], retried["status"], retried["attempts"]) == (1, "running", 2)
         assert frames[-1]["payload"]["status"] == "succeeded"
         assert frames[-1]["payload"]["output"] == [{"n": 0}, {"opened": str(gate)}, {"n": 2}]
         assert "resuming run" in server.log()

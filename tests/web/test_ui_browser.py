@@ -13,6 +13,7 @@ from runs import services
 from runs.display import to_second
 from runs.models import Run
 from tests.processes import daphne_server, free_port, subprocess_env
+from tests.waiting import wait_for
 from tests.web import test_browser
 from tests.web.test_browser import log_in, new_page, not_reloaded, shot, wait_for_state
 
@@ -179,8 +180,10 @@ def test_the_admin_list_fits_1280_px_and_adds_new_runs_live(browser, stack, alic
     # Filtered, a new run does not belong in the rows: the page says there is one.
     page.goto("/admin/runs/run/?status__exact=failed")
     wait_for_state(page, "live", "#live-connection")
-    services.run_create(owner=alice, steps=[{"tool": "echo", "args": {"t": "x"}}])
+    unshown = services.run_create(owner=alice, steps=[{"tool": "echo", "args": {"t": "x"}}])
     page.wait_for_selector("#new-runs:not([hidden])")
+    # Counted once, however many of its changes arrive (queued, processing, succeeded).
+    wait_for(lambda: Run.objects.get(pk=unshown.pk).status == "succeeded", timeout=30)
     assert page.text_content("#new-runs [data-count]") == "1 new run"
 
     phone = new_page(browser, server.url, width=390, height=844)

@@ -271,7 +271,7 @@ export function mountLiveCells({ root, connection, newRuns }) {
   const shown = () => new Set([...root.querySelectorAll("[data-run-status]")].map((node) => node.dataset.runStatus));
   // Runs created since the server drew the page are new; older ones not shown belong to other pages.
   const drawnAt = Date.parse(newRuns.dataset.drawnAt);
-  let unseen = 0;
+  const unseen = new Set(); // new runs this page does not show: each counted once, whatever its changes
   const update = (run) => {
     const status = root.querySelector(`[data-run-status="${run.id}"]`);
     if (status) {
@@ -285,9 +285,9 @@ export function mountLiveCells({ root, connection, newRuns }) {
     const body = root.querySelector("#result_list tbody");
     const model = body && body.querySelector("tr");
     if (!unfiltered || !model) {
-      unseen += 1;
+      unseen.add(run.id);
       newRuns.hidden = false;
-      newRuns.querySelector("[data-count]").textContent = unseen === 1 ? "1 new run" : `${unseen} new runs`;
+      newRuns.querySelector("[data-count]").textContent = unseen.size === 1 ? "1 new run" : `${unseen.size} new runs`;
       return;
     }
     // A copy of a row the admin drew, its cells filled for this run: same columns, same links.
