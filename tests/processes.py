@@ -248,6 +248,12 @@ class Worker(_Process):
     # A cold shutdown: don't wait for a running step (the tests end runs themselves).
     _stop_signal = signal.SIGQUIT
 
+    @property
+    def node_name(self) -> str:
+        """Its Celery node name (``-n``; celery@<host> by default): the worker its steps record."""
+        name = self.args[self.args.index("-n") + 1] if "-n" in self.args else "celery@%h"
+        return name.replace("%h", socket.gethostname())
+
 
 class Server(_Process):
     """A Daphne process serving quikday.asgi."""
