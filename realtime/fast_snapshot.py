@@ -44,7 +44,7 @@ def watch_sql() -> str:
     us = "round(extract(epoch FROM s.{}) * 1000000)::bigint"  # epoch microseconds: exact
     step_rows = (
         "SELECT json_agg(json_build_array(s.index, s.tool, s.args, s.status, s.output, s.error, "  # noqa: S608
-        f"{us.format('started_at')}, {us.format('finished_at')}, s.attempts) ORDER BY s.index)"
+        f"{us.format('started_at')}, {us.format('finished_at')}, s.attempts, s.worker) ORDER BY s.index)"
         f" FROM {steps} s WHERE s.run_id = r.id"
     )
     return (
@@ -135,6 +135,7 @@ def fast_snapshot(*, run_id: uuid.UUID, user, token_key: str | None) -> Snapshot
                 "started_at": _drf_time(step_started, tz),
                 "finished_at": _drf_time(step_finished, tz),
                 "attempts": attempts,
+                "worker": step_worker,
             }
             for (
                 index,
@@ -146,6 +147,7 @@ def fast_snapshot(*, run_id: uuid.UUID, user, token_key: str | None) -> Snapshot
                 step_started,
                 step_finished,
                 attempts,
+                step_worker,
             ) in _json(steps) or []
         ],
         "ws_url": f"/ws/runs/{found}/",

@@ -32,8 +32,11 @@ class Outcome:
     CANCELLED = RunStatus.CANCELLED
 
 
-def execute_run(*, run_id: uuid.UUID, after_error: bool = False) -> str:
+def execute_run(*, run_id: uuid.UUID, after_error: bool = False, worker: str = "") -> str:
     """Run the plan of ``run_id`` to its end; return what happened.
+
+    ``worker``: the name of the process executing it, recorded on each step
+    attempt it starts (the timeline shows who executed what).
 
     ``after_error``: the previous execution stopped on a database error, not
     with a lost executor; its interrupted step is retried without counting
@@ -51,7 +54,7 @@ def execute_run(*, run_id: uuid.UUID, after_error: bool = False) -> str:
         try:
             if run.status == RunStatus.QUEUED and services.run_start(run_id=run_id) is None:
                 return Outcome.SKIPPED_FINISHED
-            return _execute_steps(run, after_error=after_error)
+            return _execute_steps(run, after_error=after_error, worker=worker)
         except services.TransitionError as error:
             # Someone else (an operator, the reaper) finished the run meanwhile.
             logger.info("run %s was finished elsewhere during execution: %s", run_id, error)
@@ -62,7 +65,7 @@ def execute_run(*, run_id: uuid.UUID, after_error: bool = False) -> str:
             return Outcome.SKIPPED_MISSING
 
 
-def _execute_steps(run: Run, *, after_error: bool) -> str:
+def _execute_steps(run: Run, *, after_error: bool, worker: str) -> str:
     run_id = run.id
     steps = {step.index: step for step in selectors.run_steps(run_id=run_id)}
     outputs: list[Any] = []
@@ -75,7 +78,7 @@ def _execute_steps(run: Run, *, after_error: bool) -> str:
         # refuses under the run's lock; a step found running (a resumed run) is
         # checked here.
         if step is None:
-            step = services.step_start(run_id=run_id, index=index)
+            step = services.step_start(run_id=run_id, index=index, worker=worker)
             if step is None:
                 services.run_cancel_finish(run_id=run_id)
                 return Outcome.CANCELLED
@@ -88,7 +91,7 @@ def _execute_steps(run: Run, *, after_error: bool) -> str:
                 error = f"its executor was lost during each of its {step.attempts} attempts"
                 services.step_fail(run_id=run_id, index=index, error=error)
                 return Outcome.FAILED
-            step = services.step_retry(run_id=run_id, index=index)
+            step = services.step_retry(run_id=run_id, index=index, worker=worker)
         execution = StepExecution(run_id=run_id, step_index=index, attempt=step.attempts)
         try:
             output = _call_tool(spec["tool"], spec.get("args", {}), execution)

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import queue
+import socket
 import threading
 import uuid
 from concurrent.futures import Executor, Future
@@ -105,11 +107,16 @@ def _execute(run_id: uuid.UUID) -> None:
 
     close_old_connections()
     try:
-        execute_run(run_id=run_id)
+        execute_run(run_id=run_id, worker=worker_name())
     except Exception:
         logger.exception("run %s crashed in embedded mode", run_id)
     finally:
         close_old_connections()
+
+
+def worker_name() -> str:
+    """What a step executed here records as its worker: this web process."""
+    return f"web:{socket.gethostname()}:{os.getpid()}"
 
 
 def _track(future: Future) -> Future:

@@ -79,6 +79,9 @@ class Step(models.Model):
     # 1 when first started; an executor that takes over a run whose executor was
     # lost mid-step executes the step again and adds one (steps are at-least-once).
     attempts = models.PositiveIntegerField(default=1)
+    # The process executing the step's current attempt (a Celery worker's hostname,
+    # or the web process in embedded mode): set again with each attempt.
+    worker = models.CharField(max_length=255, blank=True, default="")
 
     class Meta:
         ordering = ["run", "index"]

@@ -21,6 +21,7 @@ class StepSerializer(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "attempts",
+            "worker",
         ]
         read_only_fields = fields
 

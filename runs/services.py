@@ -390,8 +390,9 @@ def _refuse_unless_processing(status: str, *, requested: str) -> None:
 
 
 @transaction.atomic
-def step_start(*, run_id: uuid.UUID, index: int) -> Step | None:
-    """Create step ``index`` of a processing run as running (its plan entry).
+def step_start(*, run_id: uuid.UUID, index: int, worker: str = "") -> Step | None:
+    """Create step ``index`` of a processing run as running (its plan entry),
+    executed by ``worker`` (the executing process's name).
 
     Returns None, starting nothing, when a cancel of the run has been asked
     for: no step starts after that (the executor then finishes the cancel).
@@ -408,6 +409,7 @@ def step_start(*, run_id: uuid.UUID, index: int) -> Step | None:
         args=spec.get("args", {}),
         status=StepStatus.RUNNING,
         started_at=timezone.now(),
+        worker=worker,
     )
 
 
@@ -482,11 +484,12 @@ def step_fail(*, run_id: uuid.UUID, index: int, error: str) -> Step:
 
 
 @transaction.atomic
-def step_retry(*, run_id: uuid.UUID, index: int) -> Step:
+def step_retry(*, run_id: uuid.UUID, index: int, worker: str = "") -> Step:
     """A running step whose executor was lost is started again: one more attempt.
 
-    Its status stays running, ``started_at`` is the new attempt's and
-    ``attempts`` one more: realtime's signals log it as a ``step_retried`` event.
+    Its status stays running, ``started_at`` and ``worker`` are the new
+    attempt's and ``attempts`` one more: realtime's signals log it as a
+    ``step_retried`` event.
     """
     step = _locked_step(run_id, index, requested=StepStatus.RUNNING)
     if step.status != StepStatus.RUNNING:
@@ -497,7 +500,8 @@ def step_retry(*, run_id: uuid.UUID, index: int) -> Step:
         )
     step.attempts += 1
     step.started_at = timezone.now()
-    step.save(update_fields=["attempts", "started_at"])
+    step.worker = worker
+    step.save(update_fields=["attempts", "started_at", "worker"])
     return step
 
 

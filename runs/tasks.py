@@ -34,7 +34,9 @@ def execute_run(self, run_id: str, after_error: bool = False) -> str:
         logger.error("execute_run got a malformed run id %r", run_id)
         return "malformed"
     try:
-        outcome = executor.execute_run(run_id=parsed, after_error=after_error)
+        # The worker's node name (``-n``, default celery@<host>): who executes each step.
+        worker = self.request.hostname or ""
+        outcome = executor.execute_run(run_id=parsed, after_error=after_error, worker=worker)
     except (DatabaseError, InterfaceError) as error:
         # The database went away mid-run (a restart, a terminated connection): resume shortly.
         countdown = min(DATABASE_RETRY_MAX_SECONDS, 2**self.request.retries)

@@ -248,6 +248,12 @@ class Worker(_Process):
     # A cold shutdown: don't wait for a running step (the tests end runs themselves).
     _stop_signal = signal.SIGQUIT
 
+    @property
+    def node_name(self) -> str:
+        """Its Celery node name (``-n``; celery@<host> by default): the worker its steps record."""
+        name = self.args[self.args.index("-n") + 1] if "-n" in self.args else "celery@%h"
+        return name.replace("%h", socket.gethostname())
+
 
 class Server(_Process):
     """A Daphne process serving quikday.asgi."""
@@ -395,11 +401,18 @@ def procfile_command(process: str, env: dict[str, str] | None = None) -> list[st
 
 @contextmanager
 def procfile_worker(
-    env: dict[str, str] | None = None, *, ready_timeout: float = READY_TIMEOUT
+    env: dict[str, str] | None = None,
+    *,
+    extra_args: tuple[str, ...] = (),
+    ready_timeout: float = READY_TIMEOUT,
 ) -> Iterator[Worker]:
-    """The Procfile's ``worker`` exactly as deployed (heartbeats on), on $CELERY_QUEUE."""
+    """The Procfile's ``worker`` exactly as deployed (heartbeats on), on $CELERY_QUEUE.
+
+    ``extra_args``: appended to its command line (``-n name@%h`` tells two workers
+    on one host apart, as distinct hosts are in production).
+    """
     env = subprocess_env() if env is None else env
-    worker = Worker(procfile_command("worker", env), env)
+    worker = Worker([*procfile_command("worker", env), *extra_args], env)
     with _running(worker):
         worker.wait_until(lambda: "ready." in worker.log(), ready_timeout, "ready")
         yield worker

@@ -41,7 +41,7 @@ def _run(user, *tools, started=False, running=None, succeeded=()):
         services.step_start(run_id=run.id, index=index)
         services.step_succeed(run_id=run.id, index=index, output={"n": index})
     if running is not None:
-        services.step_start(run_id=run.id, index=running)
+        services.step_start(run_id=run.id, index=running, worker="celery@host-a")
     return run
 
 
@@ -68,10 +68,14 @@ async def test_run_status(user, token):
 async def test_step_started(user, token):
     run = await make_run(user, "echo", "echo", started=True)
     frames = await verify_action(
-        run.id, lambda: services.step_start(run_id=run.id, index=0), headers=token_headers(token), count=1
+        run.id,
+        lambda: services.step_start(run_id=run.id, index=0, worker="celery@host-a"),
+        headers=token_headers(token),
+        count=1,
     )
     step = await step_json(run.id, 0)
     assert step["status"] == "running" and step["tool"] == "echo" and step["args"] == {"n": 0}
+    assert step["worker"] == "celery@host-a"  # who executes it (the run timeline shows it)
     assert [(f["type"], f["payload"]) for f in frames] == [("step_started", {"step": step})]
 
 
@@ -94,10 +98,15 @@ async def test_step_retried(user, token):
     run = await make_run(user, "echo", "echo", started=True, running=0)
     first = await step_json(run.id, 0)
     frames = await verify_action(
-        run.id, lambda: services.step_retry(run_id=run.id, index=0), headers=token_headers(token), count=1
+        run.id,
+        lambda: services.step_retry(run_id=run.id, index=0, worker="celery@host-b"),
+        headers=token_headers(token),
+        count=1,
     )
     step = await step_json(run.id, 0)
     assert step["status"] == "running" and step["attempts"] == 2 and first["attempts"] == 1
+    # The new attempt's worker is the one that took the step over.
+    assert (first["worker"], step["worker"]) == ("celery@host-a", "celery@host-b")
     assert step["started_at"] > first["started_at"]
     assert [(f["type"], f["payload"]) for f in frames] == [("step_retried", {"step": step})]
 

@@ -51,9 +51,10 @@ def _runs_in_every_state(user) -> list:
     queued = services.run_create(owner=user, steps=plan, prompt="queued ✓")
     running = services.run_create(owner=user, steps=plan, prompt="")
     services.run_start(run_id=running.id)
-    services.step_start(run_id=running.id, index=0)
+    services.step_start(run_id=running.id, index=0, worker="celery@hôst-a")
     services.step_succeed(run_id=running.id, index=0, output={"echo": "héllo", "big": 2**60, "f": 0.1})
-    services.step_start(run_id=running.id, index=1)
+    services.step_start(run_id=running.id, index=1, worker="celery@hôst-a")
+    services.step_retry(run_id=running.id, index=1, worker="web:hôst-b:4242")  # taken over
     failed = services.run_create(owner=user, steps=plan[:2])
     services.run_start(run_id=failed.id)
     services.step_start(run_id=failed.id, index=0)

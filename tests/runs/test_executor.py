@@ -24,6 +24,13 @@ def test_executes_every_step_in_order(make_run):
     ]
 
 
+def test_each_step_names_the_worker_that_executes_it(make_run):
+    run = make_run()
+    assert executor.execute_run(run_id=run.id, worker="celery@host-a") == "succeeded"
+    workers = Run.objects.get(pk=run.id).steps.values_list("worker", flat=True)
+    assert list(workers) == ["celery@host-a"] * 3
+
+
 @pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled"])
 def test_a_finished_run_is_left_alone(make_run, status):
     run = make_run(status)
@@ -176,6 +183,13 @@ def test_execute_run_task_runs_the_executor(make_run):
     assert tasks.execute_run.run(str(run.id)) == "finished"
 
 
+def test_execute_run_task_passes_its_worker_s_hostname(make_run, monkeypatch):
+    run = make_run()
+    monkeypatch.setattr(tasks.execute_run.request, "hostname", "celery@host-a", raising=False)
+    assert tasks.execute_run.run(str(run.id)) == "succeeded"
+    assert set(Run.objects.get(pk=run.id).steps.values_list("worker", flat=True)) == {"celery@host-a"}
+
+
 def test_execute_run_task_refuses_a_malformed_id(db):
     assert tasks.execute_run.run("not-a-uuid") == "malformed"
 
@@ -188,7 +202,9 @@ def test_execute_run_task_looks_again_when_the_lease_is_busy(make_run, hold_leas
     monkeypatch.setattr(
         tasks.executor,
         "execute_run",
-        lambda run_id, after_error: calls.append(run_id) or real(run_id=run_id, after_error=after_error),
+        lambda run_id, after_error, worker: (
+            calls.append(run_id) or real(run_id=run_id, after_error=after_error, worker=worker)
+        ),
     )
 
     result = tasks.execute_run.apply(args=[str(run.id)])

@@ -1,6 +1,8 @@
 """runs.inline: where an embedded run executes, and so where its events are sent."""
 
 import asyncio
+import os
+import socket
 import threading
 import uuid
 
@@ -19,7 +21,8 @@ def observed(monkeypatch):
     """Replaces the executor: records the thread a run executes on and the loop async_to_sync reaches."""
     seen = {}
 
-    def execute_run(*, run_id):
+    def execute_run(*, run_id, worker):
+        seen["worker"] = worker
         seen["thread"] = threading.current_thread()
         seen["loop"] = async_to_sync(_running_loop)()  # what realtime.publisher.group_send does
 
@@ -45,6 +48,8 @@ def test_with_a_server_loop_a_run_executes_off_it_and_publishes_on_it(observed, 
     inline.submit(uuid.uuid4()).result(timeout=30)
     assert observed["thread"].name.startswith("run")  # blocking work off the loop's thread
     assert observed["loop"] is server_loop  # every event handed back to the server loop
+    # Its steps name this web process as their worker (the run timeline shows it).
+    assert observed["worker"] == f"web:{socket.gethostname()}:{os.getpid()}"
 
 
 def test_without_a_server_loop_a_run_still_executes(observed):

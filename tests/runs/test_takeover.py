@@ -93,13 +93,16 @@ def test_the_interrupted_step_is_executed_again_as_its_next_attempt(make_run, te
     services.run_start(run_id=run.id)
     services.step_start(run_id=run.id, index=0)
     services.step_succeed(run_id=run.id, index=0, output={"n": 0})
-    services.step_start(run_id=run.id, index=1)  # ... and its executor dies here
+    services.step_start(run_id=run.id, index=1, worker="celery@lost")  # ... and its executor dies here
 
-    assert executor.execute_run(run_id=run.id) == "succeeded"
+    assert executor.execute_run(run_id=run.id, worker="celery@taker") == "succeeded"
 
     run = Run.objects.get(pk=run.id)
     assert run.output == [{"n": 0}, {"attempt": 2}]
-    assert list(run.steps.order_by("index").values_list("attempts", flat=True)) == [1, 2]
+    assert list(run.steps.order_by("index").values_list("attempts", "worker")) == [
+        (1, ""),
+        (2, "celery@taker"),
+    ]
     assert [(e.step_index, e.attempt, e.key, e.attempt_id) for e in seen] == [
         (1, 2, f"{run.id}:1", f"{run.id}:1:2")
     ]
@@ -156,7 +159,7 @@ def test_the_task_retries_a_database_error_as_after_error(make_run, monkeypatch)
     run = make_run()
     calls = []
 
-    def flaky(*, run_id, after_error):
+    def flaky(*, run_id, after_error, worker):
         calls.append(after_error)
         raise OperationalError("terminating connection due to administrator command")
 

@@ -122,7 +122,7 @@ def test_whole_worker_killed_mid_step_is_taken_over_within_30_seconds(api, setti
         wait_for(lambda: step_running(run_id, 0), what="step 0 to start")
         first.kill()  # main process and pool: nothing is left to requeue the message
         lost_at = time.monotonic()
-        with celery_worker(env):
+        with celery_worker(env) as second:
             run = wait_for(
                 lambda: run_in(run_id, "succeeded", "failed", "cancelled"), timeout=30, what="the take-over"
             )
@@ -131,6 +131,9 @@ def test_whole_worker_killed_mid_step_is_taken_over_within_30_seconds(api, setti
     assert run.status == "succeeded", run.error
     assert run.output == [{"waited": 3}, {"after": "wait"}]
     assert list(run.steps.order_by("index").values_list("attempts", flat=True)) == [2, 1]
+    # Each step names the worker of its last attempt: the one that took the run over.
+    assert first.node_name != second.node_name
+    assert list(run.steps.values_list("worker", flat=True)) == [second.node_name] * 2
     assert taken_over_in < 30
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -237,10 +238,12 @@ async def test_a_stopped_server_exits_mid_run_and_the_next_start_resumes_the_run
             assert time.monotonic() < deadline, "the run never reached its gate"
             await asyncio.sleep(0.1)
         # SIGTERM mid-step: the server stops without waiting for the run (make run ends with it).
-        os.kill(_daphne_pid(server.port), signal.SIGTERM)
+        first_pid = _daphne_pid(server.port)
+        os.kill(first_pid, signal.SIGTERM)
         server.popen.wait(timeout=60)
 
     with make_run(tmp_path) as (server, token):
+        second_pid = _daphne_pid(server.port)
         headers = {"Authorization": f"Token {token}"}
         async with websockets.connect(
             f"{server.ws_url}{run['ws_url']}?since=0", additional_headers=headers
@@ -261,6 +264,15 @@ async def test_a_stopped_server_exits_mid_run_and_the_next_start_resumes_the_run
         ]
         retried = frames[4]["payload"]["step"]
         assert (retried["index"], retried["status"], retried["attempts"]) == (1, "running", 2)
+        # Each attempt names the web process executing it: the stopped server's, then the next one's.
+        host = socket.gethostname()
+        workers = [(f["payload"]["step"]["index"], f["payload"]["step"]["worker"]) for f in frames[1:-1]]
+        assert workers == [
+            *[(0, f"web:{host}:{first_pid}")] * 2,
+            (1, f"web:{host}:{first_pid}"),
+            *[(1, f"web:{host}:{second_pid}")] * 2,
+            *[(2, f"web:{host}:{second_pid}")] * 2,
+        ]
         assert frames[-1]["payload"]["status"] == "succeeded"
         assert frames[-1]["payload"]["output"] == [{"n": 0}, {"opened": str(gate)}, {"n": 2}]
         assert "resuming run" in server.log()

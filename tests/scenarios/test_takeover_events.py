@@ -45,27 +45,30 @@ def test_a_taken_over_step_is_a_step_retried_event(daphne_process, api, user, to
     )
 
     async def scenario():
-        with procfile_worker(env) as first:
+        with procfile_worker(env, extra_args=("-n", "first@%h")) as first:
             await asyncio.to_thread(wait_for, lambda: step_running(run.id, 0), what="step 0 to start")
             url = f"{daphne_process.ws_url}/ws/runs/{run.id}/"
             ws = await connect(url, additional_headers={"Authorization": f"Token {token}"}, open_timeout=WAIT)
             connected = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
             first.kill()  # main process and pool: nothing is left to requeue the message
-        with procfile_worker(env) as second:
+        with procfile_worker(env, extra_args=("-n", "second@%h")) as second:
             await asyncio.to_thread(wait_for, lambda: taken_over(run.id), what="the take-over sweep")
             frames: list[dict] = []
             code = await read_frames(ws, frames)
             log = second.log()
-        return connected, frames, code, log
+        return connected, frames, code, log, (first.node_name, second.node_name)
 
-    connected, frames, code, log = asyncio.run(scenario())
+    connected, frames, code, log, (first, second) = asyncio.run(scenario())
 
     assert connected["type"] == "connected"
-    assert [s["attempts"] for s in connected["payload"]["run"]["steps"]] == [1]
+    assert first != second
+    # Each attempt names the worker executing it: the killed one, then the one that took over.
+    assert [(s["attempts"], s["worker"]) for s in connected["payload"]["run"]["steps"]] == [(1, first)]
     detail = api.get(f"/api/runs/{run.id}/").json()
     assert detail["status"] == "succeeded", detail
     retried, *_ = detail["steps"]
-    assert retried["attempts"] == 2
+    assert (retried["attempts"], retried["worker"]) == (2, second)
+    assert detail["steps"][1]["worker"] == second
     assert retried["started_at"] > connected["payload"]["run"]["steps"][0]["started_at"]
     assert [(f["type"], f["payload"].get("step", {}).get("index")) for f in frames] == [
         ("step_retried", 0),

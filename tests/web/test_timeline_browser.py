@@ -32,6 +32,7 @@ DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 CLOCK = re.compile(r"\b\d\d:\d\d:\d\d\.\d{3} UTC\b")  # 24-hour, to the millisecond, with the zone
 PLAN = [{"tool": "echo", "args": {"text": "one"}}, {"tool": "echo", "args": {"text": "two"}}]
+FIRST_WORKER, SECOND_WORKER = "celery@host-a", "celery@host-b"  # the lost executor, the one taking over
 
 
 # The page tests' users, as fixtures of this module too.
@@ -88,14 +89,14 @@ def retried_run(owner) -> Run:
     """A run whose step 0's executor was lost: taken over, executed again (attempt 2), then finished.
 
     The take-over's retry (services.step_retry) is logged as a step_retried event with the step's
-    attempts, as the take-over writes it.
+    attempts and the worker that took it over, as the take-over writes it.
     """
     run = services.run_create(owner=owner, steps=PLAN, prompt="retried")
     services.run_start(run_id=run.id)
-    services.step_start(run_id=run.id, index=0)
-    services.step_retry(run_id=run.id, index=0)
+    services.step_start(run_id=run.id, index=0, worker=FIRST_WORKER)
+    services.step_retry(run_id=run.id, index=0, worker=SECOND_WORKER)
     services.step_succeed(run_id=run.id, index=0, output={"text": "one"})
-    services.step_start(run_id=run.id, index=1)
+    services.step_start(run_id=run.id, index=1, worker=SECOND_WORKER)
     services.step_succeed(run_id=run.id, index=1, output={"text": "two"})
     services.run_succeed(run_id=run.id, output=[{"text": "one"}, {"text": "two"}])
     return run
@@ -119,6 +120,24 @@ def test_a_retried_step_shows_each_attempt_as_its_own_bar(browser, server, alice
         assert note == "started 2 times: its first attempt was interrupted", note
         assert page.query_selector('.steps tr[data-index="1"] .attempts') is None
         assert "attempt 2" in page.text_content('[data-row="step-0-2"] .tl-label')
+        # Each attempt names its worker: the lost one's, then the one that took the step over.
+        workers = page.eval_on_selector_all(
+            ".run-timeline .tl-row", "rows => rows.map(r => [r.dataset.row, r.dataset.worker || null])"
+        )
+        assert workers == [
+            ["run", None],
+            ["step-0-1", FIRST_WORKER],
+            ["step-0-2", SECOND_WORKER],
+            ["step-1-1", SECOND_WORKER],
+        ]
+        assert page.text_content('[data-row="step-0-1"] .tl-worker') == FIRST_WORKER
+        assert page.text_content('[data-row="step-0-2"] .tl-worker') == SECOND_WORKER
+        # ... in full on the row, not cut off: neither the label nor the name is clipped.
+        clipped = page.eval_on_selector_all(
+            ".run-timeline .tl-label, .run-timeline .tl-worker",
+            "els => els.filter(e => e.scrollWidth > e.clientWidth).map(e => e.textContent)",
+        )
+        assert clipped == [], clipped
         # Each bar is drawn where its times put it: attempt 2 starts where attempt 1 ends.
         first, second = (
             page.eval_on_selector(f'[data-row="{row}"] .tl-exec', "b => b.getBoundingClientRect().toJSON()")
@@ -127,7 +146,12 @@ def test_a_retried_step_shows_each_attempt_as_its_own_bar(browser, server, alice
         assert first["width"] >= 2 and second["width"] >= 2
         assert abs(first["x"] + first["width"] - second["x"]) <= 1.5
         text = page.text_content('[data-row="step-0-1"] .visually-hidden')
-        assert text.startswith("Step 1 (echo), attempt 1 of 2: executor lost, taken over"), text
+        assert text.startswith(
+            f"Step 1 (echo), attempt 1 of 2: executor lost, taken over, on {FIRST_WORKER}"
+        ), text
+        text = page.text_content('[data-row="step-0-2"] .visually-hidden')
+        assert text.startswith(f"Step 1 (echo), attempt 2 of 2: succeeded, on {SECOND_WORKER}"), text
+        assert page.get_attribute('[data-row="step-0-2"]', "title") == text
         assert CLOCK.search(text), text
         shot(page, f"retried-{name}")
         page.context.close()
@@ -201,7 +225,7 @@ def test_bars_appear_live_as_steps_start_on_the_page_s_one_socket(browser, serve
         ("step-1", "pending"),
         ("step-2", "pending"),
     ]
-    with celery_worker(env=subprocess_env(DJANGO_ALLOW_ASYNC_UNSAFE="")):
+    with celery_worker(env=subprocess_env(DJANGO_ALLOW_ASYNC_UNSAFE="")) as worker:
         for index in range(3):
             page.wait_for_selector(f'[data-row="step-{index}-1"][data-status="running"] .tl-exec.tl-open')
             if index == 1:
@@ -209,6 +233,9 @@ def test_bars_appear_live_as_steps_start_on_the_page_s_one_socket(browser, serve
         page.wait_for_selector('.run-timeline [data-row="run"][data-status="succeeded"]')
     loaded(page, run)
     assert rows(page) == [("run", "succeeded")] + [(f"step-{i}-1", "succeeded") for i in range(3)]
+    # Each bar names the real worker that executed it: its node name (-n).
+    workers = [page.get_attribute(f'[data-row="step-{i}-1"]', "data-worker") for i in range(3)]
+    assert workers == [worker.node_name] * 3
     assert page.get_attribute(".run-timeline", "data-live") == "false"
     # The live bars came over the page's run socket: the timeline opened none of its own,
     # and read the log once, when the page opened (the queued run had no event yet).
@@ -246,7 +273,8 @@ def test_the_replay_control_steps_through_the_events(browser, server, alice):
     page.click("[data-replay=next]")
     page.wait_for_selector('.run-timeline[data-seq="3"]')  # step 0's step_retried
     assert re.fullmatch(
-        rf"seq 3 of {last} · step_retried · {CLOCK.pattern} · step 1 \(echo\) retried, attempt 2",
+        rf"seq 3 of {last} · step_retried · {CLOCK.pattern}"
+        rf" · step 1 \(echo\) retried, attempt 2, on {SECOND_WORKER}",
         page.text_content(readout),
     )
     assert rows(page) == [

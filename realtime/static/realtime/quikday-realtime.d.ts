@@ -17,6 +17,8 @@ export interface Step {
   finished_at: string | null;
   /** 1 when first started; each take-over of the step (its executor was lost) adds one (event `step_retried`). */
   attempts: number;
+  /** Who executes the current attempt: a Celery worker's node name (celery@host) or, embedded, "web:<host>:<pid>"; "" if never started. */
+  worker: string;
 }
 
 /** A run as GET /api/runs/<id>/ returns it. */

@@ -77,6 +77,28 @@ test("a retried step as the events state it: step_retried, attempt numbers and w
   assert.deepEqual(stepRows(buildTimeline(repeat, { plan: PLAN })).map((row) => [row.attempt, row.worker]), [[1, "w"], [null, undefined]]);
 });
 
+test("each attempt's worker as the server's step shape carries it: every step event names the current attempt's", () => {
+  // runs.serializers.StepSerializer: `worker` after `attempts`, "" for a step that never started.
+  const events = [
+    runStarted(1, 1),
+    started(2, 0, 1, { attempts: 1, worker: "first@host" }),
+    stepFrame(3, "step_retried", 0, { started: 5, status: "running", attempts: 2, worker: "second@host" }),
+    stepFrame(4, "step_succeeded", 0, { started: 5, finished: 6, status: "succeeded", attempts: 2, worker: "second@host" }),
+    stepFrame(5, "step_skipped", 1, { started: null, finished: 7, status: "skipped", attempts: 1, worker: "" }),
+    runCompleted(6, "cancelled", 1, 7),
+  ];
+  const model = buildTimeline(events, { createdAt: at(0), plan: PLAN });
+  assert.deepEqual(stepRows(model).map((row) => [row.step, row.attempt, row.worker, row.status]), [
+    [0, 1, "first@host", "lost"],
+    [0, 2, "second@host", "succeeded"],
+    [1, null, undefined, "skipped"],
+  ]);
+  assert.equal(describeEvent(events[2], model), "step 1 (wait) retried, attempt 2, on second@host");
+  // A pruned log rebuilt from the run's steps still names the worker of the attempt it shows.
+  const run = { status: "succeeded", created_at: at(0), started_at: at(1), finished_at: at(6), steps: [events[3].payload.step] };
+  assert.deepEqual(stepRows(buildTimeline(eventsFromSnapshot(run), { plan: PLAN })).map((row) => [row.attempt, row.worker]), [[2, "second@host"], [null, undefined]]);
+});
+
 test("a failed run: a failure mark on the step and on the run, the rest skipped", () => {
   const events = [
     runStarted(1, 1),

@@ -190,7 +190,7 @@ export function mountTimeline(root) {
               " ",
               el("code", {}, row.tool),
               row.attempt && row.attempts > 1 ? el("span", { class: "tl-attempt" }, ` attempt ${row.attempt}`) : null,
-              row.worker ? el("span", { class: "tl-worker" }, ` · ${row.worker}`) : null,
+              row.worker ? el("span", { class: "tl-worker" }, row.worker) : null,
             );
       const figures = [];
       if (row.wait) figures.push(`wait ${formatDuration(row.wait.to - row.wait.from)}`);
