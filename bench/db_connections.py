@@ -2,7 +2,7 @@
 
 Starts a PostgreSQL server of its own (tests/own_postgres.py: nobody else's
 connections counted, and nobody else's server exhausted), migrates it, then
-the Procfile's ``web`` (``python -m quikday.web``, 2 Daphne processes) and 2
+the Procfile's ``web`` (``python -m server.web_command``, 2 Daphne processes) and 2
 Procfile ``worker``s, each with the platform's defaults unless ``--setting``
 says otherwise. The load: ``--runs`` runs created at once (POST /api/runs/,
 all in flight together; the workers execute them), then ``--gets`` GETs of

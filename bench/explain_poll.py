@@ -7,7 +7,7 @@ Usage (PostgreSQL only; a scratch database of its own, created if missing):
 
 Seeds ``watched`` + ``other`` runs with ``events`` events each (raw SQL, for
 speed: this is data for a measurement, not application state), ANALYZEs, then
-runs realtime.selectors.POLL_SQL — the exact statement the poller sends — for
+runs realtime.reads.selectors.POLL_SQL — the exact statement the poller sends — for
 two ticks: "quiet" (every watched run already read to its head: the common
 case) and "busy" (every watched run has 2 new events). Prints the plan and the
 median wall time of the selector over 20 ticks.
@@ -41,7 +41,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
 
-    from realtime import selectors
+    from realtime.reads import selectors
 
     call_command("migrate", verbosity=0)
     watched = _seed(connection, watched=args.watched, other=args.other, events=args.events)

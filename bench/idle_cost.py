@@ -65,7 +65,7 @@ async def _open(url: str, token: str):
 
 async def trial(tree: Path, args, *, run_ids: list, token: str, database_url: str) -> dict:
     port = _free_port()
-    argv = [sys.executable, "-m", "quikday.daphne_uvloop", "-b", "127.0.0.1", "-p", str(port)]
+    argv = [sys.executable, "-m", "server.daphne_uvloop", "-b", "127.0.0.1", "-p", str(port)]
     argv += [*shlex.split(args.daphne_args), "quikday.asgi:application"]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     daphne = subprocess.Popen(argv, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

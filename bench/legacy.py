@@ -23,9 +23,10 @@ from channels.routing import URLRouter
 from django.urls import re_path
 
 from quikday import asgi
-from realtime import db, frames, selectors
-from realtime.auth import OriginCheckMiddleware, RealtimeAuthMiddleware
+from realtime.access.auth import OriginCheckMiddleware, RealtimeAuthMiddleware
 from realtime.consumers.base import BaseRunConsumer
+from realtime.protocol import frames
+from realtime.reads import selectors, threads
 
 
 class LegacyPollingConsumer(BaseRunConsumer):
@@ -40,7 +41,7 @@ class LegacyPollingConsumer(BaseRunConsumer):
     async def _poll(self) -> None:
         while not self.finished:
             await asyncio.sleep(settings.REALTIME_POLL_INTERVAL)
-            found = await db.read(selectors.events_between, run_id=self.run_id, after=self.last_seq)
+            found = await threads.read(selectors.events_between, run_id=self.run_id, after=self.last_seq)
             for event in found:
                 await self.deliver(event.seq, frames.encode_event(event), final=frames.is_final(event.type))
 

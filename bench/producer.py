@@ -73,7 +73,7 @@ def main(spec: dict) -> dict:
 
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "quikday.settings")
     django.setup()
-    from realtime import publisher
+    from realtime.events import publisher
 
     # As a Celery worker process does when it starts (realtime.signals): the
     # first event must not wait for the publisher's Redis connection.
@@ -125,7 +125,7 @@ def _record_commit_times() -> dict[str, dict[int, float]]:
     """Note when each event's transaction had committed: the moment its
     on-commit publish starts. (The frame's ``ts`` is stamped inside the
     transaction, before the commit's WAL flush, so the bench reports both.)"""
-    from realtime import publisher
+    from realtime.events import publisher
 
     commits: dict[str, dict[int, float]] = {}
     publish = publisher.publish
@@ -134,7 +134,7 @@ def _record_commit_times() -> dict[str, dict[int, float]]:
         commits.setdefault(str(event.run_id), {})[event.seq] = time.time()
         return publish(event, **kwargs)
 
-    publisher.publish = timed_publish  # realtime.log looks publish up at commit time
+    publisher.publish = timed_publish  # realtime.events.log looks publish up at commit time
     return commits
 
 

@@ -1,9 +1,9 @@
 """Publish cost per event from a worker-like synchronous process.
 
 Compares, on the channel layer the environment selects:
-- ``ours``: realtime.publisher.publish(event) — encode the frame once, send it
+- ``ours``: realtime.events.publisher.publish(event) — encode the frame once, send it
   from the process's long-lived publisher loop (one Redis connection pool);
-- ``group_send``: realtime.publisher.group_send alone;
+- ``group_send``: realtime.events.publisher.group_send alone;
 - ``tutorial``: async_to_sync(channel_layer.group_send) per call, the Channels
   tutorial pattern (a fresh event loop, so a fresh Redis connection, per call).
 
@@ -44,8 +44,9 @@ def main(spec: dict) -> dict:
     from channels.layers import get_channel_layer
     from django.utils import timezone
 
-    from realtime import frames, publisher
+    from realtime.events import publisher
     from realtime.models import RunEvent
+    from realtime.protocol import frames
 
     n = int(spec.get("n", 300))
     run_id = uuid.uuid4()

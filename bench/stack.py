@@ -77,7 +77,7 @@ def web_processes(env: dict[str, str]) -> int:
 def start_web(
     procs: Processes, env: dict[str, str], app: str = "quikday.asgi:application"
 ) -> tuple[subprocess.Popen, int]:
-    """The web command serving ``app`` as the Procfile deploys it (quikday/web.py:
+    """The web command serving ``app`` as the Procfile deploys it (server/web_command.py:
     WEB_CONCURRENCY Daphne processes on one port, a listen backlog of 2,048), on a free loopback port.
 
     Returns the parent; its Daphne processes are ``web_pids(parent)``. The parent
@@ -86,7 +86,17 @@ def start_web(
     """
     port = free_port()
     count = web_processes(env)
-    argv = [PYTHON, "-m", "quikday.web", "--port", str(port), "--backlog", "2048", "--processes", str(count)]
+    argv = [
+        PYTHON,
+        "-m",
+        "server.web_command",
+        "--port",
+        str(port),
+        "--backlog",
+        "2048",
+        "--processes",
+        str(count),
+    ]
     proc = procs.start("web", [*argv, "--", app], env)
     deadline = time.monotonic() + 60
     while Path(proc.log.name).read_text(errors="replace").count("Listening on TCP address") < count:

@@ -1,7 +1,7 @@
 """What a web process spends per connect and per frame, in CPU time, per event loop.
 
 Starts one Daphne process (``--loop asyncio``: plain ``daphne``; ``uvloop``:
-quikday/daphne_uvloop.py, as the web command does), connects ``--watchers``
+server/daphne_uvloop.py, as the web command does), connects ``--watchers``
 WebSocket clients (token auth) over ``--runs`` runs, 100 at a time, then
 drives every run through ``--steps`` steps from this process (runs.services,
 publishing on REDIS_URL) and reads every frame. Reported, from
@@ -56,7 +56,7 @@ async def trial(
 
     port = _free_port()
     command = (
-        [sys.executable, "-m", "quikday.daphne_uvloop"]
+        [sys.executable, "-m", "server.daphne_uvloop"]
         if loop == "uvloop"
         else [sys.executable, "-m", "daphne"]
     )

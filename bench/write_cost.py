@@ -144,7 +144,7 @@ def measure(runs: int, steps: int, redis_server: OwnRedis) -> dict:
     from django.contrib.auth import get_user_model
     from django.db import connection
 
-    from realtime import publisher
+    from realtime.events import publisher
     from realtime.models import RunEvent
     from runs import executor, services
 

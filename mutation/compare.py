@@ -2,7 +2,7 @@
 every plugin) and focused (mutation/focus.py), and check they get the same verdict
 (the tree is the working tree as it is now: tests written since the run may kill its survivors).
 
-    python mutation/compare.py --out build/mutation realtime/fast_snapshot.py [--sample 12]
+    python mutation/compare.py --out build/mutation realtime/reads/fast_snapshot.py [--sample 12]
 
 Reads the module's session and focus map in --out (a `mutation/run.py` run of it),
 applies each sampled mutant (`cosmic-ray apply`) to a tree copy of its own

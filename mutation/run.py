@@ -42,21 +42,21 @@ BIN = Path(sys.executable).parent
 ONE_LAYER = {"QUIKDAY_TEST_LAYERS": "pubsub"}
 ONE_LAYER_PUSH = {**ONE_LAYER, "QUIKDAY_TEST_MODES": "push"}
 ENV: dict[str, dict[str, str]] = {
-    "realtime/log.py": ONE_LAYER_PUSH,
+    "realtime/events/log.py": ONE_LAYER_PUSH,
     "realtime/signals.py": ONE_LAYER_PUSH,
-    "realtime/frames.py": ONE_LAYER_PUSH,
+    "realtime/protocol/frames.py": ONE_LAYER_PUSH,
     "realtime/consumers/base.py": ONE_LAYER,
-    "realtime/auth.py": ONE_LAYER_PUSH,
-    "realtime/fast_snapshot.py": ONE_LAYER_PUSH,
-    "realtime/client_frames.py": ONE_LAYER_PUSH,
+    "realtime/access/auth.py": ONE_LAYER_PUSH,
+    "realtime/reads/fast_snapshot.py": ONE_LAYER_PUSH,
+    "realtime/protocol/client_frames.py": ONE_LAYER_PUSH,
     "realtime/consumers/socket.py": ONE_LAYER_PUSH,
-    "realtime/close_codes.py": ONE_LAYER_PUSH,
-    "realtime/snapshot.py": ONE_LAYER_PUSH,
-    "realtime/selectors.py": ONE_LAYER_PUSH,
+    "realtime/protocol/close_codes.py": ONE_LAYER_PUSH,
+    "realtime/reads/connect_state.py": ONE_LAYER_PUSH,
+    "realtime/reads/selectors.py": ONE_LAYER_PUSH,
     "realtime/consumers/__init__.py": ONE_LAYER,
-    "realtime/shards.py": ONE_LAYER,
-    "realtime/api.py": ONE_LAYER_PUSH,
-    "realtime/params.py": ONE_LAYER_PUSH,
+    "realtime/events/shards.py": ONE_LAYER,
+    "realtime/http/events.py": ONE_LAYER_PUSH,
+    "realtime/protocol/params.py": ONE_LAYER_PUSH,
     "realtime/list_poller.py": ONE_LAYER,
     "realtime/per_loop.py": ONE_LAYER_PUSH,
     "realtime/access_watch.py": ONE_LAYER_PUSH,
@@ -75,16 +75,16 @@ TARGETS: dict[str, list[str]] = {
         "tests/runs/test_redelivery.py",
         "tests/runs/test_takeover.py",  # a resumed run, its step's attempts
     ],
-    "realtime/log.py": [
+    "realtime/events/log.py": [
         "tests/realtime/test_guarantees.py",
         "tests/realtime/test_signals.py",
-        "tests/realtime/test_retention.py",
+        "tests/realtime/events/test_retention.py",
         "tests/scenarios/test_race.py",
-        "tests/realtime/test_log.py",
+        "tests/realtime/events/test_log.py",
     ],
     "realtime/signals.py": [
         "tests/realtime/test_signals.py",
-        "tests/realtime/test_log.py",
+        "tests/realtime/events/test_log.py",
     ],
     "realtime/hub.py": [
         "tests/realtime/test_hub_races.py",
@@ -104,59 +104,63 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_hub.py",
         "tests/realtime/test_failover.py",
     ],
-    "realtime/retention.py": ["tests/realtime/test_retention.py", "tests/realtime/test_guarantees.py"],
+    "realtime/events/retention.py": [
+        "tests/realtime/events/test_retention.py",
+        "tests/realtime/test_guarantees.py",
+    ],
     "realtime/consumers/base.py": [
         "tests/realtime/test_guarantees.py",
         "tests/scenarios/test_race.py",
         "tests/scenarios/test_resume.py",
         "tests/realtime/test_consumer.py",
     ],
-    "realtime/publisher.py": [
-        "tests/realtime/test_publisher.py",
+    "realtime/events/publisher.py": [
+        "tests/realtime/events/test_publisher.py",
         "tests/scenarios/test_publish.py",
         "tests/realtime/test_guarantees.py",
     ],
-    "realtime/frames.py": [
-        "tests/realtime/test_frames.py",
-        "tests/realtime/test_log.py",
+    "realtime/protocol/frames.py": [
+        "tests/realtime/protocol/test_frames.py",
+        "tests/realtime/events/test_log.py",
         "tests/realtime/test_poller.py",
     ],
     "realtime/failover.py": ["tests/realtime/test_failover.py", "tests/realtime/test_hybrid.py"],
     "realtime/consumers/hybrid.py": ["tests/realtime/test_hybrid.py"],
-    "realtime/selectors.py": [
-        "tests/realtime/test_selectors.py",
+    "realtime/reads/selectors.py": [
+        "tests/realtime/reads/test_selectors.py",
         "tests/scenarios/test_resume.py",
         "tests/realtime/test_poller.py",
         "tests/realtime/test_access_watch.py",  # revoked_credentials
     ],
-    "realtime/db.py": ["tests/realtime/test_db.py"],
-    "realtime/auth.py": ["tests/realtime/test_auth.py", "tests/realtime/test_consumer.py"],
+    "realtime/reads/threads.py": ["tests/realtime/reads/test_threads.py"],
+    "realtime/access/auth.py": ["tests/realtime/access/test_auth.py", "tests/realtime/test_consumer.py"],
     "realtime/routing.py": ["tests/realtime/test_poller.py", "tests/scenarios/test_modes.py"],
     # GET /api/runs/<id>/events/ is tested with resume over the socket (the same frames).
-    "realtime/api.py": [
-        "tests/realtime/test_params.py",
+    "realtime/http/events.py": [
+        "tests/realtime/protocol/test_params.py",
         "tests/scenarios/test_resume.py",
         "tests/runs/test_api.py",
     ],
     # What a client may send: run ids and since, text PostgreSQL can store, the new-run form's bounds.
-    "realtime/params.py": ["tests/realtime/test_params.py"],
+    "realtime/protocol/params.py": ["tests/realtime/protocol/test_params.py"],
     "runs/validation.py": ["tests/runs/test_input_limits.py", "tests/runs/test_tools.py"],
     "web/forms.py": ["tests/web/test_form_limits.py", "tests/web/test_pages.py"],
-    "realtime/daphne_tuning.py": ["tests/realtime/test_daphne_tuning.py"],
+    "server/daphne_tuning.py": ["tests/server/test_daphne_tuning.py"],
     # Newer modules: the fast connect-time snapshot, the list stream and its tickets.
-    "realtime/fast_snapshot.py": ["tests/realtime/test_selectors.py"],
-    "realtime/tickets.py": ["tests/realtime/test_tickets.py"],
-    "realtime/summaries.py": [
-        "tests/realtime/test_summaries.py",
+    "realtime/reads/fast_snapshot.py": ["tests/realtime/reads/test_selectors.py"],
+    "realtime/access/tickets.py": ["tests/realtime/access/test_tickets.py"],
+    "realtime/reads/summaries.py": [
+        "tests/realtime/reads/test_summaries.py",
         "tests/realtime/test_user_stream.py",
         "tests/web/test_pages.py",
     ],
     "realtime/list_feed.py": ["tests/realtime/test_user_stream.py"],
-    "realtime/stream_api.py": [
-        "tests/realtime/test_tickets.py",
+    "realtime/http/tickets.py": [
+        "tests/realtime/access/test_tickets.py",
         "tests/web/test_pages.py",
         "tests/runs/test_api.py",
     ],
+    "realtime/http/summaries.py": ["tests/web/test_pages.py", "tests/runs/test_api.py"],
     "realtime/consumers/user_stream.py": [
         "tests/realtime/test_user_stream.py",
         "tests/realtime/test_list_poller.py",
@@ -177,31 +181,40 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_list_poller.py",
     ],
     # What every endpoint shares: the client frames' judge, the socket base, the close codes.
-    "realtime/client_frames.py": ["tests/realtime/test_client_frames.py", "tests/realtime/test_consumer.py"],
+    "realtime/protocol/client_frames.py": [
+        "tests/realtime/protocol/test_client_frames.py",
+        "tests/realtime/test_consumer.py",
+    ],
     "realtime/consumers/socket.py": [
         "tests/realtime/test_consumer.py",
         "tests/realtime/test_guarantees.py",
-        "tests/realtime/test_client_frames.py",
+        "tests/realtime/protocol/test_client_frames.py",
         "tests/realtime/test_channels_pin.py",
         "tests/scenarios/test_protocol_daphne.py",
         "tests/realtime/test_access_watch.py",  # a closed socket leaves the access watch
     ],
-    "realtime/close_codes.py": ["tests/realtime/test_consumer.py", "tests/realtime/test_client_frames.py"],
+    "realtime/protocol/close_codes.py": [
+        "tests/realtime/test_consumer.py",
+        "tests/realtime/protocol/test_client_frames.py",
+    ],
     # The layer sharded over several Redis servers (two redis-servers of the test's own and a Daphne).
-    "realtime/shards.py": [
+    "realtime/events/shards.py": [
         "tests/realtime/test_hub.py",
         "tests/realtime/test_hub_races.py",
-        "tests/realtime/test_shards.py",
+        "tests/realtime/events/test_shards.py",
     ],
     # The rest of realtime/ (no guarantee of their own: wiring, data shapes, log filtering).
-    "realtime/snapshot.py": ["tests/realtime/test_consumer.py", "tests/realtime/test_selectors.py"],
-    "realtime/outage_logging.py": ["tests/realtime/test_outage_logging.py"],
-    "realtime/tasks.py": ["tests/realtime/test_retention.py"],
-    "realtime/management/commands/prune_run_events.py": ["tests/realtime/test_retention.py"],
+    "realtime/reads/connect_state.py": [
+        "tests/realtime/test_consumer.py",
+        "tests/realtime/reads/test_selectors.py",
+    ],
+    "server/outage_logging.py": ["tests/server/test_outage_logging.py"],
+    "realtime/tasks.py": ["tests/realtime/events/test_retention.py"],
+    "realtime/management/commands/prune_run_events.py": ["tests/realtime/events/test_retention.py"],
     "realtime/models.py": [
         "tests/test_migrations.py",
-        "tests/realtime/test_log.py",
-        "tests/realtime/test_tickets.py",
+        "tests/realtime/events/test_log.py",
+        "tests/realtime/access/test_tickets.py",
     ],
     "realtime/apps.py": ["tests/realtime/test_signals.py"],
     "realtime/consumers/__init__.py": ["tests/scenarios/test_modes.py"],

@@ -22,6 +22,7 @@ from typing import Any
 from django.conf import settings
 
 from observability import metrics, stats
+from observability.health import mode_summary
 from observability.stats import Connection
 from quikday import upstream
 
@@ -73,9 +74,7 @@ def line(level: int, event: str, text: str, *, to: logging.Logger = logger, **fi
 
 
 def worker_started(*, name: str) -> None:
-    """The 🔌 line of a Celery worker (the web's is runs.health.log_mode)."""
-    from runs.health import mode_summary
-
+    """The 🔌 line of a Celery worker (the web's is observability.health.log_mode)."""
     summary = mode_summary()
     line(
         logging.INFO, "startup", "Quik.day Realtime worker ready", worker=name, mode=summary["mode"],
@@ -304,7 +303,7 @@ def _duration(started: Any, finished: Any) -> float | None:
 
 
 def publish_failed() -> None:
-    """A publish the layer did not take (realtime.publisher logs the line itself)."""
+    """A publish the layer did not take (realtime.events.publisher logs the line itself)."""
     if metrics_on():
         metrics.PUBLISH_FAILURES.inc()
         stats.current().counts.publish_failures += 1

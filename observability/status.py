@@ -19,6 +19,7 @@ from typing import Any
 from django.conf import settings
 
 from observability import stats
+from observability.health import OK, check_database, check_redis_servers, redis_servers
 from quikday import upstream
 
 # A web process that missed this many reports is gone; a worker is "seen recently" for a minute.
@@ -109,8 +110,6 @@ def reports() -> list[dict[str, Any]]:
 
 def channel_layer_health() -> str:
     """ "ok", or "unavailable: " and the servers of REALTIME_REDIS_URLS that did not answer."""
-    from runs.health import OK, check_redis_servers, redis_servers
-
     if not settings.REDIS_URL:
         return "in-memory (this process)"
     shards = {name: url for name, url in redis_servers().items() if name.startswith("channel_layer[")}
@@ -120,8 +119,6 @@ def channel_layer_health() -> str:
 
 def page_data() -> dict[str, Any]:
     """The staff page's JSON: runs watched, rates, latency, health, failover, workers."""
-    from runs.health import check_database
-
     now = time.time()
     live_after = now - STALE_REPORTS * settings.OBSERVABILITY_REPORT_INTERVAL
     everyone = reports()

@@ -9,9 +9,10 @@ django_asgi_app = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-from realtime import daphne_tuning  # noqa: E402
-from realtime.auth import OriginCheckMiddleware, RealtimeAuthMiddleware  # noqa: E402
+from realtime.access.auth import OriginCheckMiddleware, RealtimeAuthMiddleware  # noqa: E402
+from realtime.protocol.close_codes import CLOSE_TOO_BIG  # noqa: E402
 from realtime.routing import websocket_urlpatterns  # noqa: E402
+from server import daphne_tuning  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
@@ -22,7 +23,7 @@ application = ProtocolTypeRouter(
 
 from django.conf import settings  # noqa: E402
 
-from runs.health import log_mode  # noqa: E402
+from observability.health import log_mode  # noqa: E402
 
 if settings.RUNS_EXECUTOR == "inline":
     # Embedded runs execute as tasks of the server loop (see runs.inline).
@@ -30,13 +31,14 @@ if settings.RUNS_EXECUTOR == "inline":
 
     application = ServerLoopMiddleware(application)
 
-from quikday import memory_trace  # noqa: E402
+from server import memory_trace  # noqa: E402
 
 memory_trace.install_from_env()  # debug only (QUIKDAY_TRACEMALLOC_DIR): the soak's allocation snapshots
 log_mode()
 
-from observability import access_log, reporter  # noqa: E402
+from observability import reporter  # noqa: E402
+from server import access_log  # noqa: E402
 
 access_log.route_through_logging()
 reporter.start("web")  # this process's 📊 line, RSS and the staff page's snapshot
-daphne_tuning.apply()  # last: freezes the heap the imports above built
+daphne_tuning.apply(too_big_close_code=CLOSE_TOO_BIG)  # last: freezes the heap the imports above built

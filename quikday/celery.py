@@ -8,7 +8,7 @@ import os
 
 from celery import Celery
 
-from quikday import kombu_patch
+from server import kombu_patch
 
 # Before any broker connection: a Redis restart must not end the worker (see the module).
 kombu_patch.apply()

@@ -19,7 +19,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from quikday import dotenv
 from quikday.env import env_bool, env_choice, env_float, env_int, env_list, env_origins, env_str
-from realtime.frames import TS_FORMAT
+from realtime.protocol.frames import TS_FORMAT
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 # `make run`'s .env (DEBUG, SECRET_KEY), if this checkout has one; the environment wins.
@@ -304,7 +304,7 @@ CONTENT_SECURITY_POLICY = {
 #   that carried this site's cookies, so a session (and its CSRF token) stays
 #   usable from this origin only. Another port of the same host is another
 #   origin but the same site, whose cookies a browser does send along;
-# - the WebSocket Origin check is not widened to these origins (realtime/auth.py):
+# - the WebSocket Origin check is not widened to these origins (realtime/access/auth.py):
 #   a page there connects with a ticket, which needs no Origin check.
 CORS_ALLOWED_ORIGINS = env_origins("CORS_ALLOWED_ORIGINS")
 CORS_URLS_REGEX = r"^/api/"
@@ -375,7 +375,7 @@ REALTIME_PUBLISH_TIMEOUT = env_float("REALTIME_PUBLISH_TIMEOUT", 2.0, minimum=0.
 REALTIME_PUBLISH_RETRY_SECONDS = env_float("REALTIME_PUBLISH_RETRY_SECONDS", 300.0)
 REALTIME_PUBLISH_RETRY_DELAY = env_float("REALTIME_PUBLISH_RETRY_DELAY", 0.5, minimum=0.01)
 # The channel layer's Redis servers: channels-redis hashes each run's group over
-# them (realtime/shards.py), so adding servers adds publish and fan-out capacity.
+# them (realtime/events/shards.py), so adding servers adds publish and fan-out capacity.
 # The broker (Celery) stays on REDIS_URL.
 REALTIME_REDIS_URLS = [
     _redis_tls(url) for url in env_list("REALTIME_REDIS_URLS", [REDIS_URL] if REDIS_URL else [])
@@ -503,9 +503,7 @@ from observability.logs import logging_config  # noqa: E402 - a plain function, 
 
 LOGGING = logging_config(level=LOG_LEVEL, levels=LOG_LEVELS, log_format=LOG_FORMAT, emoji=LOG_EMOJI)
 # One warning per Redis outage comes from realtime.failover instead.
-LOGGING["filters"]["layer_connection_failures"] = {
-    "()": "realtime.outage_logging.LayerConnectionFailureFilter"
-}
+LOGGING["filters"]["layer_connection_failures"] = {"()": "server.outage_logging.LayerConnectionFailureFilter"}
 for _layer_logger in ("channels_redis.pubsub", "channels_redis.core"):
     LOGGING["loggers"].setdefault(_layer_logger, {})["filters"] = ["layer_connection_failures"]
 # A few lines per start and stop, whatever LOG_LEVEL: "Listening on TCP address"

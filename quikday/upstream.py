@@ -72,7 +72,7 @@ REACHES = {
             package="daphne",
             read_against=("4.2",),
             kind=SPEED,
-            used_by="realtime/daphne_tuning.py lean_application_queues",
+            used_by="server/daphne_tuning.py lean_application_queues",
             why="a copy of Server.create_application giving each connection a LeanQueue (memory per socket)",
             reads=(
                 Read(
@@ -86,7 +86,7 @@ REACHES = {
             package="daphne",
             read_against=("4.2",),
             kind=CORRECTNESS,
-            used_by="realtime/daphne_tuning.py unsent_bytes, read_in_small_chunks, hold_reading",
+            used_by="server/daphne_tuning.py unsent_bytes, read_in_small_chunks, hold_reading",
             why="the ASGI send is a partial of handle_reply on the connection's protocol: its transport",
             reads=(
                 Read(
@@ -99,7 +99,7 @@ REACHES = {
             package="Twisted",
             read_against=("26.10",),
             kind=CORRECTNESS,
-            used_by="realtime/daphne_tuning.py unsent_bytes, read_in_small_chunks, hold_reading",
+            used_by="server/daphne_tuning.py unsent_bytes, read_in_small_chunks, hold_reading",
             why="a transport's private write buffer (the bound on a client that stops reading) and read size",
             reads=(
                 Read("twisted.internet.abstract:FileDescriptor.dataBuffer"),
@@ -116,7 +116,7 @@ REACHES = {
             package="daphne",
             read_against=("4.2",),
             kind=CORRECTNESS,
-            used_by="realtime/daphne_tuning.py wait_longer_for_close_replies",
+            used_by="server/daphne_tuning.py wait_longer_for_close_replies",
             why="WebSocketFactory.__init__ wrapped to set autobahn's closeHandshakeTimeout and failByDrop",
             reads=(Read("daphne.ws_protocol:WebSocketFactory.__init__"),),
         ),
@@ -125,7 +125,7 @@ REACHES = {
             package="autobahn",
             read_against=("26.10",),
             kind=CORRECTNESS,
-            used_by="realtime/daphne_tuning.py hand_control_frames_to_applications, judge_control_frames",
+            used_by="server/daphne_tuning.py hand_control_frames_to_applications, judge_control_frames",
             why="onPing/onPong replaced: a client's pings spend its frame budget, unread pongs are bounded",
             reads=(
                 Read(
@@ -145,7 +145,7 @@ REACHES = {
             package="autobahn",
             read_against=("26.10",),
             kind=CORRECTNESS,
-            used_by="realtime/daphne_tuning.py close_too_big_messages_with_4009",
+            used_by="server/daphne_tuning.py close_too_big_messages_with",
             why="_max_message_size_exceeded replaced: a message over Daphne's limit closes 4009, not 1009",
             reads=(
                 Read("autobahn.websocket.protocol:WebSocketProtocol._max_message_size_exceeded"),
@@ -161,7 +161,7 @@ REACHES = {
             package="daphne",
             read_against=("4.2",),
             kind=CORRECTNESS,
-            used_by="quikday/daphne_server.py RestartingServer",
+            used_by="server/daphne_process.py RestartingServer",
             why="Daphne command line's server class, its connections, its shutdown hook: 1012 on SIGTERM",
             reads=(
                 Read("daphne.cli:CommandLineInterface.server_class"),
@@ -176,7 +176,7 @@ REACHES = {
             package="autobahn",
             read_against=("26.10",),
             kind=CORRECTNESS,
-            used_by="quikday/daphne_server.py RestartingServer",
+            used_by="server/daphne_process.py RestartingServer",
             why="sendCloseFrame, autobahn's own close without sendClose's 1000/3000-4999 check: 1012",
             reads=(
                 Read("autobahn.websocket.protocol:WebSocketProtocol.sendCloseFrame"),
@@ -189,7 +189,7 @@ REACHES = {
             package="daphne",
             read_against=("4.2",),
             kind=CORRECTNESS,
-            used_by="observability/access_log.py route_through_logging",
+            used_by="server/access_log.py route_through_logging",
             why="AccessLogGenerator.write_entry replaced: access lines redacted, through logging",
             reads=(
                 Read("daphne.access:AccessLogGenerator.write_entry"),
@@ -204,7 +204,7 @@ REACHES = {
             package="kombu",
             read_against=("5.7",),
             kind=CORRECTNESS,
-            used_by="quikday/kombu_patch.py",
+            used_by="server/kombu_patch.py",
             why="Channel._connparams wrapped: a worker survives a Redis restart",
             reads=(
                 Read(
@@ -217,7 +217,7 @@ REACHES = {
             package="channels_redis",
             read_against=("4.3",),
             kind=CORRECTNESS,
-            used_by="realtime/shards.py",
+            used_by="realtime/events/shards.py",
             why="which Redis server holds a group (failover per server) and a channel without SUBSCRIBE",
             reads=(
                 Read(

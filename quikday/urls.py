@@ -2,9 +2,10 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from realtime.api import RunEventsView
-from realtime.stream_api import RunSummaryListView, WsTicketView
-from runs.health import healthz
+from observability.health import healthz
+from realtime.http.events import RunEventsView
+from realtime.http.summaries import RunSummaryListView
+from realtime.http.tickets import WsTicketView
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),

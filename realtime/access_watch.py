@@ -29,7 +29,8 @@ from typing import Protocol
 
 from django.conf import settings
 
-from realtime import db, per_loop, selectors
+from realtime import per_loop
+from realtime.reads import selectors, threads
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class AccessWatch(per_loop.Ticker):
             return
         by_user = [c for c in watched.values() if c.token_key is None]
         try:
-            revoked = await db.read(
+            revoked = await threads.read(
                 selectors.revoked_credentials,
                 token_keys={c.token_key for c in watched.values() if c.token_key is not None},
                 user_ids={c.user_id for c in by_user if c.user_id is not None},

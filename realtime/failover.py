@@ -5,7 +5,7 @@ Push connections (push and hybrid modes) register with their event loop's
 between push and the poller (``RunConsumer.degrade`` / ``recover``); the
 probe decides when. It checks the channel layer end to end every
 REALTIME_POLL_INTERVAL, each of its Redis servers on its own (a sharded
-layer, realtime/shards.py): it sends a message to a group of its own on that
+layer, realtime/events/shards.py): it sends a message to a group of its own on that
 server and waits for it to come back on a channel of this process (publish
 and subscription both work — with the pub/sub layer that also proves the
 subscriber connection has re-subscribed after a Redis restart). It is also
@@ -37,7 +37,8 @@ from typing import Protocol
 from channels.layers import BaseChannelLayer
 from django.conf import settings
 
-from realtime import per_loop, publisher, shards
+from realtime import per_loop
+from realtime.events import publisher, shards
 
 logger = logging.getLogger(__name__)
 

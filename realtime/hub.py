@@ -24,8 +24,8 @@ from typing import Protocol
 from channels.layers import BaseChannelLayer
 from django.conf import settings
 
-from realtime import shards
-from realtime.publisher import DELETED_MESSAGE_TYPE
+from realtime.events import shards
+from realtime.events.publisher import DELETED_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
 

@@ -18,7 +18,8 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from quikday import upstream
-from realtime import publisher, summaries
+from realtime.events import publisher
+from realtime.reads import summaries
 
 logger = logging.getLogger(__name__)
 

@@ -38,8 +38,10 @@ from typing import Protocol
 
 from django.utils import timezone
 
-from realtime import db, frames, per_loop, summaries
+from realtime import per_loop
 from realtime.poller import next_slot
+from realtime.protocol import frames
+from realtime.reads import summaries, threads
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +117,7 @@ class ListPoller(per_loop.Ticker):
         since = min(watch.since for _, watch in due) - timedelta(seconds=OVERLAP_SECONDS)
         read_at = timezone.now()  # before the read: what commits during it is in the next window
         try:
-            found = await db.read(
+            found = await threads.read(
                 summaries.summaries_changed_since,
                 since=since,
                 owner_ids=None if everyone else {socket.user_id for socket, _ in due},

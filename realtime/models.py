@@ -23,7 +23,7 @@ class RunEvent(models.Model):
 
 
 class ConnectionTicket(models.Model):
-    """A single-use, short-lived credential for one WebSocket handshake (realtime.tickets).
+    """A single-use, short-lived credential for one WebSocket handshake (realtime.access.tickets).
 
     Only the ticket's SHA-256 is stored: the table never holds a usable credential.
     """

@@ -27,7 +27,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from observability import record
-from realtime import db, frames, per_loop, selectors
+from realtime import per_loop
+from realtime.protocol import frames
+from realtime.reads import selectors, threads
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +109,7 @@ class Poller(per_loop.Ticker):
             return
         started = time.monotonic()
         try:
-            found = await db.read(selectors.events_after_cursors, cursors=cursors)
+            found = await threads.read(selectors.events_after_cursors, cursors=cursors)
         except Exception:
             # The database blipped: the next tick asks again from the same cursors.
             logger.warning("poll of %d runs failed", len(cursors), exc_info=True)
@@ -133,7 +135,7 @@ class Poller(per_loop.Ticker):
         Only runs without new events are looked up: a run with events still exists.
         """
         try:
-            gone = await db.read(selectors.runs_missing, run_ids=quiet)
+            gone = await threads.read(selectors.runs_missing, run_ids=quiet)
         except Exception:
             logger.warning("looking up %d polled runs failed", len(quiet), exc_info=True)
             return

@@ -1,4 +1,4 @@
-"""Model signals → events. Every receiver is a few lines; the work is in realtime.log.
+"""Model signals → events. Every receiver is a few lines; the work is in realtime.events.log.
 
 Connected in RealtimeConfig.ready() with dispatch_uids. ``post_init`` notes the
 status an instance was loaded with, ``post_save`` emits one event when the
@@ -12,7 +12,8 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_init, post_save
 
 from observability import record, reporter
-from realtime import list_feed, log, publisher
+from realtime import list_feed
+from realtime.events import log, publisher
 from runs.models import Run, Step
 
 _LOADED = "_realtime_loaded_status"

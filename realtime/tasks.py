@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from realtime import retention
+from realtime.events import retention
 
 
 @shared_task

@@ -4,7 +4,7 @@ The in-memory channel layer is not thread-safe and lives on the server's event
 loop, so an event a run produces must be sent on that loop. A run therefore
 executes as a task *of the server loop*: ``sync_to_async(thread_sensitive=
 False)`` moves the blocking work to a thread of a small pool, and inside that
-thread ``async_to_sync`` (which realtime.publisher uses to publish) hands each
+thread ``async_to_sync`` (which realtime.events.publisher uses to publish) hands each
 publish back to the server loop instead of starting a loop of its own.
 
 ``ServerLoopMiddleware`` (wrapped around the ASGI application) remembers the

@@ -46,7 +46,7 @@ class Run(models.Model):
     # (runs.services: fair execution), so one user's backlog never fills the queue.
     dispatched_at = models.DateTimeField(null=True, blank=True, editable=False)
     # The run's event counter: the seq of its latest event in realtime's log.
-    # Written only by realtime.log under this row's lock.
+    # Written only by realtime.events.log under this row's lock.
     seq = models.PositiveBigIntegerField(default=0, editable=False)
 
     class Meta:

@@ -48,7 +48,7 @@ def token(user):
 def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix, tmp_path_factory):
     """On SQLite, a test database in a file (WAL, as `make run` has), not Django's shared in-memory one.
 
-    Threads of the process (realtime.db's read threads, embedded runs) keep their
+    Threads of the process (realtime.reads.threads, embedded runs) keep their
     own connections: a shared-cache in-memory database locks whole tables
     against them ("database table is locked"); a file in WAL mode lets readers
     and the one writer overlap as in embedded mode.

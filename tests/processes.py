@@ -16,7 +16,7 @@ The small, stable API other tests (and bench/) build on:
   once its port accepts connections (``.url``, ``.ws_url``, ``.port``,
   ``.pid``, ``.signal(sig)``, ``.kill(sig=SIGKILL)``, ``.stop()``, ``.log()``).
 - ``web_servers(env=None, processes=2, port=None)``: context manager; the
-  Procfile's web command (``python -m quikday.web``: several Daphne processes
+  Procfile's web command (``python -m server.web_command``: several Daphne processes
   on one port); yields a ``WebServers`` once every child listens
   (``.children()`` their pids now, ``.listening()`` how many children have
   started listening so far, and what ``Server`` has).
@@ -468,7 +468,7 @@ def web_servers(
     args = [
         sys.executable,
         "-m",
-        "quikday.web",
+        "server.web_command",
         "--port",
         str(port),
         "--processes",

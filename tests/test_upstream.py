@@ -117,7 +117,7 @@ def test_an_unverified_speed_reach_is_skipped_and_a_correctness_one_applied_each
     daphne_reaches = [name for name in REACHES if upstream.REACHES[name].package == "daphne"]
     assert len(lines) == len(daphne_reaches), lines  # one line per unverified reach, however often asked
     assert (
-        "upstream reach daphne-application-queue (speed, realtime/daphne_tuning.py lean_application_queues) "
+        "upstream reach daphne-application-queue (speed, server/daphne_tuning.py lean_application_queues) "
         "skipped: read against daphne 4.2, daphne 4.3.0 is installed"
     ) in lines
     assert any(line.startswith("upstream reach daphne-access-log (correctness") for line in lines)
@@ -134,7 +134,7 @@ def test_a_correctness_reach_on_another_release_without_what_it_relies_on_is_not
         upstream, "source_of", lambda where: None if "AccessLogGenerator" in where else real(where)
     )
     pretend("daphne=4.3.0")
-    from observability import access_log
+    from server import access_log
 
     assert upstream.usable("daphne-access-log") is False
     assert access_log.route_through_logging() is False
@@ -232,6 +232,6 @@ async def test_the_web_command_starts_and_streams_on_releases_no_reach_was_read_
         if reach.package not in ("kombu",):  # the web process never reads kombu's
             assert f"upstream reach {name} ({reach.kind}, {reach.used_by})" in log, log
     skipped = (
-        "upstream reach daphne-application-queue (speed, realtime/daphne_tuning.py lean_application_queues) "
+        "upstream reach daphne-application-queue (speed, server/daphne_tuning.py lean_application_queues) "
     )
     assert f"{skipped}skipped: read against daphne 4.2, daphne 4.3.0 is installed" in log

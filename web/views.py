@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods, require_POST
 
-from realtime.summaries import run_summaries_for_user
+from realtime.reads.summaries import run_summaries_for_user
 from runs import selectors, services
 from runs.serializers import RunSerializer
 from runs.tools import PlanError, list_tools

@@ -4,7 +4,11 @@ All modes speak the same protocol (docs/protocol.md); see base.py for it and
 push.py / poll.py / hybrid.py for how each mode receives events.
 """
 
-from realtime.close_codes import (
+from realtime.consumers.base import BaseRunConsumer
+from realtime.consumers.hybrid import HybridRunConsumer
+from realtime.consumers.poll import PollingRunConsumer
+from realtime.consumers.push import RunConsumer
+from realtime.protocol.close_codes import (
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
     CLOSE_NORMAL,
@@ -13,10 +17,6 @@ from realtime.close_codes import (
     CLOSE_TOO_BIG,
     CLOSE_UNAUTHENTICATED,
 )
-from realtime.consumers.base import BaseRunConsumer
-from realtime.consumers.hybrid import HybridRunConsumer
-from realtime.consumers.poll import PollingRunConsumer
-from realtime.consumers.push import RunConsumer
 
 CONSUMER_FOR_MODE = {"push": RunConsumer, "poll": PollingRunConsumer, "hybrid": HybridRunConsumer}
 

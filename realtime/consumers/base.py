@@ -19,17 +19,18 @@ from urllib.parse import parse_qs
 from django.utils import timezone
 
 from observability import record
-from realtime import db, frames, selectors
-from realtime.close_codes import (
+from realtime.consumers.socket import ProtocolSocket
+from realtime.protocol import frames
+from realtime.protocol.close_codes import (
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
     CLOSE_NORMAL,
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHENTICATED,
 )
-from realtime.consumers.socket import ProtocolSocket
-from realtime.params import ParamError, parse_run_id, parse_whole_number
-from realtime.snapshot import Refused
+from realtime.protocol.params import ParamError, parse_run_id, parse_whole_number
+from realtime.reads import selectors, threads
+from realtime.reads.connect_state import Refused
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ class BaseRunConsumer(ProtocolSocket):
         # token lookup and the access check ride on the snapshot's read (one trip to a
         # read thread); a refused watcher is closed before anything is relayed.
         await self.subscribe()
-        state = await db.read(
+        state = await threads.read(
             selectors.connect_state, run_id=self.run_id, since=since, user=user, token_key=token_key
         )
         if isinstance(state, Refused):
@@ -155,7 +156,7 @@ class BaseRunConsumer(ProtocolSocket):
             if self.finished or seq <= self.last_seq or self.resync is not None:
                 return
             if seq > self.last_seq + 1:
-                missed = await db.read(
+                missed = await threads.read(
                     selectors.events_between, run_id=self.run_id, after=self.last_seq, upto=seq - 1
                 )
                 for event in missed:
@@ -180,7 +181,7 @@ class BaseRunConsumer(ProtocolSocket):
         """Deliver whatever the log holds above last_seq (after a transport change)."""
         if self.finished or self.run_id is None:
             return
-        missed = await db.read(selectors.events_between, run_id=self.run_id, after=self.last_seq)
+        missed = await threads.read(selectors.events_between, run_id=self.run_id, after=self.last_seq)
         for event in missed:
             await self.deliver(
                 event.seq,
@@ -209,7 +210,7 @@ class BaseRunConsumer(ProtocolSocket):
         async with self.deliver_lock:
             if self.finished:
                 return
-            snapshot = await db.read(selectors.run_snapshot, run_id=self.run_id)
+            snapshot = await threads.read(selectors.run_snapshot, run_id=self.run_id)
             self.resync = None
             if isinstance(snapshot, Refused):  # the run was deleted meanwhile
                 await self._refuse(*REFUSALS[snapshot])

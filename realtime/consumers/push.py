@@ -15,11 +15,11 @@ import logging
 from django.conf import settings
 
 from observability import record
-from realtime import frames
 from realtime.consumers.base import BaseRunConsumer
 from realtime.failover import get_probe
 from realtime.hub import get_hub
 from realtime.poller import get_poller
+from realtime.protocol import frames
 
 logger = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@
 /ws/runs/ (user_stream.RunListConsumer). Each says how it writes its own
 ``pong``, ``error`` and refusal (their frames differ in ``run_id`` and ``seq``);
 what a client frame means, its size limit and its rate limit are judged once,
-by realtime.client_frames. Once let in, a socket's credentials are re-checked
+by realtime.protocol.client_frames. Once let in, a socket's credentials are re-checked
 by the process's access watch (realtime.access_watch), which calls back
 ``credentials_revoked``.
 """
@@ -18,10 +18,11 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime import daphne_tuning, publisher
 from realtime.access_watch import Credentials, get_access_watch
-from realtime.client_frames import ClientFrameGate, Close, Error, Ignore, Pong
-from realtime.close_codes import CLOSE_RATE_LIMITED, CLOSE_UNAUTHENTICATED
+from realtime.events import publisher
+from realtime.protocol.client_frames import ClientFrameGate, Close, Error, Ignore, Pong
+from realtime.protocol.close_codes import CLOSE_RATE_LIMITED, CLOSE_UNAUTHENTICATED
+from server import daphne_tuning
 
 try:  # Daphne's WebSocket layer; absent under other ASGI servers and in unit tests' communicator
     from autobahn.exception import Disconnected as _SocketGone
@@ -82,7 +83,7 @@ class ProtocolSocket(AsyncWebsocketConsumer):
         process's one database thread first (``aclose_old_connections``), so in
         a connect storm every ``accept()`` queues behind the other connections'
         database work. Every read of these consumers goes through
-        realtime.db.read, which replaces a dead connection itself. The upstream
+        realtime.reads.threads.read, which replaces a dead connection itself. The upstream
         methods copied here are registered in quikday.upstream ("channels-consumer-loop"):
         their source as read is pinned there.
         """

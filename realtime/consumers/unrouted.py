@@ -12,8 +12,8 @@ from __future__ import annotations
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.utils import timezone
 
-from realtime import frames
-from realtime.close_codes import CLOSE_NOT_FOUND
+from realtime.protocol import frames
+from realtime.protocol.close_codes import CLOSE_NOT_FOUND
 
 MESSAGE = "no such endpoint: the streams are /ws/runs/ and /ws/runs/<run id>/"
 

@@ -24,12 +24,13 @@ from django.conf import settings
 from django.utils import timezone
 
 from observability import record
-from realtime import db, frames, selectors, summaries
-from realtime.close_codes import CLOSE_UNAUTHENTICATED
 from realtime.consumers.socket import ProtocolSocket
+from realtime.events.publisher import DELETED_MESSAGE_TYPE, SUMMARY_MESSAGE_TYPE
 from realtime.failover import get_probe
 from realtime.list_poller import get_list_poller
-from realtime.publisher import DELETED_MESSAGE_TYPE, SUMMARY_MESSAGE_TYPE
+from realtime.protocol import frames
+from realtime.protocol.close_codes import CLOSE_UNAUTHENTICATED
+from realtime.reads import selectors, summaries, threads
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class RunListConsumer(ProtocolSocket):
         user = self.scope.get("user")
         token_key = self.scope.get("auth_token")
         if token_key is not None:
-            user = await db.read(selectors.user_for_token, key=token_key)
+            user = await threads.read(selectors.user_for_token, key=token_key)
         if user is None or not user.is_authenticated:
             await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
             return
@@ -145,7 +146,7 @@ class RunListConsumer(ProtocolSocket):
     # --- Reading ------------------------------------------------------------------------
 
     async def _read(self) -> list[dict]:
-        runs = await db.read(summaries.run_summaries_for_user, user=self.user)
+        runs = await threads.read(summaries.run_summaries_for_user, user=self.user)
         for summary in runs:
             self.seen[summary["id"]] = max(self.seen.get(summary["id"], -1), summary["seq"])
         return runs

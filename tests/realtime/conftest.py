@@ -12,7 +12,8 @@ from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.db import connections
 
-from realtime import db, publisher
+from realtime.events import publisher
+from realtime.reads import threads
 from tests.plugin import REDIS_UP
 from tests.realtime.support import close_socket, statements_counted
 
@@ -82,7 +83,7 @@ def _close_publisher_connections() -> None:
 
 
 class Read(NamedTuple):
-    """One read through realtime.db.read: the selector, its SQL statements, when it began, its answer."""
+    """One read through realtime.reads.threads.read: the selector, its SQL, when it began, its answer."""
 
     fn: Any
     statements: int
@@ -92,9 +93,9 @@ class Read(NamedTuple):
 
 @pytest.fixture
 def db_reads(monkeypatch) -> list[Read]:
-    """Every read through realtime.db.read (connect snapshots, pollers' ticks, access checks), in order."""
+    """Every read through realtime.reads.threads.read (connects, pollers' ticks, access checks), in order."""
     made: list[Read] = []
-    original = db.read
+    original = threads.read
 
     async def counted(fn, /, **kwargs):
         began = asyncio.get_running_loop().time()
@@ -102,7 +103,7 @@ def db_reads(monkeypatch) -> list[Read]:
         made.append(Read(fn, statements, began, result))
         return result
 
-    monkeypatch.setattr(db, "read", counted)
+    monkeypatch.setattr(threads, "read", counted)
     return made
 
 
@@ -117,7 +118,7 @@ def _close_sync_thread_connections():
     """
     yield
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
-    db.close_connections()  # and those of realtime.db's read threads
+    threads.close_connections()  # and those of realtime.reads.threads's read threads
 
 
 @pytest.fixture(autouse=True)

@@ -27,8 +27,8 @@ from django.test.utils import CaptureQueriesContext
 from websockets.exceptions import ConnectionClosed
 
 from quikday import asgi
-from realtime import frames as wire
-from realtime import selectors
+from realtime.protocol import frames as wire
+from realtime.reads import selectors
 from runs.inline import ServerLoopMiddleware
 from runs.models import Run, Step
 from runs.serializers import StepSerializer

@@ -17,9 +17,9 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from realtime import selectors
 from realtime.access_watch import AccessWatch, Credentials, get_access_watch
-from realtime.close_codes import CLOSE_UNAUTHENTICATED
+from realtime.protocol.close_codes import CLOSE_UNAUTHENTICATED
+from realtime.reads import selectors
 from runs import services
 from tests.realtime.support import (
     WAIT,

@@ -8,7 +8,8 @@ from channels.testing import WebsocketCommunicator
 from django.test import Client
 from rest_framework.authtoken.models import Token
 
-from realtime import selectors, tickets
+from realtime.access import tickets
+from realtime.reads import selectors
 from runs import executor, services
 from tests.realtime.support import (
     WAIT,
@@ -287,8 +288,8 @@ async def test_a_slow_client_counts_as_drained_below_a_quarter_of_the_buffer(set
     sent (docs/protocol.md, "Resync"): all but a quarter of REALTIME_MAX_CLIENT_BUFFER.
     What Daphne still holds for it is a stand-in here: just under a quarter, above a fifth.
     """
-    from realtime import daphne_tuning
     from realtime.consumers.socket import ProtocolSocket
+    from server import daphne_tuning
 
     settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
     monkeypatch.setattr(daphne_tuning, "unsent_bytes", lambda send: 250 * 1024 - 1)
@@ -306,8 +307,8 @@ async def test_a_slow_clients_drain_is_looked_at_with_a_pause_between_looks(sett
     """
     from types import SimpleNamespace
 
-    from realtime import daphne_tuning
     from realtime.consumers import socket as socket_module
+    from server import daphne_tuning
 
     settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
     held = iter([900 * 1024, 600 * 1024, 100 * 1024])  # behind, behind, drained
@@ -330,8 +331,8 @@ def test_a_client_is_behind_only_past_its_buffer(settings, monkeypatch):
     docs/protocol.md, "Resync": a client is behind when it leaves *more than*
     REALTIME_MAX_CLIENT_BUFFER bytes unread. What Daphne holds is a stand-in.
     """
-    from realtime import daphne_tuning
     from realtime.consumers.socket import ProtocolSocket
+    from server import daphne_tuning
 
     settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
     socket = ProtocolSocket()

@@ -17,10 +17,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 
-from realtime import failover, publisher
+from realtime import failover
 from realtime.consumers.push import RunConsumer
-from realtime.frames import group_name
+from realtime.events import publisher
 from realtime.poller import get_poller
+from realtime.protocol.frames import group_name
 from runs import services
 from tests.realtime.own_redis import OwnRedis
 from tests.realtime.support import (

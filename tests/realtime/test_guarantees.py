@@ -16,12 +16,13 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from realtime import log, publisher, retention, selectors
-from realtime.close_codes import CLOSE_NORMAL
-from realtime.frames import group_name
+from realtime.events import log, publisher, retention
 from realtime.hub import get_hub
 from realtime.models import RunEvent
 from realtime.poller import Poller
+from realtime.protocol.close_codes import CLOSE_NORMAL
+from realtime.protocol.frames import group_name
+from realtime.reads import selectors
 from runs import services
 from runs.models import Run
 from tests.realtime.support import (
@@ -268,10 +269,10 @@ async def test_a_failed_poll_query_is_asked_again_on_the_next_tick(user, monkeyp
     The first poll query raises (the database blipped): the poller's task must
     go on, and the next tick hands the watcher what it missed.
     """
-    from realtime import db
+    from realtime.reads import threads
 
     run = await sync_to_async(_four_events)(user)
-    real_read, failures = db.read, []
+    real_read, failures = threads.read, []
 
     async def read_failing_once(fn, *args, **kwargs):
         if fn is selectors.events_after_cursors and not failures:
@@ -279,7 +280,7 @@ async def test_a_failed_poll_query_is_asked_again_on_the_next_tick(user, monkeyp
             raise ConnectionError("the database blipped")
         return await real_read(fn, *args, **kwargs)
 
-    monkeypatch.setattr(db, "read", read_failing_once)
+    monkeypatch.setattr(threads, "read", read_failing_once)
     poller = Poller(asyncio.get_running_loop())
     watcher = _PollWatcher(run.id, 1, until=4)
     try:
@@ -455,14 +456,14 @@ async def test_a_delivery_under_way_when_the_client_leaves_sends_nothing_after(u
     is held in ``group_discard`` (before the consumer has ended). The delivery
     must send nothing to the socket being closed.
     """
-    from realtime import db
+    from realtime.reads import threads
 
     run = await sync_to_async(_started_run)(user, steps=1)  # seq 1
     layer = get_channel_layer()
     hub = get_hub(layer)
     ws, connected = await open_socket(run.id, headers=token_headers(token))
     reading, let_read, discarding, let_discard = (asyncio.Event() for _ in range(4))
-    real_read, real_discard = db.read, layer.group_discard
+    real_read, real_discard = threads.read, layer.group_discard
 
     async def held_read(fn, *args, **kwargs):
         if fn is selectors.events_between:
@@ -475,7 +476,7 @@ async def test_a_delivery_under_way_when_the_client_leaves_sends_nothing_after(u
         await asyncio.wait_for(let_discard.wait(), WAIT)
         return await real_discard(*args)
 
-    monkeypatch.setattr(db, "read", held_read)
+    monkeypatch.setattr(threads, "read", held_read)
     monkeypatch.setattr(layer, "group_discard", held_discard)
     leaving = None
     try:

@@ -11,9 +11,9 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
-from realtime import shards
-from realtime.frames import group_name
+from realtime.events import shards
 from realtime.hub import get_hub
+from realtime.protocol.frames import group_name
 from runs import services
 from tests.realtime.support import WAIT, check_frames, open_socket, receive_until_close, token_headers
 

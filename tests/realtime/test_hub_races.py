@@ -12,9 +12,9 @@ import asyncio
 import pytest
 from channels.layers import get_channel_layer
 
-from realtime import shards
+from realtime.events import shards
+from realtime.events.publisher import GROUP_MESSAGE_TYPE
 from realtime.hub import RunHub
-from realtime.publisher import GROUP_MESSAGE_TYPE
 from tests.realtime.support import WAIT
 
 pytestmark = pytest.mark.usefixtures("layer")

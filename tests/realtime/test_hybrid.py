@@ -4,7 +4,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import channel_layers
 
-from realtime import publisher
+from realtime.events import publisher
 from runs import executor, services
 from tests.realtime.conftest import layer_config
 from tests.realtime.support import (

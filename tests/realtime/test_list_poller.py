@@ -21,9 +21,11 @@ from django.db import OperationalError
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from realtime import failover, list_feed, list_poller, log, summaries
+from realtime import failover, list_feed, list_poller
 from realtime.consumers.user_stream import RunListConsumer
+from realtime.events import log
 from realtime.list_poller import get_list_poller
+from realtime.reads import summaries
 from runs import services
 from tests.realtime.support import WAIT, application, close_socket, receive, token_headers
 
@@ -279,7 +281,7 @@ async def test_a_failed_read_is_asked_again_from_the_same_point_and_warned_once(
     run = await make_run(user)
     await start_run(run)  # its event stamped 59 minutes ago
     original = summaries.summaries_changed_since
-    away = {"reads": 4}  # two ticks: realtime.db.read tries a failed read once more
+    away = {"reads": 4}  # two ticks: realtime.reads.threads.read tries a failed read once more
 
     def flaky(**kwargs):
         if away["reads"]:

@@ -12,9 +12,11 @@ from channels.layers import channel_layers
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from realtime import frames, publisher, selectors
 from realtime.consumers import HybridRunConsumer, PollingRunConsumer, RunConsumer
+from realtime.events import publisher
 from realtime.poller import get_poller
+from realtime.protocol import frames
+from realtime.reads import selectors
 from realtime.routing import run_consumer
 from runs import executor, services
 from tests.realtime.support import (

@@ -24,7 +24,7 @@ def observed(monkeypatch):
     def execute_run(*, run_id, worker):
         seen["worker"] = worker
         seen["thread"] = threading.current_thread()
-        seen["loop"] = async_to_sync(_running_loop)()  # what realtime.publisher.group_send does
+        seen["loop"] = async_to_sync(_running_loop)()  # what realtime.events.publisher.group_send does
 
     monkeypatch.setattr("runs.executor.execute_run", execute_run)
     monkeypatch.setattr(inline, "_server_loop", None)

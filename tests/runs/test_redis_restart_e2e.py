@@ -3,7 +3,7 @@
 Kills the regression of issue 11 #1: kombu's Redis transport raised
 AttributeError ('NoneType' object has no attribute 'hostname') while restoring
 the in-flight message after the connection dropped, and the worker exited
-(quikday/kombu_patch.py). Only the Procfile's command line (heartbeats on) showed
+(server/kombu_patch.py). Only the Procfile's command line (heartbeats on) showed
 it; the suite's usual worker runs without them. And an idle worker's outages log
 no ERROR traceback (issue 21 #9: gossip's, now off in the Procfile).
 """

@@ -201,7 +201,7 @@ def test_a_socket_opened_with_a_ticket_is_closed_4401_once_its_user_is_deactivat
 ):
     # Issue 25 #1: a mutant that skipped the re-check of ticket-opened sockets survived every test.
     # A ticket carries its user only (it is used up by the handshake): deactivating the user revokes it.
-    from realtime import tickets
+    from realtime.access import tickets
 
     run = make_run(user)
     ticket, _ = tickets.issue_ticket(user=user)

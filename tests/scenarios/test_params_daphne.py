@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from tests.realtime.test_params import BAD_SINCE
+from tests.realtime.protocol.test_params import BAD_SINCE
 from tests.scenarios.test_protocol_daphne import assert_clean_log, make_run, refused
 
 pytestmark = [

@@ -9,9 +9,9 @@ from asgiref.sync import async_to_sync, sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 from redis.asyncio.connection import Connection
 
-from realtime import publisher
-from realtime.frames import group_name
+from realtime.events import publisher
 from realtime.models import RunEvent
+from realtime.protocol.frames import group_name
 from runs import services, tasks
 from tests.processes import free_port
 from tests.realtime.conftest import REDIS_LAYERS, layer_config, use_layer
@@ -39,7 +39,10 @@ async def test_a_failed_publish_fails_nothing_and_the_log_delivers_it_later(user
     try:
         assert connected["seq"] == 0
         layer = get_channel_layer()
-        with monkeypatch.context() as patch, caplog.at_level(logging.WARNING, logger="realtime.publisher"):
+        with (
+            monkeypatch.context() as patch,
+            caplog.at_level(logging.WARNING, logger="realtime.events.publisher"),
+        ):
             patch.setattr(layer, "group_send", _layer_down)
             await sync_to_async(services.run_start)(run_id=run.id)
             await sync_to_async(services.step_start)(run_id=run.id, index=0)
@@ -232,7 +235,7 @@ def test_connect_publisher_reports_an_unreachable_layer_and_raises_nothing(setti
     settings.CHANNEL_LAYERS["default"]["CONFIG"] = {"hosts": [f"redis://127.0.0.1:{free_port()}/0"]}
     channel_layers.backends = {}
     try:
-        with caplog.at_level(logging.WARNING, logger="realtime.publisher"):
+        with caplog.at_level(logging.WARNING, logger="realtime.events.publisher"):
             assert publisher.connect_publisher() is False
         assert "could not connect to the channel layer yet" in caplog.text
     finally:

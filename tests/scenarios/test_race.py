@@ -14,8 +14,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from realtime import selectors
 from realtime.consumers import BaseRunConsumer
+from realtime.reads import selectors
 from runs import services
 from tests.realtime.support import (
     WAIT,

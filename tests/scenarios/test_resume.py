@@ -6,7 +6,7 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.utils import timezone
 
-from realtime import retention
+from realtime.events import retention
 from realtime.models import RunEvent
 from runs import services
 from tests.realtime.support import (

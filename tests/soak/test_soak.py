@@ -5,7 +5,7 @@ A Daphne and a Celery worker of the test's own; runs created over HTTP, each
 watched by a fresh WebSocket to its `run_completed` and 1000, a list-stream
 socket opened and closed each round. RSS of the web and worker processes
 (main and pool) is sampled every SOAK_SAMPLE_SECONDS; the web process traces its
-allocations (quikday/memory_trace.py) and dumps a snapshot after warm-up and at
+allocations (server/memory_trace.py) and dumps a snapshot after warm-up and at
 the end. The slope after warm-up (KiB/min, least squares), the samples and the
 top allocation growth go to SOAK_REPORT (default soak-report.txt in the temp dir).
 """

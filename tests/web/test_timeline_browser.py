@@ -13,7 +13,7 @@ import re
 
 import pytest
 
-from realtime import retention
+from realtime.events import retention
 from runs import services
 from runs.models import Run
 from tests.processes import ROOT, celery_worker, daphne_server, free_port, subprocess_env

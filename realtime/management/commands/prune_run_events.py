@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from realtime.retention import prune_run_events
+from realtime.events.retention import prune_run_events
 
 
 class Command(BaseCommand):

@@ -15,7 +15,7 @@ const T0 = Date.parse("2026-12-04T10:00:00.000Z");
 const at = (seconds) => new Date(T0 + seconds * 1000).toISOString();
 const PLAN = [{ tool: "wait", args: { seconds: 1 } }, { tool: "echo", args: { text: "hi" } }];
 
-// Frames as the server writes them (realtime/log.py): the step's representation, the run's times.
+// Frames as the server writes them (realtime/events/log.py): the step's representation, the run's times.
 function stepFrame(seq, type, index, { started, finished = null, status, error = "", ts, ...extra }) {
   const step = { index, tool: PLAN[index].tool, args: PLAN[index].args, status, output: null, error, started_at: started === null ? null : at(started), finished_at: finished === null ? null : at(finished), ...extra };
   return { type, run_id: "r", seq, ts: at(ts ?? finished ?? started), payload: { step } };

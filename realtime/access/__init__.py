@@ -1,0 +1,1 @@
+"""Who may watch what: the WebSocket handshake's authentication and connection tickets."""
