@@ -52,9 +52,12 @@ def execute_run(*, run_id: uuid.UUID, after_error: bool = False, worker: str = "
         if run.is_terminal:
             return Outcome.SKIPPED_FINISHED
         try:
-            if run.status == RunStatus.QUEUED and services.run_start(run_id=run_id) is None:
-                return Outcome.SKIPPED_FINISHED
-            return _execute_steps(run, after_error=after_error, worker=worker)
+            started = None
+            if run.status == RunStatus.QUEUED:
+                started = services.run_start_with_first_step(run_id=run_id, worker=worker)
+                if started is None:
+                    return Outcome.SKIPPED_FINISHED
+            return _execute_steps(run, started=started, after_error=after_error, worker=worker)
         except services.TransitionError as error:
             # Someone else (an operator, the reaper) finished the run meanwhile.
             logger.info("run %s was finished elsewhere during execution: %s", run_id, error)
@@ -65,11 +68,21 @@ def execute_run(*, run_id: uuid.UUID, after_error: bool = False, worker: str = "
             return Outcome.SKIPPED_MISSING
 
 
-def _execute_steps(run: Run, *, after_error: bool, worker: str) -> str:
+def _execute_steps(run: Run, *, started: Step | None, after_error: bool, worker: str) -> str:
+    """``started``: step 0, when this executor just started the run with it (nothing else
+    exists yet); otherwise the run was processing already and its steps are read.
+
+    A step's success and the next step's start (or the run's success) are one
+    transaction: nothing happens between them.
+    """
     run_id = run.id
-    steps = {step.index: step for step in selectors.run_steps(run_id=run_id)}
+    if started is not None:
+        steps = {0: started}
+    else:
+        steps = {step.index: step for step in selectors.run_steps(run_id=run_id)}
+    plan = run.plan
     outputs: list[Any] = []
-    for index, spec in enumerate(run.plan):
+    for index, spec in enumerate(plan):
         step = steps.get(index)
         if step is not None and step.status == StepStatus.SUCCEEDED:
             outputs.append(step.output)
@@ -82,7 +95,7 @@ def _execute_steps(run: Run, *, after_error: bool, worker: str) -> str:
             if step is None:
                 services.run_cancel_finish(run_id=run_id)
                 return Outcome.CANCELLED
-        elif step.status == StepStatus.RUNNING:
+        elif step.status == StepStatus.RUNNING and step is not started:
             if selectors.run_cancel_requested(run_id=run_id):
                 services.run_cancel_finish(run_id=run_id)
                 return Outcome.CANCELLED
@@ -98,8 +111,23 @@ def _execute_steps(run: Run, *, after_error: bool, worker: str) -> str:
         except Exception as error:  # noqa: BLE001 - any tool failure fails the step
             services.step_fail(run_id=run_id, index=index, error=_describe(error))
             return Outcome.FAILED
-        services.step_succeed(run_id=run_id, index=index, output=output)
         outputs.append(output)
+        if index + 1 == len(plan):
+            services.step_succeed_and_run_succeed(
+                run_id=run_id, index=index, output=output, run_output=outputs
+            )
+            return Outcome.SUCCEEDED
+        if index + 1 in steps:
+            # A resumed run whose next step exists already: its own branch above takes it.
+            services.step_succeed(run_id=run_id, index=index, output=output)
+            continue
+        started = services.step_succeed_and_start_next(
+            run_id=run_id, index=index, output=output, worker=worker
+        )
+        if started is None:
+            services.run_cancel_finish(run_id=run_id)
+            return Outcome.CANCELLED
+        steps[index + 1] = started
     services.run_succeed(run_id=run_id, output=outputs)
     return Outcome.SUCCEEDED
 

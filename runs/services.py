@@ -398,10 +398,29 @@ def step_start(*, run_id: uuid.UUID, index: int, worker: str = "") -> Step | Non
     for: no step starts after that (the executor then finishes the cancel).
     """
     status, cancel_requested_at, plan = _lock_run_reading(run_id, "status", "cancel_requested_at", "plan")
+    return _start_step(
+        run_id,
+        index,
+        worker,
+        status=status,
+        cancel_requested_at=cancel_requested_at,
+        plan=_plan_from_db(plan),
+    )
+
+
+def _plan_from_db(value: Any) -> list:
+    """A run's plan read by a hand-written statement, as the ORM would give it."""
+    return _RUN.get_field("plan").from_db_value(value, None, connection)
+
+
+def _start_step(
+    run_id: uuid.UUID, index: int, worker: str, *, status: str, cancel_requested_at: Any, plan: list
+) -> Step | None:
+    """step_start's write, the run's row already locked and read by the caller."""
     _refuse_unless_processing(status, requested=StepStatus.RUNNING)
     if cancel_requested_at is not None:
         return None
-    spec = _RUN.get_field("plan").from_db_value(plan, None, connection)[index]
+    spec = plan[index]
     return Step.objects.create(
         run_id=run_id,
         index=index,
@@ -435,18 +454,24 @@ def _lock_open_run(run_id: uuid.UUID, *, requested: str) -> None:
     _refuse_unless_processing(status, requested=requested)
 
 
-def _locked_step(run_id: uuid.UUID, index: int, *, requested: str) -> Step:
+def _locked_step(run_id: uuid.UUID, index: int, *, requested: str, with_plan: bool = False) -> Step:
     """The step, with the run's row and then the step's locked, in one statement;
     refused unless the run is processing.
 
     Lock order everywhere: the run's row first, then its steps (a statement's
     row locks are taken in the order its FROM names the tables). The event log
-    takes the run's row lock too, so this order cannot deadlock.
+    takes the run's row lock too, so this order cannot deadlock. ``with_plan``:
+    the step also carries the run's ``run_cancel_requested_at`` and ``run_plan``
+    (as the database gives it), for starting the next step under the same lock.
     """
     pk = _RUN.pk.get_db_prep_value(run_id, connection)
     run_status = _q(_RUN.get_field("status").column)
+    run_extra = ""
+    if with_plan:
+        cancel, plan = _q(_RUN.get_field("cancel_requested_at").column), _q(_RUN.get_field("plan").column)
+        run_extra = f", r.{cancel} AS run_cancel_requested_at, r.{plan} AS run_plan"
     sql = (
-        f"SELECT r.{run_status} AS run_status, s.* FROM {_q(_RUN.db_table)} r"  # noqa: S608
+        f"SELECT r.{run_status} AS run_status{run_extra}, s.* FROM {_q(_RUN.db_table)} r"  # noqa: S608
         f" JOIN {_q(_STEP.db_table)} s ON s.{_q(_STEP.get_field('run').column)} = r.{_q(_RUN.pk.column)}"
         f" WHERE r.{_q(_RUN.pk.column)} = %s AND s.{_q(_STEP.get_field('index').column)} = %s{_for_update()}"
     )
@@ -460,13 +485,67 @@ def _locked_step(run_id: uuid.UUID, index: int, *, requested: str) -> Step:
 @transaction.atomic
 def step_succeed(*, run_id: uuid.UUID, index: int, output: Any) -> Step:
     """running → succeeded with the tool's output."""
-    step = _locked_step(run_id, index, requested=StepStatus.SUCCEEDED)
+    return _succeed_step(_locked_step(run_id, index, requested=StepStatus.SUCCEEDED), output)
+
+
+def _succeed_step(step: Step, output: Any) -> Step:
     check_step_transition(step.status, StepStatus.SUCCEEDED)
     step.status = StepStatus.SUCCEEDED
     step.output = output
     step.finished_at = timezone.now()
     step.save(update_fields=["status", "output", "finished_at"])
     return step
+
+
+# The executor's transitions that follow one another with nothing in between (no
+# tool call, no wait): each pair is one transaction, so its events commit, and
+# reach watchers and run lists, together — in the same order, each once — for
+# one commit, one lock and one run-list summary instead of two.
+
+
+@transaction.atomic
+def run_start_with_first_step(*, run_id: uuid.UUID, worker: str = "") -> Step | None:
+    """run_start, then step_start of step 0, in one transaction: the started step.
+
+    Returns None, changing nothing, when the run is no longer queued.
+    """
+    run = _locked_run(run_id)
+    if run.status != RunStatus.QUEUED:
+        return None
+    _set_run_status(run, RunStatus.PROCESSING, started_at=timezone.now())
+    # The run's row is locked and was just read: no cancel can have been asked since.
+    return _start_step(
+        run_id, 0, worker, status=run.status, cancel_requested_at=run.cancel_requested_at, plan=run.plan
+    )
+
+
+@transaction.atomic
+def step_succeed_and_start_next(
+    *, run_id: uuid.UUID, index: int, output: Any, worker: str = ""
+) -> Step | None:
+    """step_succeed of step ``index``, then step_start of step ``index + 1``, in one transaction.
+
+    Returns the started step, or None when a cancel of the run has been asked
+    for: step ``index`` still succeeds, the next is not started (the executor
+    then finishes the cancel).
+    """
+    step = _locked_step(run_id, index, requested=StepStatus.SUCCEEDED, with_plan=True)
+    _succeed_step(step, output)
+    return _start_step(
+        run_id,
+        index + 1,
+        worker,
+        status=step.run_status,
+        cancel_requested_at=step.run_cancel_requested_at,
+        plan=_plan_from_db(step.run_plan),
+    )
+
+
+@transaction.atomic
+def step_succeed_and_run_succeed(*, run_id: uuid.UUID, index: int, output: Any, run_output: Any) -> Run:
+    """step_succeed of the last step ``index``, then run_succeed with ``run_output``, in one transaction."""
+    _succeed_step(_locked_step(run_id, index, requested=StepStatus.SUCCEEDED), output)
+    return _end(_locked_run(run_id), RunStatus.SUCCEEDED, output=run_output, finished_at=timezone.now())
 
 
 @transaction.atomic
