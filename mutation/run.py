@@ -12,6 +12,7 @@ docs/testing.md says how to read them.
     python mutation/run.py                      # every module in TARGETS (hours)
     python mutation/run.py realtime/hub.py ...  # some modules
     python mutation/run.py --list               # the modules and their tests
+    python mutation/run.py --sample 0.3 --seed 1 runs/admin.py   # a seeded 30 % of its mutants
 
 Use a database of its own (DATABASE_URL=.../quikday_mutate): the test runs
 reuse their test database (--reuse-db) between mutants.
@@ -23,6 +24,7 @@ import argparse
 import ast
 import json
 import os
+import random
 import shlex
 import shutil
 import subprocess
@@ -31,6 +33,8 @@ import time
 from pathlib import Path
 
 import coverage
+from cosmic_ray.work_db import use_db
+from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -69,6 +73,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/runs/test_executor.py",
         "tests/runs/test_reaper.py",
         "tests/runs/test_takeover.py",  # step_retry's attempts
+        "tests/runs/test_quotas.py",
+        "tests/runs/test_fairness.py",
+        "tests/runs/test_input_limits.py",  # the step cap on the service itself
+        "tests/web/test_api_token_page.py",  # the token writers
     ],
     "runs/executor.py": [
         "tests/runs/test_executor.py",
@@ -140,8 +148,54 @@ TARGETS: dict[str, list[str]] = {
     ],
     # What a client may send: run ids and since, text PostgreSQL can store, the new-run form's bounds.
     "realtime/params.py": ["tests/realtime/test_params.py"],
-    "runs/validation.py": ["tests/runs/test_input_limits.py", "tests/runs/test_tools.py"],
+    "runs/validation.py": [
+        "tests/runs/test_input_limits.py",
+        "tests/runs/test_tools.py",
+        "tests/web/test_form_limits.py",
+        "tests/runs/test_admin.py",
+    ],
+    # What users and staff touch: the API, the pages, the admin; every entry point's limits.
+    "runs/api/views.py": ["tests/runs/test_api.py", "tests/runs/test_input_limits.py"],
+    "runs/serializers.py": [
+        "tests/runs/test_api.py",
+        "tests/runs/test_input_limits.py",
+        "tests/realtime/test_selectors.py",  # the fast snapshot equals RunSerializer's
+    ],
+    "runs/api/errors.py": [
+        "tests/runs/test_api.py",
+        "tests/runs/test_input_limits.py",
+        "tests/runs/test_quotas.py",
+    ],
+    "runs/api/parsers.py": ["tests/runs/test_input_limits.py", "tests/runs/test_api.py"],
     "web/forms.py": ["tests/web/test_form_limits.py", "tests/web/test_pages.py"],
+    "web/views.py": [
+        "tests/web/test_pages.py",
+        "tests/web/test_ui_pages.py",
+        "tests/web/test_form_limits.py",
+        "tests/web/test_api_token_page.py",
+        "tests/runs/test_quotas.py",  # the form's quota message
+    ],
+    "web/login_throttle.py": ["tests/web/test_login_throttle.py"],
+    "runs/admin.py": [
+        "tests/runs/test_admin.py",
+        "tests/runs/test_input_limits.py",
+        "tests/runs/test_quotas.py",
+    ],
+    "runs/takeover.py": ["tests/runs/test_takeover.py"],
+    "runs/dispatch.py": [
+        "tests/runs/test_dispatch_retry.py",
+        "tests/runs/test_services.py",
+        "tests/runs/test_takeover.py",
+    ],
+    # The HTTP edge (chunked bodies, 308 for a slashless write, 503 for a lost database) and
+    # the settings' start-up checks (settings.py: only its checks, SCOPE below).
+    "quikday/middleware.py": ["tests/test_cors.py", "tests/runs/test_api_e2e.py"],
+    "quikday/env.py": ["tests/test_cors.py", "tests/test_dotenv.py"],
+    "quikday/settings.py": [
+        "tests/test_cors.py",
+        "tests/test_dotenv.py",
+        "tests/test_db_connections.py::test_a_pool_no_larger_than_the_read_threads_stops_start_up",
+    ],
     "realtime/daphne_tuning.py": ["tests/realtime/test_daphne_tuning.py"],
     # Newer modules: the fast connect-time snapshot, the list stream and its tickets.
     "realtime/fast_snapshot.py": ["tests/realtime/test_selectors.py"],
@@ -219,6 +273,21 @@ EXCLUDED_OPERATORS = [
     r"core/VariableReplacer",
     r"core/VariableInserter",
 ]
+
+
+def _start_up_checks(source: str) -> set[int]:
+    """settings.py's own code, not its values: each `if` that raises, and each function."""
+    lines: set[int] = set()
+    for node in ast.parse(source).body:
+        raises = isinstance(node, ast.If) and any(isinstance(n, ast.Raise) for n in ast.walk(node))
+        if raises or isinstance(node, ast.FunctionDef):
+            lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    return lines
+
+
+# Modules mutated in part only: the lines worth a mutant (the rest of settings.py is values,
+# which a mutant changes to another valid value no test should pin).
+SCOPE = {"quikday/settings.py": _start_up_checks}
 
 PER_MUTANT_TIMEOUT = 240.0  # a mutant that makes its tests hang counts as killed (timeout)
 
@@ -360,7 +429,34 @@ def _slug(module: str) -> str:
     return module.replace("/", ".").removesuffix(".py")
 
 
-def run_module(module: str, tests: list[str], out: Path, plain: bool = False) -> dict:
+def _pending(session: Path) -> list:
+    with use_db(str(session)) as db:
+        return sorted(db.pending_work_items, key=lambda item: item.job_id)
+
+
+def skip_jobs(session: Path, job_ids: list[str], why: str) -> None:
+    with use_db(str(session)) as db:
+        for job_id in job_ids:
+            db.set_result(job_id, WorkResult(output=why, worker_outcome=WorkerOutcome.SKIPPED))
+
+
+def out_of_scope(session: Path, lines: set[int]) -> list[str]:
+    return [item.job_id for item in _pending(session) if item.mutations[0].start_pos[0] not in lines]
+
+
+NOT_SAMPLED = "Not in the sample"
+
+
+def unsampled(session: Path, fraction: float, seed: int) -> list[str]:
+    """All but a seeded random FRACTION of the pending mutants (at least one)."""
+    jobs = [item.job_id for item in _pending(session)]
+    keep = set(random.Random(seed).sample(jobs, max(1, round(fraction * len(jobs))) if jobs else 0))
+    return [job for job in jobs if job not in keep]
+
+
+def run_module(
+    module: str, tests: list[str], out: Path, plain: bool = False, sample: float = 0.0, seed: int = 0
+) -> dict:
     slug = _slug(module)
     tree = out / "tree"
     config, session = out / f"{slug}.toml", out / f"{slug}.sqlite"
@@ -377,6 +473,10 @@ def run_module(module: str, tests: list[str], out: Path, plain: bool = False) ->
 
     cr(str(BIN / "cosmic-ray"), "init", str(config), str(session), check=True)
     cr(str(BIN / "cr-filter-operators"), str(session), str(config), check=True)
+    if module in SCOPE:
+        skip_jobs(session, out_of_scope(session, SCOPE[module]((tree / module).read_text())), "Out of scope")
+    if sample:
+        skip_jobs(session, unsampled(session, sample, seed), NOT_SAMPLED)
     baseline = cr(str(BIN / "cosmic-ray"), "baseline", str(config), capture_output=True)
     if baseline.returncode != 0:
         (out / f"{slug}.txt").write_text(
@@ -393,7 +493,15 @@ def summarise(module: str, session: Path, seconds: float) -> dict:
     dump = subprocess.run(
         [str(BIN / "cosmic-ray"), "dump", str(session)], capture_output=True, text=True, check=True
     ).stdout
-    counts = {"killed": 0, "survived": 0, "incompetent": 0, "skipped": 0, "timeout": 0, "pending": 0}
+    counts = {
+        "killed": 0,
+        "survived": 0,
+        "incompetent": 0,
+        "skipped": 0,
+        "not sampled": 0,
+        "timeout": 0,
+        "pending": 0,
+    }
     survivors = []
     for line in filter(None, dump.split("\n")):
         item, result = json.loads(line)
@@ -401,7 +509,7 @@ def summarise(module: str, session: Path, seconds: float) -> dict:
             counts["pending"] += 1  # not run yet (an interrupted run)
             continue
         if result["worker_outcome"] == "skipped":
-            counts["skipped"] += 1
+            counts["not sampled" if result["output"] == NOT_SAMPLED else "skipped"] += 1
             continue
         if result["worker_outcome"] == "abnormal":
             counts["timeout"] += 1  # killed: the tests did not finish
@@ -428,16 +536,18 @@ def write_summary(results: list[dict], out: Path) -> None:
     lines = [
         "# Mutation run",
         "",
-        "| module | mutants run | killed | timeout | survived | not run yet | score |",
-        "|---|---|---|---|---|---|---|",
+        "| module | mutants run | killed | timeout | survived | not run yet | not sampled | score |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r.get("baseline") == "failed":
-            lines.append(f"| {r['module']} | baseline failed | | | | | |")
+            lines.append(f"| {r['module']} | baseline failed | | | | | | |")
             continue
         run = r["killed"] + r["timeout"] + r["survived"]
         score = f"{100 * (r['killed'] + r['timeout']) / run:.0f} %" if run else "-"
-        counts = f"{r['killed']} | {r['timeout']} | {r['survived']} | {r['pending']}"
+        if r["not sampled"] and run:  # a sample's score estimates the module's
+            score = f"~{score} (sample of {run + r['pending']} of {run + r['pending'] + r['not sampled']})"
+        counts = f"{r['killed']} | {r['timeout']} | {r['survived']} | {r['pending']} | {r['not sampled']}"
         lines.append(f"| {r['module']} | {run} | {counts} | {score} |")
     lines += ["", "## Survivors", ""]
     for r in results:
@@ -464,7 +574,19 @@ def main() -> int:
         action="store_true",
         help="only rewrite summary.md from the sessions in --out (also partial ones)",
     )
+    parser.add_argument(
+        "--sample",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="run a seeded random FRACTION (0-1) of each module's mutants; the score is then an estimate",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the sample's seed (the same seed, the same mutants)"
+    )
     args = parser.parse_args()
+    if not 0.0 <= args.sample <= 1.0:
+        parser.error("--sample is a fraction between 0 and 1")
     args.out = args.out.resolve()  # cosmic-ray runs in the tree copy: a relative --out would not be found
     if args.list:
         for module, tests in TARGETS.items():
@@ -484,7 +606,7 @@ def main() -> int:
     results = []
     for module in args.modules or list(TARGETS):
         print(f"== {module}", flush=True)
-        results.append(run_module(module, TARGETS[module], args.out, args.plain))
+        results.append(run_module(module, TARGETS[module], args.out, args.plain, args.sample, args.seed))
         write_summary(results, args.out)  # after each module: a long run can be read as it goes
     print((args.out / "summary.md").read_text())
     return 0
