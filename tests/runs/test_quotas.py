@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import close_old_connections
+from django.utils import timezone
 
 from runs import services
 from runs.models import Run
@@ -65,6 +66,22 @@ def test_over_the_creates_per_minute_retry_after_is_when_the_oldest_leaves_the_m
     assert 1 <= int(response["Retry-After"]) <= 11 and body["retry_after"] == int(response["Retry-After"])
     assert "3 runs in the last minute" in body["message"]
     Run.objects.filter(pk=runs[0].pk).update(created_at=runs[0].created_at - timedelta(seconds=61))
+    assert api.post("/api/runs/", {"steps": PLAN}, format="json").status_code == 201
+
+
+def test_a_create_counts_against_the_minute_for_60_seconds_and_no_longer(api, user, settings, monkeypatch):
+    """At the window's edge: 59 s old still counts, 60 s old no longer does (the clock stands still)."""
+    settings.RUNS_MAX_ACTIVE_PER_USER = 0
+    settings.RUNS_MAX_CREATES_PER_MINUTE = 3
+    now = timezone.now()
+    monkeypatch.setattr(timezone, "now", lambda: now)
+    runs = [services.run_create(owner=user, steps=PLAN) for _ in range(3)]
+    Run.objects.filter(pk=runs[0].pk).update(created_at=now - timedelta(seconds=59))
+
+    refused = api.post("/api/runs/", {"steps": PLAN}, format="json")
+
+    assert (refused.status_code, refused["Retry-After"]) == (429, "1")
+    Run.objects.filter(pk=runs[0].pk).update(created_at=now - timedelta(seconds=60))
     assert api.post("/api/runs/", {"steps": PLAN}, format="json").status_code == 201
 
 

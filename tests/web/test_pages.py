@@ -1,11 +1,13 @@
 """The pages without a browser: login, the form built from the tool registry, access, cancel, API docs."""
 
 import json
+import re
 
 import pytest
 
 from runs import services
 from runs.models import Run
+from tests.runs.conftest import temporary_tools  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -55,6 +57,41 @@ def test_creating_a_run_from_the_form(alice_client, user, dispatched):
         {"tool": "wait", "args": {"seconds": 1.5}},
         {"tool": "echo", "args": {"text": "hi"}},
         {"tool": "fail", "args": {"message": "failed on purpose"}},
+    ]
+
+
+@pytest.fixture
+def typed_tool(temporary_tools):  # noqa: F811 (the fixture imported above)
+    """A tool with a whole-number and a yes/no argument (no built-in tool has either)."""
+    from runs.tools import Arg, tool
+
+    tool("typed", args={"times": Arg("integer", minimum=1), "loud": Arg("boolean", required=False)})(
+        lambda *, times, loud=False: times
+    )
+
+
+def test_a_whole_number_argument_steps_by_one_and_a_yes_no_one_is_a_checkbox(
+    alice_client, dispatched, typed_tool
+):
+    page = alice_client.get("/runs/new/").content.decode()
+    assert re.search(r'<input type="number" id="step-0-arg-typed-times"[^>]* step="1"', page)
+    assert re.search(r'<input type="number" id="step-0-arg-wait-seconds"[^>]* step="any"', page)
+    assert '<input type="checkbox" id="step-0-arg-typed-loud"' in page
+
+    response = alice_client.post(
+        "/runs/new/",
+        {
+            "step-0-tool": "typed",
+            "step-0-arg-typed-times": "2",
+            "step-0-arg-typed-loud": "on",  # a checked box posts its value; an unchecked one nothing
+            "step-1-tool": "typed",
+            "step-1-arg-typed-times": "3",
+        },
+    )
+    assert response.status_code == 302
+    assert Run.objects.get().plan == [
+        {"tool": "typed", "args": {"times": 2, "loud": True}},
+        {"tool": "typed", "args": {"times": 3, "loud": False}},
     ]
 
 
