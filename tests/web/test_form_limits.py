@@ -60,6 +60,12 @@ def test_a_row_number_of_nine_digits_is_a_row_and_one_of_ten_is_refused(alice_cl
     assert Run.objects.count() == 1
 
 
+def test_a_new_form_has_three_rows_and_one_shown_again_the_rows_it_had(alice_client, dispatched):
+    assert rows_rendered(alice_client.get("/runs/new/")) == 3
+    refused = alice_client.post("/runs/new/", echo_rows(4) | {"step-4-tool": "nope"})
+    assert refused.status_code == 400 and rows_rendered(refused) == 5
+
+
 def test_a_tool_in_a_row_far_past_the_limit_is_refused_not_rendered(alice_client, dispatched):
     response = alice_client.post("/runs/new/", {"step-0-tool": "echo", "step-99999999999-tool": "wait"})
     assert response.status_code == 400

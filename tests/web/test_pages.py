@@ -95,6 +95,17 @@ def test_a_whole_number_argument_steps_by_one_and_a_yes_no_one_is_a_checkbox(
     ]
 
 
+def test_a_number_is_kept_as_typed_a_whole_one_as_an_integer(alice_client, dispatched):
+    """2 is the integer 2 (as in the API's JSON), 2.0 and 1.5 stay decimals: the plan holds what was typed."""
+    rows = {"0": "2", "1": "2.0", "2": "1.5"}
+    data = {f"step-{row}-tool": "wait" for row in rows} | {
+        f"step-{row}-arg-wait-seconds": v for row, v in rows.items()
+    }
+    assert alice_client.post("/runs/new/", data).status_code == 302
+    seconds = [step["args"]["seconds"] for step in Run.objects.get().plan]
+    assert json.dumps(seconds) == "[2, 2.0, 1.5]"
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
