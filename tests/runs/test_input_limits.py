@@ -12,6 +12,7 @@ from django.conf import settings
 from runs import services
 from runs.models import Run
 from runs.tools import PlanError
+from runs.validation import PROMPT_MAX_LENGTH
 from tests.runs.test_admin import inline_management_empty
 
 pytestmark = pytest.mark.django_db
@@ -86,6 +87,31 @@ def test_the_admin_refuses_a_prompt_over_the_apis_limit(admin_client, user, disp
     assert response.status_code == 200
     assert "20000" in response.content.decode()
     assert Run.objects.count() == 0
+
+
+# --- The prompt's 20,000 characters, at the limit and one past it, on every entry point ------
+
+
+def test_the_service_takes_the_longest_prompt_and_refuses_one_character_more(user, dispatched):
+    assert services.run_create(owner=user, steps=echo_steps(1), prompt="p" * PROMPT_MAX_LENGTH).prompt
+    with pytest.raises(PlanError, match=f"at most {PROMPT_MAX_LENGTH} characters"):
+        services.run_create(owner=user, steps=echo_steps(1), prompt="p" * (PROMPT_MAX_LENGTH + 1))
+    assert Run.objects.count() == 1
+
+
+def test_the_api_takes_the_longest_prompt_and_refuses_one_character_more(api, dispatched):
+    longest = {"prompt": "p" * PROMPT_MAX_LENGTH, "steps": echo_steps(1)}
+    assert api.post("/api/runs/", longest, format="json").status_code == 201
+    refused = api.post("/api/runs/", {**longest, "prompt": "p" * (PROMPT_MAX_LENGTH + 1)}, format="json")
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid"
+    assert "prompt" in refused.json()["message"]
+    assert Run.objects.count() == 1
+
+
+def test_the_admin_takes_the_longest_prompt(admin_client, user, dispatched):
+    response = admin_add(admin_client, user, plan=json.dumps(echo_steps(1)), prompt="p" * PROMPT_MAX_LENGTH)
+    assert response.status_code == 302
+    assert len(Run.objects.get().prompt) == PROMPT_MAX_LENGTH
 
 
 @pytest.mark.parametrize("depth", [settings.RUNS_MAX_ARGS_DEPTH + 1, 900, 5_000, 100_000])

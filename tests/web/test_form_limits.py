@@ -120,6 +120,12 @@ def test_a_nul_anywhere_in_the_form_is_a_400_naming_it(alice_client, dispatched,
     assert Run.objects.count() == 0 and dispatched == []
 
 
+def test_the_longest_prompt_is_taken(alice_client, dispatched):
+    response = alice_client.post("/runs/new/", {"prompt": "p" * 20_000, **echo_rows(1)})
+    assert response.status_code == 302
+    assert len(Run.objects.get().prompt) == 20_000
+
+
 def test_a_prompt_over_the_apis_limit_is_refused(alice_client, dispatched):
     response = alice_client.post("/runs/new/", {"prompt": "p" * 20_001, **echo_rows(1)})
     assert response.status_code == 400
