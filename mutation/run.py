@@ -155,9 +155,14 @@ TARGETS: dict[str, list[str]] = {
         "tests/runs/test_admin.py",
     ],
     # What users and staff touch: the API, the pages, the admin; every entry point's limits.
-    "runs/api/views.py": ["tests/runs/test_api.py", "tests/runs/test_input_limits.py"],
+    "runs/api/views.py": [
+        "tests/runs/test_api.py",
+        "tests/runs/test_api_docs.py",  # the schema's words, statuses and example
+        "tests/runs/test_input_limits.py",
+    ],
     "runs/serializers.py": [
         "tests/runs/test_api.py",
+        "tests/runs/test_api_docs.py",
         "tests/runs/test_input_limits.py",
         "tests/realtime/test_selectors.py",  # the fast snapshot equals RunSerializer's
     ],
