@@ -125,6 +125,31 @@ def test_a_bad_form_is_a_400_with_the_reason_and_creates_nothing(alice_client, d
     assert not Run.objects.exists()
 
 
+@pytest.mark.parametrize(
+    ("data", "marked"),
+    [
+        (
+            {"step-0-tool": "wait", "step-0-arg-wait-seconds": "abc"},
+            ["step-0-arg-wait-seconds"],
+        ),  # the form's
+        ({"step-0-tool": "wait", "step-0-arg-wait-seconds": "-1"}, ["step-0-arg-wait-seconds"]),  # the plan's
+        ({"step-0-tool": "nope"}, ["step-0-tool"]),
+        (
+            {"step-0-tool": "echo", "step-0-any-echo-name": "t", "step-0-any-echo-value": "a\x00b"},
+            ["step-0-any-echo-value"],
+        ),
+        (
+            {"step-0-tool": "echo", "step-2-tool": "wait"},
+            ["step-2-arg-wait-seconds"],
+        ),  # the row, not the step
+        ({}, []),  # about no one input
+    ],
+)
+def test_a_bad_form_marks_the_one_input_at_fault(alice_client, dispatched, data, marked):
+    page = alice_client.post("/runs/new/", data).content.decode()
+    assert re.findall(r'id="([^"]+)"[^>]*aria-invalid="true" aria-errormessage="form-error"', page) == marked
+
+
 def test_run_page_and_list_show_only_the_users_runs(alice_client, user, other_user, dispatched):
     mine = services.run_create(owner=user, steps=[{"tool": "echo", "args": {}}], prompt="mine")
     theirs = services.run_create(owner=other_user, steps=[{"tool": "echo", "args": {}}], prompt="theirs")
