@@ -77,6 +77,8 @@ def test_create_without_prompt_and_args_fills_defaults(api, sent):
     response = post_json(api, "/api/runs/", {"steps": [{"tool": "echo"}, {"tool": "fail"}]})
     assert response.status_code == 201
     assert response.json()["prompt"] == ""
+    # An empty prompt, as a form with its prompt left blank sends it, is no prompt either.
+    assert post_json(api, "/api/runs/", {"prompt": "", "steps": ECHO3}).json()["prompt"] == ""
     assert response.json()["plan"][1] == {"tool": "fail", "args": {"message": "failed on purpose"}}
 
 
@@ -94,6 +96,7 @@ BAD_BODIES = [
     ({"steps": []}, "invalid_plan", "at least one step"),
     ({"steps": {"tool": "echo"}}, "invalid_plan", "steps must be a list"),
     ({"steps": "echo"}, "invalid_plan", "steps must be a list"),
+    ({"steps": 7}, "invalid_plan", "steps must be a list"),  # no len(): the count's check is for lists
     ({"steps": None}, None, "steps"),
     ({"steps": ["echo"]}, "invalid_plan", "step 1: a step must be an object"),
     ({"steps": [[]]}, "invalid_plan", "a step must be an object"),

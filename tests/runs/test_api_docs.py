@@ -39,6 +39,7 @@ def test_the_schema_s_example_run_is_one_the_api_accepts(api, monkeypatch):
     # The field itself says what a plan is, and its own example is one too.
     steps = schema["components"]["schemas"]["RunCreate"]["properties"]["steps"]
     assert steps["type"] == "array" and steps["items"]["required"] == ["tool"]
+    assert steps["items"]["properties"]["args"]["additionalProperties"] is True  # each tool its own
     assert api.post("/api/runs/", {"steps": steps["example"]}, format="json").status_code == 201
 
 
@@ -70,3 +71,13 @@ def test_the_schema_documents_the_statuses_the_api_answers(api, monkeypatch):
     assert set(create) | set(cancel) <= ANSWERED
     assert [code for code in create if code.startswith("2")] == ["201"]
     assert [code for code in cancel if code.startswith("2")] == ["200"]
+
+
+def test_the_schema_gives_the_shapes_the_api_answers():
+    """Tools come as a list; a run's every field is the server's (readOnly), never a client's to set."""
+    schema = APIClient().get("/api/schema/", HTTP_ACCEPT="application/vnd.oai.openapi+json").json()
+    tools = schema["paths"]["/api/tools/"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert tools == {"type": "array", "items": {"$ref": "#/components/schemas/Tool"}}
+    for name in ("Run", "RunSummary"):
+        fields = schema["components"]["schemas"][name]["properties"]
+        assert [f for f, spec in fields.items() if not spec.get("readOnly")] == [], name
