@@ -26,6 +26,17 @@ def test_landing_and_login_pages(client, user):
     assert "Hello, alice" in page and 'href="/runs/new/"' in page
 
 
+def test_the_home_page_lists_the_five_newest_runs(alice_client, user, dispatched):
+    runs = [
+        services.run_create(owner=user, steps=[{"tool": "echo", "args": {}}], prompt=f"n{i}")
+        for i in range(6)
+    ]
+    page = alice_client.get("/").content.decode()
+    shown = re.findall(r'<li data-run-id="([^"]+)"', page)
+    assert shown == [str(run.id) for run in reversed(runs[1:])]
+    assert "limit: 5," in page  # the live list keeps as many
+
+
 def test_the_form_has_a_field_per_tool_argument(alice_client):
     page = alice_client.get("/runs/new/").content.decode()
     assert 'name="step-0-tool"' in page
