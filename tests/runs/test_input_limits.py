@@ -5,6 +5,9 @@ string but cannot be encoded as UTF-8: it reached psycopg and was a 500.
 """
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 from django.conf import settings
@@ -161,3 +164,17 @@ def test_the_admin_takes_the_most_steps_and_refuses_one_more(admin_client, user,
     assert refused.status_code == 200
     assert f"at most {limit} steps, got {limit + 1}" in refused.content.decode()
     assert Run.objects.count() == 1
+
+
+def test_numbers_stop_at_4300_digits_even_where_python_itself_has_no_limit():
+    """PYTHONINTMAXSTRDIGITS=0 lifts Python's own limit: the input's stays (json.loads would take any)."""
+    code = (
+        "from runs.validation import InputError, MAX_INTEGER_DIGITS, load_json\n"
+        "load_json('9' * 4300)\n"
+        "try:\n    load_json('9' * 4301)\nexcept InputError as e:\n    print(MAX_INTEGER_DIGITS, e)\n"
+    )
+    env = {**os.environ, "PYTHONINTMAXSTRDIGITS": "0"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=settings.BASE_DIR
+    )
+    assert done.stdout == "4300 a number has more than 4300 digits\n", done.stderr

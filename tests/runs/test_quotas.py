@@ -98,6 +98,16 @@ def test_re_run_obeys_the_quota(user, quotas):
         services.run_rerun(run=run, owner=user)
 
 
+def test_the_run_pages_re_run_says_why(client, user, quotas):
+    client.force_login(user)
+    first = services.run_create(owner=user, steps=PLAN)
+    services.run_create(owner=user, steps=PLAN)
+    response = client.post(f"/runs/{first.id}/rerun/", follow=True)
+    assert response.redirect_chain == [(f"/runs/{first.id}/", 302)]
+    assert "Not re-run: you have 2 runs queued or processing" in response.content.decode()
+    assert Run.objects.filter(owner=user).count() == 2
+
+
 def test_the_page_says_why_with_429(client, user, quotas):
     client.force_login(user)
     for _ in range(2):
