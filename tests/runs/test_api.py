@@ -172,6 +172,22 @@ def test_deeply_nested_json_is_a_400_not_a_500(api, sent):
     assert Run.objects.count() == 0
 
 
+@pytest.mark.parametrize("siblings", [0, 100], ids=["alone", "after-shallow-siblings"])
+def test_a_body_nested_512_levels_is_parsed_and_513_refused_unparsed(api, sent, siblings):
+    """JSON_MAX_DEPTH counts the whole document (here 4 levels down to args' value), before parsing."""
+
+    def body(levels: int) -> bytes:
+        value = b"[" + b"[], " * siblings + b"[" * (levels - 5) + b"]" * (levels - 5) + b"]"
+        return b'{"steps": [{"tool": "echo", "args": {"x": ' + value + b"}}]}"
+
+    # Parsed: the plan's own (smaller) nesting limit then refuses it.
+    assert_error(post_json(api, "/api/runs/", body(512)), 400, "invalid_plan", "nested more than")
+    assert_error(
+        post_json(api, "/api/runs/", body(513)), 400, "malformed_json", "nested more than 512 levels"
+    )
+    assert Run.objects.count() == 0
+
+
 def test_a_body_over_the_limit_is_a_400(api, sent):
     with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2048):
         big = {"prompt": "x" * 3000, "steps": ECHO3}

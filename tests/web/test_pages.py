@@ -12,7 +12,7 @@ from tests.runs.conftest import temporary_tools  # noqa: F401 (a fixture)
 pytestmark = pytest.mark.django_db
 
 
-@pytest.mark.parametrize("path", ["/", "/runs/", "/runs/new/"])
+@pytest.mark.parametrize("path", ["/", "/runs/", "/runs/new/", "/runs/6f1f9a52-0d8e-4b8e-9a53-3f6f0c0b1e2d/"])
 def test_pages_need_a_login(client, path):
     response = client.get(path)
     assert response.status_code == 302 and response["Location"].startswith("/login/")
