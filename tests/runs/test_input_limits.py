@@ -62,6 +62,27 @@ def test_the_api_refuses_text_postgresql_cannot_store(api, dispatched, plan):
     assert Run.objects.count() == 0 and dispatched == []
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [('{"a\\u0000": 1}', "args keys"), ('{"deep": {"\\ud800": 1}}', "args.deep keys")],
+)
+def test_a_key_that_cannot_be_stored_is_named_by_where_it_is(api, dispatched, args, named):
+    body = '{"steps": [{"tool": "echo", "args": ' + args + "}]}"
+    response = api.post("/api/runs/", body, content_type="application/json")
+    assert response.status_code == 400 and response.json()["message"].startswith(
+        f"step 1: {named} must not contain"
+    )
+
+
+def test_brackets_in_a_string_are_text_not_nesting(api, dispatched):
+    """An escaped quote does not end a string: the 600 brackets after it are the prompt's, not JSON's."""
+    prompt = '\\"' + "[" * 600
+    body = '{"prompt": "' + prompt + '", "steps": [{"tool": "echo", "args": {}}]}'
+    response = api.post("/api/runs/", body, content_type="application/json")
+    assert response.status_code == 201, response.content
+    assert response.json()["prompt"] == '"' + "[" * 600
+
+
 @pytest.mark.parametrize("plan", UNSTORABLE_PLANS)
 def test_the_admin_refuses_text_postgresql_cannot_store(admin_client, user, dispatched, plan):
     response = admin_add(admin_client, user, plan=plan)
