@@ -148,6 +148,25 @@ def test_the_admin_refuses_a_plan_nested_too_deep(admin_client, user, dispatched
     assert Run.objects.count() == 0 and dispatched == []
 
 
+@pytest.mark.parametrize(("open_", "close"), [("[", "]"), ('{"a": ', "}")], ids=["arrays", "objects"])
+def test_the_api_takes_arguments_nested_to_the_limit_and_refuses_one_level_more(
+    api, dispatched, open_, close
+):
+    limit = settings.RUNS_MAX_ARGS_DEPTH
+
+    def create(levels: int):
+        """args (level 1) holding a value ``levels`` deep: ``levels`` - 1 wrappers around an empty list."""
+        value = open_ * (levels - 1) + "[]" + close * (levels - 1)
+        body = '{"steps": [{"tool": "echo", "args": {"a": ' + value + "}}]}"
+        return api.post("/api/runs/", body, content_type="application/json")
+
+    assert create(limit - 1).status_code == 201
+    refused = create(limit)
+    assert refused.status_code == 400 and refused.json()["error"] == "invalid_plan"
+    assert f"nested more than {settings.RUNS_MAX_ARGS_DEPTH} levels deep" in refused.json()["message"]
+    assert Run.objects.count() == 1
+
+
 def test_the_admin_takes_a_plan_nested_to_the_limit(admin_client, user, dispatched):
     depth = settings.RUNS_MAX_ARGS_DEPTH - 1  # args itself is the first level
     plan = '[{"tool": "echo", "args": {"a": ' + "[" * depth + "]" * depth + "}}]"
