@@ -188,6 +188,21 @@ def test_a_body_nested_512_levels_is_parsed_and_513_refused_unparsed(api, sent, 
     assert Run.objects.count() == 0
 
 
+def test_a_refused_field_is_named_first_and_detailed(api, sent):
+    body = assert_error(post_json(api, "/api/runs/", {"prompt": None, "steps": ECHO3}), 400, "invalid")
+    assert body["message"] == "prompt: This field may not be null."
+    assert body["detail"] == {"prompt": ["This field may not be null."]}  # every field's, for a program
+    assert "detail" not in assert_error(api.get(f"/api/runs/{uuid.uuid4()}/"), 404, "not_found")
+
+
+def test_a_request_for_another_host_is_a_json_400(client):
+    """Django's own refusals (here DisallowedHost, before any view) answer JSON like the API's."""
+    response = client.get("/api/", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_request"
+    assert response.json()["message"].startswith("Invalid HTTP_HOST header: 'evil.example'.")
+
+
 def test_a_body_over_the_limit_is_a_400(api, sent):
     with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2048):
         big = {"prompt": "x" * 3000, "steps": ECHO3}
