@@ -99,9 +99,9 @@ bench: venv  ## all five modes, medians of 3: table, bench/results/<date>.json, 
 bench-quick: venv  ## the same workloads, small and once (< 2 min): a smoke test, no timing goals
 	$(BIN)/python bench/run.py --quick
 
-# Mutation testing (docs/testing.md): cosmic-ray over realtime/, server/'s Daphne tuning and log filter, runs'
-# services and executor, each module against its own curated tests; reports in build/mutation/.
-# Not part of `make test` or CI (an hour or more). MODULES=realtime/hub.py limits it.
+# Mutation testing (docs/testing.md): cosmic-ray over realtime/, runs/, web/ and quikday/'s
+# middleware and settings checks, each module against its own curated tests; reports in
+# build/mutation/. Not part of `make test` or CI (hours). MODULES=realtime/delivery/hub.py limits it.
 mutate: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/quikday_mutate
 mutate: venv  ## mutation score of the guarantee-holding modules: build/mutation/summary.md
 	nice -n 15 $(BIN)/python mutation/run.py $(MODULES)

@@ -10,8 +10,9 @@ build/mutation/summary.md (score per module, every survivor with its diff).
 docs/testing.md says how to read them.
 
     python mutation/run.py                      # every module in TARGETS (hours)
-    python mutation/run.py realtime/hub.py ...  # some modules
+    python mutation/run.py realtime/delivery/hub.py ...  # some modules
     python mutation/run.py --list               # the modules and their tests
+    python mutation/run.py --sample 0.3 --seed 1 runs/admin.py   # a seeded 30 % of its mutants
 
 Use a database of its own (DATABASE_URL=.../quikday_mutate): the test runs
 reuse their test database (--reuse-db) between mutants.
@@ -23,6 +24,7 @@ import argparse
 import ast
 import json
 import os
+import random
 import shlex
 import shutil
 import subprocess
@@ -31,6 +33,8 @@ import time
 from pathlib import Path
 
 import coverage
+from cosmic_ray.work_db import use_db
+from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -49,7 +53,7 @@ ENV: dict[str, dict[str, str]] = {
     "realtime/access/auth.py": ONE_LAYER_PUSH,
     "realtime/reads/fast_snapshot.py": ONE_LAYER_PUSH,
     "realtime/protocol/client_frames.py": ONE_LAYER_PUSH,
-    "realtime/consumers/socket.py": ONE_LAYER_PUSH,
+    "realtime/sockets/socket.py": ONE_LAYER_PUSH,
     "realtime/protocol/close_codes.py": ONE_LAYER_PUSH,
     "realtime/reads/connect_state.py": ONE_LAYER_PUSH,
     "realtime/reads/selectors.py": ONE_LAYER_PUSH,
@@ -57,9 +61,9 @@ ENV: dict[str, dict[str, str]] = {
     "realtime/events/shards.py": ONE_LAYER,
     "realtime/http/events.py": ONE_LAYER_PUSH,
     "realtime/protocol/params.py": ONE_LAYER_PUSH,
-    "realtime/list_poller.py": ONE_LAYER,
-    "realtime/per_loop.py": ONE_LAYER_PUSH,
-    "realtime/access_watch.py": ONE_LAYER_PUSH,
+    "realtime/runlist/list_poller.py": ONE_LAYER,
+    "realtime/delivery/per_loop.py": ONE_LAYER_PUSH,
+    "realtime/delivery/access_watch.py": ONE_LAYER_PUSH,
 }
 TARGETS: dict[str, list[str]] = {
     "runs/services.py": [
@@ -69,6 +73,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/runs/test_executor.py",
         "tests/runs/test_reaper.py",
         "tests/runs/test_takeover.py",  # step_retry's attempts
+        "tests/runs/test_quotas.py",
+        "tests/runs/test_fairness.py",
+        "tests/runs/test_input_limits.py",  # the step cap on the service itself
+        "tests/web/test_api_token_page.py",  # the token writers
     ],
     "runs/executor.py": [
         "tests/runs/test_executor.py",
@@ -76,7 +84,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/runs/test_takeover.py",  # a resumed run, its step's attempts
     ],
     "realtime/events/log.py": [
-        "tests/realtime/test_guarantees.py",
+        "tests/realtime/sockets/test_guarantees.py",
         "tests/realtime/test_signals.py",
         "tests/realtime/events/test_retention.py",
         "tests/scenarios/test_race.py",
@@ -86,55 +94,52 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_signals.py",
         "tests/realtime/events/test_log.py",
     ],
-    "realtime/hub.py": [
-        "tests/realtime/test_hub_races.py",
-        "tests/realtime/test_hub.py",
-        "tests/realtime/test_guarantees.py",
+    "realtime/delivery/hub.py": [
+        "tests/realtime/delivery/test_hub_races.py",
+        "tests/realtime/delivery/test_hub.py",
+        "tests/realtime/sockets/test_guarantees.py",
         "tests/scenarios/test_race.py",
     ],
-    "realtime/poller.py": [
-        "tests/realtime/test_guarantees.py",
-        "tests/realtime/test_poller.py",
-        "tests/realtime/test_poller_grid.py",
+    "realtime/delivery/poller.py": [
+        "tests/realtime/sockets/test_guarantees.py",
+        "tests/realtime/delivery/test_poller.py",
+        "tests/realtime/delivery/test_poller_grid.py",
         "tests/scenarios/test_modes.py",
     ],
-    "realtime/consumers/poll.py": ["tests/realtime/test_poller.py", "tests/scenarios/test_modes.py"],
+    "realtime/consumers/poll.py": ["tests/realtime/delivery/test_poller.py", "tests/scenarios/test_modes.py"],
     "realtime/consumers/push.py": [
-        "tests/realtime/test_guarantees.py",
-        "tests/realtime/test_hub.py",
-        "tests/realtime/test_failover.py",
+        "tests/realtime/sockets/test_guarantees.py",
+        "tests/realtime/delivery/test_hub.py",
+        "tests/realtime/delivery/test_failover.py",
     ],
-    "realtime/events/retention.py": [
-        "tests/realtime/events/test_retention.py",
-        "tests/realtime/test_guarantees.py",
-    ],
+    "realtime/events/retention.py": ["tests/realtime/events/test_retention.py", "tests/realtime/sockets/test_guarantees.py"],
     "realtime/consumers/base.py": [
-        "tests/realtime/test_guarantees.py",
+        "tests/realtime/sockets/test_guarantees.py",
         "tests/scenarios/test_race.py",
         "tests/scenarios/test_resume.py",
-        "tests/realtime/test_consumer.py",
+        "tests/realtime/sockets/test_consumer.py",
     ],
     "realtime/events/publisher.py": [
         "tests/realtime/events/test_publisher.py",
         "tests/scenarios/test_publish.py",
-        "tests/realtime/test_guarantees.py",
+        "tests/realtime/sockets/test_guarantees.py",
     ],
     "realtime/protocol/frames.py": [
         "tests/realtime/protocol/test_frames.py",
         "tests/realtime/events/test_log.py",
-        "tests/realtime/test_poller.py",
+        "tests/realtime/delivery/test_poller.py",
     ],
-    "realtime/failover.py": ["tests/realtime/test_failover.py", "tests/realtime/test_hybrid.py"],
-    "realtime/consumers/hybrid.py": ["tests/realtime/test_hybrid.py"],
+    "realtime/delivery/failover.py": ["tests/realtime/delivery/test_failover.py", "tests/realtime/sockets/test_hybrid.py"],
+    "realtime/consumers/hybrid.py": ["tests/realtime/sockets/test_hybrid.py"],
     "realtime/reads/selectors.py": [
         "tests/realtime/reads/test_selectors.py",
         "tests/scenarios/test_resume.py",
-        "tests/realtime/test_poller.py",
-        "tests/realtime/test_access_watch.py",  # revoked_credentials
+        "tests/realtime/delivery/test_poller.py",
+        "tests/realtime/delivery/test_access_watch.py",  # revoked_credentials
     ],
     "realtime/reads/threads.py": ["tests/realtime/reads/test_threads.py"],
-    "realtime/access/auth.py": ["tests/realtime/access/test_auth.py", "tests/realtime/test_consumer.py"],
-    "realtime/routing.py": ["tests/realtime/test_poller.py", "tests/scenarios/test_modes.py"],
+    "realtime/access/auth.py": ["tests/realtime/access/test_auth.py", "tests/realtime/sockets/test_consumer.py"],
+    "realtime/routing.py": ["tests/realtime/delivery/test_poller.py", "tests/scenarios/test_modes.py"],
     # GET /api/runs/<id>/events/ is tested with resume over the socket (the same frames).
     "realtime/http/events.py": [
         "tests/realtime/protocol/test_params.py",
@@ -143,71 +148,113 @@ TARGETS: dict[str, list[str]] = {
     ],
     # What a client may send: run ids and since, text PostgreSQL can store, the new-run form's bounds.
     "realtime/protocol/params.py": ["tests/realtime/protocol/test_params.py"],
-    "runs/validation.py": ["tests/runs/test_input_limits.py", "tests/runs/test_tools.py"],
+    "runs/validation.py": [
+        "tests/runs/test_input_limits.py",
+        "tests/runs/test_tools.py",
+        "tests/web/test_form_limits.py",
+        "tests/runs/test_admin.py",
+    ],
+    # What users and staff touch: the API, the pages, the admin; every entry point's limits.
+    "runs/api/views.py": [
+        "tests/runs/test_api.py",
+        "tests/runs/test_api_docs.py",  # the schema's words, statuses and example
+        "tests/runs/test_input_limits.py",
+    ],
+    "runs/serializers.py": [
+        "tests/runs/test_api.py",
+        "tests/runs/test_api_docs.py",
+        "tests/runs/test_input_limits.py",
+        "tests/realtime/reads/test_selectors.py",  # the fast snapshot equals RunSerializer's
+    ],
+    "runs/api/errors.py": [
+        "tests/test_middleware.py",  # a lost database: 503
+        "tests/runs/test_api.py",
+        "tests/runs/test_input_limits.py",
+        "tests/runs/test_quotas.py",
+    ],
+    "runs/api/parsers.py": ["tests/runs/test_input_limits.py", "tests/runs/test_api.py"],
     "web/forms.py": ["tests/web/test_form_limits.py", "tests/web/test_pages.py"],
+    "web/views.py": [
+        "tests/web/test_pages.py",
+        "tests/web/test_ui_pages.py",
+        "tests/web/test_form_limits.py",
+        "tests/web/test_api_token_page.py",
+        "tests/runs/test_quotas.py",  # the form's quota message
+    ],
+    "web/login_throttle.py": ["tests/web/test_login_throttle.py"],
+    "runs/admin.py": [
+        "tests/runs/test_admin.py",
+        "tests/runs/test_input_limits.py",
+        "tests/runs/test_quotas.py",
+    ],
+    "runs/takeover.py": ["tests/runs/test_takeover.py"],
+    "runs/dispatch.py": [
+        "tests/runs/test_dispatch_retry.py",
+        "tests/runs/test_services.py",
+        "tests/runs/test_takeover.py",
+    ],
+    # The HTTP edge (chunked bodies, 308 for a slashless write, 503 for a lost database) and
+    # the settings' start-up checks (settings.py: only its checks, SCOPE below).
+    "quikday/middleware.py": ["tests/test_middleware.py", "tests/test_cors.py", "tests/runs/test_api_e2e.py"],
+    "quikday/env.py": ["tests/test_cors.py", "tests/test_dotenv.py"],
+    "quikday/settings.py": [
+        "tests/test_cors.py",
+        "tests/test_dotenv.py",
+        "tests/test_db_connections.py::test_a_pool_no_larger_than_the_read_threads_stops_start_up",
+    ],
     "server/daphne_tuning.py": ["tests/server/test_daphne_tuning.py"],
     # Newer modules: the fast connect-time snapshot, the list stream and its tickets.
     "realtime/reads/fast_snapshot.py": ["tests/realtime/reads/test_selectors.py"],
     "realtime/access/tickets.py": ["tests/realtime/access/test_tickets.py"],
     "realtime/reads/summaries.py": [
         "tests/realtime/reads/test_summaries.py",
-        "tests/realtime/test_user_stream.py",
+        "tests/realtime/runlist/test_user_stream.py",
         "tests/web/test_pages.py",
     ],
-    "realtime/list_feed.py": ["tests/realtime/test_user_stream.py"],
+    "realtime/runlist/list_feed.py": ["tests/realtime/runlist/test_user_stream.py"],
     "realtime/http/tickets.py": [
         "tests/realtime/access/test_tickets.py",
         "tests/web/test_pages.py",
         "tests/runs/test_api.py",
     ],
-    "realtime/http/summaries.py": ["tests/web/test_pages.py", "tests/runs/test_api.py"],
     "realtime/consumers/user_stream.py": [
-        "tests/realtime/test_user_stream.py",
-        "tests/realtime/test_list_poller.py",
+        "tests/realtime/runlist/test_user_stream.py",
+        "tests/realtime/runlist/test_list_poller.py",
     ],
     # The run-list re-read (one statement per process per tick), the access watch (revoked
     # credentials close 4401; its Daphne test is the one a process outside coverage runs),
     # and the per-loop ticker both pollers and the watch run on.
-    "realtime/list_poller.py": ["tests/realtime/test_list_poller.py", "tests/realtime/test_user_stream.py"],
-    "realtime/access_watch.py": [
-        "tests/realtime/test_access_watch.py",
-        "tests/realtime/test_consumer.py::test_a_session_sockets_credentials_still_hold_at_its_recheck",
+    "realtime/runlist/list_poller.py": ["tests/realtime/runlist/test_list_poller.py", "tests/realtime/runlist/test_user_stream.py"],
+    "realtime/delivery/access_watch.py": [
+        "tests/realtime/delivery/test_access_watch.py",
+        "tests/realtime/sockets/test_consumer.py::test_a_session_sockets_credentials_still_hold_at_its_recheck",
         "tests/scenarios/test_protocol_daphne.py::test_revoked_credentials_close_an_open_socket_4401",
     ],
-    "realtime/per_loop.py": [
-        "tests/realtime/test_poller_grid.py",
-        "tests/realtime/test_poller.py",
-        "tests/realtime/test_access_watch.py",
-        "tests/realtime/test_list_poller.py",
+    "realtime/delivery/per_loop.py": [
+        "tests/realtime/delivery/test_poller_grid.py",
+        "tests/realtime/delivery/test_poller.py",
+        "tests/realtime/delivery/test_access_watch.py",
+        "tests/realtime/runlist/test_list_poller.py",
     ],
     # What every endpoint shares: the client frames' judge, the socket base, the close codes.
-    "realtime/protocol/client_frames.py": [
+    "realtime/protocol/client_frames.py": ["tests/realtime/protocol/test_client_frames.py", "tests/realtime/sockets/test_consumer.py"],
+    "realtime/sockets/socket.py": [
+        "tests/realtime/sockets/test_consumer.py",
+        "tests/realtime/sockets/test_guarantees.py",
         "tests/realtime/protocol/test_client_frames.py",
-        "tests/realtime/test_consumer.py",
-    ],
-    "realtime/consumers/socket.py": [
-        "tests/realtime/test_consumer.py",
-        "tests/realtime/test_guarantees.py",
-        "tests/realtime/protocol/test_client_frames.py",
-        "tests/realtime/test_channels_pin.py",
+        "tests/realtime/sockets/test_channels_pin.py",
         "tests/scenarios/test_protocol_daphne.py",
-        "tests/realtime/test_access_watch.py",  # a closed socket leaves the access watch
+        "tests/realtime/delivery/test_access_watch.py",  # a closed socket leaves the access watch
     ],
-    "realtime/protocol/close_codes.py": [
-        "tests/realtime/test_consumer.py",
-        "tests/realtime/protocol/test_client_frames.py",
-    ],
+    "realtime/protocol/close_codes.py": ["tests/realtime/sockets/test_consumer.py", "tests/realtime/protocol/test_client_frames.py"],
     # The layer sharded over several Redis servers (two redis-servers of the test's own and a Daphne).
     "realtime/events/shards.py": [
-        "tests/realtime/test_hub.py",
-        "tests/realtime/test_hub_races.py",
+        "tests/realtime/delivery/test_hub.py",
+        "tests/realtime/delivery/test_hub_races.py",
         "tests/realtime/events/test_shards.py",
     ],
     # The rest of realtime/ (no guarantee of their own: wiring, data shapes, log filtering).
-    "realtime/reads/connect_state.py": [
-        "tests/realtime/test_consumer.py",
-        "tests/realtime/reads/test_selectors.py",
-    ],
+    "realtime/reads/connect_state.py": ["tests/realtime/sockets/test_consumer.py", "tests/realtime/reads/test_selectors.py"],
     "server/outage_logging.py": ["tests/server/test_outage_logging.py"],
     "realtime/tasks.py": ["tests/realtime/events/test_retention.py"],
     "realtime/management/commands/prune_run_events.py": ["tests/realtime/events/test_retention.py"],
@@ -232,6 +279,21 @@ EXCLUDED_OPERATORS = [
     r"core/VariableReplacer",
     r"core/VariableInserter",
 ]
+
+
+def _start_up_checks(source: str) -> set[int]:
+    """settings.py's own code, not its values: each `if` that raises, and each function."""
+    lines: set[int] = set()
+    for node in ast.parse(source).body:
+        raises = isinstance(node, ast.If) and any(isinstance(n, ast.Raise) for n in ast.walk(node))
+        if raises or isinstance(node, ast.FunctionDef):
+            lines.update(range(node.lineno, (node.end_lineno or node.lineno) + 1))
+    return lines
+
+
+# Modules mutated in part only: the lines worth a mutant (the rest of settings.py is values,
+# which a mutant changes to another valid value no test should pin).
+SCOPE = {"quikday/settings.py": _start_up_checks}
 
 PER_MUTANT_TIMEOUT = 240.0  # a mutant that makes its tests hang counts as killed (timeout)
 
@@ -274,7 +336,7 @@ def pytest_command(tests: list[str], *options: str) -> list[str]:
 # A test hung by a mutant fails after this long (not the suite's 180 s). More where a
 # selection's slowest tests (Daphne's slow-client resync) come near it on a loaded machine:
 # consumers/socket.py's baseline failed once at 30 s under a load average of 10.
-TEST_TIMEOUT: dict[str, int] = {"realtime/consumers/socket.py": 90}
+TEST_TIMEOUT: dict[str, int] = {"realtime/sockets/socket.py": 90}
 
 
 def mutant_command(tests: list[str], plain: bool = False, timeout: int = 30) -> list[str]:
@@ -373,7 +435,34 @@ def _slug(module: str) -> str:
     return module.replace("/", ".").removesuffix(".py")
 
 
-def run_module(module: str, tests: list[str], out: Path, plain: bool = False) -> dict:
+def _pending(session: Path) -> list:
+    with use_db(str(session)) as db:
+        return sorted(db.pending_work_items, key=lambda item: item.job_id)
+
+
+def skip_jobs(session: Path, job_ids: list[str], why: str) -> None:
+    with use_db(str(session)) as db:
+        for job_id in job_ids:
+            db.set_result(job_id, WorkResult(output=why, worker_outcome=WorkerOutcome.SKIPPED))
+
+
+def out_of_scope(session: Path, lines: set[int]) -> list[str]:
+    return [item.job_id for item in _pending(session) if item.mutations[0].start_pos[0] not in lines]
+
+
+NOT_SAMPLED = "Not in the sample"
+
+
+def unsampled(session: Path, fraction: float, seed: int) -> list[str]:
+    """All but a seeded random FRACTION of the pending mutants (at least one)."""
+    jobs = [item.job_id for item in _pending(session)]
+    keep = set(random.Random(seed).sample(jobs, max(1, round(fraction * len(jobs))) if jobs else 0))
+    return [job for job in jobs if job not in keep]
+
+
+def run_module(
+    module: str, tests: list[str], out: Path, plain: bool = False, sample: float = 0.0, seed: int = 0
+) -> dict:
     slug = _slug(module)
     tree = out / "tree"
     config, session = out / f"{slug}.toml", out / f"{slug}.sqlite"
@@ -390,6 +479,10 @@ def run_module(module: str, tests: list[str], out: Path, plain: bool = False) ->
 
     cr(str(BIN / "cosmic-ray"), "init", str(config), str(session), check=True)
     cr(str(BIN / "cr-filter-operators"), str(session), str(config), check=True)
+    if module in SCOPE:
+        skip_jobs(session, out_of_scope(session, SCOPE[module]((tree / module).read_text())), "Out of scope")
+    if sample:
+        skip_jobs(session, unsampled(session, sample, seed), NOT_SAMPLED)
     baseline = cr(str(BIN / "cosmic-ray"), "baseline", str(config), capture_output=True)
     if baseline.returncode != 0:
         (out / f"{slug}.txt").write_text(
@@ -406,7 +499,15 @@ def summarise(module: str, session: Path, seconds: float) -> dict:
     dump = subprocess.run(
         [str(BIN / "cosmic-ray"), "dump", str(session)], capture_output=True, text=True, check=True
     ).stdout
-    counts = {"killed": 0, "survived": 0, "incompetent": 0, "skipped": 0, "timeout": 0, "pending": 0}
+    counts = {
+        "killed": 0,
+        "survived": 0,
+        "incompetent": 0,
+        "skipped": 0,
+        "not sampled": 0,
+        "timeout": 0,
+        "pending": 0,
+    }
     survivors = []
     for line in filter(None, dump.split("\n")):
         item, result = json.loads(line)
@@ -414,7 +515,7 @@ def summarise(module: str, session: Path, seconds: float) -> dict:
             counts["pending"] += 1  # not run yet (an interrupted run)
             continue
         if result["worker_outcome"] == "skipped":
-            counts["skipped"] += 1
+            counts["not sampled" if result["output"] == NOT_SAMPLED else "skipped"] += 1
             continue
         if result["worker_outcome"] == "abnormal":
             counts["timeout"] += 1  # killed: the tests did not finish
@@ -441,16 +542,18 @@ def write_summary(results: list[dict], out: Path) -> None:
     lines = [
         "# Mutation run",
         "",
-        "| module | mutants run | killed | timeout | survived | not run yet | score |",
-        "|---|---|---|---|---|---|---|",
+        "| module | mutants run | killed | timeout | survived | not run yet | not sampled | score |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         if r.get("baseline") == "failed":
-            lines.append(f"| {r['module']} | baseline failed | | | | | |")
+            lines.append(f"| {r['module']} | baseline failed | | | | | | |")
             continue
         run = r["killed"] + r["timeout"] + r["survived"]
         score = f"{100 * (r['killed'] + r['timeout']) / run:.0f} %" if run else "-"
-        counts = f"{r['killed']} | {r['timeout']} | {r['survived']} | {r['pending']}"
+        if r["not sampled"] and run:  # a sample's score estimates the module's
+            score = f"~{score} (sample of {run + r['pending']} of {run + r['pending'] + r['not sampled']})"
+        counts = f"{r['killed']} | {r['timeout']} | {r['survived']} | {r['pending']} | {r['not sampled']}"
         lines.append(f"| {r['module']} | {run} | {counts} | {score} |")
     lines += ["", "## Survivors", ""]
     for r in results:
@@ -477,7 +580,19 @@ def main() -> int:
         action="store_true",
         help="only rewrite summary.md from the sessions in --out (also partial ones)",
     )
+    parser.add_argument(
+        "--sample",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="run a seeded random FRACTION (0-1) of each module's mutants; the score is then an estimate",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="the sample's seed (the same seed, the same mutants)"
+    )
     args = parser.parse_args()
+    if not 0.0 <= args.sample <= 1.0:
+        parser.error("--sample is a fraction between 0 and 1")
     args.out = args.out.resolve()  # cosmic-ray runs in the tree copy: a relative --out would not be found
     if args.list:
         for module, tests in TARGETS.items():
@@ -497,7 +612,7 @@ def main() -> int:
     results = []
     for module in args.modules or list(TARGETS):
         print(f"== {module}", flush=True)
-        results.append(run_module(module, TARGETS[module], args.out, args.plain))
+        results.append(run_module(module, TARGETS[module], args.out, args.plain, args.sample, args.seed))
         write_summary(results, args.out)  # after each module: a long run can be read as it goes
     print((args.out / "summary.md").read_text())
     return 0

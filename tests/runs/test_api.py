@@ -77,6 +77,8 @@ def test_create_without_prompt_and_args_fills_defaults(api, sent):
     response = post_json(api, "/api/runs/", {"steps": [{"tool": "echo"}, {"tool": "fail"}]})
     assert response.status_code == 201
     assert response.json()["prompt"] == ""
+    # An empty prompt, as a form with its prompt left blank sends it, is no prompt either.
+    assert post_json(api, "/api/runs/", {"prompt": "", "steps": ECHO3}).json()["prompt"] == ""
     assert response.json()["plan"][1] == {"tool": "fail", "args": {"message": "failed on purpose"}}
 
 
@@ -94,6 +96,7 @@ BAD_BODIES = [
     ({"steps": []}, "invalid_plan", "at least one step"),
     ({"steps": {"tool": "echo"}}, "invalid_plan", "steps must be a list"),
     ({"steps": "echo"}, "invalid_plan", "steps must be a list"),
+    ({"steps": 7}, "invalid_plan", "steps must be a list"),  # no len(): the count's check is for lists
     ({"steps": None}, None, "steps"),
     ({"steps": ["echo"]}, "invalid_plan", "step 1: a step must be an object"),
     ({"steps": [[]]}, "invalid_plan", "a step must be an object"),
@@ -167,6 +170,37 @@ def test_deeply_nested_json_is_a_400_not_a_500(api, sent):
     raw = b'{"steps": [{"tool": "echo", "args": {"x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}}]}"
     assert_error(post_json(api, "/api/runs/", raw), 400, "malformed_json")
     assert Run.objects.count() == 0
+
+
+@pytest.mark.parametrize("siblings", [0, 100], ids=["alone", "after-shallow-siblings"])
+def test_a_body_nested_512_levels_is_parsed_and_513_refused_unparsed(api, sent, siblings):
+    """JSON_MAX_DEPTH counts the whole document (here 4 levels down to args' value), before parsing."""
+
+    def body(levels: int) -> bytes:
+        value = b"[" + b"[], " * siblings + b"[" * (levels - 5) + b"]" * (levels - 5) + b"]"
+        return b'{"steps": [{"tool": "echo", "args": {"x": ' + value + b"}}]}"
+
+    # Parsed: the plan's own (smaller) nesting limit then refuses it.
+    assert_error(post_json(api, "/api/runs/", body(512)), 400, "invalid_plan", "nested more than")
+    assert_error(
+        post_json(api, "/api/runs/", body(513)), 400, "malformed_json", "nested more than 512 levels"
+    )
+    assert Run.objects.count() == 0
+
+
+def test_a_refused_field_is_named_first_and_detailed(api, sent):
+    body = assert_error(post_json(api, "/api/runs/", {"prompt": None, "steps": ECHO3}), 400, "invalid")
+    assert body["message"] == "prompt: This field may not be null."
+    assert body["detail"] == {"prompt": ["This field may not be null."]}  # every field's, for a program
+    assert "detail" not in assert_error(api.get(f"/api/runs/{uuid.uuid4()}/"), 404, "not_found")
+
+
+def test_a_request_for_another_host_is_a_json_400(client):
+    """Django's own refusals (here DisallowedHost, before any view) answer JSON like the API's."""
+    response = client.get("/api/", HTTP_HOST="evil.example")
+    assert response.status_code == 400
+    assert response.json()["error"] == "bad_request"
+    assert response.json()["message"].startswith("Invalid HTTP_HOST header: 'evil.example'.")
 
 
 def test_a_body_over_the_limit_is_a_400(api, sent):

@@ -7,6 +7,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from django.conf import settings
 
 from runs.models import Run
 
@@ -137,6 +138,29 @@ def test_a_chunked_json_body_is_read(daphne_process, token):
     )
     assert status == 201, got
     assert Run.objects.get().plan == [{"tool": "echo", "args": {"n": 1}}]
+
+
+def body_of(size: int) -> bytes:
+    """A valid create of exactly ``size`` bytes (echo's argument pads it)."""
+    head, tail = b'{"steps": [{"tool": "echo", "args": {"pad": "', b'"}}]}'
+    return head + b"x" * (size - len(head) - len(tail)) + tail
+
+
+@pytest.mark.parametrize("chunked", [False, True], ids=["with-length", "chunked"])
+def test_a_body_at_the_limit_is_read_and_one_byte_more_refused(daphne_process, token, chunked):
+    limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE  # API_MAX_BODY_BYTES
+
+    def post(body: bytes):
+        if chunked:
+            return chunked_post(daphne_process, "/api/runs/", token, body)
+        status, _, got = call(daphne_process, "POST", "/api/runs/", token=token, body=body)
+        return status, got
+
+    status, got = post(body_of(limit))
+    assert status == 201, got
+    status, got = post(body_of(limit + 1))
+    assert (status, got["error"]) == (400, "body_too_large"), got
+    assert Run.objects.count() == 1
 
 
 def test_a_post_without_the_trailing_slash_is_a_308_that_keeps_the_post(daphne_process, token):

@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from django.db import close_old_connections
+from django.utils import timezone
 
 from runs import services
 from runs.models import Run
@@ -68,6 +69,22 @@ def test_over_the_creates_per_minute_retry_after_is_when_the_oldest_leaves_the_m
     assert api.post("/api/runs/", {"steps": PLAN}, format="json").status_code == 201
 
 
+def test_a_create_counts_against_the_minute_for_60_seconds_and_no_longer(api, user, settings, monkeypatch):
+    """At the window's edge: 59 s old still counts, 60 s old no longer does (the clock stands still)."""
+    settings.RUNS_MAX_ACTIVE_PER_USER = 0
+    settings.RUNS_MAX_CREATES_PER_MINUTE = 3
+    now = timezone.now()
+    monkeypatch.setattr(timezone, "now", lambda: now)
+    runs = [services.run_create(owner=user, steps=PLAN) for _ in range(3)]
+    Run.objects.filter(pk=runs[0].pk).update(created_at=now - timedelta(seconds=59))
+
+    refused = api.post("/api/runs/", {"steps": PLAN}, format="json")
+
+    assert (refused.status_code, refused["Retry-After"]) == (429, "1")
+    Run.objects.filter(pk=runs[0].pk).update(created_at=now - timedelta(seconds=60))
+    assert api.post("/api/runs/", {"steps": PLAN}, format="json").status_code == 201
+
+
 def test_staff_are_exempt(staff_user, quotas):
     for _ in range(5):
         services.run_create(owner=staff_user, steps=PLAN)
@@ -79,6 +96,16 @@ def test_re_run_obeys_the_quota(user, quotas):
     services.run_rerun(run=run, owner=user)
     with pytest.raises(services.QuotaExceeded):
         services.run_rerun(run=run, owner=user)
+
+
+def test_the_run_pages_re_run_says_why(client, user, quotas):
+    client.force_login(user)
+    first = services.run_create(owner=user, steps=PLAN)
+    services.run_create(owner=user, steps=PLAN)
+    response = client.post(f"/runs/{first.id}/rerun/", follow=True)
+    assert response.redirect_chain == [(f"/runs/{first.id}/", 302)]
+    assert "Not re-run: you have 2 runs queued or processing" in response.content.decode()
+    assert Run.objects.filter(owner=user).count() == 2
 
 
 def test_the_page_says_why_with_429(client, user, quotas):

@@ -7,7 +7,8 @@ autocommit, as in a Celery task.
 
 import psycopg
 import pytest
-from django.db import connection
+from django.db import DatabaseError, connection
+from rest_framework.authtoken.models import Token
 
 from runs import services
 from runs.models import Run, Step
@@ -50,6 +51,19 @@ def test_a_step_failure_whose_run_cannot_fail_changes_nothing(make_run, monkeypa
         services.step_fail(run_id=run.id, index=0, error="boom")
     assert Step.objects.get(run_id=run.id, index=0).status == "running"
     assert Run.objects.get(pk=run.id).seq == seq  # and no event was logged
+
+
+def test_a_token_regeneration_that_fails_to_create_keeps_the_old_key(user, monkeypatch):
+    """api_token_regenerate is all or nothing: the old key is not deleted without a new one."""
+    old = Token.objects.create(user=user).key
+
+    def refuse(**kwargs):
+        raise DatabaseError("refused")
+
+    monkeypatch.setattr(Token.objects, "create", refuse)
+    with pytest.raises(DatabaseError):
+        services.api_token_regenerate(user=user)
+    assert Token.objects.get(user=user).key == old
 
 
 @pytest.fixture

@@ -110,6 +110,14 @@ def test_behind_a_proxy_the_address_it_appended_counts_not_what_the_client_wrote
     assert elsewhere.post(LOGINS["site"], {"username": "alice", "password": RIGHT}).status_code == 302
 
 
+def test_behind_a_proxy_a_header_of_one_entry_is_the_address_it_appended(alice, settings):
+    """A client that sent no header of its own: the proxy's one entry counts, whatever REMOTE_ADDR says."""
+    settings.LOGIN_PROXY_COUNT = 1
+    client = Client(REMOTE_ADDR="10.9.9.9", HTTP_X_FORWARDED_FOR=HOME)
+    client.post(LOGINS["site"], {"username": "alice", "password": "wrong password"})
+    assert AccessAttempt.objects.get().ip_address == HOME
+
+
 def test_staff_unlock_with_the_management_command(alice):
     fail(LOGINS["admin"])
     assert log_in(LOGINS["admin"], "alice", RIGHT)[:2] == (429, False)

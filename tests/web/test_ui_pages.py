@@ -16,10 +16,20 @@ def test_rerun_is_a_post_of_the_owner_or_staff(client, user, django_user_model, 
     client.force_login(user)
     assert client.get(f"/runs/{run.id}/rerun/").status_code == 405
     assert Run.objects.count() == 1
-    response = client.post(f"/runs/{run.id}/rerun/")
+    response = client.post(f"/runs/{run.id}/rerun/", follow=True)
     new = Run.objects.exclude(pk=run.id).get()
-    assert response.status_code == 302 and response["Location"] == f"/runs/{new.id}/"
+    assert response.redirect_chain == [(f"/runs/{new.id}/", 302)]
     assert (new.owner, new.plan) == (user, run.plan)
+    # The new run's page names the run it re-ran by its short id (the first 8 characters).
+    assert f"A re-run of run {str(run.id)[:8]}: same prompt, same steps." in response.content.decode()
+
+
+@pytest.mark.parametrize("action", ["cancel", "rerun"])
+def test_cancel_and_rerun_need_a_login(client, user, dispatched, action):
+    run = services.run_create(owner=user, steps=[{"tool": "echo", "args": {"t": "x"}}])
+    response = client.post(f"/runs/{run.id}/{action}/")
+    assert response.status_code == 302 and response["Location"].startswith("/login/")
+    assert list(Run.objects.values_list("id", "status")) == [(run.id, "queued")]
 
 
 def test_a_plan_no_longer_valid_is_not_rerun(client, user, dispatched):
