@@ -506,6 +506,15 @@ LOGGING = logging_config(level=LOG_LEVEL, levels=LOG_LEVELS, log_format=LOG_FORM
 LOGGING["filters"]["layer_connection_failures"] = {"()": "server.outage_logging.LayerConnectionFailureFilter"}
 for _layer_logger in ("channels_redis.pubsub", "channels_redis.core"):
     LOGGING["loggers"].setdefault(_layer_logger, {})["filters"] = ["layer_connection_failures"]
+# A worker's broker outage: one warning, one line when it is back (quikday/broker_outage_logging.py).
+LOGGING["filters"]["broker_outage"] = {"()": "quikday.broker_outage_logging.BrokerOutageFilter"}
+for _broker_logger in (
+    "celery.worker.consumer.consumer",
+    "celery.worker.consumer.connection",
+    "celery.worker.request",
+    "py.warnings",
+):
+    LOGGING["loggers"].setdefault(_broker_logger, {})["filters"] = ["broker_outage"]
 # A few lines per start and stop, whatever LOG_LEVEL: "Listening on TCP address"
 # is how the web command's runners (tests, bench) know a Daphne process serves.
 LOGGING["loggers"].setdefault("daphne.server", {})["level"] = "INFO"

@@ -213,6 +213,37 @@ REACHES = {
             ),
         ),
         Reach(
+            name="celery-broker-outage-lines",
+            package="celery",
+            read_against=("5.7",),
+            kind=CORRECTNESS,
+            used_by="quikday/broker_outage_logging.py BrokerOutageFilter",
+            why="a worker's broker outage told by one WARNING and one recovery line: Celery's texts",
+            reads=(
+                Read(
+                    "celery.worker.consumer.consumer:CONNECTION_RETRY", contains="Connection to broker lost"
+                ),
+                Read(
+                    "celery.worker.consumer.consumer:CONNECTION_ERROR",
+                    contains="consumer: Cannot connect to %s",
+                ),
+                Read(
+                    "celery.worker.consumer.consumer:CANCEL_TASKS_BY_DEFAULT",
+                    contains="worker_cancel_long_running_tasks_on_connection_loss",
+                ),
+                Read("celery.worker.consumer.connection:Connection.start", contains="info('Connected to %s'"),
+            ),
+        ),
+        Reach(
+            name="kombu-ack-failure-line",
+            package="kombu",
+            read_against=("5.7",),
+            kind=CORRECTNESS,
+            used_by="quikday/broker_outage_logging.py BrokerOutageFilter",
+            why="the CRITICAL traceback of an ack on a lost connection told as one INFO line: kombu's text",
+            reads=(Read("kombu.message:Message.ack_log_error", contains='"Couldn\'t ack %r, reason:%r"'),),
+        ),
+        Reach(
             name="channels-redis-sharding",
             package="channels_redis",
             read_against=("4.3",),

@@ -31,6 +31,8 @@ class ConnectionTicket(models.Model):
     key_hash = models.CharField(max_length=64, primary_key=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     expires_at = models.DateTimeField(db_index=True)
+    # SHA-256 of the API token the ticket was asked for with ("": a browser session).
+    token_hash = models.CharField(max_length=64, blank=True, default="")
 
     def __str__(self) -> str:
         return f"ticket of user {self.user_id} until {self.expires_at:%H:%M:%S}"

@@ -129,7 +129,44 @@ def pytest_configure(config):
             ) from None
 
 
+# The files that take longest (each starts real processes: servers, workers, Chromium, pip),
+# longest first. Under xdist the suite is spread by file (pytest.ini: --dist loadfile, so a
+# module's Daphne or Chromium starts once, not once per worker), and files are handed out in
+# collection order: the long ones start first instead of ending the run on one worker alone.
+HEAVIEST_FIRST = (
+    "tests/test_db_connections.py",
+    "tests/scenarios/test_database_faults_e2e.py",
+    "tests/runs/test_tasks_e2e.py",
+    "tests/scenarios/test_hostile_sockets_daphne.py",
+    "tests/scenarios/test_protocol_daphne.py",
+    "tests/test_readme.py",
+    "tests/test_dependencies.py",
+    "tests/scenarios/test_worker_sigterm.py",
+    "tests/realtime/test_user_stream.py",
+    "tests/runs/test_api_e2e.py",
+    "tests/scenarios/test_redis_outage_e2e.py",
+    "tests/runs/test_redis_restart_e2e.py",
+    "tests/web/test_ui_browser.py",
+    "tests/web/test_timeline_browser.py",
+    "tests/web/test_browser.py",
+    "tests/realtime/test_web_processes.py",
+    "tests/realtime/test_shards.py",
+    "tests/scenarios/test_e2e.py",
+    "tests/scenarios/test_embedded.py",
+    "tests/test_deploy.py",
+    "tests/runs/test_schemathesis_e2e.py",
+    "tests/web/test_cross_origin_browser.py",
+    "tests/scenarios/test_failover_e2e.py",
+)
+
+
+def _weight(item) -> int:
+    path = item.nodeid.partition("::")[0]
+    return HEAVIEST_FIRST.index(path) if path in HEAVIEST_FIRST else len(HEAVIEST_FIRST)
+
+
 def pytest_collection_modifyitems(config, items):
+    items.sort(key=_weight)  # stable: each file's tests keep their order
     for item in items:
         if "postgres" in item.keywords and not POSTGRES_UP:
             item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (not answering at DATABASE_URL)"))

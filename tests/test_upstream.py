@@ -34,6 +34,7 @@ NEWER = {
     "daphne": "4.3.0",
     "Twisted": "27.1.0",
     "kombu": "5.8.0",
+    "celery": "5.8.0",
     "channels_redis": "4.4.0",
     "prometheus_client": "0.27.0",
     "Django": "5.3.0",

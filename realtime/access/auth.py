@@ -52,14 +52,22 @@ def _ticket(scope) -> str | None:
 
 
 class TicketAuthMiddleware:
-    """Consumes ``?ticket=`` (once, whatever happens next); its user, or anonymous (→ 4401)."""
+    """Consumes ``?ticket=`` (once, whatever happens next); its user, or anonymous (→ 4401).
+
+    A ticket asked for with an API token puts that token's key in scope["auth_token"], as a
+    token client's header does: the socket is re-checked against the token (a revoked token
+    closes it with 4401), not only against its user.
+    """
 
     def __init__(self, app):
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        user = await database_sync_to_async(tickets.consume_ticket)(ticket=_ticket(scope))
-        scope = dict(scope, user=user or AnonymousUser(), auth_ticket=True)
+        admitted = await database_sync_to_async(tickets.consume_ticket)(ticket=_ticket(scope))
+        if admitted is None:
+            scope = dict(scope, user=AnonymousUser(), auth_ticket=True)
+        else:
+            scope = dict(scope, user=admitted.user, auth_ticket=True, auth_token=admitted.token_key)
         return await self.app(scope, receive, send)
 
 

@@ -16,6 +16,7 @@ from runs import services
 from runs.models import Run
 from tests.processes import procfile_worker, subprocess_env
 from tests.realtime.own_redis import OwnRedis
+from tests.scenarios.test_redis_outage_e2e import check_broker_outage_logged_once
 from tests.waiting import wait_for
 
 pytestmark = [
@@ -62,6 +63,10 @@ def test_worker_survives_a_redis_restart_with_a_run_in_flight(user, monkeypatch)
             log = worker.log()
             assert "Unrecoverable error" not in log
             assert log.count("Connected to redis://") == 2, log  # it reconnected by itself
+            # The run's message came on the connection that died: kombu's "Couldn't ack" was a
+            # CRITICAL traceback, Celery's retries an ERROR line each (quikday/broker_outage_logging.py).
+            check_broker_outage_logged_once(log)
+            assert "skipped: the broker connection it came on was lost" in log, log
     finally:
         redis.stop()
 

@@ -6,6 +6,7 @@ import contextlib
 import json
 import socket
 import threading
+import urllib.request
 
 import pytest
 
@@ -220,6 +221,55 @@ def test_a_socket_opened_with_a_ticket_is_closed_4401_once_its_user_is_deactivat
             assert json.loads(await ws.recv())["type"] == "connected"
             await ping_pong(ws)  # open and served
             await asyncio.to_thread(deactivate)
+            return await frames_until_close(ws)
+
+    frames, close = asyncio.run(scenario())
+    assert close == 4401
+    assert [(f["type"], f["payload"]) for f in frames] == [
+        ("error", {"code": "4401", "message": "the credentials were revoked"})
+    ]
+    assert_clean_log(server)
+
+
+@pytest.mark.parametrize("path", ["/ws/runs/{run}/?ticket={ticket}", "/ws/runs/?ticket={ticket}"])
+@pytest.mark.parametrize("revoke", ["delete the token", "rotate the token"])
+def test_a_socket_opened_with_a_ticket_is_closed_4401_once_the_token_that_asked_for_it_is_revoked(
+    rechecking_server,  # noqa: F811 - the fixture imported above
+    user,
+    token,
+    revoke,
+    path,
+):
+    # Issue 21's "left out": a ticket-opened socket was re-checked against its user only, so
+    # revoking the token the ticket was asked for with left the socket streaming.
+    from rest_framework.authtoken.models import Token
+
+    run = make_run(user)
+    server = rechecking_server
+
+    def ask_for_ticket() -> str:
+        request = urllib.request.Request(
+            f"{server.url}/api/ws-tickets/", headers={"Authorization": f"Token {token}"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=WAIT) as response:
+            return json.loads(response.read())["ticket"]
+
+    def revoke_token():
+        from django.db import connection
+
+        try:
+            Token.objects.filter(key=token).delete()
+            if revoke == "rotate the token":
+                Token.objects.create(user=user)
+        finally:
+            connection.close()  # this thread's
+
+    async def scenario():
+        ticket = await asyncio.to_thread(ask_for_ticket)
+        async with open_socket(server, path.format(run=run.id, ticket=ticket)) as ws:
+            assert json.loads(await ws.recv())["type"] == "connected"
+            await ping_pong(ws)  # open and served
+            await asyncio.to_thread(revoke_token)
             return await frames_until_close(ws)
 
     frames, close = asyncio.run(scenario())

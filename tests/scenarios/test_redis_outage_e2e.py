@@ -74,6 +74,16 @@ def check_every_event_once(frames: list[dict], run_id: str) -> None:
     assert all(frame["run_id"] == run_id for frame in frames)
 
 
+def check_broker_outage_logged_once(log: str) -> None:
+    assert "Traceback" not in log, log[log.find("Traceback") - 500 :][:4000]
+    for level in (" ERROR ", " CRITICAL "):
+        assert level not in log, log[log.find(level) - 500 :][:4000]
+    assert "PendingDeprecationWarning" not in log, log
+    assert log.count("Connection to broker lost") == 1, log[-4000:]
+    after = log.partition("Connection to broker lost")[2]
+    assert after.count("Connected to redis://") == 1, log[-4000:]
+
+
 def test_redis_restarted_empty_mid_runs_loses_nothing(token):
     redis = OwnRedis()
     redis.start()
@@ -128,6 +138,10 @@ def test_redis_restarted_empty_mid_runs_loses_nothing(token):
             assert "Traceback" not in web_log, web_log[web_log.find("Traceback") - 500 :][:4000]
             assert web_log.count("channel layer unreachable") == 1, web_log[-4000:]
             assert web_log.count("channel layer is back") == 1, web_log[-4000:]
+            # The worker too: one WARNING when it loses the broker, one line when it is back; the
+            # acknowledgement of a run that ran across the outage is no CRITICAL traceback, and
+            # Celery's retries ("Cannot connect ... Trying again") are no ERROR line each.
+            check_broker_outage_logged_once(worker.log())
             # No credential in any log line of the whole run.
             for log in (web_log, worker.log()):
                 assert token not in log

@@ -177,6 +177,18 @@ def test_the_admin_list_fits_1280_px_and_adds_new_runs_live(browser, stack, alic
     shown = page.eval_on_selector_all("#result_list tbody tr", "rows => rows.length")
     assert shown >= 2
     assert page.text_content("#changelist .paginator").strip() == f"{shown} runs"
+    # The actions' "0 of N selected" counts the added row, selected alone or by select-all
+    # (Django's actions.js counted the rows of the page as drawn: "1 of 1" with 2 shown).
+    counter = "#changelist .action-counter"
+    assert page.text_content(counter).strip() == f"0 of {shown} selected"
+    page.check(f"{row} input.action-select")
+    assert page.text_content(counter).strip() == f"1 of {shown} selected"
+    page.uncheck(f"{row} input.action-select")
+    page.check("#action-toggle")
+    assert page.is_checked(f"{row} input.action-select")
+    assert page.text_content(counter).strip() == f"{shown} of {shown} selected"
+    page.uncheck("#action-toggle")
+    assert page.text_content(counter).strip() == f"0 of {shown} selected"
     assert page.eval_on_selector("#changelist .results", fits)
     assert not_reloaded(page)
     shot(page, "admin-list-live-1280")

@@ -25,7 +25,7 @@ def test_a_ticket_is_stored_hashed_used_once_and_expires(db, user):
     assert len(ticket) == tickets.TICKET_LENGTH
     assert 55 <= (expires_at - timezone.now()).total_seconds() <= 60
     assert not ConnectionTicket.objects.filter(key_hash=ticket).exists()  # only its hash is kept
-    assert tickets.consume_ticket(ticket=ticket) == user
+    assert tickets.consume_ticket(ticket=ticket) == (user, None)  # a session's: no token
     assert tickets.consume_ticket(ticket=ticket) is None
     old, _ = tickets.issue_ticket(user=user)
     ConnectionTicket.objects.update(expires_at=timezone.now() - timedelta(seconds=1))
@@ -62,6 +62,30 @@ def test_an_inactive_users_ticket_is_refused(db, user):
     user.is_active = False
     user.save()
     assert tickets.consume_ticket(ticket=ticket) is None
+
+
+def test_a_ticket_asked_for_with_a_token_stands_for_that_token(db, user):
+    token = Token.objects.create(user=user).key
+    ticket, _ = tickets.issue_ticket(user=user, token_key=token)
+    assert ConnectionTicket.objects.get().token_hash not in ("", token)  # stored hashed
+    assert tickets.consume_ticket(ticket=ticket) == (user, token)
+    # Deleted or rotated between the ticket and the handshake: the ticket is void.
+    for rotate in (False, True):
+        ticket, _ = tickets.issue_ticket(user=user, token_key=token)
+        Token.objects.filter(key=token).delete()
+        if rotate:
+            token = Token.objects.create(user=user).key
+        assert tickets.consume_ticket(ticket=ticket) is None
+
+
+def test_the_ticket_api_notes_the_token_that_asked_and_not_a_session(db, token, user):
+    assert Client().post("/api/ws-tickets/", HTTP_AUTHORIZATION=f"Token {token}").status_code == 201
+    assert ConnectionTicket.objects.get().token_hash != ""
+    ConnectionTicket.objects.all().delete()
+    browser = Client()
+    browser.force_login(user)
+    assert browser.post("/api/ws-tickets/").status_code == 201
+    assert ConnectionTicket.objects.get().token_hash == ""
 
 
 def test_ticket_api_needs_auth_and_answers_201(db, api, client):

@@ -311,12 +311,40 @@ export function mountLiveCells({ root, connection, newRuns }) {
     row.querySelector(".field-duration").textContent = "—";
     row.dataset.liveAdded = "";
     body.prepend(row);
+    const counter = root.querySelector(".action-counter");
+    if (counter) counter.dataset.actionsIcnt = String(Number(counter.dataset.actionsIcnt) + 1);
+    recount();
     // "3 runs" under a one-page list counts the added row too (a paged list keeps its links).
     const paginator = root.querySelector(".paginator");
     const count = paginator && paginator.textContent.trim().match(/^(\d+) runs?$/);
     if (count) paginator.textContent = `${Number(count[1]) + 1} runs`;
     update(run);
   };
+  // Django's actions.js counts "N of M selected" over the boxes and the total it found when the
+  // page loaded, and its select-all checks only those: the rows added here are counted (and
+  // selected by select-all) after its own handlers, in its own words.
+  const recount = () => {
+    const counter = root.querySelector(".action-counter");
+    if (!counter) return;
+    const boxes = [...root.querySelectorAll("#result_list tbody input.action-select")];
+    const selected = boxes.filter((box) => box.checked).length;
+    const total = Number(counter.dataset.actionsIcnt);
+    const words = window.ngettext ? window.ngettext("%(sel)s of %(cnt)s selected", "%(sel)s of %(cnt)s selected", selected) : "%(sel)s of %(cnt)s selected";
+    counter.textContent = window.interpolate ? window.interpolate(words, { sel: selected, cnt: total }, true) : `${selected} of ${total} selected`;
+    const toggle = root.querySelector("#action-toggle");
+    if (toggle) toggle.checked = selected === boxes.length;
+  };
+  root.addEventListener("change", (event) => {
+    if (event.target.matches?.("input.action-select") && root.querySelector("[data-live-added]")) recount();
+  });
+  root.addEventListener("click", (event) => {
+    if (event.target.id !== "action-toggle" || !root.querySelector("[data-live-added]")) return;
+    for (const row of root.querySelectorAll("#result_list tbody tr[data-live-added]")) {
+      row.querySelector("input.action-select").checked = event.target.checked;
+      row.classList.toggle("selected", event.target.checked);
+    }
+    recount();
+  });
   const watch = watchRuns({
     ...overrides(),
     onChange: (runs, changed) => {
