@@ -22,13 +22,13 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from websockets.exceptions import ConnectionClosed
 
 from quikday import asgi
+from realtime import db, publisher, selectors
 from realtime import frames as wire
-from realtime import selectors
 from runs.inline import ServerLoopMiddleware
 from runs.models import Run, Step
 from runs.serializers import StepSerializer
@@ -270,3 +270,23 @@ async def verify_action(
         return frames
     finally:
         await ws.disconnect()
+
+
+def poller_watchers(poller) -> int:
+    """How many sockets ``poller`` polls for, over all its runs."""
+    return sum(len(watchers) for watchers in poller.runs.values())
+
+
+def discard_pending_retries() -> int:
+    """Cancel this process's background re-publishes (a test's must not reach the next); how many."""
+    pending = list(publisher._retry_futures)
+    for future in pending:
+        future.cancel()
+    return len(pending)
+
+
+def close_read_thread_connections() -> None:
+    """Close the database connection of each of realtime.db's read threads that exists."""
+    if db._threads is not None:
+        for executor in db._threads.executors:
+            executor.submit(connections.close_all).result(timeout=10)
