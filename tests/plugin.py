@@ -153,8 +153,9 @@ def pytest_unconfigure(config):
     """
     worker = hasattr(config, "workerinput")
     if worker and "observability.reporter" in sys.modules:
-        # An xdist worker waits, idle, for the controller to end it: the reporter a test's
-        # import of quikday.asgi started would go on logging to pytest's closed capture.
+        # An xdist worker waits, idle, for the controller to end it: the reporter a test started
+        # (the observability tests; one served through quikday.asgi.application, as bench/legacy.py's
+        # tests do) would go on logging to pytest's closed capture.
         sys.modules["observability.reporter"].stop()
     if CREATED_METRICS_DIR:
         shutil.rmtree(CREATED_METRICS_DIR, ignore_errors=True)  # this session's metrics

@@ -33,10 +33,13 @@ from runs.inline import ServerLoopMiddleware
 from runs.models import Run, Step
 from runs.serializers import StepSerializer
 
-# The tests drive their runs themselves. Without Redis (embedded mode) the served
-# application is wrapped in the embedded executor's middleware, which would also
-# resume and reap those runs: the tests connect to what it wraps.
-application = asgi.application.app if isinstance(asgi.application, ServerLoopMiddleware) else asgi.application
+# The tests connect to the routes the server serves, without the server's process start-up
+# (the reporter thread, asgi.StartsReporter). And they drive their runs themselves: without
+# Redis (embedded mode) the routes are wrapped in the embedded executor's middleware, which
+# would also resume and reap those runs, so they connect to what it wraps.
+application = asgi.application.app
+if isinstance(application, ServerLoopMiddleware):
+    application = application.app
 
 # Bounds on waiting for something that must happen, not timing assertions.
 WAIT = 10.0
