@@ -1,11 +1,11 @@
 """quikday/asgi.py: importing it starts no thread; serving starts this process's reporter, once."""
 
+import os
 import subprocess
 import sys
 
 from observability import reporter
 from quikday import asgi
-from tests.processes import subprocess_env
 
 IMPORT_AND_LIST_THREADS = (
     "import threading, django; django.setup(); import quikday.asgi; "
@@ -16,7 +16,13 @@ IMPORT_AND_LIST_THREADS = (
 def test_importing_the_application_starts_no_reporter_thread():
     result = subprocess.run(
         [sys.executable, "-c", IMPORT_AND_LIST_THREADS],
-        env=subprocess_env(),
+        # Embedded settings: the import reads no database and no Redis.
+        env={
+            **os.environ,
+            "DATABASE_URL": "sqlite:///:memory:",
+            "REDIS_URL": "",
+            "DJANGO_SETTINGS_MODULE": "quikday.settings",
+        },
         capture_output=True,
         text=True,
         timeout=60,
