@@ -1,8 +1,9 @@
 """Each process's reporter thread: RSS, queries avoided, the staff page's snapshot, the 📊 line.
 
-Started once per process — Daphne from quikday.asgi, a Celery worker's main
-process when it is ready, each pool child as it starts (realtime.signals) —
-it wakes every OBSERVABILITY_REPORT_INTERVAL and writes a 📊 line every
+Started once per process — a Daphne process's when its server first calls
+quikday.asgi's application, a Celery worker's main process when it is ready,
+each pool child as it starts (realtime.signals) — it wakes every
+OBSERVABILITY_REPORT_INTERVAL and writes a 📊 line every
 LOG_STATS_INTERVAL. It never touches the database.
 """
 

@@ -39,6 +39,24 @@ log_mode()
 from observability import reporter  # noqa: E402
 from server import access_log  # noqa: E402
 
+
+class StartsReporter:
+    """Starts this process's reporter (its 📊 line, RSS and the staff page's snapshot) when the
+    server first calls the application: at the lifespan scope of a server that sends one, at the
+    first connection under Daphne (which sends none). Not on import: a test, a shell or a bench
+    that imports this module serves nothing and has no thread to stop."""
+
+    def __init__(self, app) -> None:
+        self.app = app
+        self.started = False
+
+    async def __call__(self, scope, receive, send):
+        if not self.started:
+            self.started = True
+            reporter.start("web")
+        return await self.app(scope, receive, send)
+
+
+application = StartsReporter(application)
 access_log.route_through_logging()
-reporter.start("web")  # this process's 📊 line, RSS and the staff page's snapshot
 daphne_tuning.apply(too_big_close_code=CLOSE_TOO_BIG)  # last: freezes the heap the imports above built

@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import logging
 
-from django.db import InterfaceError, OperationalError, close_old_connections
+from django.db import close_old_connections
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.middleware.common import CommonMiddleware as DjangoCommonMiddleware
 from django.utils.http import escape_leading_slashes
 
+from runs.api.errors import database_unavailable_response, is_lost_connection
+
 logger = logging.getLogger(__name__)
 
-DATABASE_RETRY_AFTER_SECONDS = 1
-DATABASE_UNAVAILABLE = {"error": "unavailable", "message": "the database is briefly unavailable; try again"}
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -69,17 +69,6 @@ class CommonMiddleware(DjangoCommonMiddleware):
             moved["Location"] = location
             return super().process_response(request, moved)
         return super().process_response(request, response)
-
-
-def database_unavailable_response() -> JsonResponse:
-    """503 with Retry-After: the database connection was lost; the client should try again."""
-    response = JsonResponse(DATABASE_UNAVAILABLE, status=503)
-    response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
-    return response
-
-
-def is_lost_connection(error: BaseException) -> bool:
-    return isinstance(error, (OperationalError, InterfaceError))
 
 
 class DatabaseUnavailableMiddleware:

@@ -85,10 +85,6 @@ class Poller(per_loop.Ticker):
         watch = self.runs.get(consumer.run_id, {}).get(consumer)
         return watch.interval if watch else None
 
-    @property
-    def watcher_count(self) -> int:
-        return sum(len(watchers) for watchers in self.runs.values())
-
     # --- Ticking -----------------------------------------------------------------
 
     def next_due(self) -> float | None:

@@ -43,12 +43,6 @@ STEP_TRANSITIONS: dict[str, frozenset[str]] = {
 }
 
 
-# What an operator (the admin, a shell) may set by hand. processing and
-# succeeded belong to the executor alone: set by hand they would be contradicted
-# by the executor still working on the run (or by the one that never comes).
-OPERATOR_STATUSES = frozenset({RunStatus.CANCELLED, RunStatus.FAILED})
-
-
 class TransitionError(Exception):
     """A state change the current status does not allow."""
 
@@ -73,17 +67,6 @@ def check_step_transition(current: str, requested: str) -> None:
         raise TransitionError(
             f"a step cannot go from {current} to {requested}", current=current, requested=requested
         )
-
-
-def check_operator_transition(current: str, requested: str) -> None:
-    """Raise TransitionError unless an operator may set a run from ``current`` to ``requested``."""
-    if requested not in OPERATOR_STATUSES:
-        raise TransitionError(
-            f"an operator may only cancel a run or fail it, not set it {requested} (its executor does that)",
-            current=current,
-            requested=requested,
-        )
-    check_run_transition(current, requested)
 
 
 # Every transition reads and locks its rows with these hand-written statements: building
@@ -316,20 +299,6 @@ def _cancel_now(run: Run) -> Run:
     check_run_transition(run.status, RunStatus.CANCELLED)
     _finish_open_steps(run, error="")
     return _end(run, RunStatus.CANCELLED, finished_at=timezone.now())
-
-
-@transaction.atomic
-def run_set_status(*, run_id: uuid.UUID, status: str) -> Run:
-    """An operator's status edit (the admin): cancelled or failed only, and only from an open run.
-
-    The run ends at once, its open steps skipped; an executor still working on
-    it then finds every further change refused (see ``_refuse_unless_processing``) and stops.
-    """
-    run = _locked_run(run_id)
-    check_operator_transition(run.status, status)
-    if status == RunStatus.CANCELLED:
-        return _cancel_now(run)
-    return run_fail(run_id=run_id, error="marked failed by an operator")
 
 
 @transaction.atomic

@@ -104,14 +104,17 @@ if "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
 POSTGRES_UP = urlparse(os.environ["DATABASE_URL"]).scheme.startswith("postgres") and _answers(
     os.environ["DATABASE_URL"], 5432
 )
-REDIS_UP = _answers(os.environ["REDIS_URL"], 6379)
+# An empty REDIS_URL is this session's "no Redis" (below), inherited by its xdist workers.
+REDIS_UP = bool(os.environ["REDIS_URL"]) and _answers(os.environ["REDIS_URL"], 6379)
 MISSING = [name for name, up in (("PostgreSQL", POSTGRES_UP), ("Redis", REDIS_UP)) if not up]
 
 if not IN_CI:
     if not POSTGRES_UP:
         os.environ["DATABASE_URL"] = "sqlite:///:memory:"
     if not REDIS_UP:
-        os.environ.pop("REDIS_URL")
+        # Empty, not unset: an xdist worker (and a process a test starts) inherits this
+        # environment, and an unset REDIS_URL would send it to the default Redis above.
+        os.environ["REDIS_URL"] = ""
         os.environ["RUNS_EXECUTOR"] = "inline"
 
 
@@ -190,8 +193,9 @@ def pytest_unconfigure(config):
     """
     worker = hasattr(config, "workerinput")
     if worker and "observability.reporter" in sys.modules:
-        # An xdist worker waits, idle, for the controller to end it: the reporter a test's
-        # import of quikday.asgi started would go on logging to pytest's closed capture.
+        # An xdist worker waits, idle, for the controller to end it: the reporter a test started
+        # (the observability tests; one served through quikday.asgi.application, as bench/legacy.py's
+        # tests do) would go on logging to pytest's closed capture.
         sys.modules["observability.reporter"].stop()
     if CREATED_METRICS_DIR:
         shutil.rmtree(CREATED_METRICS_DIR, ignore_errors=True)  # this session's metrics

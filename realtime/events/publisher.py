@@ -30,7 +30,8 @@ from realtime.protocol import frames
 
 logger = logging.getLogger(__name__)
 
-# The message type a consumer's handler receives: RunConsumer.run_event.
+# The message type of an event on a run's group: the hub (realtime/hub.py) receives it for
+# every socket of the process watching that run and delivers it to each.
 GROUP_MESSAGE_TYPE = "run.event"
 
 _failure_hooks: list[Callable[[], None]] = []
@@ -180,14 +181,6 @@ def _retry_later(group: str, message: dict[str, Any]) -> None:
     future = asyncio.run_coroutine_threadsafe(_retry(group, message), _publisher_loop().loop)
     _retry_futures.add(future)
     future.add_done_callback(_retry_futures.discard)
-
-
-def discard_pending_retries() -> int:
-    """Cancel the background re-publishes of this process (tests, shutdown); return how many."""
-    pending = list(_retry_futures)
-    for future in pending:
-        future.cancel()
-    return len(pending)
 
 
 async def _retry(group: str, message: dict[str, Any]) -> None:

@@ -3,7 +3,7 @@
 Everything that decides what a client receives byte for byte lives here, so
 the log's writer, the publisher, the poller, the HTTP log and the consumers
 all produce the same frames. This module imports no model and reads no
-setting (quikday.settings takes ``TS_FORMAT`` from it).
+setting (quikday.settings writes ``TS_FORMAT`` as DRF's DATETIME_FORMAT; a test holds them equal).
 """
 
 from __future__ import annotations

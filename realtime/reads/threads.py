@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 from django.conf import settings
-from django.db import InterfaceError, OperationalError, connection, connections
+from django.db import InterfaceError, OperationalError, connection
 
 T = TypeVar("T")
 
@@ -72,11 +72,3 @@ async def read(fn: Callable[..., T], /, **kwargs) -> T:
     return await asyncio.get_running_loop().run_in_executor(
         executor, functools.partial(_read_on_this_thread, fn, kwargs)
     )
-
-
-def close_connections(timeout: float = 10.0) -> None:
-    """Close every read thread's database connections (tests; a process shutting down)."""
-    if _threads is None:
-        return
-    for executor in _threads.executors:
-        executor.submit(connections.close_all).result(timeout=timeout)

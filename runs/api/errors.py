@@ -5,17 +5,33 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
-from django.db import close_old_connections
+from django.db import InterfaceError, OperationalError, close_old_connections
 from django.http import JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from quikday.middleware import DATABASE_RETRY_AFTER_SECONDS, DATABASE_UNAVAILABLE, is_lost_connection
 from runs.services import QuotaExceeded, TransitionError
 from runs.tools import PlanError
 
 logger = logging.getLogger(__name__)
+
+# A database connection lost mid-request (PostgreSQL restarted, a backend terminated) is a 503
+# with Retry-After, not a 500: the next request gets a fresh connection. The API's handler below
+# and quikday.middleware's DatabaseUnavailableMiddleware (every other path) answer the same.
+DATABASE_RETRY_AFTER_SECONDS = 1
+DATABASE_UNAVAILABLE = {"error": "unavailable", "message": "the database is briefly unavailable; try again"}
+
+
+def is_lost_connection(error: BaseException) -> bool:
+    return isinstance(error, (OperationalError, InterfaceError))
+
+
+def database_unavailable_response() -> JsonResponse:
+    """503 with Retry-After: the database connection was lost; the client should try again."""
+    response = JsonResponse(DATABASE_UNAVAILABLE, status=503)
+    response["Retry-After"] = str(DATABASE_RETRY_AFTER_SECONDS)
+    return response
 
 
 class BodyTooLarge(exceptions.APIException):

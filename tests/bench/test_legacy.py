@@ -12,7 +12,14 @@ from bench.modes import BY_KEY, probe
 from realtime.poller import get_poller
 from realtime.routing import run_consumer
 from runs import executor, services
-from tests.realtime.support import WAIT, logged_frames, receive, receive_until_close, token_headers
+from tests.realtime.support import (
+    WAIT,
+    logged_frames,
+    poller_watchers,
+    receive,
+    receive_until_close,
+    token_headers,
+)
 
 ECHO2 = [{"tool": "echo", "args": {"n": i}} for i in range(2)]
 
@@ -54,7 +61,7 @@ async def test_the_legacy_baseline_speaks_the_protocol_but_polls_per_connection(
             connected, _ = await ws.connect(timeout=WAIT)
             assert connected
             assert (await receive(ws))["type"] == "connected"  # its snapshot is read: seq 0
-        assert get_poller().watcher_count == 0
+        assert poller_watchers(get_poller()) == 0
         await sync_to_async(executor.execute_run)(run_id=run.id)
         for ws in sockets:
             frames, code = await receive_until_close(ws)

@@ -15,7 +15,12 @@ from django.db import connections
 from realtime.events import publisher
 from realtime.reads import threads
 from tests.plugin import REDIS_UP
-from tests.realtime.support import close_socket, statements_counted
+from tests.realtime.support import (
+    close_read_thread_connections,
+    close_socket,
+    discard_pending_retries,
+    statements_counted,
+)
 
 # A prefix of this session's own: the core layer keeps groups in Redis keys,
 # and the shared Redis serves other test sessions too.
@@ -53,9 +58,9 @@ def use_layer(backend: str, settings):
     """Configure ``backend`` as the default channel layer for one test (a generator fixture's body)."""
     settings.CHANNEL_LAYERS = {"default": layer_config(backend)}
     channel_layers.backends = {}
-    publisher.discard_pending_retries()
+    discard_pending_retries()
     yield backend
-    publisher.discard_pending_retries()  # a test's failed publishes must not retry into the next
+    discard_pending_retries()  # a test's failed publishes must not retry into the next
     _close_publisher_connections()
     channel_layers.backends = {}
 
@@ -118,7 +123,7 @@ def _close_sync_thread_connections():
     """
     yield
     SyncToAsync.single_thread_executor.submit(connections.close_all).result(timeout=10)
-    threads.close_connections()  # and those of realtime.reads.threads's read threads
+    close_read_thread_connections()  # and those of realtime.reads.threads's read threads
 
 
 @pytest.fixture(autouse=True)

@@ -22,21 +22,25 @@ from asgiref.sync import sync_to_async
 from channels.testing import WebsocketCommunicator
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection
+from django.db import connection, connections
 from django.test.utils import CaptureQueriesContext
 from websockets.exceptions import ConnectionClosed
 
 from quikday import asgi
+from realtime.events import publisher
 from realtime.protocol import frames as wire
-from realtime.reads import selectors
+from realtime.reads import selectors, threads
 from runs.inline import ServerLoopMiddleware
 from runs.models import Run, Step
 from runs.serializers import StepSerializer
 
-# The tests drive their runs themselves. Without Redis (embedded mode) the served
-# application is wrapped in the embedded executor's middleware, which would also
-# resume and reap those runs: the tests connect to what it wraps.
-application = asgi.application.app if isinstance(asgi.application, ServerLoopMiddleware) else asgi.application
+# The tests connect to the routes the server serves, without the server's process start-up
+# (the reporter thread, asgi.StartsReporter). And they drive their runs themselves: without
+# Redis (embedded mode) the routes are wrapped in the embedded executor's middleware, which
+# would also resume and reap those runs, so they connect to what it wraps.
+application = asgi.application.app
+if isinstance(application, ServerLoopMiddleware):
+    application = application.app
 
 # Bounds on waiting for something that must happen, not timing assertions.
 WAIT = 10.0
@@ -270,3 +274,23 @@ async def verify_action(
         return frames
     finally:
         await ws.disconnect()
+
+
+def poller_watchers(poller) -> int:
+    """How many sockets ``poller`` polls for, over all its runs."""
+    return sum(len(watchers) for watchers in poller.runs.values())
+
+
+def discard_pending_retries() -> int:
+    """Cancel this process's background re-publishes (a test's must not reach the next); how many."""
+    pending = list(publisher._retry_futures)
+    for future in pending:
+        future.cancel()
+    return len(pending)
+
+
+def close_read_thread_connections() -> None:
+    """Close the database connection of each of realtime.db's read threads that exists."""
+    if threads._threads is not None:
+        for executor in threads._threads.executors:
+            executor.submit(connections.close_all).result(timeout=10)

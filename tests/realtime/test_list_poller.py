@@ -29,7 +29,9 @@ from realtime.reads import summaries
 from runs import services
 from tests.realtime.support import WAIT, application, close_socket, receive, token_headers
 
-pytestmark = pytest.mark.django_db(transaction=True)
+# The tests move their runs themselves: a run they create is not executed (without Redis the
+# embedded executor would run it at once, in this process).
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("dispatched")]
 
 ECHO = [{"tool": "echo"}]
 

@@ -24,6 +24,7 @@ from tests.realtime.support import (
     check_frames,
     logged_frames,
     open_socket,
+    poller_watchers,
     receive,
     receive_until_close,
     token_headers,
@@ -69,7 +70,7 @@ async def test_100_connections_on_10_runs_cost_one_query_per_tick(user, token, p
             assert connected["payload"]["mode"] == "poll"
             sockets.append((run, ws))
     poller = get_poller()
-    assert poller.watcher_count == 100 and len(poller.runs) == 10
+    assert poller_watchers(poller) == 100 and len(poller.runs) == 10
 
     for run in runs:
         await execute(run.id)
@@ -85,7 +86,7 @@ async def test_100_connections_on_10_runs_cost_one_query_per_tick(user, token, p
     # Each tick asked for all the watched runs at once, never per connection.
     assert all(asked <= 10 for asked, _ in poll_queries)
     assert max(asked for asked, _ in poll_queries) == 10
-    assert poller.watcher_count == 0
+    assert poller_watchers(poller) == 0
 
 
 @pytest.mark.django_db(transaction=True)
@@ -166,11 +167,11 @@ async def test_the_poller_starts_with_the_first_watcher_and_stops_after_the_last
     for ws in (first, second):
         await ws.send_to(text_data='{"type": "ping"}')
         assert (await receive(ws))["type"] == "pong"
-    assert poller._task is not None and poller.watcher_count == 2
+    assert poller._task is not None and poller_watchers(poller) == 2
     await first.disconnect()
-    assert poller.watcher_count == 1
+    assert poller_watchers(poller) == 1
     await second.disconnect()
-    assert poller.watcher_count == 0
+    assert poller_watchers(poller) == 0
     await _stopped(poller)
     assert poller._task is None
 

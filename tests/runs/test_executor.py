@@ -167,10 +167,10 @@ def test_cancel_requested_during_a_step_stops_before_the_next(run_acting_on_itse
 
 
 def test_a_run_finished_elsewhere_during_a_step_is_left_as_it_is(run_acting_on_itself):
-    run = run_acting_on_itself(lambda run_id: services.run_set_status(run_id=run_id, status="failed"))
+    run = run_acting_on_itself(lambda run_id: services.run_fail(run_id=run_id, error="reaped elsewhere"))
     assert executor.execute_run(run_id=run.id) == "finished"
     run = Run.objects.get(pk=run.id)
-    assert (run.status, run.error) == ("failed", "marked failed by an operator")
+    assert (run.status, run.error) == ("failed", "reaped elsewhere")
     assert statuses(run.id) == ["succeeded", "skipped", "skipped"]
 
 

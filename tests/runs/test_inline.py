@@ -17,8 +17,12 @@ async def _running_loop():
 
 
 @pytest.fixture
-def observed(monkeypatch):
-    """Replaces the executor: records the thread a run executes on and the loop async_to_sync reaches."""
+def observed(monkeypatch, db):
+    """Replaces the executor: records the thread a run executes on and the loop async_to_sync reaches.
+
+    The run's thread still closes its stale database connections around the run: on SQLite in
+    memory the test database's one connection is shared with it (on PostgreSQL the thread has
+    none yet), so the test needs database access (``db``)."""
     seen = {}
 
     def execute_run(*, run_id, worker):

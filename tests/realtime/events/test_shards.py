@@ -22,7 +22,13 @@ from realtime.protocol.frames import group_name
 from runs import services
 from tests.processes import daphne_server, subprocess_env
 from tests.realtime.own_redis import OwnRedis
-from tests.realtime.support import LIVE_STACK, LiveClient, check_frames, logged_frames
+from tests.realtime.support import (
+    LIVE_STACK,
+    LiveClient,
+    check_frames,
+    discard_pending_retries,
+    logged_frames,
+)
 from tests.realtime.test_failover import _drop_publisher_layer
 from tests.waiting import WAIT
 
@@ -47,10 +53,10 @@ def two_shards(request, settings):
         }
         settings.REALTIME_PUBLISH_TIMEOUT = 0.5
         channel_layers.backends = {}
-        publisher.discard_pending_retries()
+        discard_pending_retries()
         yield request.param, servers
     finally:
-        publisher.discard_pending_retries()  # publishes to a stopped server must not retry into the next test
+        discard_pending_retries()  # publishes to a stopped server must not retry into the next test
         _drop_publisher_layer()
         channel_layers.backends = {}
         for server in servers:

@@ -14,6 +14,9 @@ from datetime import UTC, datetime
 
 import pytest
 from django.db import connection, connections
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 from rest_framework.authtoken.models import Token
 
 from realtime.reads import selectors
@@ -192,3 +195,88 @@ def test_the_fast_path_formats_times_as_drf_does_with_drfs_own_formats(user, drf
         assert fast_snapshot(run_id=run.id, user=user, token_key=None) == reference
     expected = "2026-11-27T12:00:05Z" if drf_time_format else datetime(2026, 11, 27, 12, 0, 5, tzinfo=UTC)
     assert reference.run["started_at"] == expected  # DRF's rendering, not the project's
+
+
+# --- Any run: the connect read equals the serializer, on either backend -------------------------
+
+_json_text = st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x00"), max_size=12)
+_json_value = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**62), 2**62)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | _json_text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_json_text, inner, max_size=3),
+    max_leaves=8,
+)
+# What each step of the plan gets up to before the run stops moving: the executor's moves.
+_step_moves = st.lists(st.sampled_from(["succeed", "fail", "retry", "running"]), min_size=0, max_size=4)
+
+
+@st.composite
+def _any_run(draw):
+    plan = [
+        {"tool": "echo", "args": draw(st.dictionaries(_json_text, _json_value, max_size=3))}
+        for _ in range(draw(st.integers(1, 4)))
+    ]
+    return {
+        "plan": plan,
+        "prompt": draw(_json_text),
+        "moves": draw(_step_moves),
+        "outputs": draw(st.lists(_json_value, min_size=4, max_size=4)),
+        "end": draw(st.sampled_from(["open", "succeed", "cancel", "fail"])),
+        "whole_seconds": draw(st.booleans()),
+    }
+
+
+def _make(user, spec) -> Run:
+    """A run moved as the executor, the reaper and its owner would move it: ``spec``'s moves, then its end."""
+    run = services.run_create(owner=user, steps=spec["plan"], prompt=spec["prompt"])
+    moves = spec["moves"][: len(spec["plan"])]
+    if moves or spec["end"] != "open":
+        services.run_start(run_id=run.id)
+    for index, move in enumerate(moves):
+        services.step_start(run_id=run.id, index=index, worker=f"celery@hôst-{index}")
+        if move == "running":
+            break
+        if move == "retry":
+            services.step_retry(run_id=run.id, index=index, worker="web:hôst-b:4242")
+            break
+        if move == "fail":
+            services.step_fail(run_id=run.id, index=index, error=f"boom {spec['outputs'][index]!r}")
+            break
+        services.step_succeed(run_id=run.id, index=index, output=spec["outputs"][index])
+    status = Run.objects.get(pk=run.id).status
+    if (
+        status == "processing"
+        and spec["end"] == "succeed"
+        and not Step.objects.filter(run=run, status="running")
+    ):
+        services.run_succeed(run_id=run.id, output=spec["outputs"])
+    elif status == "processing" and spec["end"] == "cancel":
+        services.run_cancel(run_id=run.id)
+        services.run_cancel_finish(run_id=run.id)
+    elif status == "processing" and spec["end"] == "fail":
+        services.run_fail(run_id=run.id, error="reaped")
+    if spec["whole_seconds"]:  # a time with no microseconds still prints them
+        whole = datetime(2026, 11, 27, 12, 0, 5, tzinfo=UTC)
+        Step.objects.filter(run_id=run.id).exclude(started_at=None).update(started_at=whole)
+        Run.objects.filter(pk=run.id).exclude(started_at=None).update(started_at=whole)
+    return run
+
+
+@hypothesis_settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(spec=_any_run())
+def test_the_connect_read_of_any_run_is_the_serializers_json_on_either_backend(user, spec):
+    """Runs of any plan, args, outputs and progress: the snapshot a watcher gets is RunSerializer's JSON.
+
+    On PostgreSQL that read is the fast path (realtime.fast_snapshot's one statement: also
+    compared directly); on SQLite the ORM path. The same table of runs on both backends.
+    """
+    run = _make(user, spec)
+    assert _snapshot(run.id, user=user) == _api_json(run.id), spec
+    if connection.vendor == "postgresql":
+        fast = fast_snapshot(run_id=run.id, user=user, token_key=None)
+        assert _as_json(fast.run) == _api_json(run.id), spec

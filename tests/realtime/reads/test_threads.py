@@ -75,13 +75,6 @@ async def test_errors_that_are_not_the_connection_reach_the_caller():
     assert await threads.read(_backend_pid)  # and the connection still works
 
 
-async def test_close_connections_closes_every_read_threads_connection():
-    # What a test's teardown and a process shutting down count on: nothing left open.
-    first = await _one_read_per_thread()
-    threads.close_connections()
-    assert not set(await _one_read_per_thread()) & set(first)  # each thread had to connect again
-
-
 def test_each_read_thread_is_one_thread_so_one_connection():
     """A read waits for the one before it on its thread: a second thread would open a second connection."""
     pool = threads._ReadThreads(1)
