@@ -112,7 +112,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/delivery/test_hub.py",
         "tests/realtime/delivery/test_failover.py",
     ],
-    "realtime/events/retention.py": ["tests/realtime/events/test_retention.py", "tests/realtime/sockets/test_guarantees.py"],
+    "realtime/events/retention.py": [
+        "tests/realtime/events/test_retention.py",
+        "tests/realtime/sockets/test_guarantees.py",
+    ],
     "realtime/consumers/base.py": [
         "tests/realtime/sockets/test_guarantees.py",
         "tests/scenarios/test_race.py",
@@ -129,7 +132,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/events/test_log.py",
         "tests/realtime/delivery/test_poller.py",
     ],
-    "realtime/delivery/failover.py": ["tests/realtime/delivery/test_failover.py", "tests/realtime/sockets/test_hybrid.py"],
+    "realtime/delivery/failover.py": [
+        "tests/realtime/delivery/test_failover.py",
+        "tests/realtime/sockets/test_hybrid.py",
+    ],
     "realtime/consumers/hybrid.py": ["tests/realtime/sockets/test_hybrid.py"],
     "realtime/reads/selectors.py": [
         "tests/realtime/reads/test_selectors.py",
@@ -138,7 +144,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/delivery/test_access_watch.py",  # revoked_credentials
     ],
     "realtime/reads/threads.py": ["tests/realtime/reads/test_threads.py"],
-    "realtime/access/auth.py": ["tests/realtime/access/test_auth.py", "tests/realtime/sockets/test_consumer.py"],
+    "realtime/access/auth.py": [
+        "tests/realtime/access/test_auth.py",
+        "tests/realtime/sockets/test_consumer.py",
+    ],
     "realtime/routing.py": ["tests/realtime/delivery/test_poller.py", "tests/scenarios/test_modes.py"],
     # GET /api/runs/<id>/events/ is tested with resume over the socket (the same frames).
     "realtime/http/events.py": [
@@ -224,7 +233,10 @@ TARGETS: dict[str, list[str]] = {
     # The run-list re-read (one statement per process per tick), the access watch (revoked
     # credentials close 4401; its Daphne test is the one a process outside coverage runs),
     # and the per-loop ticker both pollers and the watch run on.
-    "realtime/runlist/list_poller.py": ["tests/realtime/runlist/test_list_poller.py", "tests/realtime/runlist/test_user_stream.py"],
+    "realtime/runlist/list_poller.py": [
+        "tests/realtime/runlist/test_list_poller.py",
+        "tests/realtime/runlist/test_user_stream.py",
+    ],
     "realtime/delivery/access_watch.py": [
         "tests/realtime/delivery/test_access_watch.py",
         "tests/realtime/sockets/test_consumer.py::test_a_session_sockets_credentials_still_hold_at_its_recheck",
@@ -237,7 +249,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/runlist/test_list_poller.py",
     ],
     # What every endpoint shares: the client frames' judge, the socket base, the close codes.
-    "realtime/protocol/client_frames.py": ["tests/realtime/protocol/test_client_frames.py", "tests/realtime/sockets/test_consumer.py"],
+    "realtime/protocol/client_frames.py": [
+        "tests/realtime/protocol/test_client_frames.py",
+        "tests/realtime/sockets/test_consumer.py",
+    ],
     "realtime/sockets/socket.py": [
         "tests/realtime/sockets/test_consumer.py",
         "tests/realtime/sockets/test_guarantees.py",
@@ -246,7 +261,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/scenarios/test_protocol_daphne.py",
         "tests/realtime/delivery/test_access_watch.py",  # a closed socket leaves the access watch
     ],
-    "realtime/protocol/close_codes.py": ["tests/realtime/sockets/test_consumer.py", "tests/realtime/protocol/test_client_frames.py"],
+    "realtime/protocol/close_codes.py": [
+        "tests/realtime/sockets/test_consumer.py",
+        "tests/realtime/protocol/test_client_frames.py",
+    ],
     # The layer sharded over several Redis servers (two redis-servers of the test's own and a Daphne).
     "realtime/events/shards.py": [
         "tests/realtime/delivery/test_hub.py",
@@ -254,7 +272,10 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/events/test_shards.py",
     ],
     # The rest of realtime/ (no guarantee of their own: wiring, data shapes, log filtering).
-    "realtime/reads/connect_state.py": ["tests/realtime/sockets/test_consumer.py", "tests/realtime/reads/test_selectors.py"],
+    "realtime/reads/connect_state.py": [
+        "tests/realtime/sockets/test_consumer.py",
+        "tests/realtime/reads/test_selectors.py",
+    ],
     "server/outage_logging.py": ["tests/server/test_outage_logging.py"],
     "realtime/tasks.py": ["tests/realtime/events/test_retention.py"],
     "realtime/management/commands/prune_run_events.py": ["tests/realtime/events/test_retention.py"],

@@ -17,7 +17,7 @@ from channels.layers import channel_layers, get_channel_layer
 from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
 
-from realtime.events import publisher, shards
+from realtime.events import shards
 from realtime.protocol.frames import group_name
 from runs import services
 from tests.processes import daphne_server, subprocess_env
