@@ -14,6 +14,7 @@ import gc
 from typing import Any
 
 from quikday import upstream
+from realtime import daphne_connect
 from realtime.close_codes import CLOSE_TOO_BIG
 
 # How long the server waits for a client to answer its close frame before it
@@ -335,5 +336,6 @@ def apply() -> None:
     wait_longer_for_close_replies()
     hand_control_frames_to_applications()
     close_too_big_messages_with_4009()
+    daphne_connect.skip_unlogged_option_dump()
     lean_application_queues()
     freeze_startup_heap()
