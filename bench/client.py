@@ -5,6 +5,7 @@ orchestrator (bench/run.py) over stdin/stdout, one JSON object per line:
 
     {"op": "open", "url": ..., "token": ..., "runs": [...], "per_run": 10, "batch": 200}
     {"op": "reset"}                      forget latency samples so far
+    {"op": "count"}                      event frames received since the last reset
     {"op": "wait_closed", "timeout": 30} wait until the server closed every socket
     {"op": "stats", "expected": {run_id: final_seq}}
     {"op": "close"} / {"op": "exit"}
@@ -238,6 +239,10 @@ class Client:
             [w.run_id, w.last_seq, w.frames, w.gaps, w.dups, w.final, w.close_code] for w in self.watchers
         ]
         return {"columns": ["run", "last_seq", "frames", "gaps", "dups", "final", "close"], "rows": rows}
+
+    async def op_count(self, **_) -> dict:
+        """Event frames received since the last reset (cheap: no percentiles)."""
+        return {"frames": self.frames}
 
     async def op_reset(self, **_) -> dict:
         self.latencies = []

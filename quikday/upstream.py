@@ -157,6 +157,20 @@ REACHES = {
             ),
         ),
         Reach(
+            name="autobahn-connect-option-dump",
+            package="autobahn",
+            read_against=("26.10",),
+            kind=SPEED,
+            used_by="server/daphne_connect.py skip_unlogged_option_dump",
+            why="_connectionMade wrapped: its options are not pretty-printed for a debug line that is off",
+            reads=(
+                Read(
+                    "autobahn.websocket.protocol:WebSocketProtocol._connectionMade",
+                    sha256="a9a04a1d40682a160988d5300c93aaa9a964cfe3fbbae6917fba02d5948596b6",
+                ),
+            ),
+        ),
+        Reach(
             name="daphne-graceful-restart",
             package="daphne",
             read_against=("4.2",),

@@ -14,6 +14,7 @@ import gc
 from typing import Any
 
 from quikday import upstream
+from server import daphne_connect
 
 # How long the server waits for a client to answer its close frame before it
 # drops the connection. autobahn's default is 1 s, and it then *aborts* the TCP
@@ -337,5 +338,6 @@ def apply(*, too_big_close_code: int) -> None:
     wait_longer_for_close_replies()
     hand_control_frames_to_applications()
     close_too_big_messages_with(too_big_close_code)
+    daphne_connect.skip_unlogged_option_dump()
     lean_application_queues()
     freeze_startup_heap()

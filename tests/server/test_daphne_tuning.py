@@ -262,3 +262,26 @@ def test_a_message_over_daphnes_limit_is_failed_with_4009():
     protocol._fail_connection = lambda code, reason: failed.append((code, reason))
     protocol._max_message_size_exceeded(2**20 + 1, 2**20, "received WebSocket frame size 1048577 exceeds …")
     assert failed == [(4009, "a client frame is at most 1048576 bytes")]
+
+
+def test_a_connection_starts_with_its_options_copied_and_none_pretty_printed(monkeypatch):
+    """autobahn formats ~40 options for a debug line that is off on every connect (an eighth of a
+    connect storm's CPU, docs/benchmarks.md): with the web process's tuning, nothing is formatted."""
+    from autobahn.websocket import protocol
+    from daphne.ws_protocol import WebSocketFactory, WebSocketProtocol
+
+    from server import daphne_connect
+
+    formatted = []
+    monkeypatch.setattr(protocol, "pformat", lambda value, *a, **k: formatted.append(value) or "")
+    assert daphne_connect.skip_unlogged_option_dump() is True
+    factory = WebSocketFactory(server_class=None)
+    factory.setProtocolOptions(autoPingTimeout=30, allowNullOrigin=True)  # as daphne.server does
+    connection = WebSocketProtocol()
+    connection.factory = factory
+    protocol.WebSocketProtocol._connectionMade(connection)
+    assert formatted == []
+    assert (
+        connection.autoPingTimeout == 30 and connection.closeHandshakeTimeout == factory.closeHandshakeTimeout
+    )
+    assert protocol.pformat is not daphne_connect._unformatted  # the module's own again after the call
