@@ -45,7 +45,8 @@ ENV: dict[str, dict[str, str]] = {
     "realtime/log.py": ONE_LAYER_PUSH,
     "realtime/signals.py": ONE_LAYER_PUSH,
     "realtime/frames.py": ONE_LAYER_PUSH,
-    "realtime/consumers/base.py": ONE_LAYER,
+    "realtime/consumers/run.py": ONE_LAYER,
+    "realtime/consumers/stream.py": ONE_LAYER_PUSH,
     "realtime/auth.py": ONE_LAYER_PUSH,
     "realtime/fast_snapshot.py": ONE_LAYER_PUSH,
     "realtime/client_frames.py": ONE_LAYER_PUSH,
@@ -98,18 +99,26 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_poller_grid.py",
         "tests/scenarios/test_modes.py",
     ],
-    "realtime/consumers/poll.py": ["tests/realtime/test_poller.py", "tests/scenarios/test_modes.py"],
-    "realtime/consumers/push.py": [
-        "tests/realtime/test_guarantees.py",
+    "realtime/consumers/stream.py": [
+        "tests/realtime/test_stream.py",
+        "tests/realtime/test_failover.py",
+        "tests/realtime/test_hybrid.py",
+        "tests/realtime/test_poller.py",
+    ],
+    "realtime/front_door.py": [
         "tests/realtime/test_hub.py",
         "tests/realtime/test_failover.py",
+        "tests/realtime/test_access_watch.py",
     ],
     "realtime/retention.py": ["tests/realtime/test_retention.py", "tests/realtime/test_guarantees.py"],
-    "realtime/consumers/base.py": [
+    "realtime/consumers/run.py": [
         "tests/realtime/test_guarantees.py",
         "tests/scenarios/test_race.py",
         "tests/scenarios/test_resume.py",
         "tests/realtime/test_consumer.py",
+        "tests/realtime/test_hub.py",
+        "tests/realtime/test_failover.py",
+        "tests/scenarios/test_modes.py",
     ],
     "realtime/publisher.py": [
         "tests/realtime/test_publisher.py",
@@ -122,7 +131,6 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_poller.py",
     ],
     "realtime/failover.py": ["tests/realtime/test_failover.py", "tests/realtime/test_hybrid.py"],
-    "realtime/consumers/hybrid.py": ["tests/realtime/test_hybrid.py"],
     "realtime/selectors.py": [
         "tests/realtime/test_selectors.py",
         "tests/scenarios/test_resume.py",

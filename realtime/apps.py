@@ -6,6 +6,8 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Realtime"
 
     def ready(self) -> None:
-        from realtime import signals
+        from realtime import failover, signals
 
         signals.connect()
+        # A failed publish wakes the layer probes at once (they would find it at their next check).
+        failover.report_publish_failures()

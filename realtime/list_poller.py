@@ -16,7 +16,7 @@ statement per tick, for the summaries of the runs that changed since the due
 sockets were last served (summaries.summaries_changed_since: the union of
 their users' runs, everyone's when one of them is staff's), encodes each
 summary once, and hands each socket the lines it may see — its user's runs,
-every run for staff — through ``deliver_summary``, the path the publisher's
+every run for staff — through its stream's ``on_event``, the path the publisher's
 summaries take, so a line whose seq this socket has sent is dropped there.
 Cost grows with the runs that change, not with the sockets.
 
@@ -50,12 +50,12 @@ OVERLAP_SECONDS = 10.0
 
 
 class ListWatcher(Protocol):
-    """What the poller needs of a run-list socket."""
+    """What the poller needs of a run-list stream (realtime.consumers.user_stream.ListStream)."""
 
     user_id: int
     sees_all: bool  # staff: every user's runs
 
-    async def deliver_summary(self, run_id: str, seq: int, text: str) -> None:
+    async def on_event(self, run_id: str, seq: int, text: str) -> None:
         """Send the line unless this socket has sent that run's seq (or a later one)."""
 
 
@@ -147,7 +147,7 @@ class ListPoller(per_loop.Ticker):
 async def _hand(socket: ListWatcher, lines: list[tuple[str, int, str]]) -> None:
     try:
         for run_id, seq, text in lines:
-            await socket.deliver_summary(run_id, seq, text)
+            await socket.on_event(run_id, seq, text)
     except Exception:
         # One broken socket must not stop the others' deliveries.
         logger.warning("a run list's re-read lines could not be handed over", exc_info=True)

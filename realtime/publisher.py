@@ -30,7 +30,7 @@ from realtime.models import RunEvent
 
 logger = logging.getLogger(__name__)
 
-# The message type a consumer's handler receives: RunConsumer.run_event.
+# The message type the process's hub (realtime.hub) routes to its streams by group.
 GROUP_MESSAGE_TYPE = "run.event"
 
 _failure_hooks: list[Callable[[], None]] = []
@@ -89,7 +89,7 @@ def publish(event: RunEvent, *, text: str | None = None) -> bool:
     return True
 
 
-# A run was deleted: its watchers get a `run_deleted` frame and close 4404 (RunConsumer.run_deleted).
+# A run was deleted: its watchers get a `run_deleted` frame and close 4404 (RunStream.on_deleted).
 DELETED_MESSAGE_TYPE = "run.deleted"
 
 
@@ -115,7 +115,7 @@ def publish_run_deleted(*, run_id, owner_id: int) -> bool:
 
 # --- Run summaries for the user-level stream (/ws/runs/; realtime.list_feed reads them) ----
 
-SUMMARY_MESSAGE_TYPE = "run.summary"  # RunListConsumer.run_summary
+SUMMARY_MESSAGE_TYPE = "run.summary"  # ListStream.on_event
 
 
 def publish_summary(summary: dict[str, Any]) -> bool:

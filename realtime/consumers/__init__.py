@@ -1,36 +1,7 @@
-"""WebSocket consumers for /ws/runs/<run_id>/, one class per mode.
+"""The WebSocket consumers: one class per endpoint, each owning one Stream per connection.
 
-All modes speak the same protocol (docs/protocol.md); see base.py for it and
-push.py / poll.py / hybrid.py for how each mode receives events.
+/ws/runs/<run_id>/ is run.RunConsumer, /ws/runs/ is user_stream.RunListConsumer;
+the state of either connection is its stream (stream.py), and push, poll and
+hybrid are its policy (settings.REALTIME_MODE), not classes. socket.py is the
+transport both share; unrouted.py answers every other path.
 """
-
-from realtime.close_codes import (
-    CLOSE_BAD_REQUEST,
-    CLOSE_FORBIDDEN,
-    CLOSE_NORMAL,
-    CLOSE_NOT_FOUND,
-    CLOSE_RATE_LIMITED,
-    CLOSE_TOO_BIG,
-    CLOSE_UNAUTHENTICATED,
-)
-from realtime.consumers.base import BaseRunConsumer
-from realtime.consumers.hybrid import HybridRunConsumer
-from realtime.consumers.poll import PollingRunConsumer
-from realtime.consumers.push import RunConsumer
-
-CONSUMER_FOR_MODE = {"push": RunConsumer, "poll": PollingRunConsumer, "hybrid": HybridRunConsumer}
-
-__all__ = [
-    "CLOSE_BAD_REQUEST",
-    "CLOSE_FORBIDDEN",
-    "CLOSE_NORMAL",
-    "CLOSE_NOT_FOUND",
-    "CLOSE_RATE_LIMITED",
-    "CLOSE_TOO_BIG",
-    "CLOSE_UNAUTHENTICATED",
-    "CONSUMER_FOR_MODE",
-    "BaseRunConsumer",
-    "HybridRunConsumer",
-    "PollingRunConsumer",
-    "RunConsumer",
-]

@@ -12,6 +12,10 @@ A summary lost in transit, and every change in poll mode (where nothing is
 published), comes with the process's run-list poller (realtime.list_poller):
 one read per tick for all list sockets, every REALTIME_LIST_REFRESH_INTERVAL
 (REALTIME_POLL_INTERVAL in poll mode or degraded).
+
+The connection's state is its ``ListStream``: the same machine as a run's
+(realtime.consumers.stream), with the same transitions and the same one
+place that ends it.
 """
 
 from __future__ import annotations
@@ -24,11 +28,10 @@ from django.conf import settings
 from django.utils import timezone
 
 from observability import record
-from realtime import db, frames, selectors, summaries
+from realtime import db, frames, front_door, selectors, summaries
 from realtime.close_codes import CLOSE_UNAUTHENTICATED
 from realtime.consumers.socket import ProtocolSocket
-from realtime.failover import get_probe
-from realtime.list_poller import get_list_poller
+from realtime.consumers.stream import FOLLOWING, Policy, Stream
 from realtime.publisher import DELETED_MESSAGE_TYPE, SUMMARY_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
@@ -37,69 +40,71 @@ logger = logging.getLogger(__name__)
 DELETED = 2**63
 
 
-class RunListConsumer(ProtocolSocket):
-    """Streams the summaries of a user's runs to one list page.
+def list_policy(mode: str) -> Policy:
+    """A run list listens to the layer for summaries and deletions, and re-reads its runs every
+    REALTIME_LIST_REFRESH_INTERVAL (in poll mode, where nothing is published: REALTIME_POLL_INTERVAL)."""
+    if mode == "poll":
+        return Policy(mode=mode, push=True, live_poll_interval=settings.REALTIME_POLL_INTERVAL)
+    return Policy(mode=mode, push=True, live_poll_interval=settings.REALTIME_LIST_REFRESH_INTERVAL)
 
-    Like a run's socket (realtime.consumers.socket.ProtocolSocket): its
-    credentials are checked again every REALTIME_ACCESS_RECHECK_SECONDS (4401),
-    a client that stops reading is resynced with a fresh ``connected`` instead of
-    buffering without bound, and a channel layer that is down (at the
-    handshake, or later) does not fail it: the process's layer probe
-    (realtime.failover) degrades it to the run-list poller's re-read every
-    REALTIME_POLL_INTERVAL and brings it back once the layer is.
+
+class ListStream(Stream):
+    """The summaries of a user's runs to one list page.
+
+    Like a run's stream: its credentials are checked again every
+    REALTIME_ACCESS_RECHECK_SECONDS (4401), a client that stops reading is
+    resynced with a fresh ``connected`` instead of buffering without bound, and
+    a channel layer that is down (at the handshake, or later) does not fail it:
+    the process's layer probe (realtime.failover) degrades it to the run-list
+    poller's re-read every REALTIME_POLL_INTERVAL and brings it back once the layer is.
     """
 
-    observed: record.Connection | None = None  # this socket in the logs and metrics
+    run_id = None  # the probe's streams name their run; this one watches a user's
 
-    run_id = None  # the probe's watchers name their run; this one watches a user's
-
-    def init_state(self) -> None:
+    def __init__(self, socket: RunListConsumer, *, policy: Policy) -> None:
+        super().__init__(socket, policy=policy)
         self.seen: dict[str, int] = {}  # run id → the highest seq sent for it
         self.groups: list[str] = []
+        self.channel_name: str | None = None  # its own channel on the layer
         self.subscribed = False  # a member of its groups on the layer
-        self.degraded = False  # re-read every REALTIME_POLL_INTERVAL until the layer is back
-        self.registered = False  # with the process's layer probe
-        self.polled = False  # by the process's run-list poller
-        self.tasks: list[asyncio.Task] = []
         self.layer_reader: asyncio.Task | None = None
-        # Until a `connected` frame is sent, a summary from the layer is dropped (the snapshot
-        # being read has it, or the run-list poller's next read, which starts before that
-        # read, brings it) and a deletion is held: no frame may come before `connected`.
-        self.resyncing = False
+        # Until a `connected` frame is sent (connecting, resyncing), a summary from the layer
+        # is dropped (the snapshot being read has it, or the run-list poller's next read,
+        # which starts before that read, brings it) and a deletion is held: no frame may
+        # come before `connected`.
         self.deleted_while_resyncing: list[str] = []
+        self._since: datetime | None = None  # when its first snapshot was read
 
-    async def connect(self) -> None:
-        await self.accept()
-        self.observed = record.socket_opened(mode="list", run_id=None)
-        user = self.scope.get("user")
-        token_key = self.scope.get("auth_token")
-        if token_key is not None:
-            user = await db.read(selectors.user_for_token, key=token_key)
-        if user is None or not user.is_authenticated:
-            await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
-            return
+    @property
+    def layer(self):
+        return self.socket.channel_layer
+
+    async def open(self, *, user, token_key: str | None) -> None:
         self.user = user
         self.user_id, self.sees_all = user.pk, user.is_staff  # the list poller's fan-out
         self.groups = [frames.user_group_name(user.pk)] + ([frames.STAFF_GROUP] if user.is_staff else [])
-        get_probe().register(self, self.channel_layer)
-        self.registered = True
-        self.resyncing = True
+        front_door.watch_layer(self, self.layer)
         if not await self.resubscribe():
-            self.degrade()
-        read_at = timezone.now()
+            self.on_layer_down()
+        self._since = timezone.now()
         await self._send_snapshot(resync=False)
-        self._poll(since=read_at)
-        self._watch_access(user=user, token_key=token_key)
+        if self.closed:
+            return
+        self.went_live()
+        await self._flush_held()
+        front_door.watch_access(
+            self, user=user, token_key=token_key, session=self.socket.scope.get("session")
+        )
 
-    # --- The layer (called by this connection and by the process's layer probe) ---------
+    # --- The layer (this stream, and the process's layer probe) ---------------------------
 
     async def resubscribe(self) -> bool:
         """Join (again) the user's groups through a channel of its own; False when the layer fails."""
         try:
             if self.channel_name is None:
-                self.channel_name = await self.channel_layer.new_channel()
+                self.channel_name = await self.layer.new_channel()
             for group in self.groups:
-                await self.channel_layer.group_add(group, self.channel_name)
+                await self.layer.group_add(group, self.channel_name)
         except Exception as error:  # noqa: BLE001 - any layer failure means "re-read instead"
             # Debug: the layer probe reports an outage once for every watcher.
             logger.debug("joining the list groups failed: %s", error)
@@ -111,38 +116,76 @@ class RunListConsumer(ProtocolSocket):
         return True
 
     async def _read_layer(self) -> None:
-        """Relay what the layer brings to this connection's channel, until it fails."""
-        while not self.finished:
+        """Relay what the layer brings to this stream's channel, until it fails."""
+        while not self.closed:
             try:
-                message = await self.channel_layer.receive(self.channel_name)
+                message = await self.layer.receive(self.channel_name)
             except Exception as error:  # noqa: BLE001 - any layer failure means "re-read instead"
                 logger.debug("list stream's layer receive failed: %s", error)
                 self.channel_name = None  # a fresh channel once the layer is back
                 self.subscribed = False
-                if not self.finished:
-                    self.degrade()
+                self.on_layer_down()
                 return
             if message.get("type") == SUMMARY_MESSAGE_TYPE:
-                await self.run_summary(message)
+                await self.on_event(message["run_id"], message["seq"], message["text"])
             elif message.get("type") == DELETED_MESSAGE_TYPE:
-                await self.run_deleted(message)
+                await self.on_deleted(message["run_id"])
 
-    def degrade(self) -> None:
-        self.degraded = True
-        if self.polled:
-            self._poll()  # re-read at the poll interval from now on
-        get_probe().suspect()
+    def layer_names(self) -> tuple[list[str], str | None]:
+        """The user's (and staff's) groups, received on this stream's own channel."""
+        return list(self.groups), self.channel_name
 
-    async def recover(self) -> bool:
-        if not await self.resubscribe():
-            return False
-        self.degraded = False
-        if self.polled:
-            # Its poll slot stays: what changed while the layer was down comes then.
-            self._poll()
-        return True
+    def _sync_poll(self) -> None:
+        """Have the process's run-list poller re-read this stream's runs at its interval."""
+        if self.following and not self.closed:
+            front_door.poll_list(
+                self, self.policy.poll_interval(layer_down=self.layer_down), since=self._since
+            )
 
-    # --- Reading ------------------------------------------------------------------------
+    # --- Summaries (the layer, the run-list poller) ----------------------------------------
+
+    async def on_event(self, run_id: str, seq: int, text: str) -> None:
+        """A run's line, from the publisher or the list poller: sent unless this stream has that seq."""
+        if self.state not in FOLLOWING or seq <= self.seen.get(run_id, -1):
+            return
+        if self.socket.client_behind():
+            # Its unread frames fill the bound: drop this and what follows, and
+            # resync it with a fresh snapshot once it has drained.
+            self.fell_behind()
+            return
+        self.seen[run_id] = seq
+        await self.socket.send(text_data=text)
+
+    async def on_deleted(self, run_id: str) -> None:
+        """A run was deleted: its line goes (`run_deleted`), and no later summary of it brings it back."""
+        if self.closed or self.seen.get(run_id) == DELETED:
+            return
+        self.seen[run_id] = DELETED
+        if self.state not in FOLLOWING:  # no frame before `connected`
+            self.deleted_while_resyncing.append(run_id)
+            return
+        await self._send_deleted(run_id)
+
+    async def on_revoked(self) -> None:
+        """The access watch found the credentials this socket opened with gone: close 4401."""
+        if not self.closed:
+            await self.close(CLOSE_UNAUTHENTICATED, error="the credentials were revoked")
+
+    async def _send_deleted(self, run_id: str) -> None:
+        frame = frames.build_frame(
+            type=frames.RUN_DELETED, run_id=run_id, seq=0, ts=timezone.now(), payload={}
+        )
+        await self.socket.send(text_data=frames.encode_frame(frame))
+
+    async def _resync_when_drained(self) -> None:
+        await self.socket.wait_until_drained()
+        if self.closed:
+            return
+        await self._send_snapshot(resync=True)
+        if self.closed:
+            return
+        self.resynced()
+        await self._flush_held()
 
     async def _read(self) -> list[dict]:
         runs = await db.read(summaries.run_summaries_for_user, user=self.user)
@@ -150,97 +193,69 @@ class RunListConsumer(ProtocolSocket):
             self.seen[summary["id"]] = max(self.seen.get(summary["id"], -1), summary["seq"])
         return runs
 
-    def _poll(self, *, since: datetime | None = None) -> None:
-        """Have the process's run-list poller re-read this socket's runs at this socket's interval."""
-        if self.degraded or settings.REALTIME_MODE == "poll":
-            interval = settings.REALTIME_POLL_INTERVAL
-        else:
-            interval = settings.REALTIME_LIST_REFRESH_INTERVAL
-        get_list_poller().watch(self, interval=interval, since=since)
-        self.polled = True
-
-    async def run_summary(self, message: dict) -> None:
-        """A summary from the publisher: relay it unless this socket has that seq already."""
-        await self.deliver_summary(message["run_id"], message["seq"], message["text"])
-
-    async def run_deleted(self, message: dict) -> None:
-        """A run was deleted: its line goes (`run_deleted`), and no later summary of it brings it back."""
-        run_id = message["run_id"]
-        if self.finished or self.seen.get(run_id) == DELETED:
-            return
-        self.seen[run_id] = DELETED
-        if self.resyncing:
-            self.deleted_while_resyncing.append(run_id)
-            return
-        await self._send_deleted(run_id)
-
-    async def _send_deleted(self, run_id: str) -> None:
-        frame = frames.build_frame(
-            type=frames.RUN_DELETED, run_id=run_id, seq=0, ts=timezone.now(), payload={}
-        )
-        await self.send(text_data=frames.encode_frame(frame))
-
-    async def deliver_summary(self, run_id: str, seq: int, text: str) -> None:
-        """A run's line, from the publisher or the list poller: sent unless this socket has that seq."""
-        if self.finished or self.resyncing or seq <= self.seen.get(run_id, -1):
-            return
-        if self._client_behind():
-            # Its unread frames fill the bound: drop this and what follows, and
-            # resync it with a fresh snapshot once it has drained.
-            self.resyncing = True
-            self.tasks.append(asyncio.create_task(self._resync_when_drained()))
-            return
-        self.seen[run_id] = seq
-        await self.send(text_data=text)
-
-    async def _resync_when_drained(self) -> None:
-        await self._wait_until_drained()
-        if self.finished:
-            return
-        await self._send_snapshot(resync=True)
-
     async def _send_snapshot(self, *, resync: bool) -> None:
-        """Read this user's runs and send them as `connected`; then what the wait held back."""
+        """Read this user's runs and send them as `connected`."""
         runs = await self._read()
-        payload = {"mode": settings.REALTIME_MODE, "runs": runs}
-        await self._send_frame("connected", {**payload, "resync": True} if resync else payload)
-        self.resyncing = False
+        payload = {"mode": self.mode, "runs": runs}
+        await self.socket.send_frame("connected", {**payload, "resync": True} if resync else payload)
+
+    async def _flush_held(self) -> None:
+        """The deletions held back while `connected` was on its way."""
         held, self.deleted_while_resyncing = self.deleted_while_resyncing, []
         for run_id in held:
             await self._send_deleted(run_id)
 
-    def layer_names(self) -> tuple[list[str], str | None]:
-        """The user's (and staff's) groups, received on this socket's own channel."""
-        return list(self.groups), self.channel_name
+    # --- Ending ------------------------------------------------------------------------------
 
-    async def disconnect(self, code: int) -> None:
-        record.socket_closed(self.observed, code)
-
-    async def stop(self) -> None:
-        record.socket_closed(self.observed, None)  # no-op after disconnect(); else ended unclosed
-        for task in [*self.tasks, self.layer_reader]:
+    async def release(self) -> None:
+        """Out of the process's probe, run-list poller and access watch; off the layer."""
+        for task in (self.resync, self.layer_reader):
             if task is not None:
                 task.cancel()
-        if self.registered:
-            self.registered = False
-            get_probe().unregister(self)
-        if self.polled:
-            self.polled = False
-            get_list_poller().unwatch(self)
+        front_door.forget(self)
         if self.subscribed:
             self.subscribed = False
             for group in self.groups:
                 try:
-                    await self.channel_layer.group_discard(group, self.channel_name)
+                    await self.layer.group_discard(group, self.channel_name)
                 except Exception as error:  # noqa: BLE001 - the layer may be down; memberships expire
                     logger.debug("leaving %s failed: %s", group, error)
 
+
+class RunListConsumer(ProtocolSocket):
+    """The socket of /ws/runs/; its state is its ``ListStream``."""
+
+    stream: ListStream
+
+    def init_state(self) -> None:
+        self.stream = ListStream(self, policy=list_policy(settings.REALTIME_MODE))
+
+    async def connect(self) -> None:
+        await self.accept()
+        self.stream.observed = record.socket_opened(mode="list", run_id=None)
+        user = self.scope.get("user")
+        token_key = self.scope.get("auth_token")
+        if token_key is not None:
+            user = await db.read(selectors.user_for_token, key=token_key)
+        if user is None or not user.is_authenticated:
+            await self._refuse(CLOSE_UNAUTHENTICATED, "not authenticated")
+            return
+        await self.stream.open(user=user, token_key=token_key)
+
+    async def disconnect(self, code: int) -> None:
+        record.socket_closed(self.stream.observed, code)
+        await self.stream.close()
+
+    async def stop(self) -> None:
+        record.socket_closed(self.stream.observed, None)  # no-op after disconnect(); else ended unclosed
+        await self.stream.close()
+
     async def _error(self, code: str, message: str) -> None:
-        await self._send_frame("error", {"code": code, "message": message})
+        await self.send_frame("error", {"code": code, "message": message})
 
     async def _pong(self) -> None:
-        await self._send_frame("pong", {})
+        await self.send_frame("pong", {})
 
-    async def _send_frame(self, type: str, payload: dict) -> None:
+    async def send_frame(self, type: str, payload: dict) -> None:
         frame = frames.build_frame(type=type, run_id="", seq=0, ts=timezone.now(), payload=payload)
         await self.send(text_data=frames.encode_frame(frame))

@@ -290,12 +290,12 @@ class _Holder:
     def __init__(self):
         self.told = 0
 
-    async def credentials_revoked(self) -> None:
+    async def on_revoked(self) -> None:
         self.told += 1
 
 
 class _BrokenHolder(_Holder):
-    async def credentials_revoked(self) -> None:
+    async def on_revoked(self) -> None:
         raise ConnectionResetError("the socket went away mid-close")
 
 

@@ -10,7 +10,7 @@ when it changes); this test holds that nothing else of Channels is replaced.
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from quikday import upstream
-from realtime.consumers.base import BaseRunConsumer
+from realtime.consumers.run import RunConsumer
 from realtime.consumers.socket import ProtocolSocket
 from realtime.consumers.user_stream import RunListConsumer
 
@@ -31,5 +31,5 @@ def test_we_replace_only_those_of_channels_methods():
         - wrapped
     )
     assert replaced == COPIED == {"__call__", "dispatch"}
-    for consumer in (BaseRunConsumer, RunListConsumer):
+    for consumer in (RunConsumer, RunListConsumer):
         assert not {name for name in vars(consumer) if name in channels_names or name == "__call__"} - hooks

@@ -143,6 +143,8 @@ def test_the_next_rate_limited_error_may_come_a_whole_window_after_the_last():
 class _Socket(ProtocolSocket):
     """A socket of the protocol without a server: what it sends, and when it stops reading."""
 
+    finished = False  # no stream: set by its refusal
+
     def __init__(self, frame_gate):
         super().__init__()
         self.base_send, self.frame_gate, self.sent = object(), frame_gate, []

@@ -294,7 +294,7 @@ async def test_a_slow_client_counts_as_drained_below_a_quarter_of_the_buffer(set
     monkeypatch.setattr(daphne_tuning, "unsent_bytes", lambda send: 250 * 1024 - 1)
     socket = ProtocolSocket()
     socket.base_send = None
-    await asyncio.wait_for(socket._wait_until_drained(), WAIT)
+    await asyncio.wait_for(socket.wait_until_drained(), WAIT)
 
 
 async def test_a_slow_clients_drain_is_looked_at_with_a_pause_between_looks(settings, monkeypatch):
@@ -320,7 +320,7 @@ async def test_a_slow_clients_drain_is_looked_at_with_a_pause_between_looks(sett
     monkeypatch.setattr(socket_module, "asyncio", SimpleNamespace(sleep=noted_sleep))
     socket = socket_module.ProtocolSocket()
     socket.base_send = None
-    await socket._wait_until_drained()
+    await socket.wait_until_drained()
     assert len(pauses) == 2 and all(pause > 0 for pause in pauses), pauses
 
 
@@ -339,5 +339,5 @@ def test_a_client_is_behind_only_past_its_buffer(settings, monkeypatch):
     behind = {}
     for unsent in (None, 1000 * 1024, 1000 * 1024 + 1):
         monkeypatch.setattr(daphne_tuning, "unsent_bytes", lambda send, unsent=unsent: unsent)
-        behind[unsent] = socket._client_behind()
+        behind[unsent] = socket.client_behind()
     assert behind == {None: False, 1000 * 1024: False, 1000 * 1024 + 1: True}

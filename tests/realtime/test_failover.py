@@ -18,7 +18,7 @@ from asgiref.sync import sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 
 from realtime import failover, publisher
-from realtime.consumers.push import RunConsumer
+from realtime.consumers.run import RunStream
 from realtime.frames import group_name
 from realtime.poller import get_poller
 from runs import services
@@ -222,13 +222,13 @@ async def test_long_lived_connections_refresh_their_group_membership(settings, u
             refreshed.set()  # the run's membership re-added after the jump (not the probe's group)
 
     monkeypatch.setattr(layer, "group_add", noted_group_add)
-    failed_over, real_degrade = [], RunConsumer.degrade
+    failed_over, real_degrade = [], RunStream.on_layer_down
 
     def noted_degrade(self):
         failed_over.append(self.run_id)
         real_degrade(self)
 
-    monkeypatch.setattr(RunConsumer, "degrade", noted_degrade)
+    monkeypatch.setattr(RunStream, "on_layer_down", noted_degrade)
     run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
     ws, connected = await open_socket(run.id, headers=token_headers(token))
     try:
@@ -293,16 +293,15 @@ def memory_layer(settings):
 
 async def test_a_healthy_probe_leaves_its_watchers_alone(memory_layer, monkeypatch, user, token):
     """With the layer up and no watcher degraded, a check looks at no watcher (issue 13: idle CPU)."""
-    from realtime.consumers.push import RunConsumer
 
     looked_at = []
-    real_layer_names = RunConsumer.layer_names
+    real_layer_names = RunStream.layer_names
 
     def noted_layer_names(self):
         looked_at.append(self)
         return real_layer_names(self)
 
-    monkeypatch.setattr(RunConsumer, "layer_names", noted_layer_names)
+    monkeypatch.setattr(RunStream, "layer_names", noted_layer_names)
     run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
     sockets = []
     try:
@@ -333,10 +332,10 @@ class _StandInWatcher:
         self.degraded, self.subscribed = True, False
         self.recover_raises, self.recoveries, self.resubscriptions = recover_raises, 0, 0
 
-    def degrade(self) -> None:
+    def on_layer_down(self) -> None:
         self.degraded = True
 
-    async def recover(self) -> bool:
+    async def on_layer_up(self) -> bool:
         self.recoveries += 1
         if self.recover_raises:
             raise ConnectionError("the catch-up's log read failed (test)")
@@ -547,9 +546,9 @@ async def test_a_watcher_failing_over_is_told_once_however_often_it_is_degraded(
                 1 for r in caplog.records if r.getMessage().startswith("watcher falls back to polling")
             )
 
-        watcher.degrade()
+        watcher.on_layer_down()
         assert told() == 1
-        watcher.degrade()  # again, before the probe has brought it back
+        watcher.on_layer_down()  # again, before the probe has brought it back
         assert told() == 1
     finally:
         await close_socket(ws)

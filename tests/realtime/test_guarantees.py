@@ -185,7 +185,7 @@ class _PollWatcher:
         self.until = until
         self.reached = asyncio.Event()
 
-    async def deliver(self, seq: int, text: str, *, final: bool) -> None:
+    async def on_event(self, seq: int, text: str, *, final: bool) -> None:
         if seq <= self.last_seq:
             return
         self.seqs.append(seq)
@@ -233,7 +233,7 @@ async def test_a_poll_watcher_behind_another_of_its_run_gets_what_it_missed(user
 
 
 class _BrokenPollWatcher(_PollWatcher):
-    async def deliver(self, seq: int, text: str, *, final: bool) -> None:
+    async def on_event(self, seq: int, text: str, *, final: bool) -> None:
         raise RuntimeError("this watcher's socket broke")
 
 
@@ -432,7 +432,7 @@ async def test_one_watchers_failing_delivery_does_not_stop_the_others_events(use
     async def deliver_raising(seq, text, *, final):
         raise RuntimeError("this watcher's socket broke")
 
-    monkeypatch.setattr(failing, "deliver", deliver_raising)
+    monkeypatch.setattr(failing, "on_event", deliver_raising)
     healthy, connected = await open_socket(run.id, headers=token_headers(token))
     try:
         await sync_to_async(_do_step)(run.id, 0)
@@ -524,7 +524,7 @@ async def test_catch_up_sends_what_the_log_holds_beyond_the_watchers_last_seq(us
         (watcher,) = hub.watchers[group_name(run.id)]
         await hub.leave(watcher, group_name(run.id))  # nothing pushed to it from here on
         await sync_to_async(_do_step)(run.id, 0)
-        await watcher.catch_up()
+        await watcher.caught_up()
         missed = await logged_frames(run.id, after=connected["seq"])
         assert len(missed) == 2
         assert [await receive(ws) for _ in missed] == missed

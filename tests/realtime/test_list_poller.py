@@ -22,7 +22,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from realtime import failover, list_feed, list_poller, log, summaries
-from realtime.consumers.user_stream import RunListConsumer
+from realtime.consumers.user_stream import ListStream
 from realtime.list_poller import get_list_poller
 from runs import services
 from tests.realtime.support import WAIT, application, close_socket, receive, token_headers
@@ -177,7 +177,7 @@ async def test_a_degraded_socket_is_fed_at_the_poll_interval_then_back_at_its_ow
     """The layer probe degrades a list socket: the poller re-reads it every REALTIME_POLL_INTERVAL,
     then, recovered, every REALTIME_LIST_REFRESH_INTERVAL again.
 
-    Red with degrade() not changing the socket's interval (an hour here: nothing would come).
+    Red with on_layer_down() not changing the socket's interval (an hour here: nothing would come).
     """
     settings.REALTIME_MODE = "push"
     settings.REALTIME_LIST_REFRESH_INTERVAL = 3600.0
@@ -192,11 +192,11 @@ async def test_a_degraded_socket_is_fed_at_the_poll_interval_then_back_at_its_ow
         poller = get_list_poller()
         (socket,) = poller.sockets
         assert poller.interval_of(socket) == 3600.0
-        socket.degrade()  # as the probe does when the layer fails
+        socket.on_layer_down()  # as the probe does when the layer fails
         assert poller.interval_of(socket) == 0.1
         run = await make_run(user)
         assert (await line_of(ws, run.id))["payload"]["run"]["status"] == "queued"
-        assert await socket.recover()
+        assert await socket.on_layer_up()
         assert poller.interval_of(socket) == 3600.0
     finally:
         await close_socket(ws)
@@ -217,7 +217,7 @@ class _Page:
         self.user_id, self.sees_all = user_id, sees_all
         self.lines: list[tuple[str, int]] = []
 
-    async def deliver_summary(self, run_id: str, seq: int, text: str) -> None:
+    async def on_event(self, run_id: str, seq: int, text: str) -> None:
         assert json.loads(text)["payload"]["run"]["id"] == run_id
         self.lines.append((run_id, seq))
 
@@ -347,7 +347,7 @@ async def test_a_line_re_read_within_the_overlap_is_sent_once_and_never_goes_bac
                 await asyncio.sleep(0.05)  # a look now and then, not an interleaving
         (socket,) = get_list_poller().sockets
         stale = await sync_to_async(summaries.run_summary)(run_id=run.id)
-        await socket.deliver_summary(str(run.id), 0, json.dumps({"stale": stale}))  # an older line
+        await socket.on_event(str(run.id), 0, json.dumps({"stale": stale}))  # an older line
         await ws.send_to(text_data=json.dumps({"type": "ping"}))
         assert (await receive(ws))["type"] == "pong"  # nothing between: no repeat, nothing older
     finally:
@@ -388,7 +388,7 @@ async def test_a_page_alone_at_its_tick_is_read_its_users_runs_and_staffs_everyo
 
 
 class _BrokenPage(_Page):
-    async def deliver_summary(self, run_id: str, seq: int, text: str) -> None:
+    async def on_event(self, run_id: str, seq: int, text: str) -> None:
         raise ConnectionResetError("the socket went away mid-send")
 
 
@@ -569,16 +569,16 @@ async def test_nothing_comes_before_connected_on_a_list_socket(monkeypatch, user
     holding them back while it reads): a run_summary was the socket's first frame.
     """
     run, other = await make_run(user), await make_run(user)
-    original = RunListConsumer._read
+    original = ListStream._read
 
     async def read_while_the_layer_brings(self):
         if not self.seen:  # the connect's read, not a resync's
             line = {"type": "run_summary", "run_id": str(run.id), "seq": 0, "payload": {}}
-            await self.run_summary({"run_id": str(run.id), "seq": 0, "text": json.dumps(line)})
-            await self.run_deleted({"run_id": str(other.id)})
+            await self.on_event(str(run.id), 0, json.dumps(line))
+            await self.on_deleted(str(other.id))
         return await original(self)
 
-    monkeypatch.setattr(RunListConsumer, "_read", read_while_the_layer_brings)
+    monkeypatch.setattr(ListStream, "_read", read_while_the_layer_brings)
     ws = WebsocketCommunicator(application, "/ws/runs/", headers=token_headers(token))
     connected, _ = await ws.connect(timeout=WAIT)
     assert connected

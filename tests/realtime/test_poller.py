@@ -13,9 +13,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from realtime import frames, publisher, selectors
-from realtime.consumers import HybridRunConsumer, PollingRunConsumer, RunConsumer
+from realtime.consumers.run import RunConsumer
 from realtime.poller import get_poller
-from realtime.routing import run_consumer
 from runs import executor, services
 from tests.realtime.support import (
     WAIT,
@@ -181,14 +180,17 @@ async def _stopped(poller) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_routing_follows_the_mode(settings):
-    for mode, consumer in (
-        ("push", RunConsumer),
-        ("poll", PollingRunConsumer),
-        ("hybrid", HybridRunConsumer),
-    ):
+def test_a_run_streams_delivery_follows_the_mode(settings):
+    """Each connection takes the delivery policy of settings.REALTIME_MODE when it starts."""
+    settings.REALTIME_POLL_INTERVAL, settings.REALTIME_FALLBACK_INTERVAL = 2.0, 10.0
+    for mode, push, interval in (("push", True, None), ("poll", False, 2.0), ("hybrid", True, 10.0)):
         settings.REALTIME_MODE = mode
-        assert run_consumer() is consumer
+        consumer = RunConsumer()
+        consumer.init_state()
+        policy = consumer.stream.policy
+        assert (policy.mode, policy.push, policy.live_poll_interval) == (mode, push, interval)
+        assert consumer.uses_channel_layer is push  # polling needs no channel layer
+        assert policy.poll_interval(layer_down=True) == 2.0
 
 
 @pytest.mark.parametrize("value", ["legacy", "pull", "websocket"])
