@@ -101,7 +101,7 @@ bench-quick: venv  ## the same workloads, small and once (< 2 min): a smoke test
 
 # Mutation testing (docs/testing.md): cosmic-ray over realtime/ and runs' services and
 # executor, each module against its own curated tests; reports in build/mutation/.
-# Not part of `make test` or CI (an hour or more). MODULES=realtime/hub.py limits it.
+# Not part of `make test` or CI (an hour or more). MODULES=realtime/delivery/hub.py limits it.
 mutate: export DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/quikday_mutate
 mutate: venv  ## mutation score of the guarantee-holding modules: build/mutation/summary.md
 	nice -n 15 $(BIN)/python mutation/run.py $(MODULES)

@@ -3,7 +3,7 @@
 ``LegacyPollingConsumer`` reproduces what Quik.day did before push: each
 WebSocket connection queries the event log every REALTIME_POLL_INTERVAL on
 its own, so the cost is one query per connection per tick. It exists so that
-the bench can measure the multiplexed poller (realtime/poller.py) against it.
+the bench can measure the multiplexed poller (realtime/delivery/poller.py) against it.
 
 It is not part of the product: the bench serves it from its own ASGI
 application, ``bench.legacy:application`` (the product's, with /ws/runs/
@@ -25,8 +25,8 @@ from django.urls import re_path
 from quikday import asgi
 from realtime import db, frames, selectors
 from realtime.auth import OriginCheckMiddleware, RealtimeAuthMiddleware
-from realtime.consumers.run import RunConsumer, RunStream
-from realtime.consumers.stream import Policy
+from realtime.sockets.run import RunConsumer, RunStream
+from realtime.sockets.stream import Policy
 
 
 class LegacyPollingStream(RunStream):

@@ -10,7 +10,7 @@ build/mutation/summary.md (score per module, every survivor with its diff).
 docs/testing.md says how to read them.
 
     python mutation/run.py                      # every module in TARGETS (hours)
-    python mutation/run.py realtime/hub.py ...  # some modules
+    python mutation/run.py realtime/delivery/hub.py ...  # some modules
     python mutation/run.py --list               # the modules and their tests
 
 Use a database of its own (DATABASE_URL=.../quikday_mutate): the test runs
@@ -45,22 +45,22 @@ ENV: dict[str, dict[str, str]] = {
     "realtime/log.py": ONE_LAYER_PUSH,
     "realtime/signals.py": ONE_LAYER_PUSH,
     "realtime/frames.py": ONE_LAYER_PUSH,
-    "realtime/consumers/run.py": ONE_LAYER,
-    "realtime/consumers/stream.py": ONE_LAYER_PUSH,
+    "realtime/sockets/run.py": ONE_LAYER,
+    "realtime/sockets/stream.py": ONE_LAYER_PUSH,
     "realtime/auth.py": ONE_LAYER_PUSH,
     "realtime/fast_snapshot.py": ONE_LAYER_PUSH,
     "realtime/client_frames.py": ONE_LAYER_PUSH,
-    "realtime/consumers/socket.py": ONE_LAYER_PUSH,
+    "realtime/sockets/socket.py": ONE_LAYER_PUSH,
     "realtime/close_codes.py": ONE_LAYER_PUSH,
     "realtime/snapshot.py": ONE_LAYER_PUSH,
     "realtime/selectors.py": ONE_LAYER_PUSH,
-    "realtime/consumers/__init__.py": ONE_LAYER,
+    "realtime/sockets/__init__.py": ONE_LAYER,
     "realtime/shards.py": ONE_LAYER,
     "realtime/api.py": ONE_LAYER_PUSH,
     "realtime/params.py": ONE_LAYER_PUSH,
-    "realtime/list_poller.py": ONE_LAYER,
-    "realtime/per_loop.py": ONE_LAYER_PUSH,
-    "realtime/access_watch.py": ONE_LAYER_PUSH,
+    "realtime/runlist/list_poller.py": ONE_LAYER,
+    "realtime/delivery/per_loop.py": ONE_LAYER_PUSH,
+    "realtime/delivery/access_watch.py": ONE_LAYER_PUSH,
 }
 TARGETS: dict[str, list[str]] = {
     "runs/services.py": [
@@ -77,7 +77,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/runs/test_takeover.py",  # a resumed run, its step's attempts
     ],
     "realtime/log.py": [
-        "tests/realtime/test_guarantees.py",
+        "tests/realtime/sockets/test_guarantees.py",
         "tests/realtime/test_signals.py",
         "tests/realtime/test_retention.py",
         "tests/scenarios/test_race.py",
@@ -87,59 +87,65 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_signals.py",
         "tests/realtime/test_log.py",
     ],
-    "realtime/hub.py": [
-        "tests/realtime/test_hub_races.py",
-        "tests/realtime/test_hub.py",
-        "tests/realtime/test_guarantees.py",
+    "realtime/delivery/hub.py": [
+        "tests/realtime/delivery/test_hub_races.py",
+        "tests/realtime/delivery/test_hub.py",
+        "tests/realtime/sockets/test_guarantees.py",
         "tests/scenarios/test_race.py",
     ],
-    "realtime/poller.py": [
-        "tests/realtime/test_guarantees.py",
-        "tests/realtime/test_poller.py",
-        "tests/realtime/test_poller_grid.py",
+    "realtime/delivery/poller.py": [
+        "tests/realtime/sockets/test_guarantees.py",
+        "tests/realtime/delivery/test_poller.py",
+        "tests/realtime/delivery/test_poller_grid.py",
         "tests/scenarios/test_modes.py",
     ],
-    "realtime/consumers/stream.py": [
-        "tests/realtime/test_stream.py",
-        "tests/realtime/test_failover.py",
-        "tests/realtime/test_hybrid.py",
-        "tests/realtime/test_poller.py",
+    "realtime/sockets/stream.py": [
+        "tests/realtime/sockets/test_stream.py",
+        "tests/realtime/delivery/test_failover.py",
+        "tests/realtime/sockets/test_hybrid.py",
+        "tests/realtime/delivery/test_poller.py",
     ],
-    "realtime/front_door.py": [
-        "tests/realtime/test_hub.py",
-        "tests/realtime/test_failover.py",
-        "tests/realtime/test_access_watch.py",
+    "realtime/delivery/front_door.py": [
+        "tests/realtime/delivery/test_hub.py",
+        "tests/realtime/delivery/test_failover.py",
+        "tests/realtime/delivery/test_access_watch.py",
     ],
-    "realtime/retention.py": ["tests/realtime/test_retention.py", "tests/realtime/test_guarantees.py"],
-    "realtime/consumers/run.py": [
-        "tests/realtime/test_guarantees.py",
+    "realtime/retention.py": [
+        "tests/realtime/test_retention.py",
+        "tests/realtime/sockets/test_guarantees.py",
+    ],
+    "realtime/sockets/run.py": [
+        "tests/realtime/sockets/test_guarantees.py",
         "tests/scenarios/test_race.py",
         "tests/scenarios/test_resume.py",
-        "tests/realtime/test_consumer.py",
-        "tests/realtime/test_hub.py",
-        "tests/realtime/test_failover.py",
+        "tests/realtime/sockets/test_consumer.py",
+        "tests/realtime/delivery/test_hub.py",
+        "tests/realtime/delivery/test_failover.py",
         "tests/scenarios/test_modes.py",
     ],
     "realtime/publisher.py": [
         "tests/realtime/test_publisher.py",
         "tests/scenarios/test_publish.py",
-        "tests/realtime/test_guarantees.py",
+        "tests/realtime/sockets/test_guarantees.py",
     ],
     "realtime/frames.py": [
         "tests/realtime/test_frames.py",
         "tests/realtime/test_log.py",
-        "tests/realtime/test_poller.py",
+        "tests/realtime/delivery/test_poller.py",
     ],
-    "realtime/failover.py": ["tests/realtime/test_failover.py", "tests/realtime/test_hybrid.py"],
+    "realtime/delivery/failover.py": [
+        "tests/realtime/delivery/test_failover.py",
+        "tests/realtime/sockets/test_hybrid.py",
+    ],
     "realtime/selectors.py": [
         "tests/realtime/test_selectors.py",
         "tests/scenarios/test_resume.py",
-        "tests/realtime/test_poller.py",
-        "tests/realtime/test_access_watch.py",  # revoked_credentials
+        "tests/realtime/delivery/test_poller.py",
+        "tests/realtime/delivery/test_access_watch.py",  # revoked_credentials
     ],
     "realtime/db.py": ["tests/realtime/test_db.py"],
-    "realtime/auth.py": ["tests/realtime/test_auth.py", "tests/realtime/test_consumer.py"],
-    "realtime/routing.py": ["tests/realtime/test_poller.py", "tests/scenarios/test_modes.py"],
+    "realtime/auth.py": ["tests/realtime/test_auth.py", "tests/realtime/sockets/test_consumer.py"],
+    "realtime/routing.py": ["tests/realtime/delivery/test_poller.py", "tests/scenarios/test_modes.py"],
     # GET /api/runs/<id>/events/ is tested with resume over the socket (the same frames).
     "realtime/api.py": [
         "tests/realtime/test_params.py",
@@ -156,53 +162,62 @@ TARGETS: dict[str, list[str]] = {
     "realtime/tickets.py": ["tests/realtime/test_tickets.py"],
     "realtime/summaries.py": [
         "tests/realtime/test_summaries.py",
-        "tests/realtime/test_user_stream.py",
+        "tests/realtime/runlist/test_user_stream.py",
         "tests/web/test_pages.py",
     ],
-    "realtime/list_feed.py": ["tests/realtime/test_user_stream.py"],
+    "realtime/runlist/list_feed.py": ["tests/realtime/runlist/test_user_stream.py"],
     "realtime/stream_api.py": [
         "tests/realtime/test_tickets.py",
         "tests/web/test_pages.py",
         "tests/runs/test_api.py",
     ],
-    "realtime/consumers/user_stream.py": [
-        "tests/realtime/test_user_stream.py",
-        "tests/realtime/test_list_poller.py",
+    "realtime/runlist/user_stream.py": [
+        "tests/realtime/runlist/test_user_stream.py",
+        "tests/realtime/runlist/test_list_poller.py",
     ],
     # The run-list re-read (one statement per process per tick), the access watch (revoked
     # credentials close 4401; its Daphne test is the one a process outside coverage runs),
     # and the per-loop ticker both pollers and the watch run on.
-    "realtime/list_poller.py": ["tests/realtime/test_list_poller.py", "tests/realtime/test_user_stream.py"],
-    "realtime/access_watch.py": [
-        "tests/realtime/test_access_watch.py",
-        "tests/realtime/test_consumer.py::test_a_session_sockets_credentials_still_hold_at_its_recheck",
+    "realtime/runlist/list_poller.py": [
+        "tests/realtime/runlist/test_list_poller.py",
+        "tests/realtime/runlist/test_user_stream.py",
+    ],
+    "realtime/delivery/access_watch.py": [
+        "tests/realtime/delivery/test_access_watch.py",
+        "tests/realtime/sockets/test_consumer.py::test_a_session_sockets_credentials_still_hold_at_its_recheck",
         "tests/scenarios/test_protocol_daphne.py::test_revoked_credentials_close_an_open_socket_4401",
     ],
-    "realtime/per_loop.py": [
-        "tests/realtime/test_poller_grid.py",
-        "tests/realtime/test_poller.py",
-        "tests/realtime/test_access_watch.py",
-        "tests/realtime/test_list_poller.py",
+    "realtime/delivery/per_loop.py": [
+        "tests/realtime/delivery/test_poller_grid.py",
+        "tests/realtime/delivery/test_poller.py",
+        "tests/realtime/delivery/test_access_watch.py",
+        "tests/realtime/runlist/test_list_poller.py",
     ],
     # What every endpoint shares: the client frames' judge, the socket base, the close codes.
-    "realtime/client_frames.py": ["tests/realtime/test_client_frames.py", "tests/realtime/test_consumer.py"],
-    "realtime/consumers/socket.py": [
-        "tests/realtime/test_consumer.py",
-        "tests/realtime/test_guarantees.py",
+    "realtime/client_frames.py": [
         "tests/realtime/test_client_frames.py",
-        "tests/realtime/test_channels_pin.py",
-        "tests/scenarios/test_protocol_daphne.py",
-        "tests/realtime/test_access_watch.py",  # a closed socket leaves the access watch
+        "tests/realtime/sockets/test_consumer.py",
     ],
-    "realtime/close_codes.py": ["tests/realtime/test_consumer.py", "tests/realtime/test_client_frames.py"],
+    "realtime/sockets/socket.py": [
+        "tests/realtime/sockets/test_consumer.py",
+        "tests/realtime/sockets/test_guarantees.py",
+        "tests/realtime/test_client_frames.py",
+        "tests/realtime/sockets/test_channels_pin.py",
+        "tests/scenarios/test_protocol_daphne.py",
+        "tests/realtime/delivery/test_access_watch.py",  # a closed socket leaves the access watch
+    ],
+    "realtime/close_codes.py": [
+        "tests/realtime/sockets/test_consumer.py",
+        "tests/realtime/test_client_frames.py",
+    ],
     # The layer sharded over several Redis servers (two redis-servers of the test's own and a Daphne).
     "realtime/shards.py": [
-        "tests/realtime/test_hub.py",
-        "tests/realtime/test_hub_races.py",
+        "tests/realtime/delivery/test_hub.py",
+        "tests/realtime/delivery/test_hub_races.py",
         "tests/realtime/test_shards.py",
     ],
     # The rest of realtime/ (no guarantee of their own: wiring, data shapes, log filtering).
-    "realtime/snapshot.py": ["tests/realtime/test_consumer.py", "tests/realtime/test_selectors.py"],
+    "realtime/snapshot.py": ["tests/realtime/sockets/test_consumer.py", "tests/realtime/test_selectors.py"],
     "realtime/outage_logging.py": ["tests/realtime/test_outage_logging.py"],
     "realtime/tasks.py": ["tests/realtime/test_retention.py"],
     "realtime/management/commands/prune_run_events.py": ["tests/realtime/test_retention.py"],
@@ -212,7 +227,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/test_tickets.py",
     ],
     "realtime/apps.py": ["tests/realtime/test_signals.py"],
-    "realtime/consumers/__init__.py": ["tests/scenarios/test_modes.py"],
+    "realtime/sockets/__init__.py": ["tests/scenarios/test_modes.py"],
 }
 
 # Skipped operators, and why (docs/testing.md repeats this):
@@ -269,7 +284,7 @@ def pytest_command(tests: list[str], *options: str) -> list[str]:
 # A test hung by a mutant fails after this long (not the suite's 180 s). More where a
 # selection's slowest tests (Daphne's slow-client resync) come near it on a loaded machine:
 # consumers/socket.py's baseline failed once at 30 s under a load average of 10.
-TEST_TIMEOUT: dict[str, int] = {"realtime/consumers/socket.py": 90}
+TEST_TIMEOUT: dict[str, int] = {"realtime/sockets/socket.py": 90}
 
 
 def mutant_command(tests: list[str], plain: bool = False, timeout: int = 30) -> list[str]:

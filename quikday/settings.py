@@ -394,7 +394,7 @@ if REDIS_URL:
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
                 # capacity: each server process receives every run's events on one
-                # channel (realtime/hub.py), so its queue is shared by all of them.
+                # channel (realtime/delivery/hub.py), so its queue is shared by all of them.
                 "CONFIG": {
                     "hosts": REALTIME_REDIS_URLS,
                     "group_expiry": REALTIME_GROUP_EXPIRY,
@@ -502,7 +502,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 from observability.logs import logging_config  # noqa: E402 - a plain function, no Django models
 
 LOGGING = logging_config(level=LOG_LEVEL, levels=LOG_LEVELS, log_format=LOG_FORMAT, emoji=LOG_EMOJI)
-# One warning per Redis outage comes from realtime.failover instead.
+# One warning per Redis outage comes from realtime.delivery.failover instead.
 LOGGING["filters"]["layer_connection_failures"] = {
     "()": "realtime.outage_logging.LayerConnectionFailureFilter"
 }

@@ -6,7 +6,8 @@ class RealtimeConfig(AppConfig):
     verbose_name = "Realtime"
 
     def ready(self) -> None:
-        from realtime import failover, signals
+        from realtime import signals
+        from realtime.delivery import failover
 
         signals.connect()
         # A failed publish wakes the layer probes at once (they would find it at their next check).

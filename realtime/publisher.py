@@ -30,7 +30,7 @@ from realtime.models import RunEvent
 
 logger = logging.getLogger(__name__)
 
-# The message type the process's hub (realtime.hub) routes to its streams by group.
+# The message type the process's hub (realtime.delivery.hub) routes to its streams by group.
 GROUP_MESSAGE_TYPE = "run.event"
 
 _failure_hooks: list[Callable[[], None]] = []
@@ -113,7 +113,7 @@ def publish_run_deleted(*, run_id, owner_id: int) -> bool:
     return True
 
 
-# --- Run summaries for the user-level stream (/ws/runs/; realtime.list_feed reads them) ----
+# --- Run summaries for the user-level stream (/ws/runs/; realtime.runlist.list_feed reads them) ----
 
 SUMMARY_MESSAGE_TYPE = "run.summary"  # ListStream.on_event
 
@@ -214,7 +214,7 @@ async def _retry(group: str, message: dict[str, Any]) -> None:
 
 
 async def send_probe(layer: Any, group: str, message: dict[str, Any]) -> None:
-    """The layer probe's message (realtime/failover.py), through ``group`` on the running loop.
+    """The layer probe's message (realtime/delivery/failover.py), through ``group`` on the running loop.
 
     Through a group, like a run's events, and on the layer the probe watches:
     a group is kept on one Redis server of a sharded layer, so each server is

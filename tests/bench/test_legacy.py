@@ -9,7 +9,7 @@ from channels.testing import WebsocketCommunicator
 
 from bench import legacy
 from bench.modes import BY_KEY, probe
-from realtime.poller import get_poller
+from realtime.delivery.poller import get_poller
 from realtime.routing import websocket_urlpatterns
 from runs import executor, services
 from tests.realtime.support import WAIT, logged_frames, receive, receive_until_close, token_headers

@@ -7,7 +7,7 @@ import pytest
 from realtime import daphne_tuning
 from realtime.client_frames import RATE_LIMIT_WINDOW_SECONDS, ClientFrameGate, Close, Error, Ignore, Pong
 from realtime.close_codes import CLOSE_RATE_LIMITED, CLOSE_TOO_BIG
-from realtime.consumers.socket import ProtocolSocket
+from realtime.sockets.socket import ProtocolSocket
 
 PING = '{"type": "ping"}'
 
@@ -111,7 +111,7 @@ def test_a_quiet_spell_earns_no_credit_against_a_later_flood():
 
 
 def test_the_wait_for_the_next_frame_is_what_the_budget_lacks_of_one_frame():
-    """What the consumer holds a rate-limited client's reading for (realtime.consumers.socket)."""
+    """What the consumer holds a rate-limited client's reading for (realtime.sockets.socket)."""
     clock = Clock()
     judge = gate(clock, per_second=10.0, burst=5)
     assert judge.seconds_until_next_frame() == 0.0  # a frame in the bucket: no wait

@@ -111,7 +111,7 @@ def test_runs_never_imports_realtime():
 def test_the_frame_format_and_the_readers_do_not_depend_on_the_writer():
     graph = import_graph()
     assert graph["realtime.frames"] == set()
-    for reader in ("realtime.selectors", "realtime.poller", "realtime.publisher"):
+    for reader in ("realtime.selectors", "realtime.delivery.poller", "realtime.publisher"):
         assert "realtime.log" not in graph[reader], reader
     # Only the publisher sends to the channel layer; it reports failures through a hook.
     assert not any(

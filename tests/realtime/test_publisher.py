@@ -16,7 +16,8 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import channel_layers, get_channel_layer
 
-from realtime import failover, frames, publisher, summaries
+from realtime import frames, publisher, summaries
+from realtime.delivery import failover
 from realtime.models import RunEvent
 from runs import services
 from tests.realtime.support import WAIT

@@ -21,9 +21,9 @@ from realtime import publisher, shards
 from realtime.frames import group_name
 from runs import services
 from tests.processes import daphne_server, subprocess_env
+from tests.realtime.delivery.test_failover import _drop_publisher_layer
 from tests.realtime.own_redis import OwnRedis
 from tests.realtime.support import LIVE_STACK, LiveClient, check_frames, logged_frames
-from tests.realtime.test_failover import _drop_publisher_layer
 from tests.waiting import WAIT
 
 pytestmark = LIVE_STACK

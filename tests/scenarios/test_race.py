@@ -15,7 +15,7 @@ from asgiref.sync import sync_to_async
 from django.db import connection
 
 from realtime import selectors
-from realtime.consumers.run import RunStream
+from realtime.sockets.run import RunStream
 from runs import services
 from tests.realtime.support import (
     WAIT,

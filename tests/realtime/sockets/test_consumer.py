@@ -288,7 +288,7 @@ async def test_a_slow_client_counts_as_drained_below_a_quarter_of_the_buffer(set
     What Daphne still holds for it is a stand-in here: just under a quarter, above a fifth.
     """
     from realtime import daphne_tuning
-    from realtime.consumers.socket import ProtocolSocket
+    from realtime.sockets.socket import ProtocolSocket
 
     settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
     monkeypatch.setattr(daphne_tuning, "unsent_bytes", lambda send: 250 * 1024 - 1)
@@ -307,7 +307,7 @@ async def test_a_slow_clients_drain_is_looked_at_with_a_pause_between_looks(sett
     from types import SimpleNamespace
 
     from realtime import daphne_tuning
-    from realtime.consumers import socket as socket_module
+    from realtime.sockets import socket as socket_module
 
     settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
     held = iter([900 * 1024, 600 * 1024, 100 * 1024])  # behind, behind, drained
@@ -331,7 +331,7 @@ def test_a_client_is_behind_only_past_its_buffer(settings, monkeypatch):
     REALTIME_MAX_CLIENT_BUFFER bytes unread. What Daphne holds is a stand-in.
     """
     from realtime import daphne_tuning
-    from realtime.consumers.socket import ProtocolSocket
+    from realtime.sockets.socket import ProtocolSocket
 
     settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
     socket = ProtocolSocket()

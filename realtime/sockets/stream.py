@@ -1,7 +1,7 @@
 """One ``Stream`` per connection: a socket's state, its named transitions, and the one place it ends.
 
-Both endpoints (/ws/runs/<id>/: realtime.consumers.run, /ws/runs/:
-realtime.consumers.user_stream) keep their connection's state here, in one
+Both endpoints (/ws/runs/<id>/: realtime.sockets.run, /ws/runs/:
+realtime.runlist.user_stream) keep their connection's state here, in one
 machine::
 
     connecting ──went_live──▶ live ◀──on_layer_up── polling
@@ -19,7 +19,7 @@ machine::
 - resyncing: the client fell more than REALTIME_MAX_CLIENT_BUFFER behind;
   what comes is dropped until it has drained, then a fresh ``connected``.
 - closed: ``close`` has sent the close code, and the connection is gone from
-  every registry of the process (realtime.front_door). Nothing more is sent.
+  every registry of the process (realtime.delivery.front_door). Nothing more is sent.
 
 How events reach it is a ``Policy`` (settings.REALTIME_MODE), not a class:
 push joins the layer and fails over to polling; poll only polls; hybrid is
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from observability import record
-from realtime import front_door
+from realtime.delivery import front_door
 
 
 class State(enum.Enum):
@@ -85,7 +85,7 @@ class Policy:
 
 
 class Stream:
-    """One connection's state machine; ``socket`` is its transport (realtime.consumers.socket)."""
+    """One connection's state machine; ``socket`` is its transport (realtime.sockets.socket)."""
 
     def __init__(self, socket, *, policy: Policy) -> None:
         self.socket = socket

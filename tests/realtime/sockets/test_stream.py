@@ -1,8 +1,8 @@
-"""The connection's state machine (realtime.consumers.stream) on its own: its transitions and its one end.
+"""The connection's state machine (realtime.sockets.stream) on its own: its transitions and its one end.
 
 A stand-in endpoint records what the machine asks of it (the poll interval, the
 releases, the frames); the registries are not involved. The protocol through
-real sockets is tests/realtime/test_consumer.py, test_guarantees.py and
+real sockets is tests/realtime/sockets/test_consumer.py, test_guarantees.py and
 tests/scenarios/.
 """
 
@@ -10,8 +10,8 @@ import asyncio
 
 import pytest
 
-from realtime import front_door
-from realtime.consumers.stream import Policy, State, Stream
+from realtime.delivery import front_door
+from realtime.sockets.stream import Policy, State, Stream
 
 
 class _Socket:

@@ -1,7 +1,7 @@
 """/ws/runs/<run_id>/: one run's events to one client (docs/protocol.md), whatever the mode.
 
 ``RunConsumer`` is the socket (validate, authorise, answer client frames);
-its ``RunStream`` is the connection's state (realtime.consumers.stream):
+its ``RunStream`` is the connection's state (realtime.sockets.stream):
 how events reach it is its policy (push, poll, hybrid: settings.REALTIME_MODE),
 and whatever brings an event — the hub, the poller, a catch-up — it goes
 through ``on_event``, which sends each seq once and in order and fills gaps
@@ -21,7 +21,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from observability import record
-from realtime import db, frames, front_door, selectors
+from realtime import db, frames, selectors
 from realtime.close_codes import (
     CLOSE_BAD_REQUEST,
     CLOSE_FORBIDDEN,
@@ -29,10 +29,11 @@ from realtime.close_codes import (
     CLOSE_NOT_FOUND,
     CLOSE_UNAUTHENTICATED,
 )
-from realtime.consumers.socket import ProtocolSocket
-from realtime.consumers.stream import Policy, State, Stream
+from realtime.delivery import front_door
 from realtime.params import ParamError, parse_run_id, parse_whole_number
 from realtime.snapshot import Refused
+from realtime.sockets.socket import ProtocolSocket
+from realtime.sockets.stream import Policy, State, Stream
 
 logger = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class RunStream(Stream):
         return True
 
     def layer_names(self) -> tuple[list[str], str | None]:
-        """The run's group, received on the process's channel (realtime.hub)."""
+        """The run's group, received on the process's channel (realtime.delivery.hub)."""
         return [frames.group_name(self.run_id)], front_door.hub_channel(self.layer)
 
     async def caught_up(self) -> None:

@@ -2,7 +2,7 @@
 
 In-process sockets (WebsocketCommunicator) on the real PostgreSQL, and Redis
 for the layers. The same stream through a real Daphne, poll mode and the
-layer down included: tests/realtime/test_user_stream.py.
+layer down included: tests/realtime/runlist/test_user_stream.py.
 """
 
 import asyncio
@@ -21,9 +21,11 @@ from django.db import OperationalError
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from realtime import failover, list_feed, list_poller, log, summaries
-from realtime.consumers.user_stream import ListStream
-from realtime.list_poller import get_list_poller
+from realtime import log, summaries
+from realtime.delivery import failover
+from realtime.runlist import list_feed, list_poller
+from realtime.runlist.list_poller import get_list_poller
+from realtime.runlist.user_stream import ListStream
 from runs import services
 from tests.realtime.support import WAIT, application, close_socket, receive, token_headers
 
@@ -292,13 +294,13 @@ async def test_a_failed_read_is_asked_again_from_the_same_point_and_warned_once(
     page = _Page(user.pk)
     poller.watch(page, interval=3600.0, since=hour_ago)
     try:
-        with caplog.at_level(logging.DEBUG, logger="realtime.list_poller"):
+        with caplog.at_level(logging.DEBUG, logger="realtime.runlist.list_poller"):
             for _ in range(3):
                 await tick_now(poller)
     finally:
         poller.unwatch(page)
     assert page.lines == [(str(run.id), 1)]
-    levels = [r.levelno for r in caplog.records if r.name == "realtime.list_poller"]
+    levels = [r.levelno for r in caplog.records if r.name == "realtime.runlist.list_poller"]
     assert levels == [logging.WARNING, logging.DEBUG, logging.INFO]
 
 
@@ -405,13 +407,13 @@ async def test_a_page_that_fails_to_take_its_lines_does_not_stop_the_others(user
     poller.watch(broken, interval=3600.0, since=since)
     poller.watch(page, interval=3600.0, since=since)
     try:
-        with caplog.at_level(logging.WARNING, logger="realtime.list_poller"):
+        with caplog.at_level(logging.WARNING, logger="realtime.runlist.list_poller"):
             await tick_now(poller)
     finally:
         poller.unwatch(broken)
         poller.unwatch(page)
     assert [run_id for run_id, _ in page.lines] == [str(run.id)]
-    (warning,) = [r for r in caplog.records if r.name == "realtime.list_poller"]
+    (warning,) = [r for r in caplog.records if r.name == "realtime.runlist.list_poller"]
     assert warning.levelno == logging.WARNING
     assert "ConnectionResetError: the socket went away mid-send" in caplog.text  # its traceback
 
@@ -516,13 +518,13 @@ async def test_after_the_database_is_back_a_new_outage_is_warned_again_and_its_e
     page = _Page(user.pk)
     poller.watch(page, interval=3600.0, since=timezone.now())
     try:
-        with caplog.at_level(logging.DEBUG, logger="realtime.list_poller"):
+        with caplog.at_level(logging.DEBUG, logger="realtime.runlist.list_poller"):
             for away in (True, False, False, True):
                 database["away"] = away
                 await tick_now(poller)
     finally:
         poller.unwatch(page)
-    levels = [r.levelno for r in caplog.records if r.name == "realtime.list_poller"]
+    levels = [r.levelno for r in caplog.records if r.name == "realtime.runlist.list_poller"]
     assert levels == [logging.WARNING, logging.INFO, logging.WARNING]
 
 

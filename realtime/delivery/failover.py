@@ -1,9 +1,9 @@
 """Automatic failover from push to polling, and back, per server process.
 
 Push streams (push and hybrid policies, and every run list) register with
-their event loop's ``LayerProbe`` (through realtime.front_door). Each stream
+their event loop's ``LayerProbe`` (through realtime.delivery.front_door). Each stream
 owns its state and makes its own switch between push and the poller
-(``on_layer_down`` / ``on_layer_up``, realtime.consumers.stream); the probe
+(``on_layer_down`` / ``on_layer_up``, realtime.sockets.stream); the probe
 decides when. It checks the channel layer end to end every
 REALTIME_POLL_INTERVAL, each of its Redis servers on its own (a sharded
 layer, realtime/shards.py): it sends a message to a group of its own on that
@@ -14,7 +14,7 @@ woken at once when a consumer's group_add or receive raises, or a publish
 from this process fails.
 
 - A server down: every registered connection whose run needs that server is
-  "degraded": the process's poller (realtime/poller.py) reads its run's log
+  "degraded": the process's poller (realtime/delivery/poller.py) reads its run's log
   every REALTIME_POLL_INTERVAL. Watchers of runs on the other servers stay
   on push.
 - Layer back: each degraded stream joins its group again
@@ -38,7 +38,8 @@ from typing import Protocol
 from channels.layers import BaseChannelLayer
 from django.conf import settings
 
-from realtime import per_loop, publisher, shards
+from realtime import publisher, shards
+from realtime.delivery import per_loop
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ PROBE_MESSAGE_TYPE = "realtime.probe"
 
 
 class PushWatcher(Protocol):
-    """What the probe needs of a push stream (realtime.consumers.stream.Stream).
+    """What the probe needs of a push stream (realtime.sockets.stream.Stream).
 
     The stream keeps its own state; the probe only reads it and asks the
     stream to change it through these methods.

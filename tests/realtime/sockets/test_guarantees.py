@@ -18,10 +18,10 @@ from django.utils import timezone
 
 from realtime import log, publisher, retention, selectors
 from realtime.close_codes import CLOSE_NORMAL
+from realtime.delivery.hub import get_hub
+from realtime.delivery.poller import Poller
 from realtime.frames import group_name
-from realtime.hub import get_hub
 from realtime.models import RunEvent
-from realtime.poller import Poller
 from runs import services
 from runs.models import Run
 from tests.realtime.support import (
@@ -176,7 +176,7 @@ async def test_seq_goes_on_after_retention_prunes_a_live_runs_events(user, token
 
 
 class _PollWatcher:
-    """A poller watcher (realtime.poller.Watcher) that records what it is handed."""
+    """A poller watcher (realtime.delivery.poller.Watcher) that records what it is handed."""
 
     def __init__(self, run_id, last_seq: int, *, until: int) -> None:
         self.run_id = run_id
@@ -446,7 +446,7 @@ async def test_one_watchers_failing_delivery_does_not_stop_the_others_events(use
 @pytest.mark.usefixtures("push", "dispatched")
 @pytest.mark.parametrize("how", ["disconnect", "cancel"])
 async def test_a_delivery_under_way_when_the_client_leaves_sends_nothing_after(user, token, monkeypatch, how):
-    """Kills realtime/consumers/base.py's ``finished = True`` → ``False`` in ``disconnect``,
+    """Kills stream.py's ``close`` not moving to closed when ``disconnect`` ends the stream,
     and in ``__call__``'s ``finally`` (Daphne cancelling an application that outlives its socket).
 
     An event arrives with a gap before it, so its delivery runs on a task of its
@@ -511,7 +511,7 @@ async def test_a_delivery_under_way_when_the_client_leaves_sends_nothing_after(u
 
 @pytest.mark.usefixtures("push", "dispatched")
 async def test_catch_up_sends_what_the_log_holds_beyond_the_watchers_last_seq(user, token):
-    """Kills realtime/consumers/base.py's catch_up sending none of the events it read.
+    """Kills realtime/sockets/run.py's caught_up sending none of the events it read.
 
     catch_up is a transport change's way back (failover, recovery): the watcher
     is taken out of its run's group here, so the events committed meanwhile reach
@@ -534,7 +534,7 @@ async def test_catch_up_sends_what_the_log_holds_beyond_the_watchers_last_seq(us
 
 @pytest.mark.usefixtures("push", "dispatched")
 async def test_a_watcher_busy_connecting_does_not_hold_up_another_runs_events(user, token, monkeypatch):
-    """Kills base.py's delivers_without_waiting mutants (``and`` → ``or``, ``not locked()`` → ``locked()``).
+    """Kills run.py's delivers_without_waiting mutants (``and`` → ``or``, ``not locked()`` → ``locked()``).
 
     A watcher holds its delivery lock while it reads its snapshot; an event of
     its run arriving then must go on a task of its own, not wait for that lock on
@@ -576,7 +576,7 @@ async def test_a_watcher_busy_connecting_does_not_hold_up_another_runs_events(us
 
 @pytest.mark.usefixtures("push", "dispatched")
 async def test_an_event_arriving_after_a_gap_is_preceded_by_the_missed_ones(user, token, monkeypatch):
-    """Kills base.py's ``if seq > last_seq + 1`` → ``if not ...`` (a gap not filled from the log).
+    """Kills run.py's ``if seq > last_seq + 1`` → ``if not ...`` (a gap not filled from the log).
 
     Two events commit without being published (their publishes are dropped);
     then only the second is published: the watcher must get both, in order.
@@ -604,7 +604,7 @@ async def test_an_event_arriving_after_a_gap_is_preceded_by_the_missed_ones(user
 
 @pytest.mark.usefixtures("push", "dispatched")
 async def test_a_final_event_arriving_after_a_gap_ends_the_stream(user, token, monkeypatch):
-    """Kills base.py's gap read ``upto=seq - 1`` → ``upto=seq`` (the event itself read as missed).
+    """Kills run.py's gap read ``upto=seq - 1`` → ``upto=seq`` (the event itself read as missed).
 
     The gap is read from the log up to the event before the one that arrived;
     reading the arrived event too sends it as a missed one (not final), and the
@@ -632,7 +632,7 @@ async def test_a_final_event_arriving_after_a_gap_ends_the_stream(user, token, m
 async def test_a_watcher_whose_layer_receive_keeps_failing_gets_its_events_from_the_log(
     user, token, settings, monkeypatch
 ):
-    """Kills push.py's layer_failed ``if not self.finished: degrade()`` → ``if self.finished``.
+    """Kills stream.py's ``on_layer_down`` ``if self.closed: return`` inverted (no failover).
 
     The process's receive on its layer channel starts failing while the layer
     probe still finds the layer healthy (only that channel is broken): each
@@ -663,7 +663,7 @@ async def test_a_watcher_whose_layer_receive_keeps_failing_gets_its_events_from_
 
 @pytest.mark.usefixtures("push")
 async def test_a_push_watcher_refused_before_it_joined_ends_without_an_error(token):
-    """Kills push.py's ``subscribed = False`` → ``True`` at start.
+    """Kills run.py's ``subscribed = False`` → ``True`` at start.
 
     A watcher refused before it joins its run's group (here: a run id that is
     not a UUID) has no group to leave: leaving one anyway raised as the client
@@ -680,7 +680,7 @@ async def test_a_push_watcher_refused_before_it_joined_ends_without_an_error(tok
 
 @pytest.mark.usefixtures("push", "dispatched")
 async def test_nothing_is_sent_after_the_close_that_ends_a_finished_run(user, token):
-    """Kills base.py's _finish ``finished = True`` → ``False``.
+    """Kills run.py's final event not closing the stream (``close(CLOSE_NORMAL)`` in ``_send_event``).
 
     The run's final event closes the socket (1000); a ping the client sent
     before it saw that close is not answered: nothing follows the close frame.

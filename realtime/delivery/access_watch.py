@@ -29,13 +29,14 @@ from typing import Protocol
 
 from django.conf import settings
 
-from realtime import db, per_loop, selectors
+from realtime import db, selectors
+from realtime.delivery import per_loop
 
 logger = logging.getLogger(__name__)
 
 
 class Holder(Protocol):
-    """What the watch needs of a socket's stream (realtime.consumers.stream.Stream)."""
+    """What the watch needs of a socket's stream (realtime.sockets.stream.Stream)."""
 
     async def on_revoked(self) -> None:
         """Close with 4401 unless already closing; must not raise."""

@@ -7,7 +7,7 @@ per-frame cost the fan-out benchmark measured. Here each process (event loop)
 opens one channel, joins each watched run's group once, receives each event
 once, and hands it to that run's local streams through their ``on_event``
 (which sends each seq once and in order, filling gaps from the log). Streams
-join and leave through realtime.front_door.
+join and leave through realtime.delivery.front_door.
 
 A stream joins before it reads its snapshot: an event that commits
 meanwhile is both in the snapshot and delivered, and ``on_event`` drops the copy.
@@ -24,14 +24,15 @@ from typing import Protocol
 from channels.layers import BaseChannelLayer
 from django.conf import settings
 
-from realtime import per_loop, shards
+from realtime import shards
+from realtime.delivery import per_loop
 from realtime.publisher import DELETED_MESSAGE_TYPE
 
 logger = logging.getLogger(__name__)
 
 
 class Member(Protocol):
-    """What the hub needs of a stream (realtime.consumers.run.RunStream)."""
+    """What the hub needs of a stream (realtime.sockets.run.RunStream)."""
 
     @property
     def closed(self) -> bool: ...

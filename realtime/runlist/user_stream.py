@@ -4,17 +4,17 @@ One socket per list page, whatever the number of runs on it. After the
 handshake the consumer joins the user's group (and staff's), then reads the
 newest runs' summaries and sends them in ``connected``; after that each
 ``run_summary`` the publisher sends after a run-level or step change
-(realtime.list_feed) is relayed. Joining before reading means a
+(realtime.runlist.list_feed) is relayed. Joining before reading means a
 change committed while connecting is either in the snapshot or relayed; the
 consumer (and the client) keep per run the highest seq, so a run's line never
 goes back. A reconnect gets a fresh snapshot, so nothing is missed across it.
 A summary lost in transit, and every change in poll mode (where nothing is
-published), comes with the process's run-list poller (realtime.list_poller):
+published), comes with the process's run-list poller (realtime.runlist.list_poller):
 one read per tick for all list sockets, every REALTIME_LIST_REFRESH_INTERVAL
 (REALTIME_POLL_INTERVAL in poll mode or degraded).
 
 The connection's state is its ``ListStream``: the same machine as a run's
-(realtime.consumers.stream), with the same transitions and the same one
+(realtime.sockets.stream), with the same transitions and the same one
 place that ends it.
 """
 
@@ -28,11 +28,13 @@ from django.conf import settings
 from django.utils import timezone
 
 from observability import record
-from realtime import db, frames, front_door, selectors, summaries
+from realtime import db, frames, selectors, summaries
 from realtime.close_codes import CLOSE_UNAUTHENTICATED
-from realtime.consumers.socket import ProtocolSocket
-from realtime.consumers.stream import FOLLOWING, Policy, Stream
+from realtime.delivery import front_door
 from realtime.publisher import DELETED_MESSAGE_TYPE, SUMMARY_MESSAGE_TYPE
+from realtime.runlist.list_poller import get_list_poller
+from realtime.sockets.socket import ProtocolSocket
+from realtime.sockets.stream import FOLLOWING, Policy, Stream
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +57,7 @@ class ListStream(Stream):
     REALTIME_ACCESS_RECHECK_SECONDS (4401), a client that stops reading is
     resynced with a fresh ``connected`` instead of buffering without bound, and
     a channel layer that is down (at the handshake, or later) does not fail it:
-    the process's layer probe (realtime.failover) degrades it to the run-list
+    the process's layer probe (realtime.delivery.failover) degrades it to the run-list
     poller's re-read every REALTIME_POLL_INTERVAL and brings it back once the layer is.
     """
 
@@ -138,9 +140,8 @@ class ListStream(Stream):
     def _sync_poll(self) -> None:
         """Have the process's run-list poller re-read this stream's runs at its interval."""
         if self.following and not self.closed:
-            front_door.poll_list(
-                self, self.policy.poll_interval(layer_down=self.layer_down), since=self._since
-            )
+            interval = self.policy.poll_interval(layer_down=self.layer_down)
+            get_list_poller().watch(self, interval=interval, since=self._since)
 
     # --- Summaries (the layer, the run-list poller) ----------------------------------------
 
@@ -213,6 +214,7 @@ class ListStream(Stream):
             if task is not None:
                 task.cancel()
         front_door.forget(self)
+        get_list_poller().unwatch(self)
         if self.subscribed:
             self.subscribed = False
             for group in self.groups:

@@ -5,7 +5,7 @@
 ``pong`` and ``error`` (their frames differ in ``run_id`` and ``seq``); what a
 client frame means, its size limit and its rate limit are judged once, by
 realtime.client_frames. The connection's state is its ``stream``
-(realtime.consumers.stream): a refusal, a lost client and the socket's end all
+(realtime.sockets.stream): a refusal, a lost client and the socket's end all
 go through it.
 """
 
@@ -34,7 +34,7 @@ RESYNC_CHECK_SECONDS = 0.2
 class ProtocolSocket(AsyncWebsocketConsumer):
     """A socket of the protocol: answers client frames, refuses with an error frame and a close code."""
 
-    stream = None  # the connection's state (realtime.consumers.stream), made by init_state
+    stream = None  # the connection's state (realtime.sockets.stream), made by init_state
     frame_gate: ClientFrameGate | None = None
     reading_held_until = 0.0  # the event loop's time until which the client's socket is not read
     # A client closed for flooding has this long to read its close frame before
@@ -50,7 +50,7 @@ class ProtocolSocket(AsyncWebsocketConsumer):
         (with the pub/sub layer, a SUBSCRIBE: the handshake failed while Redis
         was down) and waits on it and on the socket at once. Here the consumer
         only reads its socket; a run's watchers receive through the process's
-        RunHub (realtime/hub.py), the list stream through a channel it opens
+        RunHub (realtime/delivery/hub.py), the list stream through a channel it opens
         when the layer lets it. A failing layer cannot kill the connection.
         """
         self.scope = scope

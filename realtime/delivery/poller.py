@@ -3,7 +3,7 @@
 One ``Poller`` per event loop (a Daphne process runs one loop) serves every
 connection of the process that reads the event log instead of, or as well
 as, the channel layer: poll mode, hybrid's safety net, and push connections
-that failed over (realtime/failover.py). Each tick it reads, in ONE query,
+that failed over (realtime/delivery/failover.py). Each tick it reads, in ONE query,
 every watched run's events above the lowest seq any of that run's watchers
 has seen (selectors.events_after_cursors), encodes each event once, and hands
 each stream its events through ``on_event`` — the same path push
@@ -27,13 +27,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from observability import record
-from realtime import db, frames, per_loop, selectors
+from realtime import db, frames, selectors
+from realtime.delivery import per_loop
 
 logger = logging.getLogger(__name__)
 
 
 class Watcher(Protocol):
-    """What the poller needs of a stream (realtime.consumers.run.RunStream)."""
+    """What the poller needs of a stream (realtime.sockets.run.RunStream)."""
 
     run_id: uuid.UUID
     last_seq: int

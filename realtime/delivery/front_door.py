@@ -1,30 +1,29 @@
 """The one door between a connection's Stream and the process's delivery registries.
 
 A web process (one event loop) keeps plain registries of its streams, each
-made on first use in the running loop (realtime.per_loop):
+made on first use in the running loop (realtime.delivery.per_loop):
 
-- the hub (realtime.hub): one layer subscription per run; calls ``on_event``
+- the hub (realtime.delivery.hub): one layer subscription per run; calls ``on_event``
   and ``on_deleted`` of the run's streams, ``on_layer_down`` when the layer fails;
-- the poller (realtime.poller) and the run-list poller (realtime.list_poller):
-  one read per tick for every polled stream; call ``on_event`` / ``on_deleted``;
-- the layer probe (realtime.failover): checks the layer; calls
+- the poller (realtime.delivery.poller): one read per tick for every polled
+  run stream; calls ``on_event`` / ``on_deleted``;
+- the layer probe (realtime.delivery.failover): checks the layer; calls
   ``on_layer_down`` / ``on_layer_up`` of the push streams that need a server;
-- the access watch (realtime.access_watch): re-checks credentials; calls ``on_revoked``.
+- the access watch (realtime.delivery.access_watch): re-checks credentials; calls ``on_revoked``.
 
-A stream (realtime.consumers.stream) enters and leaves them only through the
+A stream (realtime.sockets.stream) enters and leaves them only through the
 functions here, and ``forget`` takes it out of all of them at once — the
-process keeps nothing of a closed connection.
+process keeps nothing of a closed connection. (The run list's own re-read,
+realtime.runlist.list_poller, is the run list's: a ListStream enters and
+leaves it itself, so delivery/ imports nothing of runlist/.)
 """
 
 from __future__ import annotations
 
-from datetime import datetime
-
-from realtime.access_watch import Credentials, get_access_watch
-from realtime.failover import get_probe
-from realtime.hub import get_hub
-from realtime.list_poller import get_list_poller
-from realtime.poller import get_poller
+from realtime.delivery.access_watch import Credentials, get_access_watch
+from realtime.delivery.failover import get_probe
+from realtime.delivery.hub import get_hub
+from realtime.delivery.poller import get_poller
 
 
 def watch_layer(stream, layer) -> None:
@@ -60,19 +59,13 @@ def poll(stream, interval: float | None) -> None:
         get_poller().watch(stream, interval=interval)
 
 
-def poll_list(stream, interval: float, *, since: datetime | None = None) -> None:
-    """Have the run-list poller re-read ``stream``'s runs every ``interval`` seconds."""
-    get_list_poller().watch(stream, interval=interval, since=since)
-
-
 def watch_access(stream, *, user, token_key: str | None, session) -> None:
     """Have the access watch re-check the credentials ``stream`` was let in with."""
     get_access_watch().watch(stream, Credentials.of(user=user, token_key=token_key, session=session))
 
 
 def forget(stream) -> None:
-    """Take ``stream`` out of the probe, the pollers and the access watch (idempotent)."""
+    """Take ``stream`` out of the probe, the poller and the access watch (idempotent)."""
     get_probe().unregister(stream)
     get_poller().unwatch(stream)
-    get_list_poller().unwatch(stream)
     get_access_watch().unwatch(stream)

@@ -1,4 +1,4 @@
-"""realtime.hub's joins, leaves and failures racing each other, forced at named points.
+"""realtime.delivery.hub's joins, leaves and failures racing each other, forced at named points.
 
 The hub is driven directly on each real channel layer, with stand-in watchers
 (the hub only needs ``Member``'s four methods), so each interleaving is set up
@@ -13,7 +13,7 @@ import pytest
 from channels.layers import get_channel_layer
 
 from realtime import shards
-from realtime.hub import RunHub
+from realtime.delivery.hub import RunHub
 from realtime.publisher import GROUP_MESSAGE_TYPE
 from tests.realtime.support import WAIT
 

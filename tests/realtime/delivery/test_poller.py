@@ -13,8 +13,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from realtime import frames, publisher, selectors
-from realtime.consumers.run import RunConsumer
-from realtime.poller import get_poller
+from realtime.delivery.poller import get_poller
+from realtime.sockets.run import RunConsumer
 from runs import executor, services
 from tests.realtime.support import (
     WAIT,

@@ -1,6 +1,6 @@
 """The process's run-list poller: one read per tick for every run-list socket of the process.
 
-A /ws/runs/ socket (realtime.consumers.user_stream) is fed by the publisher's
+A /ws/runs/ socket (realtime.runlist.user_stream) is fed by the publisher's
 summaries, which pub/sub delivers at most once: a summary whose publish
 failed (it is not retried), one published while the process's subscription
 was reconnecting, or one whose writer died between its commit and the
@@ -24,7 +24,7 @@ The window reaches OVERLAP_SECONDS before the last tick: a change's timestamp
 is taken in its transaction, before its commit, by the writer's clock; a
 change committed within that long of it is in the first tick after its
 commit. Sockets with the same interval are due at the same tick (the poller's
-grid, realtime.poller.next_slot); the poller runs only while a socket is
+grid, realtime.delivery.poller.next_slot); the poller runs only while a socket is
 watched.
 """
 
@@ -38,8 +38,9 @@ from typing import Protocol
 
 from django.utils import timezone
 
-from realtime import db, frames, per_loop, summaries
-from realtime.poller import next_slot
+from realtime import db, frames, summaries
+from realtime.delivery import per_loop
+from realtime.delivery.poller import next_slot
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ OVERLAP_SECONDS = 10.0
 
 
 class ListWatcher(Protocol):
-    """What the poller needs of a run-list stream (realtime.consumers.user_stream.ListStream)."""
+    """What the poller needs of a run-list stream (realtime.runlist.user_stream.ListStream)."""
 
     user_id: int
     sees_all: bool  # staff: every user's runs

@@ -17,10 +17,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 
-from realtime import failover, publisher
-from realtime.consumers.run import RunStream
+from realtime import publisher
+from realtime.delivery import failover
+from realtime.delivery.poller import get_poller
 from realtime.frames import group_name
-from realtime.poller import get_poller
+from realtime.sockets.run import RunStream
 from runs import services
 from tests.realtime.own_redis import OwnRedis
 from tests.realtime.support import (
@@ -113,7 +114,7 @@ async def test_redis_stops_and_restarts_mid_run(
     failover_settings, own_redis, user, token, kind, mode, caplog
 ):
     """(Also: the outage is logged once when found and once when over, not at every check.)"""
-    caplog.set_level(logging.WARNING, logger="realtime.failover")
+    caplog.set_level(logging.WARNING, logger="realtime.delivery.failover")
     failover_settings.REALTIME_MODE = mode
     failover_settings.CHANNEL_LAYERS = {"default": _layer_config(kind, own_redis.url)}
     run = await sync_to_async(services.run_create)(
@@ -165,7 +166,8 @@ async def test_redis_stops_and_restarts_mid_run(
         told = [
             record.getMessage()
             for record in caplog.records
-            if record.name == "realtime.failover" and record.getMessage().startswith("channel layer ")
+            if record.name == "realtime.delivery.failover"
+            and record.getMessage().startswith("channel layer ")
         ]
         assert len(told) == 2 and told[0].startswith("channel layer unreachable (Redis server 0 of 1: ")
         back = re.fullmatch(
@@ -529,7 +531,7 @@ async def test_a_failed_publish_wakes_each_probe_with_watchers_at_once(settings,
 async def test_a_watcher_failing_over_is_told_once_however_often_it_is_degraded(
     pubsub_layer, settings, user, token, caplog
 ):
-    """Kills push.py's ``if not self.degraded: record.failed_over(...)`` → ``if self.degraded``.
+    """Kills stream.py's ``if not self.layer_down: self._transport_changed()`` → ``if self.layer_down``.
 
     The lifecycle line (and the failovers metric) counts a watcher falling back
     to polling once, not each further time the layer fails it while it polls.
