@@ -3,7 +3,7 @@
 ``LegacyPollingConsumer`` reproduces what Quik.day did before push: each
 WebSocket connection queries the event log every REALTIME_POLL_INTERVAL on
 its own, so the cost is one query per connection per tick. It exists so that
-the bench can measure the multiplexed poller (realtime/poller.py) against it.
+the bench can measure the multiplexed poller (realtime/delivery/poller.py) against it.
 
 It is not part of the product: the bench serves it from its own ASGI
 application, ``bench.legacy:application`` (the product's, with /ws/runs/
@@ -24,36 +24,41 @@ from django.urls import re_path
 
 from quikday import asgi
 from realtime.access.auth import OriginCheckMiddleware, RealtimeAuthMiddleware
-from realtime.consumers.base import BaseRunConsumer
 from realtime.protocol import frames
 from realtime.reads import selectors, threads
+from realtime.sockets.run import RunConsumer, RunStream
+from realtime.sockets.stream import Policy
 
 
-class LegacyPollingConsumer(BaseRunConsumer):
-    """One query per connection per tick (the baseline the poller is measured against)."""
+class LegacyPollingStream(RunStream):
+    """A run's stream that queries the log itself, every tick (not through the process's poller)."""
 
-    mode = "poll"
-    uses_channel_layer = False
+    _poll_task: asyncio.Task | None = None
 
-    async def follow(self) -> None:
-        self._poll_task = asyncio.get_running_loop().create_task(self._poll())
+    def _sync_poll(self) -> None:
+        if self.following and not self.closed and self._poll_task is None:
+            self._poll_task = asyncio.get_running_loop().create_task(self._poll())
 
     async def _poll(self) -> None:
-        while not self.finished:
+        while not self.closed:
             await asyncio.sleep(settings.REALTIME_POLL_INTERVAL)
             found = await threads.read(selectors.events_between, run_id=self.run_id, after=self.last_seq)
             for event in found:
-                await self.deliver(event.seq, frames.encode_event(event), final=frames.is_final(event.type))
+                await self.on_event(event.seq, frames.encode_event(event), final=frames.is_final(event.type))
 
-    async def unsubscribe(self) -> None:
-        task = getattr(self, "_poll_task", None)
+    async def release(self) -> None:
+        task = self._poll_task
         if task is not None and task is not asyncio.current_task():
             task.cancel()
+        await super().release()
 
 
-def run_consumer() -> type:
-    """The consumer this application serves /ws/runs/ with (bench/modes.py probes it)."""
-    return LegacyPollingConsumer
+class LegacyPollingConsumer(RunConsumer):
+    """One query per connection per tick (the baseline the poller is measured against)."""
+
+    def init_state(self) -> None:
+        self.stream = LegacyPollingStream(self, policy=Policy.of_mode("poll"))
+        self.uses_channel_layer = False
 
 
 websocket_urlpatterns = [re_path(r"^ws/runs/(?P<run_id>[^/]+)/$", LegacyPollingConsumer.as_asgi())]

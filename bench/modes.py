@@ -23,7 +23,7 @@ class Mode:
     label: str
     env: dict[str, str] = field(default_factory=dict)
     push: bool = False  # delivers through the channel layer
-    # The ASGI application Daphne serves, and the module whose run_consumer() it routes to.
+    # The ASGI application Daphne serves, and the module whose routes it serves /ws/runs/<id>/ with.
     asgi_app: str = "quikday.asgi:application"
     routing: str = "realtime.routing"
 
@@ -68,8 +68,12 @@ BY_KEY = {mode.key: mode for mode in MODES}
 _PROBE = """
 import importlib, json, sys, django
 django.setup()
-cls = importlib.import_module(sys.argv[1]).run_consumer()
-print(json.dumps({"cls": f"{cls.__module__}.{cls.__qualname__}", "mode": getattr(cls, "mode", None)}))
+routes = importlib.import_module(sys.argv[1]).websocket_urlpatterns
+app = next(route.callback for route in routes if "run_id" in route.pattern.regex.groupindex)
+consumer = app.consumer_class()
+consumer.init_state()  # the connection's stream, with the mode's delivery policy
+cls = app.consumer_class
+print(json.dumps({"cls": f"{cls.__module__}.{cls.__qualname__}", "mode": consumer.stream.mode}))
 """
 
 

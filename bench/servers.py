@@ -3,8 +3,8 @@
 Each server serves quikday.asgi:application (production settings, PostgreSQL and
 Redis) as ONE process, so every figure is per process:
 
-- **daphne**: the Procfile's web command (quikday/web.py, ``--processes 1``): Daphne
-  on uvloop with our server (quikday/daphne_server.py); the figures are its child's.
+- **daphne**: the Procfile's web command (server/web_command.py, ``--processes 1``): Daphne
+  on uvloop with our server (server/daphne_process.py); the figures are its child's.
 - **uvicorn**: ``uvicorn --loop uvloop --http httptools --ws websockets`` (one process).
 - **granian**: ``granian --interface asginl --loop uvloop --workers 1`` (ASGI without
   the lifespan protocol, which Channels' router does not speak); its worker's figures.
@@ -74,7 +74,8 @@ def installed(python: str, server: str) -> bool:
 def server_argv(python: str, server: str, port: int) -> list[str]:
     if server == "daphne":  # what the Procfile's web runs, one process
         return [
-            python, "-m", "quikday.web", "--port", str(port), "--backlog", str(BACKLOG), "--processes", "1",
+            python, "-m", "server.web_command", "--port", str(port), "--backlog", str(BACKLOG),
+            "--processes", "1",
             "--", "--proxy-headers", APPLICATION,
         ]  # fmt: skip
     if server == "uvicorn":

@@ -49,7 +49,8 @@ ENV: dict[str, dict[str, str]] = {
     "realtime/events/log.py": ONE_LAYER_PUSH,
     "realtime/signals.py": ONE_LAYER_PUSH,
     "realtime/protocol/frames.py": ONE_LAYER_PUSH,
-    "realtime/consumers/base.py": ONE_LAYER,
+    "realtime/sockets/run.py": ONE_LAYER,
+    "realtime/sockets/stream.py": ONE_LAYER_PUSH,
     "realtime/access/auth.py": ONE_LAYER_PUSH,
     "realtime/reads/fast_snapshot.py": ONE_LAYER_PUSH,
     "realtime/protocol/client_frames.py": ONE_LAYER_PUSH,
@@ -57,7 +58,7 @@ ENV: dict[str, dict[str, str]] = {
     "realtime/protocol/close_codes.py": ONE_LAYER_PUSH,
     "realtime/reads/connect_state.py": ONE_LAYER_PUSH,
     "realtime/reads/selectors.py": ONE_LAYER_PUSH,
-    "realtime/consumers/__init__.py": ONE_LAYER,
+    "realtime/sockets/__init__.py": ONE_LAYER,
     "realtime/events/shards.py": ONE_LAYER,
     "realtime/http/events.py": ONE_LAYER_PUSH,
     "realtime/protocol/params.py": ONE_LAYER_PUSH,
@@ -106,21 +107,29 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/delivery/test_poller_grid.py",
         "tests/scenarios/test_modes.py",
     ],
-    "realtime/consumers/poll.py": ["tests/realtime/delivery/test_poller.py", "tests/scenarios/test_modes.py"],
-    "realtime/consumers/push.py": [
-        "tests/realtime/sockets/test_guarantees.py",
+    "realtime/sockets/stream.py": [
+        "tests/realtime/sockets/test_stream.py",
+        "tests/realtime/delivery/test_failover.py",
+        "tests/realtime/sockets/test_hybrid.py",
+        "tests/realtime/delivery/test_poller.py",
+    ],
+    "realtime/delivery/front_door.py": [
         "tests/realtime/delivery/test_hub.py",
         "tests/realtime/delivery/test_failover.py",
+        "tests/realtime/delivery/test_access_watch.py",
     ],
     "realtime/events/retention.py": [
         "tests/realtime/events/test_retention.py",
         "tests/realtime/sockets/test_guarantees.py",
     ],
-    "realtime/consumers/base.py": [
+    "realtime/sockets/run.py": [
         "tests/realtime/sockets/test_guarantees.py",
         "tests/scenarios/test_race.py",
         "tests/scenarios/test_resume.py",
         "tests/realtime/sockets/test_consumer.py",
+        "tests/realtime/delivery/test_hub.py",
+        "tests/realtime/delivery/test_failover.py",
+        "tests/scenarios/test_modes.py",
     ],
     "realtime/events/publisher.py": [
         "tests/realtime/events/test_publisher.py",
@@ -136,7 +145,6 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/delivery/test_failover.py",
         "tests/realtime/sockets/test_hybrid.py",
     ],
-    "realtime/consumers/hybrid.py": ["tests/realtime/sockets/test_hybrid.py"],
     "realtime/reads/selectors.py": [
         "tests/realtime/reads/test_selectors.py",
         "tests/scenarios/test_resume.py",
@@ -226,7 +234,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/web/test_pages.py",
         "tests/runs/test_api.py",
     ],
-    "realtime/consumers/user_stream.py": [
+    "realtime/runlist/user_stream.py": [
         "tests/realtime/runlist/test_user_stream.py",
         "tests/realtime/runlist/test_list_poller.py",
     ],
@@ -285,7 +293,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/realtime/access/test_tickets.py",
     ],
     "realtime/apps.py": ["tests/realtime/test_signals.py"],
-    "realtime/consumers/__init__.py": ["tests/scenarios/test_modes.py"],
+    "realtime/sockets/__init__.py": ["tests/scenarios/test_modes.py"],
 }
 
 # Skipped operators, and why (docs/testing.md repeats this):

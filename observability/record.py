@@ -235,7 +235,7 @@ def transport_changed(conn: Connection | None, *, run_id: Any, degraded: bool) -
         else:
             metrics.RECOVERIES.inc()
             counts.recoveries += 1
-    # DEBUG: one WARNING per outage comes from realtime.failover; these lines are per connection.
+    # DEBUG: one WARNING per outage comes from realtime.delivery.failover; these lines are per connection.
     event, text = (
         ("failover", "watcher falls back to polling") if degraded else ("recovery", "watcher is back on push")
     )

@@ -242,8 +242,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "runs.api.errors.exception_handler",
-    # Every timestamp is UTC with microseconds, as the realtime protocol's `ts` (realtime.frames'
-    # TS_FORMAT: the same, held equal by tests/realtime/test_frames.py; configuration imports no app).
+    # Every timestamp is UTC with microseconds, as the realtime protocol's `ts` (realtime.protocol.frames'
+    # TS_FORMAT, held equal by tests/realtime/protocol/test_frames.py; configuration imports no app).
     "DATETIME_FORMAT": "%Y-%m-%dT%H:%M:%S.%fZ",
 }
 if DEBUG:
@@ -394,7 +394,7 @@ if REDIS_URL:
             "default": {
                 "BACKEND": "channels_redis.core.RedisChannelLayer",
                 # capacity: each server process receives every run's events on one
-                # channel (realtime/hub.py), so its queue is shared by all of them.
+                # channel (realtime/delivery/hub.py), so its queue is shared by all of them.
                 "CONFIG": {
                     "hosts": REALTIME_REDIS_URLS,
                     "group_expiry": REALTIME_GROUP_EXPIRY,
@@ -502,7 +502,7 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 from observability.logs import logging_config  # noqa: E402 - a plain function, no Django models
 
 LOGGING = logging_config(level=LOG_LEVEL, levels=LOG_LEVELS, log_format=LOG_FORMAT, emoji=LOG_EMOJI)
-# One warning per Redis outage comes from realtime.failover instead.
+# One warning per Redis outage comes from realtime.delivery.failover instead.
 LOGGING["filters"]["layer_connection_failures"] = {"()": "server.outage_logging.LayerConnectionFailureFilter"}
 for _layer_logger in ("channels_redis.pubsub", "channels_redis.core"):
     LOGGING["loggers"].setdefault(_layer_logger, {})["filters"] = ["layer_connection_failures"]

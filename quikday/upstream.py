@@ -300,7 +300,7 @@ REACHES = {
             package="Django",
             read_against=("5.2",),
             kind=SPEED,
-            used_by="realtime/list_feed.py note_change",
+            used_by="realtime/runlist/list_feed.py note_change",
             why="a run's summary published once per transaction, not once per change",
             reads=(
                 Read(
@@ -314,7 +314,7 @@ REACHES = {
             package="channels",
             read_against=("4.3",),
             kind=CORRECTNESS,
-            used_by="realtime/consumers/socket.py ProtocolSocket.__call__, dispatch",
+            used_by="realtime/sockets/socket.py ProtocolSocket.__call__, dispatch",
             why="copies of AsyncConsumer's: no layer channel per socket, no database hop per message",
             reads=(
                 Read(

@@ -12,8 +12,8 @@ from django.db import transaction
 from django.db.models.signals import post_delete, post_init, post_save
 
 from observability import record, reporter
-from realtime import list_feed
 from realtime.events import log, publisher
+from realtime.runlist import list_feed
 from runs.models import Run, Step
 
 _LOADED = "_realtime_loaded_status"

@@ -3,7 +3,7 @@
 channels-redis' pub/sub layer logs "Unexpected exception in receive task" with
 a full traceback every time its background receive fails to reach Redis —
 about once a second for as long as the outage lasts. The layer probe
-(realtime/failover.py) already tells the operator once that the layer is
+(realtime/delivery/failover.py) already tells the operator once that the layer is
 unreachable and once that it is back; the filter drops channels-redis' repeats
 of a connection failure (any other error of it is still logged).
 """

@@ -189,7 +189,7 @@ def test_without_the_histogram_batch_the_latencies_are_observed_one_by_one(prete
 
 @pytest.mark.django_db(transaction=True)
 def test_without_djangos_commit_queue_the_list_feed_publishes_per_change(pretend, monkeypatch, user):
-    from realtime import list_feed
+    from realtime.runlist import list_feed
 
     published = []
     monkeypatch.setattr(list_feed, "publish_summary", lambda *, run_id: published.append(run_id))

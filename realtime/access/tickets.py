@@ -13,7 +13,7 @@ with the same ticket cannot both win.
 A ticket asked for with an API token stands for that token: it stores the
 token's SHA-256, is refused if the token was deleted or rotated before the
 handshake, and the socket it opens is re-checked against the token by the
-access watch (realtime.access_watch), so revoking the token closes it with 4401
+access watch (realtime.delivery.access_watch), so revoking the token closes it with 4401
 as it closes a socket opened with the token itself. A ticket asked for with a
 browser session is re-checked against its user.
 """

@@ -30,8 +30,7 @@ from realtime.protocol import frames
 
 logger = logging.getLogger(__name__)
 
-# The message type of an event on a run's group: the hub (realtime/hub.py) receives it for
-# every socket of the process watching that run and delivers it to each.
+# The message type the process's hub (realtime.delivery.hub) routes to its streams by group.
 GROUP_MESSAGE_TYPE = "run.event"
 
 _failure_hooks: list[Callable[[], None]] = []
@@ -90,7 +89,7 @@ def publish(event: RunEvent, *, text: str | None = None) -> bool:
     return True
 
 
-# A run was deleted: its watchers get a `run_deleted` frame and close 4404 (RunConsumer.run_deleted).
+# A run was deleted: its watchers get a `run_deleted` frame and close 4404 (RunStream.on_deleted).
 DELETED_MESSAGE_TYPE = "run.deleted"
 
 
@@ -114,9 +113,9 @@ def publish_run_deleted(*, run_id, owner_id: int) -> bool:
     return True
 
 
-# --- Run summaries for the user-level stream (/ws/runs/; realtime.list_feed reads them) ----
+# --- Run summaries for the user-level stream (/ws/runs/; realtime.runlist.list_feed reads them) ----
 
-SUMMARY_MESSAGE_TYPE = "run.summary"  # RunListConsumer.run_summary
+SUMMARY_MESSAGE_TYPE = "run.summary"  # ListStream.on_event
 
 
 def publish_summary(summary: dict[str, Any]) -> bool:
@@ -207,7 +206,7 @@ async def _retry(group: str, message: dict[str, Any]) -> None:
 
 
 async def send_probe(layer: Any, group: str, message: dict[str, Any]) -> None:
-    """The layer probe's message (realtime/failover.py), through ``group`` on the running loop.
+    """The layer probe's message (realtime/delivery/failover.py), through ``group`` on the running loop.
 
     Through a group, like a run's events, and on the layer the probe watches:
     a group is kept on one Redis server of a sharded layer, so each server is

@@ -14,7 +14,7 @@ channels-redis spreads a layer's names over its ``hosts`` by CRC32
   (Its ``send`` to a process channel hashes the *whole* name instead, which
   with several servers lands on a server nobody reads: nothing here uses it.)
 
-The layer probe (realtime/failover.py) checks each server on its own, and
+The layer probe (realtime/delivery/failover.py) checks each server on its own, and
 only the watchers whose runs depend on a server that is down fall back to
 polling. A process receives on channels made by ``new_receiving_channel``:
 on the pub/sub layer no Redis server is involved in that channel at all.

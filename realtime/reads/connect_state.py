@@ -13,7 +13,7 @@ from realtime.models import RunEvent
 
 
 class Refused(Enum):
-    """Why a watcher gets no snapshot (realtime.consumers.base maps each to its close code)."""
+    """Why a watcher gets no snapshot (realtime.sockets.run maps each to its close code)."""
 
     UNAUTHENTICATED = "unauthenticated"
     MISSING = "missing"

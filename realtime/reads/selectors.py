@@ -99,7 +99,7 @@ def revoked_credentials(
     """Which of these no longer hold: a token deleted (or its user inactive), a user deactivated
     or deleted, a session ended or expired.
 
-    The process's access watch (realtime.access_watch) asks this once per period
+    The process's access watch (realtime.delivery.access_watch) asks this once per period
     for all of its open sockets: one statement per kind asked about (per
     _IN_CHUNK of them), whatever the number of sockets.
     """

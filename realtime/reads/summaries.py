@@ -90,7 +90,7 @@ def _shape(*, id, owner, owner_id, status, prompt, seq, steps_total, counts, **m
 def run_summary(*, run_id: uuid.UUID | str) -> dict | None:
     """One run's summary as it is now, or None when the run is gone.
 
-    Read after every change of every run (realtime.list_feed), so it is one
+    Read after every change of every run (realtime.runlist.list_feed), so it is one
     hand-written statement: building the annotated queryset of the list's
     path and compiling it cost a worker more CPU than the rest of a step
     transition together. tests/realtime/reads/test_summaries.py holds the two equal.
@@ -167,7 +167,7 @@ def summaries_changed_since(*, since: datetime, owner_ids: Collection[int] | Non
     the read grows with the changes, not with the runs or who watches them.
     ``owner_ids`` limits it to those users' runs (None: everyone's, for staff).
 
-    The process's run-list poller (realtime.list_poller) asks this once per
+    The process's run-list poller (realtime.runlist.list_poller) asks this once per
     tick for every list socket of the process.
     """
     # order_by(): the models' default orderings would join and sort inside the subqueries.

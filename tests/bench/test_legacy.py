@@ -9,8 +9,8 @@ from channels.testing import WebsocketCommunicator
 
 from bench import legacy
 from bench.modes import BY_KEY, probe
-from realtime.poller import get_poller
-from realtime.routing import run_consumer
+from realtime.delivery.poller import get_poller
+from realtime.routing import websocket_urlpatterns
 from runs import executor, services
 from tests.realtime.support import (
     WAIT,
@@ -35,7 +35,13 @@ def test_the_product_never_routes_to_the_legacy_consumer(settings, monkeypatch):
     monkeypatch.setenv("REALTIME_BENCH_LEGACY_POLL", "1")  # the switch that used to exist
     for mode in ("push", "poll", "hybrid"):
         settings.REALTIME_MODE = mode
-        assert run_consumer() is not legacy.LegacyPollingConsumer
+        for route in websocket_urlpatterns:
+            consumer = getattr(route.callback, "consumer_class", None)
+            assert consumer is None or not issubclass(consumer, legacy.LegacyPollingConsumer)
+            if consumer is not None and hasattr(consumer, "init_state"):
+                instance = consumer()
+                instance.init_state()
+                assert not isinstance(instance.stream, legacy.LegacyPollingStream)
 
 
 def test_the_bench_probe_finds_the_legacy_consumer_in_mode_a():

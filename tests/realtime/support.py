@@ -290,7 +290,7 @@ def discard_pending_retries() -> int:
 
 
 def close_read_thread_connections() -> None:
-    """Close the database connection of each of realtime.db's read threads that exists."""
+    """Close the database connection of each of realtime.reads.threads's read threads that exists."""
     if threads._threads is not None:
         for executor in threads._threads.executors:
             executor.submit(connections.close_all).result(timeout=10)

@@ -12,7 +12,9 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from realtime import list_feed, publisher, summaries
+from realtime.events import publisher
+from realtime.reads import summaries
+from realtime.runlist import list_feed
 from runs import executor, services
 from runs.models import Run
 

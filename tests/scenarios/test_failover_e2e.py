@@ -46,7 +46,7 @@ def own_redis(settings):
     channel_layers.backends = {}
     yield server
     server.stop()
-    from tests.realtime.test_failover import _drop_publisher_layer
+    from tests.realtime.delivery.test_failover import _drop_publisher_layer
 
     _drop_publisher_layer()
     channel_layers.backends = {}

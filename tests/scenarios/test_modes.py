@@ -15,7 +15,7 @@ from channels.layers import channel_layers
 from channels.testing import WebsocketCommunicator
 from rest_framework.authtoken.models import Token
 
-from realtime.poller import get_poller
+from realtime.delivery.poller import get_poller
 from runs import executor, services
 from tests.realtime.conftest import layer_config, push_layer_backend
 from tests.realtime.support import (

@@ -14,8 +14,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from django.db import connection
 
-from realtime.consumers import BaseRunConsumer
 from realtime.reads import selectors
+from realtime.sockets.run import RunStream
 from runs import services
 from tests.realtime.support import (
     WAIT,
@@ -49,7 +49,7 @@ async def test_events_committed_around_the_snapshot_are_sent_once(user, token, m
     run = await sync_to_async(_new_run)(user, 2)  # seq 1
     original = selectors.connect_state
     handed = threading.Event()
-    real_deliver = BaseRunConsumer.deliver
+    real_deliver = RunStream.on_event
 
     async def deliver_noting_the_hand_over(self, seq, text, *, final):
         if self.deliver_lock.locked():
@@ -68,7 +68,7 @@ async def test_events_committed_around_the_snapshot_are_sent_once(user, token, m
         services.step_succeed(run_id=run.id, index=0, output=None)  # seq 3
         return state
 
-    monkeypatch.setattr(BaseRunConsumer, "deliver", deliver_noting_the_hand_over)
+    monkeypatch.setattr(RunStream, "on_event", deliver_noting_the_hand_over)
     monkeypatch.setattr(selectors, "connect_state", racing_connect_state)
     ws, connected = await open_socket(run.id, headers=token_headers(token))
     monkeypatch.setattr(selectors, "connect_state", original)

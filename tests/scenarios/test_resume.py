@@ -121,7 +121,7 @@ async def test_since_beyond_the_log_is_not_recovered(user, token, since):
 async def test_a_repeated_since_counts_its_last_value(user, token, query):
     """As ``request.GET`` over HTTP, the last ``since`` counts.
 
-    Kills realtime/consumers/base.py's ``values[-1]`` → ``values[-0]``.
+    Kills realtime/sockets/run.py's ``values[-1]`` → ``values[-0]``.
     """
     run = await make_run(user)
     ws, connected = await open_socket(run.id, headers=token_headers(token), query=query)

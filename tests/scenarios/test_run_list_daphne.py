@@ -1,6 +1,6 @@
 """The run-list socket (/ws/runs/) through a real Daphne: nothing comes before `connected`.
 
-tests/realtime/test_list_poller.py holds this in-process (its read is replaced); here the
+tests/realtime/runlist/test_list_poller.py holds this in-process (its read is replaced); here the
 Daphne process, its Redis layer and PostgreSQL are real. The socket's snapshot read is held
 by a lock of the test's own on the runs table while the layer brings a summary and a
 deletion of the user's runs; `connected` must be the first frame, the deletion after it.
@@ -14,10 +14,12 @@ import pytest
 from channels.layers import channel_layers
 from rest_framework.authtoken.models import Token
 
-from realtime import publisher, summaries
+from realtime.events import publisher
+from realtime.reads import summaries
 from runs import services
 from runs.models import Run
 from tests.processes import database_url
+from tests.realtime.support import discard_pending_retries
 from tests.scenarios.test_protocol_daphne import WAIT, assert_clean_log, open_socket
 from tests.waiting import wait_for
 
@@ -41,7 +43,7 @@ def daphnes_layer(settings):
     settings.REALTIME_MODE = "push"
     channel_layers.backends = {}
     yield
-    publisher.discard_pending_retries()
+    discard_pending_retries()
     channel_layers.backends = {}
 
 

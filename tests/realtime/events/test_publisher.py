@@ -16,7 +16,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import channel_layers, get_channel_layer
 
-from realtime import failover
+from realtime.delivery import failover
 from realtime.events import publisher
 from realtime.models import RunEvent
 from realtime.protocol import frames

@@ -21,6 +21,7 @@ from realtime.events import shards
 from realtime.protocol.frames import group_name
 from runs import services
 from tests.processes import daphne_server, subprocess_env
+from tests.realtime.delivery.test_failover import _drop_publisher_layer
 from tests.realtime.own_redis import OwnRedis
 from tests.realtime.support import (
     LIVE_STACK,
@@ -29,7 +30,6 @@ from tests.realtime.support import (
     discard_pending_retries,
     logged_frames,
 )
-from tests.realtime.test_failover import _drop_publisher_layer
 from tests.waiting import WAIT
 
 pytestmark = LIVE_STACK

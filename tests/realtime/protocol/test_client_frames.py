@@ -4,7 +4,6 @@ import json
 
 import pytest
 
-from realtime.consumers.socket import ProtocolSocket
 from realtime.protocol.client_frames import (
     RATE_LIMIT_WINDOW_SECONDS,
     ClientFrameGate,
@@ -14,6 +13,7 @@ from realtime.protocol.client_frames import (
     Pong,
 )
 from realtime.protocol.close_codes import CLOSE_RATE_LIMITED, CLOSE_TOO_BIG
+from realtime.sockets.socket import ProtocolSocket
 from server import daphne_tuning
 
 PING = '{"type": "ping"}'
@@ -118,7 +118,7 @@ def test_a_quiet_spell_earns_no_credit_against_a_later_flood():
 
 
 def test_the_wait_for_the_next_frame_is_what_the_budget_lacks_of_one_frame():
-    """What the consumer holds a rate-limited client's reading for (realtime.consumers.socket)."""
+    """What the consumer holds a rate-limited client's reading for (realtime.sockets.socket)."""
     clock = Clock()
     judge = gate(clock, per_second=10.0, burst=5)
     assert judge.seconds_until_next_frame() == 0.0  # a frame in the bucket: no wait
@@ -149,6 +149,8 @@ def test_the_next_rate_limited_error_may_come_a_whole_window_after_the_last():
 
 class _Socket(ProtocolSocket):
     """A socket of the protocol without a server: what it sends, and when it stops reading."""
+
+    finished = False  # no stream: set by its refusal
 
     def __init__(self, frame_gate):
         super().__init__()

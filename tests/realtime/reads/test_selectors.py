@@ -272,7 +272,7 @@ def _make(user, spec) -> Run:
 def test_the_connect_read_of_any_run_is_the_serializers_json_on_either_backend(user, spec):
     """Runs of any plan, args, outputs and progress: the snapshot a watcher gets is RunSerializer's JSON.
 
-    On PostgreSQL that read is the fast path (realtime.fast_snapshot's one statement: also
+    On PostgreSQL that read is the fast path (realtime.reads.fast_snapshot's one statement: also
     compared directly); on SQLite the ORM path. The same table of runs on both backends.
     """
     run = _make(user, spec)

@@ -1,4 +1,4 @@
-"""realtime.hub: one channel per process, one group membership per watched run.
+"""realtime.delivery.hub: one channel per process, one group membership per watched run.
 
 With real Redis layers (both kinds): many watchers of a run cost the process
 one ``group_add``, every watcher still gets every event once, the last one out
@@ -11,8 +11,8 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 
+from realtime.delivery.hub import get_hub
 from realtime.events import shards
-from realtime.hub import get_hub
 from realtime.protocol.frames import group_name
 from runs import services
 from tests.realtime.support import WAIT, check_frames, open_socket, receive_until_close, token_headers
@@ -62,7 +62,7 @@ def _finish(run_id, steps: int = 2) -> None:
 async def test_many_watchers_of_a_run_are_one_membership_and_all_get_every_event(user, token, layer_calls):
     run = await sync_to_async(_new_run)(user)
     # One watcher first, then eleven at once: a join of a run already watched here adds
-    # no membership (kills push.py's first join asking for a refresh: joined_once = True).
+    # no membership (kills run.py's first join asking for a refresh: joined_once = True).
     first = await open_socket(run.id, headers=token_headers(token))
     opened = [
         first,
@@ -149,7 +149,7 @@ async def test_a_watcher_arriving_as_the_last_one_leaves_joins_again(user, token
 
 async def test_a_cancelled_consumer_leaves_the_hub_and_the_probe(user, token):
     """Daphne cancels an application that outlives its socket; nothing may keep it registered."""
-    from realtime import failover
+    from realtime.delivery import failover
 
     run = await sync_to_async(_new_run)(user)
     ws, _ = await open_socket(run.id, headers=token_headers(token))

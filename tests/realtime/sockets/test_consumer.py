@@ -288,14 +288,14 @@ async def test_a_slow_client_counts_as_drained_below_a_quarter_of_the_buffer(set
     sent (docs/protocol.md, "Resync"): all but a quarter of REALTIME_MAX_CLIENT_BUFFER.
     What Daphne still holds for it is a stand-in here: just under a quarter, above a fifth.
     """
-    from realtime.consumers.socket import ProtocolSocket
+    from realtime.sockets.socket import ProtocolSocket
     from server import daphne_tuning
 
     settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
     monkeypatch.setattr(daphne_tuning, "unsent_bytes", lambda send: 250 * 1024 - 1)
     socket = ProtocolSocket()
     socket.base_send = None
-    await asyncio.wait_for(socket._wait_until_drained(), WAIT)
+    await asyncio.wait_for(socket.wait_until_drained(), WAIT)
 
 
 async def test_a_slow_clients_drain_is_looked_at_with_a_pause_between_looks(settings, monkeypatch):
@@ -307,7 +307,7 @@ async def test_a_slow_clients_drain_is_looked_at_with_a_pause_between_looks(sett
     """
     from types import SimpleNamespace
 
-    from realtime.consumers import socket as socket_module
+    from realtime.sockets import socket as socket_module
     from server import daphne_tuning
 
     settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
@@ -321,7 +321,7 @@ async def test_a_slow_clients_drain_is_looked_at_with_a_pause_between_looks(sett
     monkeypatch.setattr(socket_module, "asyncio", SimpleNamespace(sleep=noted_sleep))
     socket = socket_module.ProtocolSocket()
     socket.base_send = None
-    await socket._wait_until_drained()
+    await socket.wait_until_drained()
     assert len(pauses) == 2 and all(pause > 0 for pause in pauses), pauses
 
 
@@ -331,7 +331,7 @@ def test_a_client_is_behind_only_past_its_buffer(settings, monkeypatch):
     docs/protocol.md, "Resync": a client is behind when it leaves *more than*
     REALTIME_MAX_CLIENT_BUFFER bytes unread. What Daphne holds is a stand-in.
     """
-    from realtime.consumers.socket import ProtocolSocket
+    from realtime.sockets.socket import ProtocolSocket
     from server import daphne_tuning
 
     settings.REALTIME_MAX_CLIENT_BUFFER = 1000 * 1024
@@ -340,5 +340,5 @@ def test_a_client_is_behind_only_past_its_buffer(settings, monkeypatch):
     behind = {}
     for unsent in (None, 1000 * 1024, 1000 * 1024 + 1):
         monkeypatch.setattr(daphne_tuning, "unsent_bytes", lambda send, unsent=unsent: unsent)
-        behind[unsent] = socket._client_behind()
+        behind[unsent] = socket.client_behind()
     assert behind == {None: False, 1000 * 1024: False, 1000 * 1024 + 1: True}

@@ -1,9 +1,10 @@
 """Automatic failover from push to polling, and back, per server process.
 
-Push connections (push and hybrid modes) register with their event loop's
-``LayerProbe``. Each connection owns its state and makes its own switch
-between push and the poller (``RunConsumer.degrade`` / ``recover``); the
-probe decides when. It checks the channel layer end to end every
+Push streams (push and hybrid policies, and every run list) register with
+their event loop's ``LayerProbe`` (through realtime.delivery.front_door). Each stream
+owns its state and makes its own switch between push and the poller
+(``on_layer_down`` / ``on_layer_up``, realtime.sockets.stream); the probe
+decides when. It checks the channel layer end to end every
 REALTIME_POLL_INTERVAL, each of its Redis servers on its own (a sharded
 layer, realtime/events/shards.py): it sends a message to a group of its own on that
 server and waits for it to come back on a channel of this process (publish
@@ -13,11 +14,11 @@ woken at once when a consumer's group_add or receive raises, or a publish
 from this process fails.
 
 - A server down: every registered connection whose run needs that server is
-  "degraded": the process's poller (realtime/poller.py) reads its run's log
+  "degraded": the process's poller (realtime/delivery/poller.py) reads its run's log
   every REALTIME_POLL_INTERVAL. Watchers of runs on the other servers stay
   on push.
-- Layer back: each degraded connection joins its group again
-  (``resubscribe``: the pub/sub layer re-subscribes, the core layer's
+- Layer back: each degraded stream joins its group again
+  (``on_layer_up`` → ``resubscribe``: the pub/sub layer re-subscribes, the core layer's
   memberships may be gone with a restarted Redis), leaves the poller (hybrid
   returns to its slow interval), then catches up from the log — so an event
   published between the last poll and the re-join is not lost. Deliveries are
@@ -37,7 +38,7 @@ from typing import Protocol
 from channels.layers import BaseChannelLayer
 from django.conf import settings
 
-from realtime import per_loop
+from realtime.delivery import per_loop
 from realtime.events import publisher, shards
 
 logger = logging.getLogger(__name__)
@@ -46,10 +47,10 @@ PROBE_MESSAGE_TYPE = "realtime.probe"
 
 
 class PushWatcher(Protocol):
-    """What the probe needs of a push connection (realtime.consumers.push.RunConsumer).
+    """What the probe needs of a push stream (realtime.sockets.stream.Stream).
 
-    The connection keeps its own state; the probe only reads it and asks the
-    connection to change it through these methods.
+    The stream keeps its own state; the probe only reads it and asks the
+    stream to change it through these methods.
     """
 
     @property
@@ -59,10 +60,10 @@ class PushWatcher(Protocol):
     @property
     def subscribed(self) -> bool: ...
 
-    def degrade(self) -> None:
+    def on_layer_down(self) -> None:
         """Read the run from the log until the layer is back."""
 
-    async def recover(self) -> bool:
+    async def on_layer_up(self) -> bool:
         """Rejoin the group, stop polling, fill from the log; True when back on push."""
 
     async def resubscribe(self) -> bool:
@@ -72,15 +73,20 @@ class PushWatcher(Protocol):
         """The groups it receives and the channel they arrive on (which Redis servers it needs)."""
 
 
-class LayerProbe:
-    """Watches the channel layer's health for the push connections of one event loop."""
+class LayerProbe(per_loop.Ticker):
+    """Watches the channel layer's health for the push streams of one event loop.
+
+    A check is due every REALTIME_POLL_INTERVAL while a stream is registered,
+    and at once when woken (a stream saw the layer fail, a publish failed).
+    """
+
+    task_name = "realtime-layer-probe"
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        super().__init__(loop)
         self.consumers: set[PushWatcher] = set()
         self.healthy = True
-        self._task: asyncio.Task | None = None
-        self._wake = asyncio.Event()
+        self._due = 0.0
         self._channel: str | None = None
         self._stem: str | None = None
         self._groups: dict[int, str] = {}  # Redis server → the probe's group on it
@@ -94,34 +100,32 @@ class LayerProbe:
     def register(self, consumer: PushWatcher, layer: BaseChannelLayer) -> None:
         self.consumers.add(consumer)
         self._layer = layer
-        if self._task is None:
-            self._task = self.loop.create_task(self._run(), name="realtime-layer-probe")
+        if not self.running:
+            self._due = self.loop.time() + settings.REALTIME_POLL_INTERVAL
+            self.start()
 
     def unregister(self, consumer: PushWatcher) -> None:
-        self.consumers.discard(consumer)
-        if not self.consumers:
-            self.wake()  # lets the task end now rather than after its sleep
+        if consumer in self.consumers:
+            self.consumers.discard(consumer)
+            if not self.consumers:
+                self._wake.set()  # lets the task end now rather than after its sleep
 
     def wake(self) -> None:
+        """Check now."""
+        self._due = self.loop.time()
         self._wake.set()
 
     def suspect(self) -> None:
-        """A connection saw the layer fail: count it unhealthy and check now."""
+        """A stream saw the layer fail: count it unhealthy and check now."""
         self.healthy = False
         self.wake()
 
-    async def _run(self) -> None:
-        try:
-            while self.consumers:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=settings.REALTIME_POLL_INTERVAL)
-                except TimeoutError:
-                    pass
-                if self.consumers:
-                    await self.check()
-        finally:
-            self._task = None
+    def next_due(self) -> float | None:
+        return self._due if self.consumers else None
+
+    async def tick(self) -> None:
+        self._due = self.loop.time() + settings.REALTIME_POLL_INTERVAL
+        await self.check()
 
     async def check(self) -> None:
         """One health check of each Redis server; degrade or recover the connections that need it."""
@@ -157,10 +161,10 @@ class LayerProbe:
                 needs = frozenset().union(*(shards.watcher_shards(self._layer, g, channel) for g in groups))
                 if needs & down:
                     if not consumer.degraded:
-                        consumer.degrade()
+                        consumer.on_layer_down()
                 elif consumer.degraded:
                     try:
-                        await consumer.recover()
+                        await consumer.on_layer_up()
                     except Exception:
                         logger.warning(
                             "run %s watcher could not return to push", consumer.run_id, exc_info=True
@@ -201,7 +205,7 @@ class LayerProbe:
         self._refreshed_at = self.loop.time()
         for consumer in list(self.consumers):
             if consumer.subscribed and not await consumer.resubscribe():
-                consumer.degrade()
+                consumer.on_layer_down()
 
 
 _probes: per_loop.Instances[asyncio.AbstractEventLoop, LayerProbe] = per_loop.Instances()
@@ -210,6 +214,14 @@ _probes: per_loop.Instances[asyncio.AbstractEventLoop, LayerProbe] = per_loop.In
 def get_probe() -> LayerProbe:
     """The layer probe of the running event loop (one per server process)."""
     return per_loop.of_running_loop(_probes, LayerProbe)
+
+
+def report_publish_failures() -> None:
+    """Have the publisher wake the probes when a publish fails (called once, by RealtimeConfig.ready).
+
+    The publisher imports nothing above it, so it is told whom to tell.
+    """
+    publisher.on_publish_failure(publish_failed)
 
 
 def publish_failed() -> None:
@@ -221,8 +233,3 @@ def publish_failed() -> None:
     for loop, probe in probes:
         if probe.consumers and not loop.is_closed():
             loop.call_soon_threadsafe(probe.wake)
-
-
-# The publisher reports its failures here (it imports nothing above it). A
-# process that never imports this module has no push connections to wake.
-publisher.on_publish_failure(publish_failed)

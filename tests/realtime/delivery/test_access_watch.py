@@ -17,7 +17,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from realtime.access_watch import AccessWatch, Credentials, get_access_watch
+from realtime.delivery.access_watch import AccessWatch, Credentials, get_access_watch
 from realtime.protocol.close_codes import CLOSE_UNAUTHENTICATED
 from realtime.reads import selectors
 from runs import services
@@ -264,14 +264,14 @@ async def test_a_failing_read_is_reported_once_and_tried_again_next_tick(
     try:
         await sync_to_async(Token.objects.filter(key=token).delete)()
         watch = get_access_watch()
-        with caplog.at_level(logging.DEBUG, logger="realtime.access_watch"):
+        with caplog.at_level(logging.DEBUG, logger="realtime.delivery.access_watch"):
             await watch.tick()
             await watch.tick()
             assert len(watch.sockets) == 1  # nothing decided without an answer
             database["away"] = False
             await watch.tick()
         await _revoked(ws)
-        levels = [r.levelno for r in caplog.records if r.name == "realtime.access_watch"]
+        levels = [r.levelno for r in caplog.records if r.name == "realtime.delivery.access_watch"]
         assert levels == [logging.WARNING, logging.DEBUG, logging.INFO]
     finally:
         await close_socket(ws)
@@ -292,12 +292,12 @@ class _Holder:
     def __init__(self):
         self.told = 0
 
-    async def credentials_revoked(self) -> None:
+    async def on_revoked(self) -> None:
         self.told += 1
 
 
 class _BrokenHolder(_Holder):
-    async def credentials_revoked(self) -> None:
+    async def on_revoked(self) -> None:
         raise ConnectionResetError("the socket went away mid-close")
 
 
@@ -310,7 +310,7 @@ async def test_a_socket_that_fails_to_close_keeps_no_other_open(settings, caplog
     try:
         watch.watch(broken, Credentials())  # nothing lets these in any more
         watch.watch(holder, Credentials())
-        with caplog.at_level(logging.WARNING, logger="realtime.access_watch"):
+        with caplog.at_level(logging.WARNING, logger="realtime.delivery.access_watch"):
             await watch.tick()
     finally:
         watch.unwatch(broken)

@@ -5,11 +5,12 @@ membership: with the pub/sub layer a Redis SUBSCRIBE per connection, and per
 event one queue put, one task wake-up and one message decode per watcher — the
 per-frame cost the fan-out benchmark measured. Here each process (event loop)
 opens one channel, joins each watched run's group once, receives each event
-once, and hands it to that run's local watchers through their ``deliver``
-(which sends each seq once and in order, filling gaps from the log).
+once, and hands it to that run's local streams through their ``on_event``
+(which sends each seq once and in order, filling gaps from the log). Streams
+join and leave through realtime.delivery.front_door.
 
-A watcher joins before it reads its snapshot, as before: an event that commits
-meanwhile is both in the snapshot and delivered, and ``deliver`` drops the copy.
+A stream joins before it reads its snapshot: an event that commits
+meanwhile is both in the snapshot and delivered, and ``on_event`` drops the copy.
 Joins and leaves of one run are serialised here, so a run's group is never
 left while a watcher of this process still needs it.
 """
@@ -18,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import weakref
 from typing import Protocol
 
 from channels.layers import BaseChannelLayer
 from django.conf import settings
 
+from realtime.delivery import per_loop
 from realtime.events import shards
 from realtime.events.publisher import DELETED_MESSAGE_TYPE
 
@@ -31,19 +32,20 @@ logger = logging.getLogger(__name__)
 
 
 class Member(Protocol):
-    """What the hub needs of a watcher (realtime.consumers.push.RunConsumer)."""
+    """What the hub needs of a stream (realtime.sockets.run.RunStream)."""
 
     @property
-    def finished(self) -> bool: ...
+    def closed(self) -> bool: ...
 
     def delivers_without_waiting(self, seq: int) -> bool:
-        """Whether ``deliver(seq)`` would send at once (not busy, no gap to fill first)."""
+        """Whether ``on_event(seq)`` would send at once (not busy, no gap to fill first)."""
 
-    async def deliver(self, seq: int, text: str, *, final: bool) -> None: ...
+    async def on_event(self, seq: int, text: str, *, final: bool) -> None: ...
 
-    async def run_deleted(self) -> None: ...
+    async def on_deleted(self) -> None: ...
 
-    async def layer_failed(self, error: Exception) -> None: ...
+    def on_layer_down(self, error: Exception | None = None) -> None:
+        """The layer failed it: poll until the layer is back."""
 
 
 class RunHub:
@@ -173,7 +175,7 @@ class RunHub:
                 logger.debug("channel layer receive failed: %s", error)
                 for members in list(self.watchers.values()):
                     for consumer in list(members):
-                        await consumer.layer_failed(error)
+                        consumer.on_layer_down(error)
                 await asyncio.sleep(settings.REALTIME_POLL_INTERVAL)
                 continue
             finally:
@@ -189,18 +191,18 @@ class RunHub:
             return
         if message.get("type") == DELETED_MESSAGE_TYPE:
             for consumer in list(members):
-                self._on_own_task(consumer.run_deleted())
+                self._on_own_task(consumer.on_deleted())
             return
         seq, text, final = message["seq"], message["text"], message.get("final", False)
         for consumer in list(members):
-            if consumer.finished:
+            if consumer.closed:
                 continue
             if consumer.delivers_without_waiting(seq):
-                await consumer.deliver(seq, text, final=final)  # sends without suspending
+                await consumer.on_event(seq, text, final=final)  # sends without suspending
             else:
                 # Busy, or a gap to fill from the log first: on its own task, so
                 # this run's other watchers (and other runs) are not kept waiting.
-                self._on_own_task(consumer.deliver(seq, text, final=final))
+                self._on_own_task(consumer.on_event(seq, text, final=final))
 
     def _on_own_task(self, coroutine) -> None:
         task = self.loop.create_task(coroutine)
@@ -208,13 +210,12 @@ class RunHub:
         task.add_done_callback(self._deliveries.discard)
 
 
-_hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, RunHub] = weakref.WeakKeyDictionary()
+_hubs: per_loop.Instances[asyncio.AbstractEventLoop, RunHub] = per_loop.Instances()
 
 
 def get_hub(layer: BaseChannelLayer) -> RunHub:
     """The running event loop's hub on ``layer`` (one per server process)."""
-    loop = asyncio.get_running_loop()
-    hub = _hubs.get(loop)
-    if hub is None or hub.layer is not layer:
-        hub = _hubs[loop] = RunHub(loop, layer)
+    hub = per_loop.of_running_loop(_hubs, lambda loop: RunHub(loop, layer))
+    if hub.layer is not layer:  # the configured layer changed (a test's settings): a hub on the new one
+        hub = _hubs[hub.loop] = RunHub(hub.loop, layer)
     return hub

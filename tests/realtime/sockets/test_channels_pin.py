@@ -1,4 +1,4 @@
-"""realtime.consumers.socket replaces two of Channels' methods, registered in quikday.upstream.
+"""realtime.sockets.socket replaces two of Channels' methods, registered in quikday.upstream.
 
 ProtocolSocket.__call__ and .dispatch (the base of both WebSocket consumers) are
 Channels' AsyncConsumer methods minus the per-connection layer channel and the
@@ -10,9 +10,9 @@ when it changes); this test holds that nothing else of Channels is replaced.
 from channels.generic.websocket import AsyncWebsocketConsumer
 
 from quikday import upstream
-from realtime.consumers.base import BaseRunConsumer
-from realtime.consumers.socket import ProtocolSocket
-from realtime.consumers.user_stream import RunListConsumer
+from realtime.runlist.user_stream import RunListConsumer
+from realtime.sockets.run import RunConsumer
+from realtime.sockets.socket import ProtocolSocket
 
 COPIED = {read.where.rpartition(".")[2] for read in upstream.REACHES["channels-consumer-loop"].reads}
 
@@ -31,5 +31,5 @@ def test_we_replace_only_those_of_channels_methods():
         - wrapped
     )
     assert replaced == COPIED == {"__call__", "dispatch"}
-    for consumer in (BaseRunConsumer, RunListConsumer):
+    for consumer in (RunConsumer, RunListConsumer):
         assert not {name for name in vars(consumer) if name in channels_names or name == "__call__"} - hooks

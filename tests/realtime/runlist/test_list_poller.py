@@ -2,7 +2,7 @@
 
 In-process sockets (WebsocketCommunicator) on the real PostgreSQL, and Redis
 for the layers. The same stream through a real Daphne, poll mode and the
-layer down included: tests/realtime/test_user_stream.py.
+layer down included: tests/realtime/runlist/test_user_stream.py.
 """
 
 import asyncio
@@ -21,11 +21,12 @@ from django.db import OperationalError
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from realtime import failover, list_feed, list_poller
-from realtime.consumers.user_stream import RunListConsumer
+from realtime.delivery import failover
 from realtime.events import log
-from realtime.list_poller import get_list_poller
 from realtime.reads import summaries
+from realtime.runlist import list_feed, list_poller
+from realtime.runlist.list_poller import get_list_poller
+from realtime.runlist.user_stream import ListStream
 from runs import services
 from tests.realtime.support import WAIT, application, close_socket, receive, token_headers
 
@@ -181,7 +182,7 @@ async def test_a_degraded_socket_is_fed_at_the_poll_interval_then_back_at_its_ow
     """The layer probe degrades a list socket: the poller re-reads it every REALTIME_POLL_INTERVAL,
     then, recovered, every REALTIME_LIST_REFRESH_INTERVAL again.
 
-    Red with degrade() not changing the socket's interval (an hour here: nothing would come).
+    Red with on_layer_down() not changing the socket's interval (an hour here: nothing would come).
     """
     settings.REALTIME_MODE = "push"
     settings.REALTIME_LIST_REFRESH_INTERVAL = 3600.0
@@ -196,11 +197,11 @@ async def test_a_degraded_socket_is_fed_at_the_poll_interval_then_back_at_its_ow
         poller = get_list_poller()
         (socket,) = poller.sockets
         assert poller.interval_of(socket) == 3600.0
-        socket.degrade()  # as the probe does when the layer fails
+        socket.on_layer_down()  # as the probe does when the layer fails
         assert poller.interval_of(socket) == 0.1
         run = await make_run(user)
         assert (await line_of(ws, run.id))["payload"]["run"]["status"] == "queued"
-        assert await socket.recover()
+        assert await socket.on_layer_up()
         assert poller.interval_of(socket) == 3600.0
     finally:
         await close_socket(ws)
@@ -221,7 +222,7 @@ class _Page:
         self.user_id, self.sees_all = user_id, sees_all
         self.lines: list[tuple[str, int]] = []
 
-    async def deliver_summary(self, run_id: str, seq: int, text: str) -> None:
+    async def on_event(self, run_id: str, seq: int, text: str) -> None:
         assert json.loads(text)["payload"]["run"]["id"] == run_id
         self.lines.append((run_id, seq))
 
@@ -296,13 +297,13 @@ async def test_a_failed_read_is_asked_again_from_the_same_point_and_warned_once(
     page = _Page(user.pk)
     poller.watch(page, interval=3600.0, since=hour_ago)
     try:
-        with caplog.at_level(logging.DEBUG, logger="realtime.list_poller"):
+        with caplog.at_level(logging.DEBUG, logger="realtime.runlist.list_poller"):
             for _ in range(3):
                 await tick_now(poller)
     finally:
         poller.unwatch(page)
     assert page.lines == [(str(run.id), 1)]
-    levels = [r.levelno for r in caplog.records if r.name == "realtime.list_poller"]
+    levels = [r.levelno for r in caplog.records if r.name == "realtime.runlist.list_poller"]
     assert levels == [logging.WARNING, logging.DEBUG, logging.INFO]
 
 
@@ -351,7 +352,7 @@ async def test_a_line_re_read_within_the_overlap_is_sent_once_and_never_goes_bac
                 await asyncio.sleep(0.05)  # a look now and then, not an interleaving
         (socket,) = get_list_poller().sockets
         stale = await sync_to_async(summaries.run_summary)(run_id=run.id)
-        await socket.deliver_summary(str(run.id), 0, json.dumps({"stale": stale}))  # an older line
+        await socket.on_event(str(run.id), 0, json.dumps({"stale": stale}))  # an older line
         await ws.send_to(text_data=json.dumps({"type": "ping"}))
         assert (await receive(ws))["type"] == "pong"  # nothing between: no repeat, nothing older
     finally:
@@ -392,7 +393,7 @@ async def test_a_page_alone_at_its_tick_is_read_its_users_runs_and_staffs_everyo
 
 
 class _BrokenPage(_Page):
-    async def deliver_summary(self, run_id: str, seq: int, text: str) -> None:
+    async def on_event(self, run_id: str, seq: int, text: str) -> None:
         raise ConnectionResetError("the socket went away mid-send")
 
 
@@ -409,13 +410,13 @@ async def test_a_page_that_fails_to_take_its_lines_does_not_stop_the_others(user
     poller.watch(broken, interval=3600.0, since=since)
     poller.watch(page, interval=3600.0, since=since)
     try:
-        with caplog.at_level(logging.WARNING, logger="realtime.list_poller"):
+        with caplog.at_level(logging.WARNING, logger="realtime.runlist.list_poller"):
             await tick_now(poller)
     finally:
         poller.unwatch(broken)
         poller.unwatch(page)
     assert [run_id for run_id, _ in page.lines] == [str(run.id)]
-    (warning,) = [r for r in caplog.records if r.name == "realtime.list_poller"]
+    (warning,) = [r for r in caplog.records if r.name == "realtime.runlist.list_poller"]
     assert warning.levelno == logging.WARNING
     assert "ConnectionResetError: the socket went away mid-send" in caplog.text  # its traceback
 
@@ -520,13 +521,13 @@ async def test_after_the_database_is_back_a_new_outage_is_warned_again_and_its_e
     page = _Page(user.pk)
     poller.watch(page, interval=3600.0, since=timezone.now())
     try:
-        with caplog.at_level(logging.DEBUG, logger="realtime.list_poller"):
+        with caplog.at_level(logging.DEBUG, logger="realtime.runlist.list_poller"):
             for away in (True, False, False, True):
                 database["away"] = away
                 await tick_now(poller)
     finally:
         poller.unwatch(page)
-    levels = [r.levelno for r in caplog.records if r.name == "realtime.list_poller"]
+    levels = [r.levelno for r in caplog.records if r.name == "realtime.runlist.list_poller"]
     assert levels == [logging.WARNING, logging.INFO, logging.WARNING]
 
 
@@ -573,16 +574,16 @@ async def test_nothing_comes_before_connected_on_a_list_socket(monkeypatch, user
     holding them back while it reads): a run_summary was the socket's first frame.
     """
     run, other = await make_run(user), await make_run(user)
-    original = RunListConsumer._read
+    original = ListStream._read
 
     async def read_while_the_layer_brings(self):
         if not self.seen:  # the connect's read, not a resync's
             line = {"type": "run_summary", "run_id": str(run.id), "seq": 0, "payload": {}}
-            await self.run_summary({"run_id": str(run.id), "seq": 0, "text": json.dumps(line)})
-            await self.run_deleted({"run_id": str(other.id)})
+            await self.on_event(str(run.id), 0, json.dumps(line))
+            await self.on_deleted(str(other.id))
         return await original(self)
 
-    monkeypatch.setattr(RunListConsumer, "_read", read_while_the_layer_brings)
+    monkeypatch.setattr(ListStream, "_read", read_while_the_layer_brings)
     ws = WebsocketCommunicator(application, "/ws/runs/", headers=token_headers(token))
     connected, _ = await ws.connect(timeout=WAIT)
     assert connected

@@ -8,7 +8,7 @@ credentials each socket of the process was let in with, on both endpoints
 (/ws/runs/<id>/ and /ws/runs/). Every REALTIME_ACCESS_RECHECK_SECONDS it asks
 the database, in ONE read (selectors.revoked_credentials), which of them no
 longer hold, and tells each socket whose credentials are among those through
-its own ``credentials_revoked`` (the socket closes itself with 4401). A
+its stream's ``on_revoked`` (the stream closes itself with 4401). A
 credential revoked at any moment is seen by the next tick, at most one period
 later, whenever its socket connected.
 
@@ -29,16 +29,16 @@ from typing import Protocol
 
 from django.conf import settings
 
-from realtime import per_loop
+from realtime.delivery import per_loop
 from realtime.reads import selectors, threads
 
 logger = logging.getLogger(__name__)
 
 
 class Holder(Protocol):
-    """What the watch needs of a socket (realtime.consumers.socket.ProtocolSocket)."""
+    """What the watch needs of a socket's stream (realtime.sockets.stream.Stream)."""
 
-    async def credentials_revoked(self) -> None:
+    async def on_revoked(self) -> None:
         """Close with 4401 unless already closing; must not raise."""
 
 
@@ -122,7 +122,7 @@ class AccessWatch(per_loop.Ticker):
 
 async def _tell(socket: Holder) -> None:
     try:
-        await socket.credentials_revoked()
+        await socket.on_revoked()
     except Exception:
         # One broken socket must not keep the others open.
         logger.warning("closing a socket whose credentials were revoked failed", exc_info=True)

@@ -12,12 +12,11 @@ from channels.layers import channel_layers
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from realtime.consumers import HybridRunConsumer, PollingRunConsumer, RunConsumer
+from realtime.delivery.poller import get_poller
 from realtime.events import publisher
-from realtime.poller import get_poller
 from realtime.protocol import frames
 from realtime.reads import selectors
-from realtime.routing import run_consumer
+from realtime.sockets.run import RunConsumer
 from runs import executor, services
 from tests.realtime.support import (
     WAIT,
@@ -184,14 +183,17 @@ async def _stopped(poller) -> None:
         await asyncio.sleep(0.01)
 
 
-def test_routing_follows_the_mode(settings):
-    for mode, consumer in (
-        ("push", RunConsumer),
-        ("poll", PollingRunConsumer),
-        ("hybrid", HybridRunConsumer),
-    ):
+def test_a_run_streams_delivery_follows_the_mode(settings):
+    """Each connection takes the delivery policy of settings.REALTIME_MODE when it starts."""
+    settings.REALTIME_POLL_INTERVAL, settings.REALTIME_FALLBACK_INTERVAL = 2.0, 10.0
+    for mode, push, interval in (("push", True, None), ("poll", False, 2.0), ("hybrid", True, 10.0)):
         settings.REALTIME_MODE = mode
-        assert run_consumer() is consumer
+        consumer = RunConsumer()
+        consumer.init_state()
+        policy = consumer.stream.policy
+        assert (policy.mode, policy.push, policy.live_poll_interval) == (mode, push, interval)
+        assert consumer.uses_channel_layer is push  # polling needs no channel layer
+        assert policy.poll_interval(layer_down=True) == 2.0
 
 
 @pytest.mark.parametrize("value", ["legacy", "pull", "websocket"])

@@ -17,8 +17,8 @@ from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from realtime import list_feed
 from realtime.reads import summaries
+from realtime.runlist import list_feed
 from runs import services
 from tests.processes import daphne_server, subprocess_env
 from tests.realtime.own_redis import OwnRedis
@@ -61,7 +61,7 @@ def test_a_summary_that_cannot_be_read_is_logged_and_not_published(monkeypatch, 
         raise OperationalError("the database went away")
 
     monkeypatch.setattr(list_feed.summaries, "run_summary", unreadable)
-    with caplog.at_level(logging.WARNING, logger="realtime.list_feed"):
+    with caplog.at_level(logging.WARNING, logger="realtime.runlist.list_feed"):
         assert list_feed.publish_summary(run_id=str(uuid.uuid4())) is False
     assert "list streams re-read it" in caplog.text
 
@@ -275,7 +275,7 @@ def test_a_summary_lost_in_transit_reaches_the_page_by_the_next_tick(user, monke
 
     Red with the healthy socket left out of the run-list poller (re-read only in poll mode or degraded).
     """
-    from realtime import list_feed
+    from realtime.runlist import list_feed
 
     lost = []
     monkeypatch.setattr(

@@ -17,11 +17,11 @@ import pytest
 from asgiref.sync import sync_to_async
 from channels.layers import channel_layers, get_channel_layer
 
-from realtime import failover
-from realtime.consumers.push import RunConsumer
+from realtime.delivery import failover
+from realtime.delivery.poller import get_poller
 from realtime.events import publisher
-from realtime.poller import get_poller
 from realtime.protocol.frames import group_name
+from realtime.sockets.run import RunStream
 from runs import services
 from tests.realtime.own_redis import OwnRedis
 from tests.realtime.support import (
@@ -115,7 +115,7 @@ async def test_redis_stops_and_restarts_mid_run(
     failover_settings, own_redis, user, token, kind, mode, caplog
 ):
     """(Also: the outage is logged once when found and once when over, not at every check.)"""
-    caplog.set_level(logging.WARNING, logger="realtime.failover")
+    caplog.set_level(logging.WARNING, logger="realtime.delivery.failover")
     failover_settings.REALTIME_MODE = mode
     failover_settings.CHANNEL_LAYERS = {"default": _layer_config(kind, own_redis.url)}
     run = await sync_to_async(services.run_create)(
@@ -167,7 +167,8 @@ async def test_redis_stops_and_restarts_mid_run(
         told = [
             record.getMessage()
             for record in caplog.records
-            if record.name == "realtime.failover" and record.getMessage().startswith("channel layer ")
+            if record.name == "realtime.delivery.failover"
+            and record.getMessage().startswith("channel layer ")
         ]
         assert len(told) == 2 and told[0].startswith("channel layer unreachable (Redis server 0 of 1: ")
         back = re.fullmatch(
@@ -224,13 +225,13 @@ async def test_long_lived_connections_refresh_their_group_membership(settings, u
             refreshed.set()  # the run's membership re-added after the jump (not the probe's group)
 
     monkeypatch.setattr(layer, "group_add", noted_group_add)
-    failed_over, real_degrade = [], RunConsumer.degrade
+    failed_over, real_degrade = [], RunStream.on_layer_down
 
     def noted_degrade(self):
         failed_over.append(self.run_id)
         real_degrade(self)
 
-    monkeypatch.setattr(RunConsumer, "degrade", noted_degrade)
+    monkeypatch.setattr(RunStream, "on_layer_down", noted_degrade)
     run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
     ws, connected = await open_socket(run.id, headers=token_headers(token))
     try:
@@ -295,16 +296,15 @@ def memory_layer(settings):
 
 async def test_a_healthy_probe_leaves_its_watchers_alone(memory_layer, monkeypatch, user, token):
     """With the layer up and no watcher degraded, a check looks at no watcher (issue 13: idle CPU)."""
-    from realtime.consumers.push import RunConsumer
 
     looked_at = []
-    real_layer_names = RunConsumer.layer_names
+    real_layer_names = RunStream.layer_names
 
     def noted_layer_names(self):
         looked_at.append(self)
         return real_layer_names(self)
 
-    monkeypatch.setattr(RunConsumer, "layer_names", noted_layer_names)
+    monkeypatch.setattr(RunStream, "layer_names", noted_layer_names)
     run = await sync_to_async(services.run_create)(owner=user, steps=[{"tool": "echo", "args": {}}])
     sockets = []
     try:
@@ -335,10 +335,10 @@ class _StandInWatcher:
         self.degraded, self.subscribed = True, False
         self.recover_raises, self.recoveries, self.resubscriptions = recover_raises, 0, 0
 
-    def degrade(self) -> None:
+    def on_layer_down(self) -> None:
         self.degraded = True
 
-    async def recover(self) -> bool:
+    async def on_layer_up(self) -> bool:
         self.recoveries += 1
         if self.recover_raises:
             raise ConnectionError("the catch-up's log read failed (test)")
@@ -532,7 +532,7 @@ async def test_a_failed_publish_wakes_each_probe_with_watchers_at_once(settings,
 async def test_a_watcher_failing_over_is_told_once_however_often_it_is_degraded(
     pubsub_layer, settings, user, token, caplog
 ):
-    """Kills push.py's ``if not self.degraded: record.failed_over(...)`` → ``if self.degraded``.
+    """Kills stream.py's ``if not self.layer_down: self._transport_changed()`` → ``if self.layer_down``.
 
     The lifecycle line (and the failovers metric) counts a watcher falling back
     to polling once, not each further time the layer fails it while it polls.
@@ -549,9 +549,9 @@ async def test_a_watcher_failing_over_is_told_once_however_often_it_is_degraded(
                 1 for r in caplog.records if r.getMessage().startswith("watcher falls back to polling")
             )
 
-        watcher.degrade()
+        watcher.on_layer_down()
         assert told() == 1
-        watcher.degrade()  # again, before the probe has brought it back
+        watcher.on_layer_down()  # again, before the probe has brought it back
         assert told() == 1
     finally:
         await close_socket(ws)

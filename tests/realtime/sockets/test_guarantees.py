@@ -16,10 +16,10 @@ from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
+from realtime.delivery.hub import get_hub
+from realtime.delivery.poller import Poller
 from realtime.events import log, publisher, retention
-from realtime.hub import get_hub
 from realtime.models import RunEvent
-from realtime.poller import Poller
 from realtime.protocol.close_codes import CLOSE_NORMAL
 from realtime.protocol.frames import group_name
 from realtime.reads import selectors
@@ -177,7 +177,7 @@ async def test_seq_goes_on_after_retention_prunes_a_live_runs_events(user, token
 
 
 class _PollWatcher:
-    """A poller watcher (realtime.poller.Watcher) that records what it is handed."""
+    """A poller watcher (realtime.delivery.poller.Watcher) that records what it is handed."""
 
     def __init__(self, run_id, last_seq: int, *, until: int) -> None:
         self.run_id = run_id
@@ -186,7 +186,7 @@ class _PollWatcher:
         self.until = until
         self.reached = asyncio.Event()
 
-    async def deliver(self, seq: int, text: str, *, final: bool) -> None:
+    async def on_event(self, seq: int, text: str, *, final: bool) -> None:
         if seq <= self.last_seq:
             return
         self.seqs.append(seq)
@@ -234,7 +234,7 @@ async def test_a_poll_watcher_behind_another_of_its_run_gets_what_it_missed(user
 
 
 class _BrokenPollWatcher(_PollWatcher):
-    async def deliver(self, seq: int, text: str, *, final: bool) -> None:
+    async def on_event(self, seq: int, text: str, *, final: bool) -> None:
         raise RuntimeError("this watcher's socket broke")
 
 
@@ -433,7 +433,7 @@ async def test_one_watchers_failing_delivery_does_not_stop_the_others_events(use
     async def deliver_raising(seq, text, *, final):
         raise RuntimeError("this watcher's socket broke")
 
-    monkeypatch.setattr(failing, "deliver", deliver_raising)
+    monkeypatch.setattr(failing, "on_event", deliver_raising)
     healthy, connected = await open_socket(run.id, headers=token_headers(token))
     try:
         await sync_to_async(_do_step)(run.id, 0)
@@ -447,7 +447,7 @@ async def test_one_watchers_failing_delivery_does_not_stop_the_others_events(use
 @pytest.mark.usefixtures("push", "dispatched")
 @pytest.mark.parametrize("how", ["disconnect", "cancel"])
 async def test_a_delivery_under_way_when_the_client_leaves_sends_nothing_after(user, token, monkeypatch, how):
-    """Kills realtime/consumers/base.py's ``finished = True`` → ``False`` in ``disconnect``,
+    """Kills stream.py's ``close`` not moving to closed when ``disconnect`` ends the stream,
     and in ``__call__``'s ``finally`` (Daphne cancelling an application that outlives its socket).
 
     An event arrives with a gap before it, so its delivery runs on a task of its
@@ -512,7 +512,7 @@ async def test_a_delivery_under_way_when_the_client_leaves_sends_nothing_after(u
 
 @pytest.mark.usefixtures("push", "dispatched")
 async def test_catch_up_sends_what_the_log_holds_beyond_the_watchers_last_seq(user, token):
-    """Kills realtime/consumers/base.py's catch_up sending none of the events it read.
+    """Kills realtime/sockets/run.py's caught_up sending none of the events it read.
 
     catch_up is a transport change's way back (failover, recovery): the watcher
     is taken out of its run's group here, so the events committed meanwhile reach
@@ -525,7 +525,7 @@ async def test_catch_up_sends_what_the_log_holds_beyond_the_watchers_last_seq(us
         (watcher,) = hub.watchers[group_name(run.id)]
         await hub.leave(watcher, group_name(run.id))  # nothing pushed to it from here on
         await sync_to_async(_do_step)(run.id, 0)
-        await watcher.catch_up()
+        await watcher.caught_up()
         missed = await logged_frames(run.id, after=connected["seq"])
         assert len(missed) == 2
         assert [await receive(ws) for _ in missed] == missed
@@ -535,7 +535,7 @@ async def test_catch_up_sends_what_the_log_holds_beyond_the_watchers_last_seq(us
 
 @pytest.mark.usefixtures("push", "dispatched")
 async def test_a_watcher_busy_connecting_does_not_hold_up_another_runs_events(user, token, monkeypatch):
-    """Kills base.py's delivers_without_waiting mutants (``and`` → ``or``, ``not locked()`` → ``locked()``).
+    """Kills run.py's delivers_without_waiting mutants (``and`` → ``or``, ``not locked()`` → ``locked()``).
 
     A watcher holds its delivery lock while it reads its snapshot; an event of
     its run arriving then must go on a task of its own, not wait for that lock on
@@ -577,7 +577,7 @@ async def test_a_watcher_busy_connecting_does_not_hold_up_another_runs_events(us
 
 @pytest.mark.usefixtures("push", "dispatched")
 async def test_an_event_arriving_after_a_gap_is_preceded_by_the_missed_ones(user, token, monkeypatch):
-    """Kills base.py's ``if seq > last_seq + 1`` → ``if not ...`` (a gap not filled from the log).
+    """Kills run.py's ``if seq > last_seq + 1`` → ``if not ...`` (a gap not filled from the log).
 
     Two events commit without being published (their publishes are dropped);
     then only the second is published: the watcher must get both, in order.
@@ -605,7 +605,7 @@ async def test_an_event_arriving_after_a_gap_is_preceded_by_the_missed_ones(user
 
 @pytest.mark.usefixtures("push", "dispatched")
 async def test_a_final_event_arriving_after_a_gap_ends_the_stream(user, token, monkeypatch):
-    """Kills base.py's gap read ``upto=seq - 1`` → ``upto=seq`` (the event itself read as missed).
+    """Kills run.py's gap read ``upto=seq - 1`` → ``upto=seq`` (the event itself read as missed).
 
     The gap is read from the log up to the event before the one that arrived;
     reading the arrived event too sends it as a missed one (not final), and the
@@ -633,7 +633,7 @@ async def test_a_final_event_arriving_after_a_gap_ends_the_stream(user, token, m
 async def test_a_watcher_whose_layer_receive_keeps_failing_gets_its_events_from_the_log(
     user, token, settings, monkeypatch
 ):
-    """Kills push.py's layer_failed ``if not self.finished: degrade()`` → ``if self.finished``.
+    """Kills stream.py's ``on_layer_down`` ``if self.closed: return`` inverted (no failover).
 
     The process's receive on its layer channel starts failing while the layer
     probe still finds the layer healthy (only that channel is broken): each
@@ -664,7 +664,7 @@ async def test_a_watcher_whose_layer_receive_keeps_failing_gets_its_events_from_
 
 @pytest.mark.usefixtures("push")
 async def test_a_push_watcher_refused_before_it_joined_ends_without_an_error(token):
-    """Kills push.py's ``subscribed = False`` → ``True`` at start.
+    """Kills run.py's ``subscribed = False`` → ``True`` at start.
 
     A watcher refused before it joins its run's group (here: a run id that is
     not a UUID) has no group to leave: leaving one anyway raised as the client
@@ -681,7 +681,7 @@ async def test_a_push_watcher_refused_before_it_joined_ends_without_an_error(tok
 
 @pytest.mark.usefixtures("push", "dispatched")
 async def test_nothing_is_sent_after_the_close_that_ends_a_finished_run(user, token):
-    """Kills base.py's _finish ``finished = True`` → ``False``.
+    """Kills run.py's final event not closing the stream (``close(CLOSE_NORMAL)`` in ``_send_event``).
 
     The run's final event closes the socket (1000); a ping the client sent
     before it saw that close is not answered: nothing follows the close frame.

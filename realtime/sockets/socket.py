@@ -1,12 +1,12 @@
 """What every WebSocket endpoint does the same way: client frames, sending to a client that may be gone.
 
-``ProtocolSocket`` is the base of /ws/runs/<id>/ (base.BaseRunConsumer) and
+``ProtocolSocket`` is the transport of /ws/runs/<id>/ (run.RunConsumer) and
 /ws/runs/ (user_stream.RunListConsumer). Each says how it writes its own
-``pong``, ``error`` and refusal (their frames differ in ``run_id`` and ``seq``);
-what a client frame means, its size limit and its rate limit are judged once,
-by realtime.protocol.client_frames. Once let in, a socket's credentials are re-checked
-by the process's access watch (realtime.access_watch), which calls back
-``credentials_revoked``.
+``pong`` and ``error`` (their frames differ in ``run_id`` and ``seq``); what a
+client frame means, its size limit and its rate limit are judged once, by
+realtime.protocol.client_frames. The connection's state is its ``stream``
+(realtime.sockets.stream): a refusal, a lost client and the socket's end all
+go through it.
 """
 
 from __future__ import annotations
@@ -18,10 +18,9 @@ from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 
-from realtime.access_watch import Credentials, get_access_watch
 from realtime.events import publisher
 from realtime.protocol.client_frames import ClientFrameGate, Close, Error, Ignore, Pong
-from realtime.protocol.close_codes import CLOSE_RATE_LIMITED, CLOSE_UNAUTHENTICATED
+from realtime.protocol.close_codes import CLOSE_RATE_LIMITED
 from server import daphne_tuning
 
 try:  # Daphne's WebSocket layer; absent under other ASGI servers and in unit tests' communicator
@@ -36,9 +35,8 @@ RESYNC_CHECK_SECONDS = 0.2
 class ProtocolSocket(AsyncWebsocketConsumer):
     """A socket of the protocol: answers client frames, refuses with an error frame and a close code."""
 
-    finished = False  # closing or closed: nothing more is sent or answered
+    stream = None  # the connection's state (realtime.sockets.stream), made by init_state
     frame_gate: ClientFrameGate | None = None
-    access_watched = False  # by the process's access watch, once the socket is let in
     reading_held_until = 0.0  # the event loop's time until which the client's socket is not read
     # A client closed for flooding has this long to read its close frame before
     # its connection is dropped (its socket is not read meanwhile).
@@ -53,7 +51,7 @@ class ProtocolSocket(AsyncWebsocketConsumer):
         (with the pub/sub layer, a SUBSCRIBE: the handshake failed while Redis
         was down) and waits on it and on the socket at once. Here the consumer
         only reads its socket; a run's watchers receive through the process's
-        RunHub (realtime/hub.py), the list stream through a channel it opens
+        RunHub (realtime/delivery/hub.py), the list stream through a channel it opens
         when the layer lets it. A failing layer cannot kill the connection.
         """
         self.scope = scope
@@ -70,10 +68,7 @@ class ProtocolSocket(AsyncWebsocketConsumer):
             pass
         finally:
             # Daphne cancels an application that outlives its socket: nothing of
-            # the process (hub, poller, probe, tasks) may keep this connection.
-            self.finished = True
-            if self.access_watched:
-                get_access_watch().unwatch(self)
+            # the process (hub, poller, probe, access watch, tasks) may keep this connection.
             await self.stop()
 
     async def dispatch(self, message: dict) -> None:
@@ -92,11 +87,16 @@ class ProtocolSocket(AsyncWebsocketConsumer):
             raise ValueError(f"No handler for message type {message['type']}")
         await handler(message)
 
+    @property
+    def finished(self) -> bool:
+        """Closing or closed: nothing more is sent or answered."""
+        return self.stream is not None and self.stream.closed
+
     def init_state(self) -> None:
-        """Set before any message is handled."""
+        """Set before any message is handled: the connection's ``stream``."""
 
     async def stop(self) -> None:
-        """The connection is over: release what it holds. Must not raise; may run twice."""
+        """The connection is over: its stream ends (the one place that releases). Must not raise."""
 
     async def websocket_connect(self, message: dict) -> None:
         daphne_tuning.read_in_small_chunks(self.base_send)
@@ -130,7 +130,7 @@ class ProtocolSocket(AsyncWebsocketConsumer):
             # Over its budget: leave the rest in the client's socket until the budget has room.
             self._hold_reading(self.frame_gate.seconds_until_next_frame())
         if isinstance(verdict, Pong):
-            if not self._client_behind():  # a client that does not read gets no more pongs
+            if not self.client_behind():  # a client that does not read gets no more pongs
                 await pong()
         elif isinstance(verdict, Error):
             await self._error(verdict.code, verdict.message)
@@ -146,18 +146,7 @@ class ProtocolSocket(AsyncWebsocketConsumer):
         self.reading_held_until = now + seconds
         daphne_tuning.hold_reading(self.base_send, seconds=seconds, then_drop=then_drop)
 
-    def _watch_access(self, *, user, token_key: str | None) -> None:
-        """Have the process's access watch re-check this socket's credentials (realtime.access_watch)."""
-        credentials = Credentials.of(user=user, token_key=token_key, session=self.scope.get("session"))
-        get_access_watch().watch(self, credentials)
-        self.access_watched = True
-
-    async def credentials_revoked(self) -> None:
-        """The access watch found the credentials this socket opened with gone: close 4401."""
-        if not self.finished:
-            await self._refuse(CLOSE_UNAUTHENTICATED, "the credentials were revoked")
-
-    async def _wait_until_drained(self) -> None:
+    async def wait_until_drained(self) -> None:
         """Return once the client has read all but a quarter of REALTIME_MAX_CLIENT_BUFFER (or is gone)."""
         low_water = settings.REALTIME_MAX_CLIENT_BUFFER // 4
         while not self.finished:
@@ -166,7 +155,7 @@ class ProtocolSocket(AsyncWebsocketConsumer):
                 return
             await asyncio.sleep(RESYNC_CHECK_SECONDS)
 
-    def _client_behind(self) -> bool:
+    def client_behind(self) -> bool:
         """Whether the client has left more than REALTIME_MAX_CLIENT_BUFFER bytes unread (Daphne only)."""
         unsent = daphne_tuning.unsent_bytes(self.base_send)
         return unsent is not None and unsent > settings.REALTIME_MAX_CLIENT_BUFFER
@@ -182,13 +171,12 @@ class ProtocolSocket(AsyncWebsocketConsumer):
         try:
             await super().send(text_data=text_data, bytes_data=bytes_data, close=close)
         except _SocketGone:
-            self.finished = True
+            if self.stream is not None:
+                self.stream.lost()
 
     async def _refuse(self, close_code: int, message: str) -> None:
-        """Say why in an error frame, then close with the protocol's code."""
-        await self._error(str(close_code), message)
-        self.finished = True
-        await self.close(code=close_code)
+        """Say why in an error frame, then close with the protocol's code (the stream ends)."""
+        await self.stream.close(close_code, error=message)
 
     async def _pong(self) -> None:
         raise NotImplementedError

@@ -1,6 +1,6 @@
 """The process's run-list poller: one read per tick for every run-list socket of the process.
 
-A /ws/runs/ socket (realtime.consumers.user_stream) is fed by the publisher's
+A /ws/runs/ socket (realtime.runlist.user_stream) is fed by the publisher's
 summaries, which pub/sub delivers at most once: a summary whose publish
 failed (it is not retried), one published while the process's subscription
 was reconnecting, or one whose writer died between its commit and the
@@ -16,7 +16,7 @@ statement per tick, for the summaries of the runs that changed since the due
 sockets were last served (summaries.summaries_changed_since: the union of
 their users' runs, everyone's when one of them is staff's), encodes each
 summary once, and hands each socket the lines it may see — its user's runs,
-every run for staff — through ``deliver_summary``, the path the publisher's
+every run for staff — through its stream's ``on_event``, the path the publisher's
 summaries take, so a line whose seq this socket has sent is dropped there.
 Cost grows with the runs that change, not with the sockets.
 
@@ -24,7 +24,7 @@ The window reaches OVERLAP_SECONDS before the last tick: a change's timestamp
 is taken in its transaction, before its commit, by the writer's clock; a
 change committed within that long of it is in the first tick after its
 commit. Sockets with the same interval are due at the same tick (the poller's
-grid, realtime.poller.next_slot); the poller runs only while a socket is
+grid, realtime.delivery.poller.next_slot); the poller runs only while a socket is
 watched.
 """
 
@@ -38,8 +38,8 @@ from typing import Protocol
 
 from django.utils import timezone
 
-from realtime import per_loop
-from realtime.poller import next_slot
+from realtime.delivery import per_loop
+from realtime.delivery.poller import next_slot
 from realtime.protocol import frames
 from realtime.reads import summaries, threads
 
@@ -52,12 +52,12 @@ OVERLAP_SECONDS = 10.0
 
 
 class ListWatcher(Protocol):
-    """What the poller needs of a run-list socket."""
+    """What the poller needs of a run-list stream (realtime.runlist.user_stream.ListStream)."""
 
     user_id: int
     sees_all: bool  # staff: every user's runs
 
-    async def deliver_summary(self, run_id: str, seq: int, text: str) -> None:
+    async def on_event(self, run_id: str, seq: int, text: str) -> None:
         """Send the line unless this socket has sent that run's seq (or a later one)."""
 
 
@@ -149,7 +149,7 @@ class ListPoller(per_loop.Ticker):
 async def _hand(socket: ListWatcher, lines: list[tuple[str, int, str]]) -> None:
     try:
         for run_id, seq, text in lines:
-            await socket.deliver_summary(run_id, seq, text)
+            await socket.on_event(run_id, seq, text)
     except Exception:
         # One broken socket must not stop the others' deliveries.
         logger.warning("a run list's re-read lines could not be handed over", exc_info=True)

@@ -3,7 +3,7 @@
 import asyncio
 import uuid
 
-from realtime.poller import Poller, next_slot
+from realtime.delivery.poller import Poller, next_slot
 
 
 class FakeLoop:

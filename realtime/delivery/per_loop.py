@@ -1,9 +1,9 @@
 """The process-wide services of a web process: one instance per event loop, ticking while needed.
 
 A Daphne process runs one event loop, and its sockets share one hub
-(realtime/hub.py), one poller (realtime/poller.py), one run-list poller
-(realtime/list_poller.py), one access watch (realtime/access_watch.py) and
-one layer probe (realtime/failover.py). Each is made on first use in the
+(realtime/delivery/hub.py), one poller (realtime/delivery/poller.py), one run-list poller
+(realtime/runlist/list_poller.py), one access watch (realtime/delivery/access_watch.py) and
+one layer probe (realtime/delivery/failover.py). Each is made on first use in the
 running loop and kept only as long as that loop lives (tests run a loop per
 test; a closed loop's instance must not serve the next one).
 

@@ -1,4 +1,4 @@
-"""realtime.hub's joins, leaves and failures racing each other, forced at named points.
+"""realtime.delivery.hub's joins, leaves and failures racing each other, forced at named points.
 
 The hub is driven directly on each real channel layer, with stand-in watchers
 (the hub only needs ``Member``'s four methods), so each interleaving is set up
@@ -12,9 +12,9 @@ import asyncio
 import pytest
 from channels.layers import get_channel_layer
 
+from realtime.delivery.hub import RunHub
 from realtime.events import shards
 from realtime.events.publisher import GROUP_MESSAGE_TYPE
-from realtime.hub import RunHub
 from tests.realtime.support import WAIT
 
 pytestmark = pytest.mark.usefixtures("layer")
@@ -23,20 +23,20 @@ GROUP = "run.hub-race"
 
 
 class Watcher:
-    """A stand-in for a RunConsumer: records what the hub hands it."""
+    """A stand-in for a RunStream: records what the hub hands it."""
 
     def __init__(self) -> None:
-        self.finished = False
+        self.closed = False
         self.delivered: asyncio.Queue[int] = asyncio.Queue()
         self.failed: asyncio.Queue[Exception] = asyncio.Queue()
 
     def delivers_without_waiting(self, seq: int) -> bool:
         return True
 
-    async def deliver(self, seq: int, text: str, *, final: bool) -> None:
+    async def on_event(self, seq: int, text: str, *, final: bool) -> None:
         self.delivered.put_nowait(seq)
 
-    async def layer_failed(self, error: Exception) -> None:
+    def on_layer_down(self, error: Exception | None = None) -> None:
         self.failed.put_nowait(error)
 
 
@@ -315,7 +315,7 @@ async def test_a_failed_receive_fails_every_watcher_over_at_once(hub, monkeypatc
 class LeavingWatcher(Watcher):
     """A stand-in that ends on its final event, leaving the hub from inside the delivery.
 
-    As a RunConsumer does (``_finish``): the hub's own task delivers the final
+    As a RunStream does (``close`` on its final event): the hub's own task delivers the final
     event inline, so the last watcher's leave runs on that task, not parked.
     """
 
@@ -323,10 +323,10 @@ class LeavingWatcher(Watcher):
         super().__init__()
         self.hub, self.group = hub, group
 
-    async def deliver(self, seq: int, text: str, *, final: bool) -> None:
-        await super().deliver(seq, text, final=final)
+    async def on_event(self, seq: int, text: str, *, final: bool) -> None:
+        await super().on_event(seq, text, final=final)
         if final:
-            self.finished = True
+            self.closed = True
             await self.hub.leave(self, self.group)
 
 

@@ -3,10 +3,10 @@
 One ``Poller`` per event loop (a Daphne process runs one loop) serves every
 connection of the process that reads the event log instead of, or as well
 as, the channel layer: poll mode, hybrid's safety net, and push connections
-that failed over (realtime/failover.py). Each tick it reads, in ONE query,
+that failed over (realtime/delivery/failover.py). Each tick it reads, in ONE query,
 every watched run's events above the lowest seq any of that run's watchers
 has seen (selectors.events_after_cursors), encodes each event once, and hands
-each watcher its events through ``consumer.deliver`` — the same path push
+each stream its events through ``on_event`` — the same path push
 uses, so dedupe by seq and gap fill apply. Cost grows with the runs watched,
 not with the sockets (Hasura's multiplexed live queries do the same).
 
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from observability import record
-from realtime import per_loop
+from realtime.delivery import per_loop
 from realtime.protocol import frames
 from realtime.reads import selectors, threads
 
@@ -35,14 +35,14 @@ logger = logging.getLogger(__name__)
 
 
 class Watcher(Protocol):
-    """What the poller needs of a consumer."""
+    """What the poller needs of a stream (realtime.sockets.run.RunStream)."""
 
     run_id: uuid.UUID
     last_seq: int
 
-    async def deliver(self, seq: int, text: str, *, final: bool) -> None: ...
+    async def on_event(self, seq: int, text: str, *, final: bool) -> None: ...
 
-    async def run_deleted(self) -> None: ...
+    async def on_deleted(self) -> None: ...
 
 
 @dataclass
@@ -135,7 +135,7 @@ class Poller(per_loop.Ticker):
         except Exception:
             logger.warning("looking up %d polled runs failed", len(quiet), exc_info=True)
             return
-        ended = [consumer.run_deleted() for run_id, consumer in due if run_id in gone]
+        ended = [consumer.on_deleted() for run_id, consumer in due if run_id in gone]
         if ended:
             await asyncio.gather(*ended, return_exceptions=True)
 
@@ -154,7 +154,7 @@ async def _hand(consumer: Watcher, found: list[tuple[int, str, bool]]) -> None:
     try:
         for seq, text, final in found:
             if seq > consumer.last_seq:
-                await consumer.deliver(seq, text, final=final)
+                await consumer.on_event(seq, text, final=final)
     except Exception:
         # One broken socket must not stop the others' deliveries.
         logger.warning("poll delivery to a watcher of run %s failed", consumer.run_id, exc_info=True)
