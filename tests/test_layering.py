@@ -68,14 +68,9 @@ REALTIME_MAY_IMPORT = {
 }
 WIRING = ("realtime.apps", "realtime.signals", "realtime.routing", "realtime.tasks", "realtime.management")
 
-# Imports that break a rule above, each with who removes it. An exception that no longer
+# Imports that break a rule above, each with why it stays. An exception that no longer
 # occurs fails the test too: strike it when its fix lands.
-KNOWN_EXCEPTIONS = {
-    # Issue 23: the API's 503 for a lost database reuses the middleware's; engineer h-laptop moves it.
-    ("runs.api.errors", "quikday.middleware"),
-    # Issue 23: settings' TS_FORMAT comes from the frame format; engineer h-laptop moves it.
-    ("quikday.settings", "realtime.protocol.frames"),
-}
+KNOWN_EXCEPTIONS: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:
