@@ -13,8 +13,8 @@ import logging
 from django.conf import settings
 from prometheus_client.core import GaugeMetricFamily
 
-from quikday import upstream
 from runs import selectors
+from server import upstream
 
 logger = logging.getLogger(__name__)
 
@@ -30,11 +30,11 @@ class ScrapeCollector:
         yield self._upstream_reaches()
 
     def _upstream_reaches(self):
-        """Every reach of quikday.upstream, 1 when the installed library is not the one it was
+        """Every reach of server.upstream, 1 when the installed library is not the one it was
         read against (a speed reach is then skipped, a correctness one applied unverified)."""
         gauge = GaugeMetricFamily(
             "quikday_upstream_reach_unverified",
-            "1 when a patch or private access of another library (quikday.upstream) is not verified on "
+            "1 when a patch or private access of another library (server.upstream) is not verified on "
             "the installed release: skipped (speed) or applied unverified (correctness).",
             labels=["reach", "package", "kind"],
         )

@@ -24,7 +24,7 @@ from django.conf import settings
 from observability import metrics, stats
 from observability.health import mode_summary
 from observability.stats import Connection
-from quikday import upstream
+from server import upstream
 
 logger = logging.getLogger("quikday.lifecycle")
 frames_logger = logging.getLogger("quikday.frames")  # DEBUG: one line per frame
@@ -143,7 +143,7 @@ class _FrameTally:
         self.buckets = [0] * (len(metrics.LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.latency_sum = 0.0
         self._flushed = (dict(self.frames), list(self.buckets), 0.0)
-        # Whether the histogram's values take a batch (quikday.upstream "prometheus-histogram-batch";
+        # Whether the histogram's values take a batch (server.upstream "prometheus-histogram-batch";
         # None until the first latency). If not, the flush observes each latency in ``unbatched``.
         self.batched: bool | None = None
         self.unbatched: list[float] = []

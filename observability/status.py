@@ -20,7 +20,7 @@ from django.conf import settings
 
 from observability import stats
 from observability.health import OK, check_database, check_redis_servers, redis_servers
-from quikday import upstream
+from server import upstream
 
 # A web process that missed this many reports is gone; a worker is "seen recently" for a minute.
 STALE_REPORTS = 3

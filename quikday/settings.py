@@ -506,8 +506,8 @@ LOGGING = logging_config(level=LOG_LEVEL, levels=LOG_LEVELS, log_format=LOG_FORM
 LOGGING["filters"]["layer_connection_failures"] = {"()": "server.outage_logging.LayerConnectionFailureFilter"}
 for _layer_logger in ("channels_redis.pubsub", "channels_redis.core"):
     LOGGING["loggers"].setdefault(_layer_logger, {})["filters"] = ["layer_connection_failures"]
-# A worker's broker outage: one warning, one line when it is back (quikday/broker_outage_logging.py).
-LOGGING["filters"]["broker_outage"] = {"()": "quikday.broker_outage_logging.BrokerOutageFilter"}
+# A worker's broker outage: one warning, one line when it is back (server/broker_outage_logging.py).
+LOGGING["filters"]["broker_outage"] = {"()": "server.broker_outage_logging.BrokerOutageFilter"}
 for _broker_logger in (
     "celery.worker.consumer.consumer",
     "celery.worker.consumer.connection",

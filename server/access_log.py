@@ -28,8 +28,8 @@ def write_entry(self, host, date, request, status=None, length=None, ident=None,
 
 
 def route_through_logging() -> bool:
-    """False when Daphne's access log is not the one this was read against (quikday.upstream)."""
-    from quikday import upstream
+    """False when Daphne's access log is not the one this was read against (server.upstream)."""
+    from server import upstream
 
     if not upstream.usable("daphne-access-log"):
         return False

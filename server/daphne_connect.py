@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from quikday import upstream
+from server import upstream
 
 
 def _unformatted(value: Any, *args: Any, **kwargs: Any) -> Any:

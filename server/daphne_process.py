@@ -34,7 +34,7 @@ from daphne.server import Server
 from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import defer, reactor
 
-from quikday import upstream
+from server import upstream
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class RestartingServer(Server):
 
 
 def main() -> None:
-    # What it relies on of Daphne and autobahn is registered in quikday.upstream; where that is
+    # What it relies on of Daphne and autobahn is registered in server.upstream; where that is
     # gone, Daphne's own server runs (its clients see 1006 on a restart, and still resume).
     if upstream.usable("daphne-graceful-restart") and upstream.usable("autobahn-server-close-frame"):
         CommandLineInterface.server_class = RestartingServer

@@ -1,7 +1,7 @@
 """Daphne's WebSocket stack, tuned at start-up: per-connection costs, close timeout, reads, pings.
 
 Applied once by quikday/asgi.py; each change is measured in docs/benchmarks.md.
-What each one relies on of Daphne and Twisted is registered in quikday.upstream
+What each one relies on of Daphne and Twisted is registered in server.upstream
 ("daphne-*", "twisted-write-buffer"), which says whether to apply it on the
 installed release: a speed patch on a release it was not read against is
 skipped (logged, in /metrics and on the Realtime page), and the service starts.
@@ -13,8 +13,7 @@ import functools
 import gc
 from typing import Any
 
-from quikday import upstream
-from server import daphne_connect
+from server import daphne_connect, upstream
 
 # How long the server waits for a client to answer its close frame before it
 # drops the connection. autobahn's default is 1 s, and it then *aborts* the TCP
@@ -54,7 +53,7 @@ def wait_longer_for_close_replies() -> bool:
     return True
 
 
-# What the functions below read of a Daphne connection is registered in quikday.upstream:
+# What the functions below read of a Daphne connection is registered in server.upstream:
 # "daphne-connection-transport" (Daphne's send holds the protocol) and "twisted-write-buffer"
 # (a transport's private write buffer). Each read falls back to "nothing to measure" if absent.
 
@@ -279,7 +278,7 @@ class LeanQueue:
 def lean_application_queues() -> bool:
     """Daphne's ``Server.create_application``, with a LeanQueue as each connection's input queue.
 
-    A copy of daphne 4.2's method (its source pinned in quikday.upstream) in
+    A copy of daphne 4.2's method (its source pinned in server.upstream) in
     which only the queue's class differs. False outside a Daphne server
     (daphne.server not imported), or on a Daphne the copy was not read against.
     """

@@ -22,12 +22,12 @@ from __future__ import annotations
 import redis
 from kombu.transport import redis as kombu_redis
 
-from quikday import upstream
+from server import upstream
 
 
 def apply() -> bool:
     """Patch kombu's Redis channel; return whether it did. The kombu release it was read
-    against is registered in quikday.upstream ("kombu-redis-connparams")."""
+    against is registered in server.upstream ("kombu-redis-connparams")."""
     if not upstream.usable("kombu-redis-connparams"):
         return False
     channel = kombu_redis.Channel

@@ -21,7 +21,7 @@ Between top-level packages, each may import only what ``MAY_IMPORT`` names:
                    not (realtime's signals see the saves); never observability
     server         the processes' runtime (Daphne, Twisted, kombu): knows none of the apps;
                    quikday.asgi hands it what it needs of them (the close code for a frame too big)
-    quikday.upstream  the registry of reaches into other libraries: imported by any package,
+    server.upstream  the registry of reaches into other libraries: imported by any package,
                    imports none of them
 
 Inside realtime/, a subpackage may import only what ``REALTIME_MAY_IMPORT`` names, from the
@@ -39,7 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("quikday", "server", "web", "realtime", "runs", "observability")
-UPSTREAM = "quikday.upstream"
+UPSTREAM = "server.upstream"
 
 MAY_IMPORT = {
     "quikday": {"server", "web", "realtime", "runs", "observability"},

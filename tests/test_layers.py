@@ -6,7 +6,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 # What any app may import of quikday/: modules that import no app themselves.
-QUIKDAY_LEAVES = {"quikday.upstream", "quikday.env"}
+QUIKDAY_LEAVES = {"server.upstream", "quikday.env"}
 
 
 def imported_modules(path: Path) -> set[str]:

@@ -1,4 +1,4 @@
-"""quikday.upstream: every reach into another library's internals, and the guard they share.
+"""server.upstream: every reach into another library's internals, and the guard they share.
 
 The first test is the one CI fails the day an installed release is not one a
 reach was read against, or what a reach relies on changed. The others hold the
@@ -22,8 +22,8 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from websockets.asyncio.client import connect
 
-from quikday import upstream
 from runs import services
+from server import upstream
 from tests.processes import ROOT, subprocess_env, web_servers
 from tests.realtime.support import logged_frames
 from tests.waiting import WAIT
@@ -61,7 +61,7 @@ def pretend(monkeypatch):
 @pytest.mark.parametrize("name", REACHES)
 def test_every_reach_is_verified_on_the_installed_release(name):
     """Red in CI when an upgrade brings a release the reach was not read against, or changes what it
-    relies on: re-read the reach against it, then record the release (and any hash) in quikday.upstream."""
+    relies on: re-read the reach against it, then record the release (and any hash) in server.upstream."""
     assert upstream.verify(upstream.REACHES[name]) is None
 
 
@@ -109,7 +109,7 @@ def test_a_changed_upstream_source_is_a_problem(name, read, monkeypatch):
 
 def test_an_unverified_speed_reach_is_skipped_and_a_correctness_one_applied_each_logged_once(pretend, caplog):
     pretend("daphne=4.3.0")
-    with caplog.at_level(logging.WARNING, logger="quikday.upstream"):
+    with caplog.at_level(logging.WARNING, logger="server.upstream"):
         assert upstream.usable("daphne-application-queue") is False
         assert upstream.usable("daphne-close-handshake") is True  # what it relies on is still there
         assert upstream.usable("kombu-redis-connparams") is True  # verified

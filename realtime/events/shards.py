@@ -21,7 +21,7 @@ on the pub/sub layer no Redis server is involved in that channel at all.
 
 What this reads of channels-redis' internals (``_consistent_hash``,
 ``_kwargs``, ``_get_layer()``, a loop layer's ``channels``) is registered in
-quikday.upstream ("channels-redis-sharding"), with the release it was read
+server.upstream ("channels-redis-sharding"), with the release it was read
 against; tests/test_upstream.py fails on any other.
 """
 

@@ -17,9 +17,9 @@ import uuid
 from django.conf import settings
 from django.db import connection, transaction
 
-from quikday import upstream
 from realtime.events import publisher
 from realtime.reads import summaries
+from server import upstream
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 def note_change(*, run_id: uuid.UUID | str) -> None:
     """Publish the run's summary after the current transaction commits (once per transaction)."""
     key = str(run_id)
-    # Django's queue of on-commit callbacks is private (quikday.upstream "django-on-commit-queue"):
+    # Django's queue of on-commit callbacks is private (server.upstream "django-on-commit-queue"):
     # on a Django it was not read against, a summary goes out per change (clients keep the newest).
     if (
         connection.in_atomic_block

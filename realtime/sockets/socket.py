@@ -79,7 +79,7 @@ class ProtocolSocket(AsyncWebsocketConsumer):
         a connect storm every ``accept()`` queues behind the other connections'
         database work. Every read of these consumers goes through
         realtime.reads.threads.read, which replaces a dead connection itself. The upstream
-        methods copied here are registered in quikday.upstream ("channels-consumer-loop"):
+        methods copied here are registered in server.upstream ("channels-consumer-loop"):
         their source as read is pinned there.
         """
         handler = getattr(self, get_handler_name(message), None)

@@ -64,7 +64,7 @@ def test_worker_survives_a_redis_restart_with_a_run_in_flight(user, monkeypatch)
             assert "Unrecoverable error" not in log
             assert log.count("Connected to redis://") == 2, log  # it reconnected by itself
             # The run's message came on the connection that died: kombu's "Couldn't ack" was a
-            # CRITICAL traceback, Celery's retries an ERROR line each (quikday/broker_outage_logging.py).
+            # CRITICAL traceback, Celery's retries an ERROR line each (server/broker_outage_logging.py).
             check_broker_outage_logged_once(log)
             assert "skipped: the broker connection it came on was lost" in log, log
     finally:

@@ -8,9 +8,8 @@ import types
 
 import pytest
 
-from quikday import upstream
 from realtime.protocol.close_codes import CLOSE_TOO_BIG
-from server import daphne_tuning
+from server import daphne_tuning, upstream
 
 
 def test_daphne_waits_for_a_slow_client_to_answer_its_close():

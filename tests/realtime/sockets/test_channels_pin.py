@@ -1,4 +1,4 @@
-"""realtime.sockets.socket replaces two of Channels' methods, registered in quikday.upstream.
+"""realtime.sockets.socket replaces two of Channels' methods, registered in server.upstream.
 
 ProtocolSocket.__call__ and .dispatch (the base of both WebSocket consumers) are
 Channels' AsyncConsumer methods minus the per-connection layer channel and the
@@ -9,10 +9,10 @@ when it changes); this test holds that nothing else of Channels is replaced.
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from quikday import upstream
 from realtime.runlist.user_stream import RunListConsumer
 from realtime.sockets.run import RunConsumer
 from realtime.sockets.socket import ProtocolSocket
+from server import upstream
 
 COPIED = {read.where.rpartition(".")[2] for read in upstream.REACHES["channels-consumer-loop"].reads}
 

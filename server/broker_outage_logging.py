@@ -22,7 +22,7 @@ in progress, and on "py.warnings"): the retries are dropped while the outage is 
 first failure of a worker that never connected stays, as a WARNING: it may be a
 wrong URL), and a failed acknowledgement for a lost connection becomes one INFO
 line without a traceback. It reads the libraries' message texts, registered in
-quikday.upstream ("celery-broker-outage-lines", "kombu-ack-failure-line"); if they change, the lines are
+server.upstream ("celery-broker-outage-lines", "kombu-ack-failure-line"); if they change, the lines are
 simply logged as the libraries wrote them.
 """
 

@@ -1,4 +1,4 @@
-"""quikday.broker_outage_logging, as settings.LOGGING installs it on Celery's and kombu's loggers.
+"""server.broker_outage_logging, as settings.LOGGING installs it on Celery's and kombu's loggers.
 
 The real outage, through a real worker and redis-server, is in tests/runs/test_redis_restart_e2e.py
 and tests/scenarios/test_redis_outage_e2e.py; these hold the filter's other promises.
@@ -11,7 +11,7 @@ import logging
 import pytest
 import redis.exceptions
 
-from quikday.broker_outage_logging import BrokerOutageFilter
+from server.broker_outage_logging import BrokerOutageFilter
 
 LOST = "consumer: Connection to broker lost. Trying to re-establish the connection..."
 RETRY = "consumer: Cannot connect to %s: %s.\n%s\n"

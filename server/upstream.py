@@ -231,7 +231,7 @@ REACHES = {
             package="celery",
             read_against=("5.7",),
             kind=CORRECTNESS,
-            used_by="quikday/broker_outage_logging.py BrokerOutageFilter",
+            used_by="server/broker_outage_logging.py BrokerOutageFilter",
             why="a worker's broker outage told by one WARNING and one recovery line: Celery's texts",
             reads=(
                 Read(
@@ -253,7 +253,7 @@ REACHES = {
             package="kombu",
             read_against=("5.7",),
             kind=CORRECTNESS,
-            used_by="quikday/broker_outage_logging.py BrokerOutageFilter",
+            used_by="server/broker_outage_logging.py BrokerOutageFilter",
             why="the CRITICAL traceback of an ack on a lost connection told as one INFO line: kombu's text",
             reads=(Read("kombu.message:Message.ack_log_error", contains='"Couldn\'t ack %r, reason:%r"'),),
         ),
