@@ -100,7 +100,9 @@ def test_committed_events_count_by_type_and_time_runs_and_steps(client, metrics_
     assert delta(before, after, "quikday_events_total", type="step_succeeded") == 1
     assert delta(before, after, "quikday_events_total", type="run_completed") == 1
     assert delta(before, after, "quikday_step_duration_seconds_count", status="succeeded", tool="echo") == 1
-    assert delta(before, after, "quikday_step_duration_seconds_sum", status="succeeded", tool="echo") == 0.25
+    # A difference of two float sums: equal to 0.25 only within rounding.
+    duration_sum = delta(before, after, "quikday_step_duration_seconds_sum", status="succeeded", tool="echo")
+    assert duration_sum == pytest.approx(0.25)
     assert delta(before, after, "quikday_run_duration_seconds_sum", status="succeeded") == 2.0
     lines = [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "state"]
     assert lines == [
