@@ -344,8 +344,9 @@ def copy_tree(dest: Path) -> None:
 
 # Plugins no selection needs, not loaded by the mutants' runs: about 1.5 s of each
 # pytest start-up (schemathesis and hypothesis' imports); hypothesis' plugin stays
-# for a selection with a file that uses hypothesis.
-UNUSED_PLUGINS = ["schemathesis", "xdist", "pytest_cov"]
+# for a selection with a file that uses hypothesis. xdist stays: pytest.ini's addopts
+# give `--dist`, an option only xdist knows (without it every baseline fails).
+UNUSED_PLUGINS = ["schemathesis", "pytest_cov"]
 
 
 def pytest_command(tests: list[str], *options: str) -> list[str]:
