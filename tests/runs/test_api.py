@@ -211,6 +211,28 @@ def test_a_body_over_the_limit_is_a_400(api, sent):
     assert Run.objects.count() == 1
 
 
+def test_a_body_of_exactly_the_limit_is_read(api, sent):
+    with override_settings(DATA_UPLOAD_MAX_MEMORY_SIZE=2048):
+        shell = json.dumps({"prompt": "", "steps": ECHO3})
+        body = json.dumps({"prompt": "x" * (2048 - len(shell)), "steps": ECHO3})
+        assert len(body.encode()) == 2048
+        assert api.post("/api/runs/", body, content_type="application/json").status_code == 201
+        over = json.dumps({"prompt": "x" * (2049 - len(shell)), "steps": ECHO3})
+        assert_error(api.post("/api/runs/", over, content_type="application/json"), 400, "body_too_large")
+    assert Run.objects.count() == 1
+
+
+def test_a_body_is_read_in_the_charset_it_declares(api, sent):
+    body = json.dumps({"prompt": "café", "steps": ECHO3}, ensure_ascii=False).encode("latin-1")
+    response = api.post("/api/runs/", body, content_type="application/json; charset=iso-8859-1")
+    assert response.status_code == 201, response.content
+    assert Run.objects.get().prompt == "café"
+    # The same bytes declared as (or defaulting to) UTF-8 are not UTF-8 text: a 400, nothing created.
+    response = api.post("/api/runs/", body, content_type="application/json")
+    assert_error(response, 400, "malformed_json", "the body is not UTF-8 text")
+    assert Run.objects.count() == 1
+
+
 def test_the_default_body_limit_is_256_kib(api, sent):
     big = {"prompt": "", "steps": [{"tool": "echo", "args": {"pad": "x" * 300_000}}]}
     assert_error(post_json(api, "/api/runs/", big), 400, "body_too_large", f"{256 * 1024} byte limit")

@@ -15,6 +15,8 @@ from runs.models import Run, RunStatus
 from tests.waiting import wait_for
 
 ECHO = [{"tool": "echo", "args": {"n": 1}}]
+# runs.dispatch's own send, taken before tests/runs/conftest.py replaces it in each non-e2e test.
+REAL_SEND = dispatch._send
 
 
 class FlakyBroker:
@@ -45,6 +47,34 @@ def test_a_failed_send_is_retried_with_backoff_until_taken_once():
     retrier.thread.join(10) if retrier.thread else None
     assert broker.taken == [("run-a", {"expires": 30.0})]  # exactly one message, with its options
     assert broker.attempts == {"run-a": 4}
+
+
+class RecordingRetrier:
+    def __init__(self) -> None:
+        self.added: list[tuple[str, dict]] = []
+
+    def add(self, run_id, options: dict) -> None:
+        self.added.append((run_id, options))
+
+
+@pytest.mark.parametrize("expires, options", [(None, {}), (45.0, {"expires": 45.0})])
+def test_a_refused_send_goes_to_the_retrier_with_the_messages_expiry(monkeypatch, caplog, expires, options):
+    """A take-over's send keeps its expiry when sent again; a create's send gets none."""
+
+    def refuse(run_id, *, expires=None):
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    retrier = RecordingRetrier()
+    monkeypatch.setattr(dispatch, "_enqueue", refuse)
+    monkeypatch.setattr(dispatch, "_retrier", retrier)
+
+    REAL_SEND("run-c", expires=expires)
+
+    assert retrier.added == [("run-c", options)]
+    assert [r.getMessage() for r in caplog.records] == [
+        "could not enqueue run run-c (Error 111 connecting to 127.0.0.1:6379. Connection refused.);"
+        " it stays queued and is dispatched again later"
+    ]
 
 
 def test_a_retrier_gives_up_after_its_window(caplog):

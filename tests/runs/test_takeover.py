@@ -81,6 +81,69 @@ def test_the_broker_marker_tells_an_emptied_broker(settings):
         client.close()
 
 
+def test_an_orphan_behind_a_run_with_a_live_executor_is_still_taken_over(
+    sweep, make_run, sent, no_broker_marker, hold_lease
+):
+    alive = make_run("processing")  # least recently changed: the sweep meets it first
+    orphan = make_run("processing")
+    services.step_start(run_id=orphan.id, index=0)
+    hold_lease(alive.id)
+
+    assert sweep().taken_over == [orphan.id]
+    assert [run_id for run_id, _ in sent] == [orphan.id]
+
+
+def test_the_sweep_dispatches_a_waiting_run_whose_hand_over_was_lost(
+    sweep, make_run, sent, no_broker_marker, settings
+):
+    settings.RUNS_MAX_INFLIGHT_PER_USER = 1
+    first, waiting = make_run("queued"), make_run("queued")
+    assert Run.objects.get(pk=waiting.pk).dispatched_at is None  # it waits its turn
+    # The first ended without handing over (its process died between the two).
+    Run.objects.filter(pk=first.pk).update(status="cancelled")
+
+    report = sweep()
+
+    assert report.released == [waiting.id] and report.taken_over == report.redispatched == []
+    assert sent == [(waiting.id, {})]
+
+
+def test_a_broker_that_lost_its_messages_is_logged_once_with_the_runs_sent_again(
+    sweep, make_run, sent, no_broker_marker, caplog
+):
+    no_broker_marker["lost"] = True
+    sweep()  # nothing queued: nothing to say
+    assert "lost its messages" not in caplog.text
+
+    make_run("queued"), make_run("queued")
+    sweep()
+    lines = [r.getMessage() for r in caplog.records if "lost its messages" in r.getMessage()]
+    assert lines == ["the broker lost its messages (restarted empty?); dispatched 2 queued run(s) again"]
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize(
+    "executor_name, broker_url",
+    [("inline", None), ("celery", "amqp://guest@127.0.0.1:5672//"), ("celery", "")],
+)
+def test_only_a_celery_executor_on_redis_keeps_a_broker_marker(settings, executor_name, broker_url):
+    import redis
+
+    redis_url = settings.CELERY_BROKER_URL
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete(takeover.BROKER_MARKER_KEY)
+        settings.RUNS_EXECUTOR = executor_name
+        if broker_url is not None:
+            settings.CELERY_BROKER_URL = broker_url
+        # No marker to lose there (inline runs have no broker; another broker is not read):
+        # never "lost", so queued runs are not all sent again at every sweep.
+        assert takeover.broker_lost_its_messages() is False
+        assert client.exists(takeover.BROKER_MARKER_KEY) == 0
+    finally:
+        client.close()
+
+
 def test_the_interrupted_step_is_executed_again_as_its_next_attempt(make_run, temporary_tools):
     seen: list[StepExecution] = []
 
