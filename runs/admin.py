@@ -223,7 +223,7 @@ class RunAdmin(admin.ModelAdmin):
 
     @admin.display(description="progress")
     def progress(self, run: Run) -> str:
-        done = f"{getattr(run, 'steps_succeeded', 0)}/{len(run.plan or [])}"
+        done = f"{run.steps_succeeded}/{len(run.plan or [])}"  # annotated by get_queryset
         return format_html('<span data-run-progress="{}">{}</span>', run.id, done)
 
     @admin.display(description="created", ordering="created_at")

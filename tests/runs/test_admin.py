@@ -56,6 +56,56 @@ def test_changelist_shows_status_owner_progress_and_duration(admin_client, make_
     assert admin.duration(rows[queued.id]) == "—"
 
 
+def test_changelist_names_its_columns_and_actions_and_sorts_by_id_status_and_creation(admin_client, make_run):
+    from django.contrib.admin.templatetags.admin_list import result_headers
+    from django.utils.text import capfirst
+
+    make_run()
+    response = admin_client.get(CHANGELIST)
+    cl = response.context["cl"]
+    # As the page shows them (its template capitalises each header's first letter).
+    headers = [(capfirst(h["text"]), h["sortable"]) for h in result_headers(cl)][1:]  # after the checkbox
+    assert headers == [
+        ("Run", True),
+        ("Status", True),
+        ("Owner", True),
+        ("Progress", False),
+        ("Created", True),
+        ("Duration", False),
+    ]
+    run = cl.result_list[0]
+    assert cl.model_admin.short_id(run) == f'<code title="{run.id}">{str(run.id)[:8]}</code>'
+    actions = [label for name, label in response.context["action_form"].fields["action"].choices if name]
+    assert actions == [
+        "Delete selected runs",
+        "Cancel selected runs",
+        "Re-run selected runs (new runs, same plan)",
+    ]
+
+
+def test_delete_selected_deletes_each_run_through_the_service_even_one_deleted_meanwhile(
+    admin_client, make_run, monkeypatch
+):
+    first, second, kept = make_run("processing"), make_run(), make_run()
+    real_delete, deleted = services.run_delete, []
+
+    def another_operator_first(*, run_id):
+        if not deleted:
+            real_delete(run_id=second.id)  # another operator's delete of a selected run, meanwhile
+        deleted.append(run_id)
+        real_delete(run_id=run_id)
+
+    monkeypatch.setattr(services, "run_delete", another_operator_first)
+    chosen = sorted([first.id, second.id], key=str)
+    response = admin_client.post(
+        CHANGELIST,
+        {"action": "delete_selected", "_selected_action": [str(i) for i in chosen], "post": "yes"},
+    )
+    assert response.status_code == 302
+    assert sorted(deleted, key=str) == chosen  # each one through the service
+    assert list(Run.objects.values_list("pk", flat=True)) == [kept.id]
+
+
 def test_changelist_filters_by_status_and_owner(admin_client, make_run, user, other_user):
     failed = make_run("failed")
     theirs = make_run(owner=other_user)
@@ -89,7 +139,7 @@ def test_change_page_shows_the_live_run_and_no_status_field(admin_client, make_r
     assert "mountRunView" in page
     # Nothing editable: no status dropdown, no save buttons; cancel and re-run are buttons.
     assert 'name="status"' not in page and 'name="plan"' not in page and 'name="prompt"' not in page
-    assert 'name="_save"' not in page
+    assert 'name="_save"' not in page and 'name="_continue"' not in page and 'name="_addanother"' not in page
     assert f"/admin/runs/run/{run.id}/cancel/" in page and f"/admin/runs/run/{run.id}/rerun/" in page
     # Timestamps to the second.
     created = timezone.localtime(Run.objects.get(pk=run.id).created_at).strftime("%Y-%m-%d %H:%M:%S")
