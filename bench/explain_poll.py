@@ -56,7 +56,7 @@ def main() -> None:
             started = time.perf_counter()
             found = selectors.events_after_cursors(cursors=cursors)
             timings.append((time.perf_counter() - started) * 1000)
-        print(f"\n=== {name} tick: {len(cursors)} watched runs, {len(found)} rows returned ===")
+        print(f"\n=== {name} tick: {len(cursors)} watched runs, {len(found.events)} events returned ===")
         print("\n".join(plan))
         print(f"selector wall time through Django (median of 20): {statistics.median(timings):.2f} ms")
     sys.stdout.flush()

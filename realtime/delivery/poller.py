@@ -5,7 +5,8 @@ connection of the process that reads the event log instead of, or as well
 as, the channel layer: poll mode, hybrid's safety net, and push connections
 that failed over (realtime/delivery/failover.py). Each tick it reads, in ONE query,
 every watched run's events above the lowest seq any of that run's watchers
-has seen (selectors.events_after_cursors), encodes each event once, and hands
+has seen, and which watched runs were deleted (selectors.events_after_cursors),
+encodes each event once, and hands
 each stream its events through ``on_event`` — the same path push
 uses, so dedupe by seq and gap fill apply. Cost grows with the runs watched,
 not with the sockets (Hasura's multiplexed live queries do the same).
@@ -105,17 +106,19 @@ class Poller(per_loop.Ticker):
             return
         started = time.monotonic()
         try:
-            found = await threads.read(selectors.events_after_cursors, cursors=cursors)
+            polled = await threads.read(selectors.events_after_cursors, cursors=cursors)
         except Exception:
             # The database blipped: the next tick asks again from the same cursors.
             logger.warning("poll of %d runs failed", len(cursors), exc_info=True)
             return
+        found = polled.events
         record.poll_tick(
             runs=len(cursors), watchers=len(due), rows=len(found), seconds=time.monotonic() - started
         )
-        quiet = [run_id for run_id in cursors if run_id not in {event.run_id for event in found}]
-        if quiet:
-            await self._end_deleted(quiet, due)
+        if polled.gone:
+            # A deleted run's watchers get its `run_deleted` and are closed.
+            ended = [consumer.on_deleted() for run_id, consumer in due if run_id in polled.gone]
+            await asyncio.gather(*ended, return_exceptions=True)
         by_run: dict[uuid.UUID, list[tuple[int, str, bool]]] = {}
         for event in found:
             by_run.setdefault(event.run_id, []).append(
@@ -124,20 +127,6 @@ class Poller(per_loop.Ticker):
         handouts = [_hand(consumer, by_run[run_id]) for run_id, consumer in due if run_id in by_run]
         if handouts:
             await asyncio.gather(*handouts)
-
-    async def _end_deleted(self, quiet: list[uuid.UUID], due: list[tuple[uuid.UUID, Watcher]]) -> None:
-        """Watchers of a run that is gone (deleted) get its `run_deleted` and are closed.
-
-        Only runs without new events are looked up: a run with events still exists.
-        """
-        try:
-            gone = await threads.read(selectors.runs_missing, run_ids=quiet)
-        except Exception:
-            logger.warning("looking up %d polled runs failed", len(quiet), exc_info=True)
-            return
-        ended = [consumer.on_deleted() for run_id, consumer in due if run_id in gone]
-        if ended:
-            await asyncio.gather(*ended, return_exceptions=True)
 
 
 def next_slot(now: float, interval: float) -> float:

@@ -156,13 +156,22 @@ def events_between(
 # thousands of rows, loading tz-aware datetimes and model instances cost several
 # times the query itself (docs/benchmarks.md).
 POLL_SQL = (
-    "SELECT e.run_id, e.seq, e.type, e.payload,"  # noqa: S608
+    "SELECT w.run_id, e.seq, e.type, e.payload,"  # noqa: S608
     f" to_char(e.ts AT TIME ZONE 'UTC', '{TS_FORMAT_POSTGRES}')"
     " FROM unnest(%s::uuid[], %s::bigint[]) WITH ORDINALITY AS w(run_id, after, n)"
-    " CROSS JOIN LATERAL ("
-    f"  SELECT id, run_id, seq, type, payload, ts FROM {RunEvent._meta.db_table}"
+    " LEFT JOIN LATERAL ("
+    f"  SELECT seq, type, payload, ts FROM {RunEvent._meta.db_table}"
     "   WHERE run_id = w.run_id AND seq > w.after ORDER BY seq"
-    " ) e"
+    " ) e ON true"
+    # A run without new events is looked up by its key, in the same statement, only to
+    # tell a deleted one (a row without seq): an idle tick is one round trip, not two. The
+    # lookup is a lateral join gated on that run's having no event, so PostgreSQL probes
+    # the primary key per quiet run (a NOT EXISTS here was hashed: the whole runs table
+    # read at every tick).
+    f" LEFT JOIN LATERAL (SELECT 1 AS present FROM {Run._meta.db_table}"
+    "   WHERE id = w.run_id AND e.seq IS NULL"
+    " ) r ON true"
+    " WHERE e.seq IS NOT NULL OR r.present IS NULL"
     " ORDER BY w.n, e.seq"
 )
 
@@ -188,25 +197,42 @@ class PolledEvent(NamedTuple):
     ts: str
 
 
-def events_after_cursors(*, cursors: dict[uuid.UUID, int]) -> list[PolledEvent]:
-    """Every run's events above its cursor, each run's together in seq order — one query for all runs.
+class Polled(NamedTuple):
+    """What one poll found: the runs' new events, and which of the runs no longer exist."""
+
+    events: list[PolledEvent]
+    gone: set[uuid.UUID]
+
+
+def events_after_cursors(*, cursors: dict[uuid.UUID, int]) -> Polled:
+    """Every run's events above its cursor, each run's together in seq order, and the runs
+    deleted meanwhile — one query for all runs.
 
     The process's poller calls this once per tick with, per watched run, the
     lowest seq its watchers have seen. On PostgreSQL the cursors travel as two
     arrays (one statement text whatever the count, so it plans once); each
     (run, seq > after) pair is an index range scan on the (run, seq) unique
-    constraint (see POLL_SQL). Elsewhere (SQLite) the pairs are OR'ed conditions.
+    constraint, and only a run with nothing new is looked up by its key (see
+    POLL_SQL). Elsewhere (SQLite) the pairs are OR'ed conditions, and the quiet
+    runs' lookup is a query of its own.
     """
     if not cursors:
-        return []
+        return Polled([], set())
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(POLL_SQL, poll_params(cursors))
             rows = cursor.fetchall()
-        return [
-            PolledEvent(run_id, seq, type, json.loads(payload) if isinstance(payload, str) else payload, ts)
-            for run_id, seq, type, payload, ts in rows
-        ]
+        events, gone = [], set()
+        for run_id, seq, type, payload, ts in rows:
+            if seq is None:
+                gone.add(run_id)
+            else:
+                events.append(
+                    PolledEvent(
+                        run_id, seq, type, json.loads(payload) if isinstance(payload, str) else payload, ts
+                    )
+                )
+        return Polled(events, gone)
     # SQLite caps expression depth (1000), so very many runs take a few queries.
     found: list[PolledEvent] = []
     pairs = list(cursors.items())
@@ -218,16 +244,12 @@ def events_after_cursors(*, cursors: dict[uuid.UUID, int]) -> list[PolledEvent]:
             PolledEvent(e.run_id, e.seq, e.type, e.payload, format_ts(e.ts))
             for e in RunEvent.objects.filter(condition).order_by("run_id", "seq")
         )
-    return found
+    quiet = set(cursors) - {event.run_id for event in found}
+    existing = set(Run.objects.filter(pk__in=quiet).values_list("pk", flat=True)) if quiet else set()
+    return Polled(found, quiet - existing)
 
 
 _OR_CHUNK = 200
-
-
-def runs_missing(*, run_ids: list[uuid.UUID]) -> set[uuid.UUID]:
-    """Which of ``run_ids`` no longer exist (deleted): the poller ends their watchers."""
-    found = set(Run.objects.filter(pk__in=run_ids).values_list("pk", flat=True))
-    return {run_id for run_id in run_ids if run_id not in found}
 
 
 def event_ids_older_than(*, cutoff: datetime, limit: int) -> list[int]:
