@@ -248,7 +248,6 @@ class RunAdmin(admin.ModelAdmin):
             )
             # The admin goes on with ``obj`` (redirect, log entry): make it the new run.
             obj.pk, obj.status, obj.created_at = run.pk, run.status, run.created_at
-            obj._state.adding = False
 
     def delete_model(self, request, obj):
         """The delete button: through the service, so the run's watchers are told and its worker stops."""

@@ -138,13 +138,15 @@ def test_the_admin_takes_the_longest_prompt(admin_client, user, dispatched):
     assert len(Run.objects.get().prompt) == PROMPT_MAX_LENGTH
 
 
-@pytest.mark.parametrize("depth", [settings.RUNS_MAX_ARGS_DEPTH + 1, 900, 5_000, 100_000])
+@pytest.mark.parametrize("depth", [settings.RUNS_MAX_ARGS_DEPTH, 900, 5_000, 100_000])
 def test_the_admin_refuses_a_plan_nested_too_deep(admin_client, user, dispatched, depth):
-    """5,000 levels were a RecursionError in json.loads (a 500); 900 then failed to be shown again."""
+    """One level past the limit (args is the first), and far past it: 5,000 levels were a
+    RecursionError in json.loads (a 500); 900 then failed to be shown again."""
     plan = '[{"tool": "echo", "args": {"a": ' + "[" * depth + "]" * depth + "}}]"
     response = admin_add(admin_client, user, plan=plan)
     assert response.status_code == 200
-    assert "nested more than" in response.content.decode()
+    limit = settings.RUNS_MAX_ARGS_DEPTH
+    assert f"a step&#x27;s args are nested more than {limit} levels deep" in response.content.decode()
     assert Run.objects.count() == 0 and dispatched == []
 
 
