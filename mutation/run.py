@@ -213,7 +213,7 @@ TARGETS: dict[str, list[str]] = {
     # The HTTP edge (chunked bodies, 308 for a slashless write, 503 for a lost database) and
     # the settings' start-up checks (settings.py: only its checks, SCOPE below).
     "quikday/middleware.py": ["tests/test_middleware.py", "tests/test_cors.py", "tests/runs/test_api_e2e.py"],
-    "quikday/env.py": ["tests/test_cors.py", "tests/test_dotenv.py"],
+    "quikday/env.py": ["tests/test_env.py", "tests/test_cors.py", "tests/test_dotenv.py"],
     "quikday/settings.py": [
         "tests/test_cors.py",
         "tests/test_dotenv.py",
