@@ -218,6 +218,7 @@ TARGETS: dict[str, list[str]] = {
         "tests/test_cors.py",
         "tests/test_dotenv.py",
         "tests/test_db_connections.py::test_a_pool_no_larger_than_the_read_threads_stops_start_up",
+        "tests/test_paas_files.py::test_heroku_redis_tls_urls_accept_its_self_signed_certificate",
     ],
     "server/daphne_tuning.py": ["tests/server/test_daphne_tuning.py"],
     # Newer modules: the fast connect-time snapshot, the list stream and its tickets.
