@@ -122,3 +122,6 @@ def test_a_pool_no_larger_than_the_read_threads_stops_start_up():
     result = manage("check", env={**env, "DATABASE_POOL_MAX_SIZE": "4"})
     assert result.returncode != 0
     assert "DATABASE_POOL_MAX_SIZE (4) must be greater than REALTIME_DB_THREADS (4)" in result.stderr
+    # Without a pool (DATABASE_POOL=0, as in a Celery worker) the size is not used: no check.
+    result = manage("check", env={**env, "DATABASE_POOL_MAX_SIZE": "4", "DATABASE_POOL": "0"})
+    assert result.returncode == 0, result.stderr
