@@ -163,11 +163,10 @@ POLL_SQL = (
     f"  SELECT seq, type, payload, ts FROM {RunEvent._meta.db_table}"
     "   WHERE run_id = w.run_id AND seq > w.after ORDER BY seq"
     " ) e ON true"
-    # A run without new events is looked up by its key, in the same statement, only to
-    # tell a deleted one (a row without seq): an idle tick is one round trip, not two. The
-    # lookup is a lateral join gated on that run's having no event, so PostgreSQL probes
-    # the primary key per quiet run (a NOT EXISTS here was hashed: the whole runs table
-    # read at every tick).
+    # A run without new events comes back as a row without seq when it no longer exists
+    # (deleted): an idle tick is one round trip, not two. The lookup is a lateral join, so
+    # PostgreSQL probes the runs' primary key row by row (a NOT EXISTS here was planned as
+    # a hashed subplan: the whole runs table read at every tick).
     f" LEFT JOIN LATERAL (SELECT 1 AS present FROM {Run._meta.db_table}"
     "   WHERE id = w.run_id AND e.seq IS NULL"
     " ) r ON true"
@@ -212,8 +211,8 @@ def events_after_cursors(*, cursors: dict[uuid.UUID, int]) -> Polled:
     lowest seq its watchers have seen. On PostgreSQL the cursors travel as two
     arrays (one statement text whatever the count, so it plans once); each
     (run, seq > after) pair is an index range scan on the (run, seq) unique
-    constraint, and only a run with nothing new is looked up by its key (see
-    POLL_SQL). Elsewhere (SQLite) the pairs are OR'ed conditions, and the quiet
+    constraint, and a run with nothing new is told deleted or not by a probe of
+    the runs' key (see POLL_SQL). Elsewhere (SQLite) the pairs are OR'ed conditions, and the quiet
     runs' lookup is a query of its own.
     """
     if not cursors:
