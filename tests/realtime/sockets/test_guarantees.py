@@ -239,7 +239,7 @@ class _BrokenPollWatcher(_PollWatcher):
 
 
 @pytest.mark.usefixtures("dispatched")
-async def test_a_poll_watchers_failing_delivery_does_not_stop_the_poller(user):
+async def test_a_poll_watchers_failing_delivery_does_not_stop_the_poller(user, caplog):
     """Kills poller.py's ExceptionReplacer on ``_hand``'s ``except Exception``.
 
     One of two poll watchers of a run fails every delivery: the other gets every
@@ -258,6 +258,9 @@ async def test_a_poll_watchers_failing_delivery_does_not_stop_the_poller(user):
         await sync_to_async(services.step_succeed)(run_id=run.id, index=1, output=None)  # seq 5
         await asyncio.wait_for(healthy.reached.wait(), WAIT)
         assert healthy.seqs == [2, 3, 4, 5]
+        # Logged with what broke, for the operator: the message and its traceback.
+        assert f"poll delivery to a watcher of run {run.id} failed" in caplog.text
+        assert "RuntimeError: this watcher's socket broke" in caplog.text
     finally:
         await _stop_polling(poller, broken, healthy)
 
