@@ -164,11 +164,12 @@ POLL_SQL = (
     "   WHERE run_id = w.run_id AND seq > w.after ORDER BY seq"
     " ) e ON true"
     # A run without new events comes back as a row without seq when it no longer exists
-    # (deleted): an idle tick is one round trip, not two. The lookup is a lateral join, so
-    # PostgreSQL probes the runs' primary key row by row (a NOT EXISTS here was planned as
-    # a hashed subplan: the whole runs table read at every tick).
+    # (deleted): an idle tick is one round trip, not two. The LIMIT keeps the lookup a
+    # lateral subquery, not a join PostgreSQL may plan as a scan of the whole runs table
+    # (a NOT EXISTS was hashed so; without the LIMIT, few watched runs got a hash join):
+    # one probe of the runs' primary key per run without new events, none for the others.
     f" LEFT JOIN LATERAL (SELECT 1 AS present FROM {Run._meta.db_table}"
-    "   WHERE id = w.run_id AND e.seq IS NULL"
+    "   WHERE id = w.run_id AND e.seq IS NULL LIMIT 1"
     " ) r ON true"
     " WHERE e.seq IS NOT NULL OR r.present IS NULL"
     " ORDER BY w.n, e.seq"
@@ -211,8 +212,8 @@ def events_after_cursors(*, cursors: dict[uuid.UUID, int]) -> Polled:
     lowest seq its watchers have seen. On PostgreSQL the cursors travel as two
     arrays (one statement text whatever the count, so it plans once); each
     (run, seq > after) pair is an index range scan on the (run, seq) unique
-    constraint, and a run with nothing new is told deleted or not by a probe of
-    the runs' key (see POLL_SQL). Elsewhere (SQLite) the pairs are OR'ed conditions, and the quiet
+    constraint, and only a run with nothing new is told deleted or not, by a
+    probe of the runs' key (see POLL_SQL). Elsewhere (SQLite) the pairs are OR'ed conditions, and the quiet
     runs' lookup is a query of its own.
     """
     if not cursors:
