@@ -8,6 +8,7 @@ that does not come fails after ``WAIT`` seconds, it does not hang.
 """
 
 import asyncio
+import re
 import threading
 from datetime import timedelta
 
@@ -265,8 +266,46 @@ async def test_a_poll_watchers_failing_delivery_does_not_stop_the_poller(user, c
         await _stop_polling(poller, broken, healthy)
 
 
+class _DeletionWatcher(_PollWatcher):
+    """Told its run is gone: records it and leaves the poller, as a stream's close does."""
+
+    def __init__(self, poller: Poller, run_id, *, breaks: bool = False) -> None:
+        super().__init__(run_id, 0, until=10**9)
+        self.poller, self.breaks, self.deleted = poller, breaks, asyncio.Event()
+
+    async def on_deleted(self) -> None:
+        self.poller.unwatch(self)
+        self.deleted.set()
+        if self.breaks:
+            raise RuntimeError("this watcher's socket broke")
+
+
 @pytest.mark.usefixtures("dispatched")
-async def test_a_failed_poll_query_is_asked_again_on_the_next_tick(user, monkeypatch):
+async def test_a_deleted_runs_poll_watchers_are_ended_and_a_failing_one_stops_nothing(user):
+    """Kills poller.py's ``if polled.gone`` negated and ``return_exceptions=True`` dropped.
+
+    Two watchers of a run that is deleted, one of them failing as it is ended; a
+    watcher of another run goes on getting that run's events on the next ticks.
+    """
+    gone, live = await sync_to_async(_four_events)(user), await sync_to_async(_four_events)(user)
+    poller = Poller(asyncio.get_running_loop())
+    broken = _DeletionWatcher(poller, gone.id, breaks=True)
+    healthy = _DeletionWatcher(poller, gone.id)
+    other = _PollWatcher(live.id, 4, until=5)
+    try:
+        for watcher in (broken, healthy, other):
+            poller.watch(watcher, interval=0.05)
+        await sync_to_async(services.run_delete)(run_id=gone.id)
+        await asyncio.wait_for(asyncio.gather(broken.deleted.wait(), healthy.deleted.wait()), WAIT)
+        await sync_to_async(services.step_succeed)(run_id=live.id, index=1, output=None)  # seq 5
+        await asyncio.wait_for(other.reached.wait(), WAIT)
+        assert other.seqs == [5]
+    finally:
+        await _stop_polling(poller, broken, healthy, other)
+
+
+@pytest.mark.usefixtures("dispatched")
+async def test_a_failed_poll_query_is_asked_again_on_the_next_tick(user, monkeypatch, caplog):
     """Kills poller.py's ExceptionReplacer on tick()'s ``except Exception`` around the log read.
 
     The first poll query raises (the database blipped): the poller's task must
@@ -290,6 +329,11 @@ async def test_a_failed_poll_query_is_asked_again_on_the_next_tick(user, monkeyp
         poller.watch(watcher, interval=0.05)
         await asyncio.wait_for(watcher.reached.wait(), WAIT)
         assert failures and watcher.seqs == [2, 3, 4]
+        assert "poll of 1 runs failed" in caplog.text
+        assert "ConnectionError: the database blipped" in caplog.text  # with its traceback
+        # The tick that found the events says how long its query took (not a clock reading).
+        took = [float(ms) for ms in re.findall(r"time=([0-9.]+)ms", caplog.text)]
+        assert took and all(ms < 60_000 for ms in took), took
     finally:
         await _stop_polling(poller, watcher)
 
