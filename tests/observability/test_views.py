@@ -103,7 +103,7 @@ def test_committed_events_count_by_type_and_time_runs_and_steps(client, metrics_
     # A difference of two float sums: equal to 0.25 only within rounding.
     duration_sum = delta(before, after, "quikday_step_duration_seconds_sum", status="succeeded", tool="echo")
     assert duration_sum == pytest.approx(0.25)
-    assert delta(before, after, "quikday_run_duration_seconds_sum", status="succeeded") == 2.0
+    assert delta(before, after, "quikday_run_duration_seconds_sum", status="succeeded") == pytest.approx(2.0)
     lines = [r.getMessage() for r in caplog.records if getattr(r, "event", None) == "state"]
     assert lines == [
         "step_succeeded run_id=r-2 seq=3 step=0 tool=echo status=succeeded duration=0.250s",
