@@ -2,13 +2,17 @@
 
 Starts one Daphne process (``--loop asyncio``: plain ``daphne``; ``uvloop``:
 server/daphne_uvloop.py, as the web command does), connects ``--watchers``
-WebSocket clients (token auth) over ``--runs`` runs, 100 at a time, then
+WebSocket clients (token auth) over ``--runs`` runs, ``--batch`` (100) at a time, then
 drives every run through ``--steps`` steps from this process (runs.services,
 publishing on REDIS_URL) and reads every frame. Reported, from
 ``/proc/<pid>/stat`` of the Daphne process: its CPU per connect (handshake,
 auth, snapshot read, `connected`) and per frame delivered (receive from the
 layer, hub, socket write). CPU time: other processes on a busy machine are
 not charged to it.
+
+``--gc default,20000:20:20`` gives each trial (uvloop) the collector's
+thresholds and reports its collections: how many and their pauses
+(bench/gc_probe.py).
 
 ``--metrics on,off,on,off`` gives each trial (paired with ``--loops`` in turn)
 METRICS_ENABLED on or off: what the metrics and per-process stats cost per
@@ -47,8 +51,31 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _pause_figures(path: Path) -> dict:
+    """Each generation's collections after start-up: how many, their total and longest pause (ms)."""
+    pauses = json.loads(path.read_text())
+    return {
+        f"gc{gen}": {
+            "n": len(values),
+            "total_ms": round(sum(values) * 1000, 1),
+            "max_ms": round(max(values, default=0.0) * 1000, 2),
+        }
+        for gen, values in pauses.items()
+    }
+
+
 async def trial(
-    loop: str, *, metrics: str, watchers: int, runs: int, steps: int, idle: float, user, token: str
+    loop: str,
+    *,
+    metrics: str,
+    gc_threshold: str | None,
+    watchers: int,
+    runs: int,
+    steps: int,
+    idle: float,
+    batch: int = 100,
+    user,
+    token: str,
 ) -> dict:
     import websockets
 
@@ -60,8 +87,12 @@ async def trial(
         if loop == "uvloop"
         else [sys.executable, "-m", "daphne"]
     )
-    argv = [*command, "-b", "127.0.0.1", "-p", str(port), "quikday.asgi:application"]
     env = {**os.environ, "METRICS_ENABLED": "1" if metrics == "on" else "0"}
+    pauses_file = ROOT / "build" / f"gc-pauses-{port}.json"
+    if gc_threshold is not None:  # uvloop's Daphne, its collections timed (bench/gc_probe.py)
+        command = [sys.executable, "-m", "bench.gc_probe"]
+        env |= {"GC_PROBE_THRESHOLD": gc_threshold, "GC_PROBE_OUT": str(pauses_file)}
+    argv = [*command, "-b", "127.0.0.1", "-p", str(port), "quikday.asgi:application"]
     daphne = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     headers = {"Authorization": f"Token {token}"}
     try:
@@ -86,16 +117,16 @@ async def trial(
         before_connects = _cpu_s(daphne.pid)
         began = time.perf_counter()
         sockets = []
-        for start in range(0, watchers, 100):
-            batch = await asyncio.gather(
+        for start in range(0, watchers, batch):
+            opened = await asyncio.gather(
                 *(
                     websockets.connect(url(i), additional_headers=headers, max_queue=None)
-                    for i in range(start, min(watchers, start + 100))
+                    for i in range(start, min(watchers, start + batch))
                 )
             )
-            for ws in batch:
+            for ws in opened:
                 await ws.recv()  # connected
-            sockets += batch
+            sockets += opened
         connect_s = time.perf_counter() - began
         idle_cpu = _cpu_s(daphne.pid)
         await asyncio.sleep(idle)
@@ -120,8 +151,8 @@ async def trial(
         await asyncio.to_thread(produce)
         await asyncio.wait_for(asyncio.gather(*readers), 300)
         after = _cpu_s(daphne.pid)
-        return {
-            "loop": loop,
+        result = {
+            "loop": loop if gc_threshold is None else f"uvloop, gc {gc_threshold}",
             "metrics": metrics,
             "watchers": watchers,
             "connect_cpu_ms": round((idle_cpu - before_connects) * 1000 / watchers, 3),
@@ -132,7 +163,11 @@ async def trial(
         }
     finally:
         daphne.terminate()
-        daphne.wait(10)
+        daphne.wait(15)
+    if gc_threshold is not None:  # written by the process at its exit
+        result |= _pause_figures(pauses_file)
+        pauses_file.unlink()
+    return result
 
 
 def main() -> int:
@@ -143,7 +178,15 @@ def main() -> int:
     parser.add_argument(
         "--metrics", default="on", help="METRICS_ENABLED per trial: on or off, one value or one per loop"
     )
+    parser.add_argument(
+        "--gc",
+        default="",
+        help="collector thresholds per trial (uvloop), e.g. default,20000:20:20; each collection timed",
+    )
     parser.add_argument("--watchers", type=int, default=400)
+    parser.add_argument(
+        "--batch", type=int, default=100, help="clients connecting at once (a storm: --watchers)"
+    )
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument(
@@ -157,7 +200,8 @@ def main() -> int:
 
     _, user, token_key = setup_web_tool("web-cost")
 
-    loops = args.loops.split(",")
+    thresholds = [value.replace(":", ",") for value in args.gc.split(",")] if args.gc else []
+    loops = ["uvloop"] * len(thresholds) if thresholds else args.loops.split(",")
     switches = args.metrics.split(",")
     if len(switches) == 1:
         switches *= len(loops)
@@ -165,10 +209,11 @@ def main() -> int:
         parser.error("--metrics: on or off, one value or one per loop")
 
     async def run_all() -> None:
-        for loop, metrics in zip(loops, switches, strict=True):
+        for position, (loop, metrics) in enumerate(zip(loops, switches, strict=True)):
             result = await trial(
-                loop, metrics=metrics, watchers=args.watchers, runs=args.runs, steps=args.steps,
-                idle=args.idle, user=user, token=token_key,
+                loop=loop, metrics=metrics, gc_threshold=thresholds[position] if thresholds else None,
+                watchers=args.watchers, runs=args.runs, steps=args.steps,
+                idle=args.idle, batch=args.batch, user=user, token=token_key,
             )  # fmt: skip
             print(json.dumps(result), flush=True)
 
