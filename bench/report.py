@@ -101,11 +101,19 @@ def other_table(results: dict) -> str:
             f"| publish p50 / p99 ms, tutorial async_to_sync(group_send), {layer} | "
             f"{_fmt(got['tutorial_p50_ms'])} / {_fmt(got['tutorial_p99_ms'])} |"
         )
-    for key, value in sorted(results.get("throughput", {}).items()):
-        lines.append(
-            f"| whole runs/s (3 echo steps), {key.rsplit('_', 1)[-1].replace('w', ' worker(s)')} | "
-            f"{_fmt(value)} |"
-        )
+    throughput = results.get("throughput", {})
+    for key, value in sorted(throughput.items()):
+        if not key.startswith("runs_per_s_"):
+            continue
+        workers = key.rsplit("_", 1)[-1]
+        lines.append(f"| whole runs/s (3 echo steps), {workers.replace('w', ' worker(s)')} | {_fmt(value)} |")
+        if f"machine_cpu_ms_per_run_{workers}" in throughput:  # runs before 2026-12-06 lack these
+            lines.append(
+                f"| … CPU per run, the whole machine / the workers (ms); the cores busy | "
+                f"{_fmt(throughput[f'machine_cpu_ms_per_run_{workers}'])} / "
+                f"{_fmt(throughput[f'worker_cpu_ms_per_run_{workers}'])}; "
+                f"{_fmt(throughput[f'machine_busy_pct_{workers}'])} % |"
+            )
     return "\n".join(lines)
 
 

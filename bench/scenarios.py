@@ -207,7 +207,9 @@ def latency_workload(
         time.sleep(ctx.sizes.stats_settle)
         out[f"idle_qps_{prefix}"] = queries_per_second(ctx, idle_window)
     ctx.client.call("reset")
+    busy_before, total_before = stack.machine_cpu_seconds()
     produced = produce(ctx, mode, run_ids, rate, duration)
+    busy_after, total_after = stack.machine_cpu_seconds()
     ctx.client.call("wait_closed", timeout=drain_timeout(mode))
     stats = settle(ctx, run_ids, prefix, out, produced["commits"])
     ctx.client.call("close")
@@ -225,6 +227,10 @@ def latency_workload(
             f"{prefix}_connected": opened["connected"],
             f"{prefix}_open_s": opened["elapsed_s"],
             f"{prefix}_phase_s": round(time.perf_counter() - began, 1),
+            # how busy the cores were while the events were produced: where the machine is the limit
+            f"{prefix}_machine_busy_pct": round(
+                100 * (busy_after - busy_before) / (total_after - total_before), 1
+            ),
         }
     )
     return out
@@ -447,11 +453,24 @@ def throughput(ctx: Ctx, workers: int) -> dict:
     started = [stack.start_worker(ctx.procs, env, f"w{i}") for i in range(workers)]
     try:
         ctx.fixtures.wait_done(ctx.fixtures.create_runs(workers * 2), timeout=60)  # workers are up
+        workers_before = sum(stack.cpu_seconds(proc.pid) for proc in started)
+        busy_before, total_before = stack.machine_cpu_seconds()
         began = time.perf_counter()
         ids = ctx.fixtures.create_runs(ctx.sizes.throughput_runs)
         done = ctx.fixtures.wait_done(ids, timeout=300)
         elapsed = time.perf_counter() - began
-        return {f"runs_per_s_{workers}w": round(done / elapsed, 2)}
+        busy_after, total_after = stack.machine_cpu_seconds()
+        workers_cpu = sum(stack.cpu_seconds(proc.pid) for proc in started) - workers_before
+        # What a run costs the whole machine (workers, PostgreSQL, Redis, this bench's own
+        # creating and waiting) and how busy the cores were: where the cores are the limit.
+        return {
+            f"runs_per_s_{workers}w": round(done / elapsed, 2),
+            f"machine_busy_pct_{workers}w": round(
+                100 * (busy_after - busy_before) / (total_after - total_before), 1
+            ),
+            f"machine_cpu_ms_per_run_{workers}w": round(1000 * (busy_after - busy_before) / max(done, 1), 2),
+            f"worker_cpu_ms_per_run_{workers}w": round(1000 * workers_cpu / max(done, 1), 2),
+        }
     finally:
         for proc in started:
             ctx.procs.stop(proc)

@@ -161,6 +161,13 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def machine_cpu_seconds() -> tuple[float, float]:
+    """All cores' busy and total time since boot (``/proc/stat``; idle and iowait are not busy)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    total = sum(values[:8])  # guest time is already counted in user
+    return (total - values[3] - values[4]) / CLK_TCK, total / CLK_TCK
+
+
 def cpu_percent(pids: list[int], window: float) -> float:
     """Share of one core the processes used together over ``window`` seconds."""
     before, began = sum(map(cpu_seconds, pids)), time.perf_counter()

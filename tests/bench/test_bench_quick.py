@@ -56,6 +56,12 @@ def test_quick_bench_completes_and_loses_nothing(tmp_path):
         assert figures["l1_p50"] is not None
     assert {g["goal"] for g in results["goals"]}
     assert "publish" in results and "throughput" in results
+    # What a run costs the whole machine: the figure docs/scaling.md divides the cores by.
+    throughput = results["throughput"]
+    assert throughput["runs_per_s_1w"] > 0
+    assert 0 < throughput["machine_busy_pct_1w"] <= 100
+    assert 0 < throughput["worker_cpu_ms_per_run_1w"] < throughput["machine_cpu_ms_per_run_1w"]
+    assert 0 < results["modes"]["push-pubsub"]["median"]["l1_machine_busy_pct"] <= 100
 
 
 def _bench_db(url: str) -> str:
