@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import time
 from dataclasses import dataclass
@@ -454,13 +455,25 @@ def throughput(ctx: Ctx, workers: int) -> dict:
     try:
         ctx.fixtures.wait_done(ctx.fixtures.create_runs(workers * 2), timeout=60)  # workers are up
         workers_before = sum(stack.cpu_seconds(proc.pid) for proc in started)
+        processes_before = stack.cpu_by_process()
         busy_before, total_before = stack.machine_cpu_seconds()
         began = time.perf_counter()
         ids = ctx.fixtures.create_runs(ctx.sizes.throughput_runs)
         done = ctx.fixtures.wait_done(ids, timeout=300)
         elapsed = time.perf_counter() - began
         busy_after, total_after = stack.machine_cpu_seconds()
+        processes_after = stack.cpu_by_process()
         workers_cpu = sum(stack.cpu_seconds(proc.pid) for proc in started) - workers_before
+        worker_pids, bench_pid = {proc.pid for proc in started}, os.getpid()
+
+        def group(pid: int, comm: str) -> str:
+            if pid in worker_pids:
+                return "workers"
+            if pid == bench_pid:
+                return "bench"  # creating the runs and waiting for them
+            return {"postgres": "postgres", "redis-server": "redis"}.get(comm, "other")
+
+        spent = stack.cpu_spent_by(processes_before, processes_after, group)
         # What a run costs the whole machine (workers, PostgreSQL, Redis, this bench's own
         # creating and waiting) and how busy the cores were: where the cores are the limit.
         return {
@@ -470,6 +483,11 @@ def throughput(ctx: Ctx, workers: int) -> dict:
             ),
             f"machine_cpu_ms_per_run_{workers}w": round(1000 * (busy_after - busy_before) / max(done, 1), 2),
             f"worker_cpu_ms_per_run_{workers}w": round(1000 * workers_cpu / max(done, 1), 2),
+            # the same by process (those alive through the window): who the machine's CPU went to
+            **{
+                f"cpu_ms_per_run_{workers}w_{name}": round(1000 * seconds / max(done, 1), 2)
+                for name, seconds in spent.items()
+            },
         }
     finally:
         for proc in started:

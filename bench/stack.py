@@ -168,6 +168,32 @@ def machine_cpu_seconds() -> tuple[float, float]:
     return (total - values[3] - values[4]) / CLK_TCK, total / CLK_TCK
 
 
+def cpu_by_process() -> dict[int, tuple[str, float]]:
+    """Every process's name (``comm``) and CPU seconds so far, by pid (those readable now)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm, rest = (entry / "stat").read_text().split(" (", 1)[1].rsplit(")", 1)
+        except (OSError, IndexError, ValueError):
+            continue  # gone meanwhile
+        fields = rest.split()
+        found[int(entry.name)] = (comm, (int(fields[11]) + int(fields[12])) / CLK_TCK)
+    return found
+
+
+def cpu_spent_by(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], group) -> dict:
+    """CPU seconds between two ``cpu_by_process`` snapshots, summed by ``group(pid, comm)``, over
+    the processes alive at both (one that started or ended between them is not counted)."""
+    spent: dict[str, float] = {}
+    for pid, (comm, cpu) in after.items():
+        if pid in before and before[pid][0] == comm:
+            name = group(pid, comm)
+            spent[name] = spent.get(name, 0.0) + cpu - before[pid][1]
+    return spent
+
+
 def cpu_percent(pids: list[int], window: float) -> float:
     """Share of one core the processes used together over ``window`` seconds."""
     before, began = sum(map(cpu_seconds, pids)), time.perf_counter()

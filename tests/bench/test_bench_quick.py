@@ -61,6 +61,9 @@ def test_quick_bench_completes_and_loses_nothing(tmp_path):
     assert throughput["runs_per_s_1w"] > 0
     assert 0 < throughput["machine_busy_pct_1w"] <= 100
     assert 0 < throughput["worker_cpu_ms_per_run_1w"] < throughput["machine_cpu_ms_per_run_1w"]
+    assert throughput["cpu_ms_per_run_1w_workers"] > 0
+    # a smoke run is a few runs: a process's share may round to 0 clock ticks, but each is told
+    assert throughput["cpu_ms_per_run_1w_postgres"] >= 0 and throughput["cpu_ms_per_run_1w_bench"] >= 0
     assert 0 < results["modes"]["push-pubsub"]["median"]["l1_machine_busy_pct"] <= 100
 
 
