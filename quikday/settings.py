@@ -139,7 +139,8 @@ TEMPLATES = [
 # A Celery worker's pool process runs one task at a time on one thread: one
 # persistent connection (DATABASE_CONN_MAX_AGE seconds, health-checked) is its
 # bound already, and Celery closes a prefork process's pool after every task
-# (two new connections per task, measured). So workers keep theirs by default.
+# (two new connections per task, measured). So workers keep plain connections by
+# default, and CELERY_DB_REUSE_MAX (below) keeps Celery from closing those too.
 # SQLite (embedded mode) keeps its per-thread connections.
 _COMMAND = Path(sys.argv[0])
 CELERY_WORKER_PROCESS = "celery" in (_COMMAND.name, _COMMAND.parent.name) and "worker" in sys.argv[1:]
@@ -412,6 +413,11 @@ CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "celery")
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Celery's Django fixup closes every database connection before and after each task unless
+# told to reuse them (celery/fixups/django.py): each run then opened a PostgreSQL session of
+# its own, a backend forked and authenticated per task. Reused, they follow Django's own rule
+# at each task's start and end instead (realtime.signals.task_boundary). 0: Celery's closing.
+CELERY_DB_REUSE_MAX = env_int("CELERY_DB_REUSE_MAX", 1_000_000_000)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # SIGTERM (a deploy: the platform sends SIGKILL 30 s later) is a cold shutdown

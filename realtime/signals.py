@@ -5,10 +5,18 @@ status an instance was loaded with, ``post_save`` emits one event when the
 status it saves differs (a save that changes nothing observable emits nothing).
 A starting Celery worker process opens its publishing connection at once, and
 every worker process (main and pool children) runs its observability reporter.
+Around each task its database connections follow Django's per-request rule.
 """
 
-from celery.signals import worker_process_init, worker_process_shutdown, worker_ready, worker_shutdown
-from django.db import transaction
+from celery.signals import (
+    task_postrun,
+    task_prerun,
+    worker_process_init,
+    worker_process_shutdown,
+    worker_ready,
+    worker_shutdown,
+)
+from django.db import close_old_connections, transaction
 from django.db.models.signals import post_delete, post_init, post_save
 
 from observability import record, reporter
@@ -94,6 +102,15 @@ def worker_process_stopping(**kwargs) -> None:
     reporter.stop()
 
 
+def task_boundary(sender=None, **kwargs) -> None:
+    """Before and after each task, what Django does around a request: a connection past
+    CONN_MAX_AGE, or broken by an error, is closed; the others are health-checked at their
+    next use. (Celery's own closing of every connection is off: settings.CELERY_DB_REUSE_MAX.)"""
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return  # run in the caller's process (a test, a shell): its connections are the caller's
+    close_old_connections()
+
+
 def connect() -> None:
     post_init.connect(remember_status, sender=Run, dispatch_uid="realtime.run.post_init")
     post_init.connect(remember_step_state, sender=Step, dispatch_uid="realtime.step.post_init")
@@ -103,4 +120,6 @@ def connect() -> None:
     worker_process_init.connect(worker_process_started, dispatch_uid="realtime.worker_process_init")
     worker_ready.connect(worker_started, dispatch_uid="realtime.worker_ready")
     worker_process_shutdown.connect(worker_process_stopping, dispatch_uid="realtime.worker_process_shutdown")
+    task_prerun.connect(task_boundary, dispatch_uid="realtime.task_prerun")
+    task_postrun.connect(task_boundary, dispatch_uid="realtime.task_postrun")
     worker_shutdown.connect(worker_process_stopping, dispatch_uid="realtime.worker_shutdown")

@@ -11,6 +11,7 @@ import signal
 import time
 
 import pytest
+from django.db import connection
 
 from runs import reaper
 from runs.models import Run
@@ -52,6 +53,52 @@ def test_three_echo_steps_over_the_api_succeed_in_order(api, worker_process):
     detail = api.get(f"/api/runs/{run_id}/").json()
     assert detail["status"] == "succeeded"
     assert [s["index"] for s in detail["steps"]] == [0, 1, 2]
+
+
+def _sessions_so_far() -> int:
+    """PostgreSQL sessions opened on the test database so far (each backend reports its own within
+    about a second, or at its exit)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
+
+
+def test_a_worker_keeps_its_database_connection_from_task_to_task(api, worker_process):
+    # Celery's Django fixup closes every connection around each task unless CELERY_DB_REUSE_MAX
+    # is set: each run then opened a session of its own (a backend forked and authenticated).
+    plan = {"steps": [{"tool": "echo"}]}
+    first = api.post("/api/runs/", plan, format="json").json()["id"]
+    wait_for(lambda: run_in(first, "succeeded"), what="the first run")
+    before = _sessions_so_far()
+
+    for _ in range(6):
+        run_id = api.post("/api/runs/", plan, format="json").json()["id"]
+        wait_for(lambda run_id=run_id: run_in(run_id, "succeeded"), what="the run to succeed")
+    time.sleep(1.5)  # every session opened meanwhile has been reported by then
+
+    # at most the worker's own, had its first connect not reached the statistics yet
+    assert _sessions_so_far() - before <= 1
+
+
+def test_a_worker_replaces_a_connection_the_database_dropped_between_tasks(api, worker_process):
+    # A kept connection is checked before a task uses it (CONN_HEALTH_CHECKS, armed at each task's
+    # start): a backend terminated while the worker idled costs the next run nothing, not a retry.
+    plan = {"steps": [{"tool": "echo"}]}
+    first = api.post("/api/runs/", plan, format="json").json()["id"]
+    wait_for(lambda: run_in(first, "succeeded"), what="the first run")
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        assert cursor.fetchone()[0] >= 1  # the worker's
+
+    second = api.post("/api/runs/", plan, format="json").json()["id"]
+    run = wait_for(lambda: run_in(second, "succeeded", "failed"), what="the next run")
+
+    assert run.status == "succeeded", run.error
+    assert "Retry in" not in worker_process.log() and "OperationalError" not in worker_process.log()
 
 
 def test_cancel_while_a_step_runs_ends_the_run_cancelled_before_the_next(api, worker_process):
