@@ -87,6 +87,8 @@ def test_a_worker_replaces_a_connection_the_database_dropped_between_tasks(api, 
     plan = {"steps": [{"tool": "echo"}]}
     first = api.post("/api/runs/", plan, format="json").json()["id"]
     wait_for(lambda: run_in(first, "succeeded"), what="the first run")
+    # The task ends after the run's commit (its lease is released then): the worker must be idle.
+    wait_for(lambda: " succeeded in " in worker_process.log(), what="the first task to end")
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
